@@ -1,0 +1,646 @@
+//! The discrete-event engine: a queue ordered by `(time, seq)`, nodes that
+//! host machines, the network, scheduled faults and the drive loop.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use crate::clock::{Clock, Now};
+use crate::net::{Fate, LinkConfig, Network, Partition};
+use crate::time::Timestamp;
+use crate::trace::{kind, Level, Record, Trace};
+use crate::NodeId;
+
+/// A deadline on the node's own monotonic clock, with why it is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    pub at: Timestamp,
+    pub reason: &'static str,
+}
+
+/// Why a send failed. Returned to the machine in [`Input::SendDone`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection was reset: the `break` fault.
+    #[error("connection reset")]
+    ConnectionReset,
+}
+
+/// Everything a machine can be told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input<M> {
+    /// The node started (first start, restart or rejoin: always a fresh machine).
+    Start,
+    /// Graceful shutdown; the machine gets no input after this one.
+    Stop,
+    /// The deadline from `poll_timeout` has passed. Harmless if early or repeated.
+    Timeout,
+    Recv { from: NodeId, msg: M },
+    /// Outcome of a send made with [`Outbox::send_awaited`], handed back before
+    /// any other input, as an `await` on a local write would return.
+    SendDone {
+        to: NodeId,
+        token: u64,
+        result: Result<(), SendError>,
+    },
+}
+
+#[derive(Debug)]
+enum Output<M> {
+    Send {
+        to: NodeId,
+        msg: M,
+        token: Option<u64>,
+    },
+    Record(Record),
+}
+
+/// Where a machine puts what it wants done.
+#[derive(Debug)]
+pub struct Outbox<M> {
+    items: Vec<Output<M>>,
+    node: NodeId,
+}
+
+impl<M> Outbox<M> {
+    pub fn new(node: NodeId) -> Self {
+        Outbox {
+            items: Vec::new(),
+            node,
+        }
+    }
+    /// Fire-and-forget send.
+    pub fn send(&mut self, to: NodeId, msg: M) {
+        self.items.push(Output::Send {
+            to,
+            msg,
+            token: None,
+        });
+    }
+    /// A send whose outcome the machine waits for: it gets
+    /// `Input::SendDone { token, .. }` next.
+    pub fn send_awaited(&mut self, to: NodeId, msg: M, token: u64) {
+        self.items.push(Output::Send {
+            to,
+            msg,
+            token: Some(token),
+        });
+    }
+    /// A model decision for the trace (`sweep`, `ping`, `evict`, ...). The
+    /// time is filled in by the engine.
+    pub fn record(
+        &mut self,
+        kind: &'static str,
+        peer: Option<NodeId>,
+        reason: Option<Cow<'static, str>>,
+        msg: Option<Cow<'static, str>>,
+    ) {
+        self.items.push(Output::Record(Record {
+            t: Timestamp::ZERO,
+            node: Some(self.node),
+            kind,
+            peer,
+            reason,
+            msg,
+            level: Level::Decision,
+        }));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    /// Sends queued so far, for tests that drive a machine by hand.
+    pub fn sends(&self) -> impl Iterator<Item = (NodeId, &M, Option<u64>)> {
+        self.items.iter().filter_map(|o| match o {
+            Output::Send { to, msg, token } => Some((*to, msg, *token)),
+            Output::Record(_) => None,
+        })
+    }
+    /// Records queued so far, for tests that drive a machine by hand.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.items.iter().filter_map(|o| match o {
+            Output::Record(r) => Some(r),
+            Output::Send { .. } => None,
+        })
+    }
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+}
+
+/// A sans-IO state machine the engine can host. The drive contract:
+/// feed inputs in time order with the node's clock readings; after each
+/// `handle`, perform the outbox and re-read `poll_timeout`.
+pub trait Machine {
+    type Msg: Clone;
+    fn handle(&mut self, now: Now, input: Input<Self::Msg>, out: &mut Outbox<Self::Msg>);
+    /// The next deadline on this node's monotonic clock, if any.
+    fn poll_timeout(&self) -> Option<Deadline>;
+    /// The message as the trace shows it (upstream wire text where there is one).
+    fn describe(msg: &Self::Msg) -> Cow<'static, str>;
+}
+
+/// A scheduled change to the world.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    Start(NodeId),
+    Stop(NodeId),
+    Crash(NodeId),
+    Restart(NodeId),
+    Partition(Vec<Partition>),
+    Heal,
+    ClockJump { node: NodeId, by_us: i64 },
+    Link {
+        from: NodeId,
+        to: NodeId,
+        config: LinkConfig,
+    },
+    Break { from: NodeId, to: NodeId },
+    Repair { from: NodeId, to: NodeId },
+}
+
+/// Bounds on one run. Hitting `max_events` or `max_queue` is an error; `end`
+/// is where the scenario stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub end: Timestamp,
+    pub max_events: u64,
+    pub max_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            end: Timestamp::from_us(3_600_000_000),
+            max_events: 50_000_000,
+            max_queue: 5_000_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    #[error("event limit hit: more than {limit} events by {at} (raise [limits] max_events, or look for a machine that re-arms a timer in the past)")]
+    Events { limit: u64, at: Timestamp },
+    #[error("queue limit hit: more than {limit} queued events at {at} (raise [limits] max_queue, or look for a message storm)")]
+    Queue { limit: usize, at: Timestamp },
+}
+
+enum Event<M> {
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        incarnation: u32,
+        msg: M,
+    },
+    Timer {
+        node: NodeId,
+        generation: u64,
+    },
+    Fault(usize),
+}
+
+struct Queued<M> {
+    t: Timestamp,
+    seq: u64,
+    event: Event<M>,
+}
+
+impl<M> PartialEq for Queued<M> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.t, self.seq) == (other.t, other.seq)
+    }
+}
+impl<M> Eq for Queued<M> {}
+impl<M> PartialOrd for Queued<M> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<M> Ord for Queued<M> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.t, self.seq).cmp(&(other.t, other.seq))
+    }
+}
+
+struct Node<M> {
+    machine: Option<M>,
+    /// Bumped whenever the machine is replaced or removed; messages carry
+    /// the incarnation they were sent to, so a crash drops what was in flight.
+    incarnation: u32,
+    clock: Clock,
+    timer: Option<(Timestamp, u64)>,
+    timer_generation: u64,
+}
+
+/// Counters of one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub events: u64,
+    pub peak_queue: usize,
+    pub sends: u64,
+}
+
+thread_local! {
+    static SIM_NOW: Cell<Option<Timestamp>> = const { Cell::new(None) };
+}
+
+/// The simulated time of the event being processed on this thread, for log
+/// formatters (`tracing` output lines up with the trace).
+pub fn current_time() -> Option<Timestamp> {
+    SIM_NOW.with(Cell::get)
+}
+
+pub struct Engine<M: Machine, F: FnMut(NodeId) -> M> {
+    factory: F,
+    nodes: Vec<Node<M>>,
+    net: Network,
+    faults: Vec<Fault>,
+    queue: BinaryHeap<Reverse<Queued<M::Msg>>>,
+    seq: u64,
+    now: Timestamp,
+    limits: Limits,
+    trace: Trace,
+    stats: Stats,
+    outbox: Outbox<M::Msg>,
+}
+
+/// How a node starts: its name, clock, and when (if ever) it first starts.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub name: String,
+    pub clock: Clock,
+    pub start_at: Option<Timestamp>,
+}
+
+impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
+    pub fn new(
+        nodes: Vec<NodeSpec>,
+        net: Network,
+        faults: Vec<(Timestamp, Fault)>,
+        limits: Limits,
+        keep: Level,
+        factory: F,
+    ) -> Self {
+        let names = nodes.iter().map(|n| n.name.clone()).collect();
+        let mut engine = Engine {
+            factory,
+            nodes: nodes
+                .iter()
+                .map(|spec| Node {
+                    machine: None,
+                    incarnation: 0,
+                    clock: spec.clock,
+                    timer: None,
+                    timer_generation: 0,
+                })
+                .collect(),
+            net,
+            faults: Vec::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            now: Timestamp::ZERO,
+            limits,
+            trace: Trace::new(names, keep),
+            stats: Stats::default(),
+            outbox: Outbox::new(NodeId(0)),
+        };
+        // Node starts are faults like any other, queued first so that at
+        // equal times a node starts before anything scheduled after it.
+        for (i, spec) in nodes.iter().enumerate() {
+            if let Some(at) = spec.start_at {
+                engine.schedule_fault(at, Fault::Start(NodeId(i)));
+            }
+        }
+        for (at, fault) in faults {
+            engine.schedule_fault(at, fault);
+        }
+        engine
+    }
+
+    fn schedule_fault(&mut self, at: Timestamp, fault: Fault) {
+        self.faults.push(fault);
+        let idx = self.faults.len() - 1;
+        self.push(at, Event::Fault(idx));
+    }
+
+    fn push(&mut self, t: Timestamp, event: Event<M::Msg>) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            t,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+    pub fn into_trace(self) -> Trace {
+        self.trace
+    }
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+    pub fn machine(&self, node: NodeId) -> Option<&M> {
+        self.nodes[node.0].machine.as_ref()
+    }
+
+    /// Run until the queue is empty or the next event is past `limits.end`.
+    pub fn run(&mut self) -> Result<(), LimitError> {
+        let result = self.drive();
+        SIM_NOW.with(|c| c.set(None));
+        result
+    }
+
+    fn drive(&mut self) -> Result<(), LimitError> {
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.t > self.limits.end {
+                break;
+            }
+            let Some(Reverse(Queued { t, event, .. })) = self.queue.pop() else {
+                break;
+            };
+            self.now = t;
+            SIM_NOW.with(|c| c.set(Some(t)));
+            self.stats.events += 1;
+            if self.stats.events > self.limits.max_events {
+                return Err(LimitError::Events {
+                    limit: self.limits.max_events,
+                    at: t,
+                });
+            }
+            self.step(event);
+            let len = self.queue.len();
+            self.stats.peak_queue = self.stats.peak_queue.max(len);
+            if len > self.limits.max_queue {
+                return Err(LimitError::Queue {
+                    limit: self.limits.max_queue,
+                    at: t,
+                });
+            }
+        }
+        self.now = self.now.max(self.limits.end);
+        Ok(())
+    }
+
+    fn step(&mut self, event: Event<M::Msg>) {
+        match event {
+            Event::Deliver {
+                from,
+                to,
+                incarnation,
+                msg,
+            } => {
+                let node = &self.nodes[to.0];
+                let reason = if node.machine.is_none() || node.incarnation != incarnation {
+                    Some("node down")
+                } else if self.net.blocked(from, to) {
+                    Some("partition")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    self.net_record(kind::DROP, from, to, reason, &msg);
+                    return;
+                }
+                if self.trace.wants(Level::Net) {
+                    self.trace.push(Record {
+                        t: self.now,
+                        node: Some(to),
+                        kind: kind::DELIVER,
+                        peer: Some(from),
+                        reason: None,
+                        msg: Some(M::describe(&msg)),
+                        level: Level::Net,
+                    });
+                }
+                self.dispatch(to, Input::Recv { from, msg });
+            }
+            Event::Timer { node, generation } => {
+                if self.nodes[node.0].timer.map(|(_, g)| g) == Some(generation) {
+                    self.nodes[node.0].timer = None;
+                    self.dispatch(node, Input::Timeout);
+                }
+            }
+            Event::Fault(idx) => {
+                let fault = self.faults[idx].clone();
+                self.apply(fault);
+            }
+        }
+    }
+
+    fn fault_record(&mut self, node: Option<NodeId>, kind: &'static str, msg: Option<String>) {
+        self.trace.push(Record {
+            t: self.now,
+            node,
+            kind,
+            peer: None,
+            reason: None,
+            msg: msg.map(Cow::Owned),
+            level: Level::Decision,
+        });
+    }
+
+    fn names_of(&self, set: &std::collections::BTreeSet<NodeId>) -> String {
+        set.iter()
+            .map(|n| self.trace.name(*n))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn apply(&mut self, fault: Fault) {
+        match fault {
+            Fault::Start(n) => {
+                self.fault_record(Some(n), kind::START, None);
+                self.boot(n);
+            }
+            Fault::Restart(n) => {
+                self.fault_record(Some(n), kind::RESTART, None);
+                self.boot(n);
+            }
+            Fault::Stop(n) => {
+                self.fault_record(Some(n), kind::STOP, None);
+                self.dispatch(n, Input::Stop);
+                self.take_down(n);
+            }
+            Fault::Crash(n) => {
+                self.fault_record(Some(n), kind::CRASH, None);
+                self.take_down(n);
+            }
+            Fault::Partition(rules) => {
+                let msg = rules
+                    .iter()
+                    .map(|p| format!("{}->{}", self.names_of(&p.from), self.names_of(&p.to)))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.fault_record(None, kind::PARTITION, Some(msg));
+                self.net.partition(rules);
+            }
+            Fault::Heal => {
+                self.fault_record(None, kind::HEAL, None);
+                self.net.heal();
+            }
+            Fault::ClockJump { node, by_us } => {
+                self.fault_record(Some(node), kind::CLOCK_JUMP, Some(format!("{by_us:+}us")));
+                self.nodes[node.0].clock.jump(by_us);
+            }
+            Fault::Link { from, to, config } => {
+                let msg = format!(
+                    "{}->{} latency={:?} drop={} duplicate={}",
+                    self.trace.name(from),
+                    self.trace.name(to),
+                    config.latency,
+                    config.drop,
+                    config.duplicate
+                );
+                self.fault_record(None, kind::LINK, Some(msg));
+                self.net.set_link(from, to, config);
+            }
+            Fault::Break { from, to } => {
+                let msg = format!("{}->{}", self.trace.name(from), self.trace.name(to));
+                self.fault_record(None, kind::BREAK, Some(msg));
+                self.net.break_link(from, to);
+            }
+            Fault::Repair { from, to } => {
+                let msg = format!("{}->{}", self.trace.name(from), self.trace.name(to));
+                self.fault_record(None, kind::REPAIR, Some(msg));
+                self.net.repair_link(from, to);
+            }
+        }
+    }
+
+    fn boot(&mut self, n: NodeId) {
+        let machine = (self.factory)(n);
+        let node = &mut self.nodes[n.0];
+        node.machine = Some(machine);
+        node.incarnation += 1;
+        node.timer = None;
+        self.dispatch(n, Input::Start);
+    }
+
+    fn take_down(&mut self, n: NodeId) {
+        let node = &mut self.nodes[n.0];
+        node.machine = None;
+        node.incarnation += 1;
+        node.timer = None;
+    }
+
+    fn net_record(&mut self, kind: &'static str, from: NodeId, to: NodeId, reason: &'static str, msg: &M::Msg) {
+        if self.trace.wants(Level::Net) {
+            self.trace.push(Record {
+                t: self.now,
+                node: Some(from),
+                kind,
+                peer: Some(to),
+                reason: (!reason.is_empty()).then_some(Cow::Borrowed(reason)),
+                msg: Some(M::describe(msg)),
+                level: Level::Net,
+            });
+        }
+    }
+
+    /// Hand `input` to node `n`, then carry out its outputs. Awaited sends
+    /// are answered at once and before anything else reaches the node.
+    fn dispatch(&mut self, n: NodeId, input: Input<M::Msg>) {
+        let mut pending = VecDeque::from([input]);
+        let mut out = std::mem::replace(&mut self.outbox, Outbox::new(n));
+        out.node = n;
+        while let Some(input) = pending.pop_front() {
+            let node = &mut self.nodes[n.0];
+            let Some(machine) = node.machine.as_mut() else {
+                break;
+            };
+            let now = node.clock.now(self.now);
+            tracing::trace!(node = self.trace.name(n), input = input_kind(&input), "dispatch");
+            machine.handle(now, input, &mut out);
+            for item in out.items.drain(..) {
+                match item {
+                    Output::Record(mut r) => {
+                        r.t = self.now;
+                        tracing::debug!(
+                            node = self.trace.name(n),
+                            kind = r.kind,
+                            peer = r.peer.map(|p| self.trace.name(p)),
+                            reason = r.reason.as_deref(),
+                            "decision"
+                        );
+                        self.trace.push(r);
+                    }
+                    Output::Send { to, msg, token } => {
+                        let result = self.transmit(n, to, msg);
+                        if let Some(token) = token {
+                            pending.push_back(Input::SendDone { to, token, result });
+                        }
+                    }
+                }
+            }
+        }
+        self.outbox = out;
+        self.rearm(n);
+    }
+
+    fn transmit(&mut self, from: NodeId, to: NodeId, msg: M::Msg) -> Result<(), SendError> {
+        self.stats.sends += 1;
+        if self.net.is_broken(from, to) {
+            self.net_record(kind::SEND_FAILED, from, to, "connection reset", &msg);
+            return Err(SendError::ConnectionReset);
+        }
+        let names = &self.trace;
+        match self.net.route(from, to, |id| names.name(id).to_string()) {
+            Fate::Lost => self.net_record(kind::DROP, from, to, "loss", &msg),
+            Fate::Partitioned => self.net_record(kind::DROP, from, to, "partition", &msg),
+            Fate::Deliver(delays) => {
+                self.net_record(kind::SEND, from, to, "", &msg);
+                let incarnation = self.nodes[to.0].incarnation;
+                for (i, delay) in delays.into_iter().enumerate() {
+                    if i > 0 {
+                        self.net_record(kind::DUPLICATE, from, to, "", &msg);
+                    }
+                    let event = Event::Deliver {
+                        from,
+                        to,
+                        incarnation,
+                        msg: msg.clone(),
+                    };
+                    self.push(self.now + delay, event);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rearm(&mut self, n: NodeId) {
+        let node = &mut self.nodes[n.0];
+        let want = node
+            .machine
+            .as_ref()
+            .and_then(Machine::poll_timeout)
+            .map(|d| node.clock.global_at(d.at).max(self.now));
+        if want == node.timer.map(|(t, _)| t) {
+            return;
+        }
+        node.timer_generation += 1;
+        let generation = node.timer_generation;
+        node.timer = want.map(|t| (t, generation));
+        if let Some(t) = want {
+            self.push(t, Event::Timer { node: n, generation });
+        }
+    }
+}
+
+fn input_kind<M>(input: &Input<M>) -> &'static str {
+    match input {
+        Input::Start => "start",
+        Input::Stop => "stop",
+        Input::Timeout => "timeout",
+        Input::Recv { .. } => "recv",
+        Input::SendDone { .. } => "send-done",
+    }
+}

@@ -1,0 +1,243 @@
+//! The simulated network: directed links with latency, loss and duplication,
+//! partitions, and broken connections.
+//!
+//! Every link uses the scenario's default [`LinkConfig`] unless a per-link
+//! override is set (by the scenario or by a scheduled `link` fault). Links are
+//! stored sparsely, so a 10,000-peer star costs nothing per absent override.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::rng::Ratio;
+use crate::time::Duration;
+use crate::NodeId;
+
+/// One-way delay of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Latency {
+    Fixed(Duration),
+    /// Uniform over `lo..=hi` microseconds, drawn per message from the link's
+    /// stream; two messages on one link may therefore arrive out of order.
+    Uniform { lo: Duration, hi: Duration },
+}
+
+impl Latency {
+    pub fn draws(&self) -> bool {
+        matches!(self, Latency::Uniform { lo, hi } if lo != hi)
+    }
+    pub fn sample(&self, rng: &mut ChaCha8Rng) -> Duration {
+        match *self {
+            Latency::Fixed(d) => d,
+            Latency::Uniform { lo, hi } if lo == hi => lo,
+            Latency::Uniform { lo, hi } => {
+                Duration::from_us(rng.gen_range(lo.as_us()..=hi.as_us()))
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkConfig {
+    pub latency: Latency,
+    pub drop: Ratio,
+    pub duplicate: Ratio,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            latency: Latency::Fixed(Duration::ZERO),
+            drop: Ratio::NEVER,
+            duplicate: Ratio::NEVER,
+        }
+    }
+}
+
+impl LinkConfig {
+    /// Whether sending on this link consumes randomness at all.
+    pub fn is_random(&self) -> bool {
+        self.latency.draws() || !self.drop.is_never() || !self.duplicate.is_never()
+    }
+}
+
+/// A set of blocked directions: `from` nodes cannot reach `to` nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partition {
+    pub from: BTreeSet<NodeId>,
+    pub to: BTreeSet<NodeId>,
+}
+
+impl Partition {
+    /// Every node in a group can reach only nodes of its own group. Nodes in
+    /// no group are unaffected.
+    pub fn symmetric(groups: &[Vec<NodeId>]) -> Vec<Partition> {
+        let mut rules = Vec::new();
+        for (i, a) in groups.iter().enumerate() {
+            for (j, b) in groups.iter().enumerate() {
+                if i != j {
+                    rules.push(Partition {
+                        from: a.iter().copied().collect(),
+                        to: b.iter().copied().collect(),
+                    });
+                }
+            }
+        }
+        rules
+    }
+
+    fn blocks(&self, from: NodeId, to: NodeId) -> bool {
+        self.from.contains(&from) && self.to.contains(&to)
+    }
+}
+
+/// What the network decided for one send.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Deliver after each of these delays (two when duplicated).
+    Deliver(Vec<Duration>),
+    Lost,
+    Partitioned,
+}
+
+#[derive(Debug)]
+pub struct Network {
+    seed: u64,
+    default: LinkConfig,
+    overrides: BTreeMap<(NodeId, NodeId), LinkConfig>,
+    partitions: Vec<Partition>,
+    broken: BTreeSet<(NodeId, NodeId)>,
+    /// Lazily created per-link generators (only for random links).
+    rngs: BTreeMap<(NodeId, NodeId), ChaCha8Rng>,
+}
+
+impl Network {
+    pub fn new(seed: u64, default: LinkConfig) -> Self {
+        Network {
+            seed,
+            default,
+            overrides: BTreeMap::new(),
+            partitions: Vec::new(),
+            broken: BTreeSet::new(),
+            rngs: BTreeMap::new(),
+        }
+    }
+
+    pub fn set_default(&mut self, config: LinkConfig) {
+        self.default = config;
+    }
+    pub fn set_link(&mut self, from: NodeId, to: NodeId, config: LinkConfig) {
+        self.overrides.insert((from, to), config);
+    }
+    pub fn link(&self, from: NodeId, to: NodeId) -> &LinkConfig {
+        self.overrides.get(&(from, to)).unwrap_or(&self.default)
+    }
+    pub fn partition(&mut self, rules: Vec<Partition>) {
+        self.partitions.extend(rules);
+    }
+    pub fn heal(&mut self) {
+        self.partitions.clear();
+    }
+    pub fn is_partitioned(&self) -> bool {
+        !self.partitions.is_empty()
+    }
+    pub fn blocked(&self, from: NodeId, to: NodeId) -> bool {
+        self.partitions.iter().any(|p| p.blocks(from, to))
+    }
+    /// Sends on a broken direction fail at once (a reset connection), where a
+    /// partitioned one swallows messages silently.
+    pub fn break_link(&mut self, from: NodeId, to: NodeId) {
+        self.broken.insert((from, to));
+    }
+    pub fn repair_link(&mut self, from: NodeId, to: NodeId) {
+        self.broken.remove(&(from, to));
+    }
+    pub fn is_broken(&self, from: NodeId, to: NodeId) -> bool {
+        self.broken.contains(&(from, to))
+    }
+
+    /// Decide one message's fate. Draw order per message is fixed: loss,
+    /// latency, duplicate, duplicate's latency.
+    pub fn route(&mut self, from: NodeId, to: NodeId, names: impl Fn(NodeId) -> String) -> Fate {
+        if self.blocked(from, to) {
+            return Fate::Partitioned;
+        }
+        let config = *self.link(from, to);
+        if !config.is_random() {
+            return Fate::Deliver(vec![config.latency.sample_fixed()]);
+        }
+        let seed = self.seed;
+        let rng = self
+            .rngs
+            .entry((from, to))
+            .or_insert_with(|| crate::rng::stream(seed, &format!("net/{}/{}", names(from), names(to))));
+        if config.drop.sample(rng) {
+            return Fate::Lost;
+        }
+        let mut delays = vec![config.latency.sample(rng)];
+        if config.duplicate.sample(rng) {
+            delays.push(config.latency.sample(rng));
+        }
+        Fate::Deliver(delays)
+    }
+}
+
+impl Latency {
+    fn sample_fixed(&self) -> Duration {
+        match *self {
+            Latency::Fixed(d) => d,
+            Latency::Uniform { lo, .. } => lo,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: NodeId) -> String {
+        format!("n{}", n.0)
+    }
+
+    #[test]
+    fn one_way_partition_blocks_one_direction() {
+        let mut net = Network::new(1, LinkConfig::default());
+        net.partition(vec![Partition {
+            from: [NodeId(0)].into(),
+            to: [NodeId(1)].into(),
+        }]);
+        assert_eq!(net.route(NodeId(0), NodeId(1), name), Fate::Partitioned);
+        assert_eq!(net.route(NodeId(1), NodeId(0), name), Fate::Deliver(vec![Duration::ZERO]));
+        net.heal();
+        assert_eq!(net.route(NodeId(0), NodeId(1), name), Fate::Deliver(vec![Duration::ZERO]));
+    }
+
+    #[test]
+    fn symmetric_partition_spares_nodes_in_no_group() {
+        let mut net = Network::new(1, LinkConfig::default());
+        net.partition(Partition::symmetric(&[vec![NodeId(0)], vec![NodeId(1)]]));
+        assert!(net.blocked(NodeId(0), NodeId(1)));
+        assert!(net.blocked(NodeId(1), NodeId(0)));
+        assert!(!net.blocked(NodeId(0), NodeId(2)));
+    }
+
+    #[test]
+    fn loss_rate_is_roughly_honoured_and_reproducible() {
+        let lossy = LinkConfig {
+            drop: Ratio::new(1, 10).unwrap(),
+            ..LinkConfig::default()
+        };
+        let run = |seed| {
+            let mut net = Network::new(seed, lossy);
+            (0..10_000)
+                .map(|_| net.route(NodeId(0), NodeId(1), name) == Fate::Lost)
+                .collect::<Vec<_>>()
+        };
+        let a = run(3);
+        assert_eq!(a, run(3));
+        assert_ne!(a, run(4));
+        let lost = a.iter().filter(|l| **l).count();
+        assert!((800..1200).contains(&lost), "lost {lost} of 10000 at 1/10");
+    }
+}
