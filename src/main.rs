@@ -1,1 +1,213 @@
-fn main(){}
+//! The `heartsim` command line. Interface documented in `docs/cli.md`.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use heartsim::run::{check, context, describe, run};
+use heartsim::scenario::Scenario;
+use heartsim::sim::trace::{Level, Record};
+
+#[derive(Parser)]
+#[command(
+    name = "heartsim",
+    version,
+    about = "Deterministic simulation of heartbeat and liveness protocols"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenario files, print their traces and check their [[expect]]s.
+    ///
+    /// Exit status: 0 if every expectation holds, 1 if one fails or a run hits
+    /// a limit, 2 if a file cannot be read or is not a valid scenario.
+    Run {
+        /// Scenario files (TOML, version = 1).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Trace format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Print decisions only (sweeps, probes, PINGs, evictions, faults),
+        /// not every send and delivery.
+        #[arg(long)]
+        decisions: bool,
+        /// Write the trace to this file instead of standard output.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Overwrite the --trace file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Text,
+    Jsonl,
+}
+
+/// `tracing` timestamps in simulated time, so `RUST_LOG=debug` lines up
+/// with the trace.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match heartsim::sim::current_time() {
+            Some(t) => write!(w, "{t:>12}"),
+            None => write!(w, "{:>12}", "-"),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_timer(SimTime)
+        .with_writer(io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            files,
+            seed,
+            format,
+            decisions,
+            trace,
+            force,
+        } => run_files(&files, seed, format, decisions, trace, force),
+    }
+}
+
+fn run_files(
+    files: &[PathBuf],
+    seed: Option<u64>,
+    format: Format,
+    decisions_only: bool,
+    trace_path: Option<PathBuf>,
+    force: bool,
+) -> ExitCode {
+    // Validate every file before running any: a typo in the fifth file
+    // should not cost the time of running the first four.
+    let mut scenarios = Vec::new();
+    for path in files {
+        match Scenario::load(path) {
+            Ok(s) => scenarios.push(s),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut sink: Box<dyn Write> = match &trace_path {
+        None => Box::new(io::stdout().lock()),
+        Some(p) => {
+            let mut options = OpenOptions::new();
+            options.write(true);
+            if force {
+                options.create(true).truncate(true);
+            } else {
+                options.create_new(true);
+            }
+            match options.open(p) {
+                Ok(f) => Box::new(io::BufWriter::new(f)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    eprintln!(
+                        "error: {} exists; pass --force to overwrite it",
+                        p.display()
+                    );
+                    return ExitCode::from(2);
+                }
+                Err(e) => {
+                    eprintln!("error: cannot write {}: {e}", p.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    // In jsonl mode stdout carries only the trace; verdicts go to stderr.
+    let jsonl_on_stdout = format == Format::Jsonl && trace_path.is_none();
+    let mut failed = false;
+    for scenario in &scenarios {
+        let keep = if decisions_only {
+            Level::Decision
+        } else {
+            Level::Net
+        };
+        let seed_used = seed.unwrap_or(scenario.seed);
+        let replay = format!(
+            "cargo run --release -- run {} --seed {seed_used}",
+            scenario.path.display()
+        );
+        let mut report: Vec<String> = vec![format!(
+            "== {} ({}, seed {seed_used}): {}",
+            scenario.path.display(),
+            scenario.profile.name(),
+            scenario.name
+        )];
+        match run(scenario, seed, keep) {
+            Err(limit) => {
+                failed = true;
+                report.push(format!("error: {limit}\n  replay: {replay}"));
+            }
+            Ok(outcome) => {
+                let records: Vec<&Record> = outcome.trace.records().iter().collect();
+                let written = match format {
+                    Format::Jsonl => outcome.trace.write_jsonl(&records, &mut sink),
+                    Format::Text => {
+                        if !jsonl_on_stdout && trace_path.is_none() {
+                            let _ = writeln!(sink, "{}", report[0]);
+                        }
+                        outcome.trace.write_text(&records, &mut sink)
+                    }
+                };
+                if let Err(e) = written.and_then(|()| sink.flush()) {
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        return ExitCode::SUCCESS;
+                    }
+                    eprintln!("error: writing the trace: {e}");
+                    return ExitCode::from(2);
+                }
+                for v in check(scenario, &outcome.trace) {
+                    let what = describe(&outcome.trace, v.expect);
+                    match &v.failure {
+                        None => report.push(format!("  ok    {what}")),
+                        Some(why) => {
+                            failed = true;
+                            report.push(format!("  FAIL  {what}\n        {why}"));
+                            let ctx = context(&outcome.trace, v.expect, 4);
+                            if !ctx.is_empty() {
+                                report.push(format!("        trace around it:\n{ctx}"));
+                            }
+                            report.push(format!("        replay: {replay}"));
+                        }
+                    }
+                }
+                report.push(format!(
+                    "  {} events, {} sends, peak queue {}",
+                    outcome.stats.events, outcome.stats.sends, outcome.stats.peak_queue
+                ));
+            }
+        }
+        let text = report.join("\n");
+        if jsonl_on_stdout || trace_path.is_some() {
+            eprintln!("{text}");
+        } else {
+            let _ = writeln!(sink, "{}", report[1..].join("\n"));
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -115,6 +115,9 @@ mod tests {
             }
         }
         let fast = Clock::new(100_000, 0).unwrap(); // 10% fast
-        assert_eq!(fast.now(Timestamp::from_us(60_000_000)).mono.as_us(), 66_000_000);
+        assert_eq!(
+            fast.now(Timestamp::from_us(60_000_000)).mono.as_us(),
+            66_000_000
+        );
     }
 }

@@ -37,7 +37,10 @@ pub enum Input<M> {
     Stop,
     /// The deadline from `poll_timeout` has passed. Harmless if early or repeated.
     Timeout,
-    Recv { from: NodeId, msg: M },
+    Recv {
+        from: NodeId,
+        msg: M,
+    },
     /// Outcome of a send made with [`Outbox::send_awaited`], handed back before
     /// any other input, as an `await` on a local write would return.
     SendDone {
@@ -151,14 +154,23 @@ pub enum Fault {
     Restart(NodeId),
     Partition(Vec<Partition>),
     Heal,
-    ClockJump { node: NodeId, by_us: i64 },
+    ClockJump {
+        node: NodeId,
+        by_us: i64,
+    },
     Link {
         from: NodeId,
         to: NodeId,
         config: LinkConfig,
     },
-    Break { from: NodeId, to: NodeId },
-    Repair { from: NodeId, to: NodeId },
+    Break {
+        from: NodeId,
+        to: NodeId,
+    },
+    Repair {
+        from: NodeId,
+        to: NodeId,
+    },
 }
 
 /// Bounds on one run. Hitting `max_events` or `max_queue` is an error; `end`
@@ -532,7 +544,14 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         node.timer = None;
     }
 
-    fn net_record(&mut self, kind: &'static str, from: NodeId, to: NodeId, reason: &'static str, msg: &M::Msg) {
+    fn net_record(
+        &mut self,
+        kind: &'static str,
+        from: NodeId,
+        to: NodeId,
+        reason: &'static str,
+        msg: &M::Msg,
+    ) {
         if self.trace.wants(Level::Net) {
             self.trace.push(Record {
                 t: self.now,
@@ -558,7 +577,11 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 break;
             };
             let now = node.clock.now(self.now);
-            tracing::trace!(node = self.trace.name(n), input = input_kind(&input), "dispatch");
+            tracing::trace!(
+                node = self.trace.name(n),
+                input = input_kind(&input),
+                "dispatch"
+            );
             machine.handle(now, input, &mut out);
             for item in out.items.drain(..) {
                 match item {
@@ -630,7 +653,13 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         let generation = node.timer_generation;
         node.timer = want.map(|t| (t, generation));
         if let Some(t) = want {
-            self.push(t, Event::Timer { node: n, generation });
+            self.push(
+                t,
+                Event::Timer {
+                    node: n,
+                    generation,
+                },
+            );
         }
     }
 }

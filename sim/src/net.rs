@@ -20,7 +20,10 @@ pub enum Latency {
     Fixed(Duration),
     /// Uniform over `lo..=hi` microseconds, drawn per message from the link's
     /// stream; two messages on one link may therefore arrive out of order.
-    Uniform { lo: Duration, hi: Duration },
+    Uniform {
+        lo: Duration,
+        hi: Duration,
+    },
 }
 
 impl Latency {
@@ -168,10 +171,9 @@ impl Network {
             return Fate::Deliver(vec![config.latency.sample_fixed()]);
         }
         let seed = self.seed;
-        let rng = self
-            .rngs
-            .entry((from, to))
-            .or_insert_with(|| crate::rng::stream(seed, &format!("net/{}/{}", names(from), names(to))));
+        let rng = self.rngs.entry((from, to)).or_insert_with(|| {
+            crate::rng::stream(seed, &format!("net/{}/{}", names(from), names(to)))
+        });
         if config.drop.sample(rng) {
             return Fate::Lost;
         }
@@ -208,9 +210,15 @@ mod tests {
             to: [NodeId(1)].into(),
         }]);
         assert_eq!(net.route(NodeId(0), NodeId(1), name), Fate::Partitioned);
-        assert_eq!(net.route(NodeId(1), NodeId(0), name), Fate::Deliver(vec![Duration::ZERO]));
+        assert_eq!(
+            net.route(NodeId(1), NodeId(0), name),
+            Fate::Deliver(vec![Duration::ZERO])
+        );
         net.heal();
-        assert_eq!(net.route(NodeId(0), NodeId(1), name), Fate::Deliver(vec![Duration::ZERO]));
+        assert_eq!(
+            net.route(NodeId(0), NodeId(1), name),
+            Fate::Deliver(vec![Duration::ZERO])
+        );
     }
 
     #[test]

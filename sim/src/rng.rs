@@ -104,7 +104,10 @@ mod tests {
 
     #[test]
     fn ratio_parses_and_rejects() {
-        assert_eq!("1/100".parse::<Ratio>().map(|r| r.to_string()), Ok("1/100".into()));
+        assert_eq!(
+            "1/100".parse::<Ratio>().map(|r| r.to_string()),
+            Ok("1/100".into())
+        );
         assert!("2/1".parse::<Ratio>().is_err());
         assert!("1/0".parse::<Ratio>().is_err());
         assert!("0.01".parse::<Ratio>().is_err());

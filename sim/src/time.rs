@@ -172,10 +172,7 @@ impl FromStr for Duration {
                 .parse()
                 .map_err(|_| ParseDurationError::Overflow)?;
             rest = &rest[digits..];
-            let unit_len = rest
-                .bytes()
-                .take_while(|b| b.is_ascii_alphabetic())
-                .count();
+            let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
             if unit_len == 0 {
                 return Err(if rest.is_empty() {
                     ParseDurationError::MissingUnit(n)
@@ -210,17 +207,31 @@ mod tests {
         assert_eq!("11m30s".parse::<Duration>(), Ok(Duration::from_secs(690)));
         assert_eq!("1h".parse::<Duration>(), Ok(Duration::from_secs(3600)));
         assert_eq!("250ms".parse::<Duration>(), Ok(Duration::from_ms(250)));
-        assert_eq!("1s500us".parse::<Duration>(), Ok(Duration::from_us(1_000_500)));
+        assert_eq!(
+            "1s500us".parse::<Duration>(),
+            Ok(Duration::from_us(1_000_500))
+        );
         assert_eq!("0s".parse::<Duration>(), Ok(Duration::ZERO));
     }
 
     #[test]
     fn rejects_bad_durations() {
         assert_eq!("".parse::<Duration>(), Err(ParseDurationError::Empty));
-        assert_eq!("10".parse::<Duration>(), Err(ParseDurationError::MissingUnit(10)));
-        assert!(matches!("1.5s".parse::<Duration>(), Err(ParseDurationError::Unexpected(_))));
-        assert!(matches!("m5".parse::<Duration>(), Err(ParseDurationError::ExpectedDigit(_))));
-        assert!(matches!("3d".parse::<Duration>(), Err(ParseDurationError::UnknownUnit(u)) if u == "d"));
+        assert_eq!(
+            "10".parse::<Duration>(),
+            Err(ParseDurationError::MissingUnit(10))
+        );
+        assert!(matches!(
+            "1.5s".parse::<Duration>(),
+            Err(ParseDurationError::Unexpected(_))
+        ));
+        assert!(matches!(
+            "m5".parse::<Duration>(),
+            Err(ParseDurationError::ExpectedDigit(_))
+        ));
+        assert!(
+            matches!("3d".parse::<Duration>(), Err(ParseDurationError::UnknownUnit(u)) if u == "d")
+        );
         assert_eq!(
             "99999999999999h".parse::<Duration>(),
             Err(ParseDurationError::Overflow)
@@ -230,6 +241,9 @@ mod tests {
     #[test]
     fn displays_hours_minutes_seconds_millis() {
         assert_eq!(Timestamp::from_us(690_000_000).to_string(), "0:11:30.000");
-        assert_eq!(Timestamp::from_us(90_000_000_250).to_string(), "25:00:00.000250");
+        assert_eq!(
+            Timestamp::from_us(90_000_000_250).to_string(),
+            "25:00:00.000250"
+        );
     }
 }

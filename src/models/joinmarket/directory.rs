@@ -1,0 +1,609 @@
+//! The directory server's peer registry and heartbeat loop, as one machine.
+//!
+//! The sweep is upstream's coroutine unrolled into states:
+//!
+//! ```text
+//! Sleeping --deadline--> sweep: 1. hard-evict   (synchronous)
+//!                               2. probe queue  (one awaited send at a time)
+//!          <--no PING out--     3. Waiting pong_wait
+//!          <----------------    4. evict still pending
+//! ```
+//!
+//! joinmarket-ng sleeps `sweep_interval` after the sweep ends (so a sweep
+//! that waited for PONGs starts the next one 90 s later); joinmarket-rs ticks
+//! on a fixed grid from start + 60 s (tokio `interval_at`, `Burst` on missed
+//! ticks).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use heartsim_sim::{Deadline, Duration, Input, NodeId, Now, Outbox, SendError, Timestamp};
+
+use super::{kind, Frame, Profile, Timers, NOT_SERVING_ONION, PING_RATE_WINDOW};
+
+/// Connection id: increasing per accepted handshake, so ascending order is
+/// registration order (Python iterates its registry dict in insertion order;
+/// joinmarket-rs iterates a DashMap in hash order, which we pin to this).
+type ConnId = u64;
+
+#[derive(Debug)]
+struct Conn {
+    node: NodeId,
+    key: Arc<str>,
+    ping: bool,
+    maker: bool,
+    directory: bool,
+    /// On the profile's clock (wall for joinmarket-ng, monotonic for -rs).
+    last_seen: Timestamp,
+    /// joinmarket-rs: times of recent PINGs from this peer.
+    ping_times: VecDeque<Timestamp>,
+}
+
+/// What the pending-PONG set is keyed by: `(key, conn)` where pending is
+/// per connection, `(key, 0)` under eb812d4c (peer key only).
+type PendingKey = (Arc<str>, ConnId);
+
+#[derive(Debug)]
+enum Phase {
+    /// Not started, or stopped.
+    Idle,
+    Sleeping {
+        until: Timestamp,
+    },
+    Probing(Sweep),
+    Waiting {
+        until: Timestamp,
+        sweep: Sweep,
+    },
+}
+
+#[derive(Debug)]
+struct Sweep {
+    /// The one "now" of a joinmarket-ng sweep; in joinmarket-rs each phase
+    /// calls `elapsed()` afresh, which is the same instant here because no
+    /// simulated time passes between the phases.
+    queue: VecDeque<ConnId>,
+    /// A send whose outcome the sweep awaits: `(token, conn, is_ping)`.
+    awaiting: Option<(u64, ConnId, bool)>,
+    /// joinmarket-ng's `pinged_owners` (who step 4 may evict); for
+    /// joinmarket-rs, non-empty is its `ping_sent`.
+    pinged: Vec<(PendingKey, NodeId)>,
+}
+
+#[derive(Debug)]
+pub struct Directory {
+    profile: Profile,
+    timers: Timers,
+    nick: Arc<str>,
+    conns: BTreeMap<ConnId, Conn>,
+    /// The newest connection from each peer node: frames from that node belong
+    /// to it (an older one from the same node is a dead socket left behind).
+    by_node: BTreeMap<NodeId, ConnId>,
+    /// The registry: which connection owns each peer key.
+    by_key: BTreeMap<Arc<str>, ConnId>,
+    /// `(last_seen, conn)` of every heartbeat-eligible peer, so a sweep
+    /// visits only the peers that are due, not all of them.
+    idle_index: BTreeSet<(Timestamp, ConnId)>,
+    pending: BTreeSet<PendingKey>,
+    phase: Phase,
+    /// joinmarket-rs: the next tick of the `interval_at` grid.
+    next_tick: Timestamp,
+    next_conn: ConnId,
+    next_token: u64,
+}
+
+impl Directory {
+    pub fn new(profile: Profile, timers: Timers, nick: &str) -> Self {
+        Directory {
+            profile,
+            timers,
+            nick: nick.into(),
+            conns: BTreeMap::new(),
+            by_node: BTreeMap::new(),
+            by_key: BTreeMap::new(),
+            idle_index: BTreeSet::new(),
+            pending: BTreeSet::new(),
+            phase: Phase::Idle,
+            next_tick: Timestamp::ZERO,
+            next_conn: 1,
+            next_token: 1,
+        }
+    }
+
+    /// Number of registered peer connections (directory peers included).
+    pub fn registered(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether a PONG is pending for `node`'s current connection (tests).
+    pub fn is_pending(&self, node: NodeId) -> bool {
+        self.by_node
+            .get(&node)
+            .and_then(|c| self.conns.get(c))
+            .is_some_and(|conn| {
+                let id = self.by_node[&node];
+                self.pending.contains(&self.pending_key(&conn.key, id))
+            })
+    }
+
+    fn pending_key(&self, key: &Arc<str>, conn: ConnId) -> PendingKey {
+        let conn = if self.profile.pending_per_connection() {
+            conn
+        } else {
+            0
+        };
+        (key.clone(), conn)
+    }
+
+    pub fn handle(&mut self, now: Now, input: Input<Frame>, out: &mut Outbox<Frame>) {
+        match input {
+            Input::Start => {
+                // Python: `while True: await asyncio.sleep(interval); sweep`.
+                // Rust: `interval_at(now + 60 s, 60 s)`. Both: first sweep
+                // one interval after start.
+                self.next_tick = now.mono + self.timers.sweep_interval;
+                self.phase = Phase::Sleeping {
+                    until: self.next_tick,
+                };
+            }
+            Input::Stop => {
+                // Python `stop()` cancels the task and clears pending; Rust
+                // breaks out of the loop. Neither evicts anyone.
+                self.pending.clear();
+                self.phase = Phase::Idle;
+            }
+            Input::Timeout => self.on_timeout(now, out),
+            Input::Recv { from, msg } => self.on_frame(now, from, msg, out),
+            Input::SendDone { token, result, .. } => self.on_send_done(now, token, result, out),
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Deadline> {
+        match &self.phase {
+            Phase::Sleeping { until } => Some(Deadline {
+                at: *until,
+                reason: "sweep",
+            }),
+            Phase::Waiting { until, .. } => Some(Deadline {
+                at: *until,
+                reason: "pong wait",
+            }),
+            Phase::Idle | Phase::Probing(_) => None,
+        }
+    }
+
+    fn on_timeout(&mut self, now: Now, out: &mut Outbox<Frame>) {
+        match std::mem::replace(&mut self.phase, Phase::Idle) {
+            Phase::Sleeping { until } if now.mono >= until => self.start_sweep(now, out),
+            Phase::Waiting { until, sweep } if now.mono >= until => {
+                self.evict_pending(&sweep, out);
+                self.end_sweep(now);
+            }
+            other => self.phase = other,
+        }
+    }
+
+    /// Steps 1 and 2 of the sweep; step 2 continues in `probe_next`.
+    fn start_sweep(&mut self, now: Now, out: &mut Outbox<Frame>) {
+        out.record(kind::SWEEP, None, None, None);
+        let t = self.profile.last_seen_clock(now);
+
+        // Step 1: hard-evict peers idle past hard_evict; clear pending first.
+        for id in self.idle_since(t, self.timers.hard_evict) {
+            let key = self.conns[&id].key.clone();
+            let pk = self.pending_key(&key, id);
+            self.pending.remove(&pk);
+            self.evict_conn(id, "idle timeout", out);
+        }
+
+        // Step 2: peers idle past idle_threshold, re-queried after step 1.
+        let queue = self.idle_since(t, self.timers.idle_threshold).into();
+        self.phase = Phase::Probing(Sweep {
+            queue,
+            awaiting: None,
+            pinged: Vec::new(),
+        });
+        self.probe_next(now, out);
+    }
+
+    /// Heartbeat-eligible connections idle past `threshold` at `t`, in
+    /// registration order.
+    fn idle_since(&self, t: Timestamp, threshold: Duration) -> Vec<ConnId> {
+        // Every idle peer has last_seen <= t - threshold; the exact test
+        // (strict or not) is the profile's.
+        let bound = (t.saturating_sub(threshold), ConnId::MAX);
+        let mut due: Vec<ConnId> = self
+            .idle_index
+            .range(..=bound)
+            .filter(|(seen, _)| {
+                self.profile
+                    .is_idle_past(t.saturating_since(*seen), threshold)
+            })
+            .map(|(_, id)| *id)
+            .collect();
+        due.sort_unstable();
+        due
+    }
+
+    /// Walk the probe queue until a send must be awaited or the queue is
+    /// empty; then wait for PONGs or end the sweep.
+    fn probe_next(&mut self, now: Now, out: &mut Outbox<Frame>) {
+        let Phase::Probing(sweep) = &mut self.phase else {
+            return;
+        };
+        while let Some(id) = sweep.queue.pop_front() {
+            // Skip peers evicted since the queue was built (step 1, or a
+            // send failure earlier in this loop).
+            let Some(conn) = self.conns.get(&id) else {
+                continue;
+            };
+            let token = self.next_token;
+            if conn.ping {
+                self.next_token += 1;
+                if self.profile == Profile::JoinmarketNg {
+                    // HEAD: `_pong_pending.add(owner)` before the send.
+                    let pk = (conn.key.clone(), id);
+                    self.pending.insert(pk);
+                }
+                out.record(kind::PING, Some(conn.node), None, None);
+                sweep.awaiting = Some((token, id, true));
+                out.send_awaited(conn.node, Frame::Ping, token);
+                return;
+            } else if conn.maker {
+                self.next_token += 1;
+                out.record(
+                    kind::PROBE,
+                    Some(conn.node),
+                    None,
+                    Some("!orderbook".into()),
+                );
+                sweep.awaiting = Some((token, id, false));
+                out.send_awaited(conn.node, Frame::orderbook_probe(&self.nick), token);
+                return;
+            }
+            // Non-ping taker or watcher: no probe; hard-evicted later.
+        }
+        // Step 3: wait only if at least one PING went out.
+        if !sweep.pinged.is_empty() {
+            let Phase::Probing(sweep) = std::mem::replace(&mut self.phase, Phase::Idle) else {
+                unreachable!("checked above");
+            };
+            out.record(
+                kind::WAIT,
+                None,
+                None,
+                Some(format!("{} pinged", sweep.pinged.len()).into()),
+            );
+            self.phase = Phase::Waiting {
+                until: now.mono + self.timers.pong_wait,
+                sweep,
+            };
+        } else {
+            self.end_sweep(now);
+        }
+    }
+
+    fn on_send_done(
+        &mut self,
+        now: Now,
+        token: u64,
+        result: Result<(), SendError>,
+        out: &mut Outbox<Frame>,
+    ) {
+        let Phase::Probing(sweep) = &mut self.phase else {
+            return;
+        };
+        let Some((want, id, is_ping)) = sweep.awaiting else {
+            return;
+        };
+        if want != token {
+            return;
+        }
+        sweep.awaiting = None;
+        if !is_ping {
+            // `!orderbook` failures are logged only, in every profile.
+            if let (Err(e), Some(conn)) = (result, self.conns.get(&id)) {
+                out.record(
+                    kind::SEND_ERROR,
+                    Some(conn.node),
+                    Some(e.to_string().into()),
+                    None,
+                );
+            }
+            return self.probe_next(now, out);
+        }
+        let Some(conn) = self.conns.get(&id) else {
+            return self.probe_next(now, out);
+        };
+        let (key, node) = (conn.key.clone(), conn.node);
+        let pk = self.pending_key(&key, id);
+        // What the sweep adds to its pinged list.
+        let pinged = match (self.profile, result) {
+            (Profile::JoinmarketRs, Ok(())) => {
+                // `SendResult::Ok => router.add_pong_pending(nick)`.
+                self.pending.insert(pk.clone());
+                Some(pk)
+            }
+            (Profile::JoinmarketRs, Err(e)) => {
+                // ChannelFull: warn; NotFound: ignored. Never evicted.
+                out.record(
+                    kind::SEND_ERROR,
+                    Some(node),
+                    Some(e.to_string().into()),
+                    None,
+                );
+                None
+            }
+            (Profile::JoinmarketNg, Ok(())) => Some(pk),
+            (Profile::JoinmarketNg, Err(e)) => {
+                self.pending.remove(&pk);
+                self.evict_conn(id, &format!("send failed: {e}"), out);
+                None
+            }
+            (Profile::JoinmarketNgEb812d4c, result) => {
+                if let Err(e) = result {
+                    // `_send_ping` swallows the error after evicting...
+                    self.pending.remove(&pk);
+                    self.evict_conn(id, &format!("send failed: {e}"), out);
+                }
+                // ...and the sweep then marks the key pending regardless, so
+                // a failed peer is evicted a second time after the wait.
+                self.pending.insert(pk.clone());
+                Some(pk)
+            }
+        };
+        if let (Some(pk), Phase::Probing(sweep)) = (pinged, &mut self.phase) {
+            sweep.pinged.push((pk, node));
+        }
+        self.probe_next(now, out);
+    }
+
+    /// Step 4.
+    fn evict_pending(&mut self, sweep: &Sweep, out: &mut Outbox<Frame>) {
+        match self.profile {
+            Profile::JoinmarketRs => {
+                // `collect_pong_timeouts`: every peer whose flag is still set.
+                let timed_out: Vec<ConnId> = self
+                    .pending
+                    .iter()
+                    .map(|(_, id)| *id)
+                    .filter(|id| self.conns.contains_key(id))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                self.pending.clear();
+                for id in timed_out {
+                    self.evict_conn(id, "pong timeout", out);
+                }
+            }
+            Profile::JoinmarketNg | Profile::JoinmarketNgEb812d4c => {
+                // `timed_out = [o for o in pinged_owners if o in pending]`.
+                let timed_out: Vec<(PendingKey, NodeId)> = sweep
+                    .pinged
+                    .iter()
+                    .filter(|(pk, _)| self.pending.contains(pk))
+                    .cloned()
+                    .collect();
+                for ((key, conn_id), node) in timed_out {
+                    self.pending.remove(&(key.clone(), conn_id));
+                    if self.profile == Profile::JoinmarketNg {
+                        // HEAD's `_evict_peer` returns unless the connection
+                        // is still the key's current owner.
+                        if self.by_key.get(&key) == Some(&conn_id) {
+                            self.evict_conn(conn_id, "pong timeout", out);
+                        }
+                    } else {
+                        // eb812d4c evicts by key: whoever owns it now, even a
+                        // connection made after the PING went out.
+                        match self.by_key.get(&key).copied() {
+                            Some(owner) => self.evict_conn(owner, "pong timeout", out),
+                            None => out.record(
+                                kind::EVICT,
+                                Some(node),
+                                Some("pong timeout".into()),
+                                Some("no current connection".into()),
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn end_sweep(&mut self, now: Now) {
+        let until = if self.profile == Profile::JoinmarketRs {
+            // `interval_at` keeps its grid; `MissedTickBehavior::Burst`
+            // fires missed ticks at once.
+            self.next_tick += self.timers.sweep_interval;
+            self.next_tick.max(now.mono)
+        } else {
+            now.mono + self.timers.sweep_interval
+        };
+        self.phase = Phase::Sleeping { until };
+    }
+
+    fn on_frame(&mut self, now: Now, from: NodeId, frame: Frame, out: &mut Outbox<Frame>) {
+        if let Frame::Handshake {
+            nick,
+            location,
+            ping,
+            directory,
+        } = frame
+        {
+            return self.on_handshake(now, from, &nick, &location, ping, directory, out);
+        }
+        let Some(&id) = self.by_node.get(&from) else {
+            return; // no live connection: a frame after eviction is dropped
+        };
+        // Every line refreshes last_seen before it is parsed.
+        self.touch(id, now);
+        match frame {
+            Frame::Pong => {
+                let key = self.conns[&id].key.clone();
+                let pk = self.pending_key(&key, id);
+                let reason = if self.pending.remove(&pk) {
+                    "cleared"
+                } else {
+                    "unsolicited"
+                };
+                out.record(kind::PONG, Some(from), Some(reason.into()), None);
+            }
+            Frame::Ping => {
+                if let Some(limit) = self.profile.ping_rate_limit() {
+                    let t = now.mono;
+                    let conn = self
+                        .conns
+                        .get_mut(&id)
+                        .expect("by_node points at a live conn");
+                    let cutoff = t.saturating_sub(PING_RATE_WINDOW);
+                    // `while front < cutoff: pop`; a PING exactly 60 s old counts.
+                    while conn.ping_times.front().is_some_and(|&p| p < cutoff) {
+                        conn.ping_times.pop_front();
+                    }
+                    if conn.ping_times.len() >= limit {
+                        out.record(
+                            kind::DISCONNECT,
+                            Some(from),
+                            Some("PING rate limit exceeded".into()),
+                            None,
+                        );
+                        out.send(from, Frame::Close);
+                        self.unregister(id);
+                        return;
+                    }
+                    conn.ping_times.push_back(t);
+                }
+                out.send(from, Frame::Pong);
+            }
+            Frame::Close => {
+                out.record(
+                    kind::DISCONNECT,
+                    Some(from),
+                    Some("peer closed".into()),
+                    None,
+                );
+                self.unregister(id);
+            }
+            Frame::PubMsg(_) | Frame::Malformed | Frame::Handshake { .. } => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_handshake(
+        &mut self,
+        now: Now,
+        from: NodeId,
+        nick: &Arc<str>,
+        location: &Arc<str>,
+        ping: bool,
+        directory: bool,
+        out: &mut Outbox<Frame>,
+    ) {
+        if directory && !self.profile.accepts_directory_peers() {
+            out.record(
+                kind::REJECT,
+                Some(from),
+                Some("directory not accepted".into()),
+                None,
+            );
+            out.send(from, Frame::Close);
+            return;
+        }
+        let key = self.profile.registry_key(nick, location);
+        if let Some(&owner) = self.by_key.get(&key) {
+            if self.profile.replaces_duplicate_key() {
+                // `self._peers[key] = peer`: the old entry is simply gone.
+                self.unregister(owner);
+            } else {
+                out.record(
+                    kind::REJECT,
+                    Some(from),
+                    Some("nick already registered".into()),
+                    None,
+                );
+                out.send(from, Frame::Close);
+                // The node's older connection is a dead socket: nothing the
+                // node sends from now on belongs to it.
+                self.by_node.remove(&from);
+                return;
+            }
+        }
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let last_seen = self.profile.last_seen_clock(now);
+        self.conns.insert(
+            id,
+            Conn {
+                node: from,
+                key: key.clone(),
+                ping,
+                maker: &**location != NOT_SERVING_ONION,
+                directory,
+                last_seen,
+                ping_times: VecDeque::new(),
+            },
+        );
+        self.by_node.insert(from, id);
+        self.by_key.insert(key, id);
+        if !directory {
+            self.idle_index.insert((last_seen, id));
+        }
+        let role = match (directory, &**location != NOT_SERVING_ONION) {
+            (true, _) => "directory",
+            (false, true) => "maker",
+            (false, false) => "taker",
+        };
+        let features = if ping { " ping" } else { "" };
+        out.record(
+            kind::REGISTER,
+            Some(from),
+            None,
+            Some(Cow::Owned(format!("{role}{features}"))),
+        );
+    }
+
+    fn touch(&mut self, id: ConnId, now: Now) {
+        let t = self.profile.last_seen_clock(now);
+        let conn = self.conns.get_mut(&id).expect("touch of a live conn");
+        if !conn.directory {
+            self.idle_index.remove(&(conn.last_seen, id));
+            self.idle_index.insert((t, id));
+        }
+        conn.last_seen = t;
+    }
+
+    fn evict_conn(&mut self, id: ConnId, reason: &str, out: &mut Outbox<Frame>) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let node = conn.node;
+        out.record(
+            kind::EVICT,
+            Some(node),
+            Some(reason.to_string().into()),
+            None,
+        );
+        out.send(node, Frame::Close);
+        self.unregister(id);
+    }
+
+    /// Remove a connection from the registry. Where pending is per
+    /// connection it goes too (HEAD's `forget_owner`; Rust drops the peer
+    /// meta with its flag); eb812d4c leaves the key in `_pong_pending`.
+    fn unregister(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        if self.profile.pending_per_connection() {
+            self.pending.remove(&(conn.key.clone(), id));
+        }
+        self.idle_index.remove(&(conn.last_seen, id));
+        if self.by_node.get(&conn.node) == Some(&id) {
+            self.by_node.remove(&conn.node);
+        }
+        if self.by_key.get(&conn.key) == Some(&id) {
+            self.by_key.remove(&conn.key);
+        }
+    }
+}

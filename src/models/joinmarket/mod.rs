@@ -1,0 +1,249 @@
+//! The JoinMarket directory server's heartbeat, and simulated peers for it.
+//!
+//! Upstreams: joinmarket-ng (Python) `directory_server/src/directory_server/
+//! heartbeat.py`, `peer_registry.py`, `server.py`; joinmarket-rs (Rust)
+//! `crates/joinmarket-dn/src/{heartbeat,router,peer}.rs`. What each profile
+//! reproduces, point by point, is in `docs/models/joinmarket-directory.md`.
+
+mod directory;
+mod peer;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use heartsim_sim::{Deadline, Duration, Input, Machine, Now, Outbox};
+
+pub use directory::Directory;
+pub use peer::{Behaviour, ChatLine, Peer, PeerSpec};
+
+/// `{"type": 798, "line": ""}`: moved from 797, which collides with the
+/// reference client's local-only CONNECT_IN.
+pub const PING_TYPE: u16 = 798;
+pub const PONG_TYPE: u16 = 799;
+pub const PUBMSG_TYPE: u16 = 687;
+/// Location of a peer that serves no onion: a taker (or a watcher, which
+/// the directory cannot tell apart from a taker).
+pub const NOT_SERVING_ONION: &str = "NOT-SERVING-ONION";
+
+/// One line on a peer connection. Real frames are JSON envelopes ending in
+/// `\r\n`; the simulation keeps their meaning and prints their wire text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// The peer's handshake. `ping` is `features["ping"] is True`.
+    Handshake {
+        nick: Arc<str>,
+        location: Arc<str>,
+        ping: bool,
+        directory: bool,
+    },
+    Ping,
+    Pong,
+    /// A PUBMSG line, `<from_nick>!PUBLIC<body>`.
+    PubMsg(Arc<str>),
+    /// A line that fails to parse. It still refreshes `last_seen`: both
+    /// upstreams stamp the peer before parsing.
+    Malformed,
+    /// The sender closed the connection (TCP FIN).
+    Close,
+}
+
+impl Frame {
+    /// The `!orderbook` probe the directory sends to a non-ping maker:
+    /// `"<dn_nick>!PUBLIC!orderbook"` (older joinmarket-ng sent
+    /// `"!{nick}!orderbook"`, which legacy makers rejected).
+    pub fn orderbook_probe(dn_nick: &str) -> Frame {
+        Frame::PubMsg(format!("{dn_nick}!PUBLIC!orderbook").into())
+    }
+    pub fn is_orderbook_probe(&self) -> bool {
+        matches!(self, Frame::PubMsg(line) if line.ends_with("!PUBLIC!orderbook"))
+    }
+}
+
+impl fmt::Display for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Frame::Handshake {
+                nick,
+                location,
+                ping,
+                directory,
+            } => write!(
+                f,
+                "handshake nick={nick} location={location} ping={ping} directory={directory}"
+            ),
+            Frame::Ping => write!(f, r#"{{"type": {PING_TYPE}, "line": ""}}"#),
+            Frame::Pong => write!(f, r#"{{"type": {PONG_TYPE}, "line": ""}}"#),
+            Frame::PubMsg(line) => write!(f, r#"{{"type": {PUBMSG_TYPE}, "line": "{line}"}}"#),
+            Frame::Malformed => f.write_str("<malformed line>"),
+            Frame::Close => f.write_str("<close>"),
+        }
+    }
+}
+
+/// Which upstream the directory reproduces. Every behavioural difference is
+/// a method here, so the machine reads as the sweep and asks the profile
+/// only where upstreams disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Profile {
+    /// joinmarket-rs: `interval_at` grid, `elapsed() >= T`, monotonic clock.
+    JoinmarketRs,
+    /// joinmarket-ng HEAD: `sleep` then sweep, `last_seen < now - T`, wall
+    /// clock, pending keyed by `(peer_key, connection_id)`.
+    JoinmarketNg,
+    /// joinmarket-ng at eb812d4c, the commit the seed document describes:
+    /// pending keyed by peer key, set after the send returns, never cleared on
+    /// disconnect.
+    JoinmarketNgEb812d4c,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 3] = [
+        Profile::JoinmarketRs,
+        Profile::JoinmarketNg,
+        Profile::JoinmarketNgEb812d4c,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::JoinmarketRs => "joinmarket-rs",
+            Profile::JoinmarketNg => "joinmarket-ng",
+            Profile::JoinmarketNgEb812d4c => "joinmarket-ng-eb812d4c",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    fn is_ng(self) -> bool {
+        self != Profile::JoinmarketRs
+    }
+
+    /// Python stamps `last_seen` with `datetime.now(UTC)`; Rust with
+    /// `Instant::now()`.
+    fn last_seen_clock(self, now: Now) -> heartsim_sim::Timestamp {
+        if self.is_ng() {
+            now.wall
+        } else {
+            now.mono
+        }
+    }
+
+    /// Python: `peer.last_seen < now - timedelta(T)`, idle strictly past T.
+    /// Rust: `last_seen.elapsed() >= T`.
+    fn is_idle_past(self, idle: Duration, threshold: Duration) -> bool {
+        if self.is_ng() {
+            idle > threshold
+        } else {
+            idle >= threshold
+        }
+    }
+
+    /// eb812d4c keys makers by onion location and takers by nick; later
+    /// joinmarket-ng and joinmarket-rs key by nick.
+    fn registry_key(self, nick: &Arc<str>, location: &Arc<str>) -> Arc<str> {
+        if self == Profile::JoinmarketNgEb812d4c && &**location != NOT_SERVING_ONION {
+            location.clone()
+        } else {
+            nick.clone()
+        }
+    }
+
+    /// Pending state is per connection (HEAD's `(peer_key, connection_id)`,
+    /// Rust's per-peer-meta bool, dropped with the meta) or per key (eb812d4c).
+    fn pending_per_connection(self) -> bool {
+        self != Profile::JoinmarketNgEb812d4c
+    }
+
+    /// A second handshake for a key that is still registered: HEAD raises
+    /// `PeerOwnershipConflictError` for unverified peers and joinmarket-rs
+    /// `AdmissionError::DuplicateNick`; eb812d4c overwrites `_peers[key]`.
+    fn replaces_duplicate_key(self) -> bool {
+        self == Profile::JoinmarketNgEb812d4c
+    }
+
+    /// joinmarket-rs rejects directory nodes at handshake
+    /// (`HandshakeError::DirectoryNotAccepted`, silent disconnect); Python
+    /// registers them and leaves them out of every sweep.
+    fn accepts_directory_peers(self) -> bool {
+        self.is_ng()
+    }
+
+    /// joinmarket-rs disconnects a peer sending more than 6 PINGs a minute.
+    fn ping_rate_limit(self) -> Option<usize> {
+        (!self.is_ng()).then_some(6)
+    }
+}
+
+/// The four heartbeat timers. Defaults are both upstreams' (Rust hard-codes
+/// them; Python reads them from settings, all > 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timers {
+    pub sweep_interval: Duration,
+    pub idle_threshold: Duration,
+    pub hard_evict: Duration,
+    pub pong_wait: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            sweep_interval: Duration::from_secs(60),
+            idle_threshold: Duration::from_secs(600),
+            hard_evict: Duration::from_secs(1500),
+            pong_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The PING rate-limit window of joinmarket-rs.
+const PING_RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Record kinds this model writes to the trace.
+pub mod kind {
+    pub const REGISTER: &str = "register";
+    pub const REJECT: &str = "reject";
+    pub const DISCONNECT: &str = "disconnect";
+    pub const SWEEP: &str = "sweep";
+    pub const PING: &str = "ping";
+    pub const PROBE: &str = "probe";
+    pub const PONG: &str = "pong";
+    pub const WAIT: &str = "wait";
+    pub const EVICT: &str = "evict";
+    pub const SEND_ERROR: &str = "send-error";
+    pub const RECONNECT: &str = "reconnect";
+}
+
+/// A node of a JoinMarket scenario: the directory or one simulated peer.
+#[derive(Debug)]
+pub enum Node {
+    Directory(Box<Directory>),
+    Peer(Peer),
+}
+
+impl Machine for Node {
+    type Msg = Frame;
+
+    fn handle(&mut self, now: Now, input: Input<Frame>, out: &mut Outbox<Frame>) {
+        match self {
+            Node::Directory(d) => d.handle(now, input, out),
+            Node::Peer(p) => p.handle(now, input, out),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Deadline> {
+        match self {
+            Node::Directory(d) => d.poll_timeout(),
+            Node::Peer(p) => p.poll_timeout(),
+        }
+    }
+
+    fn describe(msg: &Frame) -> Cow<'static, str> {
+        match msg {
+            Frame::Ping => Cow::Borrowed(r#"{"type": 798, "line": ""}"#),
+            Frame::Pong => Cow::Borrowed(r#"{"type": 799, "line": ""}"#),
+            other => Cow::Owned(other.to_string()),
+        }
+    }
+}

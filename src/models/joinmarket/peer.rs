@@ -1,0 +1,170 @@
+//! Simulated JoinMarket peers: the workload around the directory.
+//!
+//! A peer handshakes on start, then behaves as the scenario says. It is a
+//! machine like the directory, so crashes, restarts and partitions apply to
+//! it unchanged.
+
+use std::sync::Arc;
+
+use heartsim_sim::{Deadline, Duration, Input, NodeId, Now, Outbox, Timestamp};
+
+use super::{kind, Frame, NOT_SERVING_ONION};
+
+/// What a line from a chatty peer looks like to the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChatLine {
+    /// An ordinary PUBMSG (an offer announcement).
+    PubMsg,
+    /// A line that does not parse: refreshes `last_seen` all the same.
+    Malformed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// PONG to every PING; a maker re-announces its offers on `!orderbook`.
+    Responsive,
+    /// Connected, never says anything.
+    Silent,
+    /// Sends a line every `every`, first one `every` after connecting; never
+    /// answers a PING, so its traffic refreshes `last_seen` without clearing
+    /// a pending PONG.
+    Chatty { every: Duration, line: ChatLine },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSpec {
+    pub directory: NodeId,
+    pub nick: Arc<str>,
+    pub maker: bool,
+    /// Handshake `features["ping"] = true`.
+    pub ping: bool,
+    /// Handshake as a directory node.
+    pub is_directory: bool,
+    pub behaviour: Behaviour,
+    /// Send the directory a PING this often (first one after one period).
+    pub ping_directory_every: Option<Duration>,
+    /// After the directory closes the connection, handshake again this much
+    /// later.
+    pub reconnect_after: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct Peer {
+    spec: Arc<PeerSpec>,
+    connected: bool,
+    next_chat: Option<Timestamp>,
+    next_ping: Option<Timestamp>,
+    reconnect_at: Option<Timestamp>,
+}
+
+impl Peer {
+    pub fn new(spec: Arc<PeerSpec>) -> Self {
+        Peer {
+            spec,
+            connected: false,
+            next_chat: None,
+            next_ping: None,
+            reconnect_at: None,
+        }
+    }
+
+    fn location(&self) -> Arc<str> {
+        if self.spec.maker {
+            format!("{}.onion:5222", self.spec.nick).into()
+        } else {
+            NOT_SERVING_ONION.into()
+        }
+    }
+
+    fn connect(&mut self, now: Now, out: &mut Outbox<Frame>) {
+        out.send(
+            self.spec.directory,
+            Frame::Handshake {
+                nick: self.spec.nick.clone(),
+                location: self.location(),
+                ping: self.spec.ping,
+                directory: self.spec.is_directory,
+            },
+        );
+        self.connected = true;
+        self.reconnect_at = None;
+        self.next_chat = match self.spec.behaviour {
+            Behaviour::Chatty { every, .. } => Some(now.mono + every),
+            _ => None,
+        };
+        self.next_ping = self.spec.ping_directory_every.map(|d| now.mono + d);
+    }
+
+    pub fn handle(&mut self, now: Now, input: Input<Frame>, out: &mut Outbox<Frame>) {
+        let dir = self.spec.directory;
+        match input {
+            Input::Start => self.connect(now, out),
+            Input::Stop => {
+                if self.connected {
+                    out.send(dir, Frame::Close);
+                }
+                self.connected = false;
+            }
+            Input::Recv { from, msg } if from == dir && self.connected => match msg {
+                Frame::Ping if self.spec.behaviour == Behaviour::Responsive => {
+                    out.send(dir, Frame::Pong);
+                }
+                ref probe if probe.is_orderbook_probe() => {
+                    if self.spec.maker && self.spec.behaviour == Behaviour::Responsive {
+                        let offer = format!(
+                            "{}!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002",
+                            self.spec.nick
+                        );
+                        out.send(dir, Frame::PubMsg(offer.into()));
+                    }
+                }
+                Frame::Close => {
+                    self.connected = false;
+                    self.next_chat = None;
+                    self.next_ping = None;
+                    self.reconnect_at = self.spec.reconnect_after.map(|d| now.mono + d);
+                }
+                _ => {}
+            },
+            Input::Recv { .. } | Input::SendDone { .. } => {}
+            Input::Timeout => {
+                let t = now.mono;
+                if self.reconnect_at.is_some_and(|r| r <= t) {
+                    out.record(kind::RECONNECT, Some(dir), None, None);
+                    self.connect(now, out);
+                }
+                if let (Some(at), Behaviour::Chatty { every, line }) =
+                    (self.next_chat, self.spec.behaviour)
+                {
+                    if at <= t {
+                        let frame = match line {
+                            ChatLine::PubMsg => {
+                                Frame::PubMsg(format!("{}!PUBLIC!hello", self.spec.nick).into())
+                            }
+                            ChatLine::Malformed => Frame::Malformed,
+                        };
+                        out.send(dir, frame);
+                        self.next_chat = Some(at + every);
+                    }
+                }
+                if let (Some(at), Some(every)) = (self.next_ping, self.spec.ping_directory_every) {
+                    if at <= t {
+                        out.send(dir, Frame::Ping);
+                        self.next_ping = Some(at + every);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Deadline> {
+        [
+            (self.reconnect_at, "reconnect"),
+            (self.next_chat, "chat"),
+            (self.next_ping, "ping directory"),
+        ]
+        .into_iter()
+        .filter_map(|(at, reason)| at.map(|at| Deadline { at, reason }))
+        .min_by_key(|d| d.at)
+    }
+}

@@ -1,0 +1,3 @@
+//! The pure heartbeat machines, one module per upstream system.
+
+pub mod joinmarket;

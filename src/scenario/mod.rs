@@ -1,0 +1,852 @@
+//! Scenario files: TOML, `version = 1`, one scenario a file.
+//!
+//! Reading is two steps. [`ScenarioFile`] is the file as written (serde,
+//! unknown keys rejected, every value that needs checking kept with its
+//! span); [`ScenarioFile::validate`] resolves names and checks meaning,
+//! producing a [`Scenario`] or a [`ScenarioError`] that points at the
+//! offending text. Every key is documented in `docs/scenario-format.md`.
+
+mod error;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use heartsim_sim::clock::{Clock, MAX_DRIFT_PPM};
+use heartsim_sim::net::{Latency, LinkConfig, Partition};
+use heartsim_sim::rng::Ratio;
+use heartsim_sim::{Duration, Fault, Limits, NodeId, Timestamp};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+pub use error::{Diagnostic, ScenarioError};
+
+use crate::models::joinmarket::{Behaviour, ChatLine, PeerSpec, Profile, Timers};
+
+/// The only format version this build reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Longest simulated duration a scenario may ask for.
+pub const MAX_DURATION: Duration = Duration::from_secs(400 * 24 * 3600);
+/// Most nodes a scenario may declare, `count` expansions included.
+pub const MAX_NODES: usize = 100_000;
+pub const MODEL_JOINMARKET: &str = "joinmarket-directory";
+
+type S<T> = Spanned<T>;
+
+/// A scenario file exactly as written.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub version: S<u32>,
+    pub scenario: Header,
+    #[serde(default)]
+    pub config: Option<ConfigSection>,
+    #[serde(default)]
+    pub limits: Option<LimitsSection>,
+    #[serde(default)]
+    pub network: Option<LinkSection>,
+    #[serde(default, rename = "link")]
+    pub links: Vec<LinkOverride>,
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<NodeSection>,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultSection>,
+    #[serde(default, rename = "expect")]
+    pub expects: Vec<ExpectSection>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub name: String,
+    pub model: S<String>,
+    pub profile: S<String>,
+    #[serde(default)]
+    pub seed: u64,
+    pub duration: S<String>,
+}
+
+/// Heartbeat timers (joinmarket-ng's `HeartbeatConfig`); all must be > 0.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSection {
+    pub sweep_interval: Option<S<String>>,
+    pub idle_threshold: Option<S<String>>,
+    pub hard_evict: Option<S<String>>,
+    pub pong_wait: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_events: Option<S<u64>>,
+    pub max_queue: Option<S<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSection {
+    pub latency: Option<S<String>>,
+    pub drop: Option<S<String>>,
+    pub duplicate: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkOverride {
+    pub from: S<String>,
+    pub to: S<String>,
+    pub latency: Option<S<String>>,
+    pub drop: Option<S<String>>,
+    pub duplicate: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub name: S<String>,
+    pub kind: S<String>,
+    pub count: Option<S<u64>>,
+    #[serde(default)]
+    pub ping: bool,
+    pub behaviour: Option<S<String>>,
+    pub chat_every: Option<S<String>>,
+    pub chat_line: Option<S<String>>,
+    pub ping_directory_every: Option<S<String>>,
+    pub reconnect_after: Option<S<String>>,
+    pub start: Option<S<String>>,
+    pub clock_drift_ppm: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSection {
+    pub at: S<String>,
+    pub kind: S<String>,
+    pub node: Option<S<String>>,
+    pub groups: Option<S<Vec<Vec<String>>>>,
+    pub from: Option<S<NameList>>,
+    pub to: Option<S<NameList>>,
+    pub by: Option<S<String>>,
+    pub latency: Option<S<String>>,
+    pub drop: Option<S<String>>,
+    pub duplicate: Option<S<String>>,
+}
+
+/// One name or a list of names.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum NameList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl NameList {
+    fn names(&self) -> Vec<&str> {
+        match self {
+            NameList::One(n) => vec![n.as_str()],
+            NameList::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSection {
+    pub at: Option<S<String>>,
+    pub between: Option<S<[String; 2]>>,
+    pub never: Option<S<bool>>,
+    pub count: Option<S<u64>>,
+    pub event: S<String>,
+    pub node: Option<S<String>>,
+    pub peer: Option<S<String>>,
+    pub reason: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// The validated scenario.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeRole {
+    Directory,
+    Peer(Arc<PeerSpec>),
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeDef {
+    pub name: String,
+    pub role: NodeRole,
+    pub start_at: Option<Timestamp>,
+    pub clock: Clock,
+}
+
+/// When an expectation must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    At(Timestamp),
+    Between(Timestamp, Timestamp),
+    /// No matching record at any time.
+    Never,
+    /// Anywhere in the run (with `count`).
+    Anytime,
+}
+
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub when: When,
+    pub count: Option<u64>,
+    pub event: String,
+    pub node: Option<NodeId>,
+    pub peer: Option<NodeId>,
+    pub reason: Option<String>,
+    /// Where it was written, for failure messages.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub path: PathBuf,
+    pub name: String,
+    pub profile: Profile,
+    pub seed: u64,
+    pub duration: Duration,
+    pub timers: Timers,
+    pub limits: Limits,
+    pub network: LinkConfig,
+    pub links: Vec<(NodeId, NodeId, LinkConfig)>,
+    pub nodes: Vec<NodeDef>,
+    pub directory: NodeId,
+    pub faults: Vec<(Timestamp, Fault)>,
+    pub expects: Vec<Expect>,
+}
+
+impl Scenario {
+    /// Read and validate a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Scenario::parse(path, &source)
+    }
+
+    /// Validate `source` as if read from `path` (which only names it in errors).
+    pub fn parse(path: &Path, source: &str) -> Result<Scenario, ScenarioError> {
+        let file: ScenarioFile = toml::from_str(source).map_err(|e| {
+            let message = e.message().trim_end().to_string();
+            error::at(path, source, e.span(), message)
+        })?;
+        file.validate(path, source)
+    }
+
+    pub fn node_id(&self, name: &str) -> Option<NodeId> {
+        self.nodes.iter().position(|n| n.name == name).map(NodeId)
+    }
+}
+
+/// Validation context: turns a span and a message into an error.
+struct Ctx<'a> {
+    path: &'a Path,
+    source: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err<T>(&self, span: Range<usize>, message: impl Into<String>) -> Result<T, ScenarioError> {
+        Err(error::at(self.path, self.source, Some(span), message))
+    }
+
+    fn duration(&self, s: &S<String>, what: &str) -> Result<Duration, ScenarioError> {
+        match s.get_ref().parse::<Duration>() {
+            Ok(d) if d > MAX_DURATION => self.err(
+                s.span(),
+                format!(
+                    "{what}: {:?} is longer than the {} days a scenario may last",
+                    s.get_ref(),
+                    MAX_DURATION.as_us() / 86_400_000_000
+                ),
+            ),
+            Ok(d) => Ok(d),
+            Err(e) => self.err(s.span(), format!("{what}: {e}")),
+        }
+    }
+
+    fn positive(&self, s: &S<String>, what: &str) -> Result<Duration, ScenarioError> {
+        let d = self.duration(s, what)?;
+        if d == Duration::ZERO {
+            return self.err(s.span(), format!("{what} must be greater than zero"));
+        }
+        Ok(d)
+    }
+
+    fn ratio(&self, s: &S<String>, what: &str) -> Result<Ratio, ScenarioError> {
+        s.get_ref()
+            .parse::<Ratio>()
+            .or_else(|e| self.err(s.span(), format!("{what}: {e}")))
+    }
+
+    /// `"50ms"` (fixed) or `"50ms..150ms"` (uniform, inclusive).
+    fn latency(&self, s: &S<String>) -> Result<Latency, ScenarioError> {
+        match s.get_ref().split_once("..") {
+            None => Ok(Latency::Fixed(self.duration(s, "latency")?)),
+            Some((lo, hi)) => {
+                let parse = |t: &str| {
+                    t.parse::<Duration>().or_else(|e| {
+                        self.err(
+                            s.span(),
+                            format!("latency: {e} (expected \"50ms\" or \"50ms..150ms\")"),
+                        )
+                    })
+                };
+                let (lo, hi) = (parse(lo)?, parse(hi)?);
+                if lo > hi {
+                    return self.err(s.span(), "latency range must be low..high");
+                }
+                if hi > MAX_DURATION {
+                    return self.err(s.span(), "latency is too large");
+                }
+                Ok(Latency::Uniform { lo, hi })
+            }
+        }
+    }
+
+    fn link(&self, base: LinkConfig, section: &LinkSection) -> Result<LinkConfig, ScenarioError> {
+        let mut config = base;
+        if let Some(l) = &section.latency {
+            config.latency = self.latency(l)?;
+        }
+        if let Some(d) = &section.drop {
+            config.drop = self.ratio(d, "drop")?;
+        }
+        if let Some(d) = &section.duplicate {
+            config.duplicate = self.ratio(d, "duplicate")?;
+        }
+        Ok(config)
+    }
+}
+
+/// Node names to ids, with the spans to blame.
+struct Names<'a> {
+    ids: BTreeMap<&'a str, NodeId>,
+    ctx: &'a Ctx<'a>,
+}
+
+impl Names<'_> {
+    fn id(&self, name: &str, span: Range<usize>) -> Result<NodeId, ScenarioError> {
+        match self.ids.get(name) {
+            Some(id) => Ok(*id),
+            None => {
+                let known: Vec<&str> = self.ids.keys().copied().take(12).collect();
+                self.ctx.err(
+                    span,
+                    format!(
+                        "unknown node {name:?}: expected one of the [[node]] names ({})",
+                        known.join(", ")
+                    ),
+                )
+            }
+        }
+    }
+    fn list(&self, s: &S<NameList>) -> Result<Vec<NodeId>, ScenarioError> {
+        s.get_ref()
+            .names()
+            .into_iter()
+            .map(|n| self.id(n, s.span()))
+            .collect()
+    }
+}
+
+impl ScenarioFile {
+    pub fn validate(&self, path: &Path, source: &str) -> Result<Scenario, ScenarioError> {
+        let ctx = Ctx { path, source };
+        if *self.version.get_ref() != FORMAT_VERSION {
+            return ctx.err(
+                self.version.span(),
+                format!(
+                    "unsupported version {}: this heartsim reads version {FORMAT_VERSION}",
+                    self.version.get_ref()
+                ),
+            );
+        }
+        let h = &self.scenario;
+        if h.model.get_ref() != MODEL_JOINMARKET {
+            return ctx.err(
+                h.model.span(),
+                format!(
+                    "unknown model {:?}: expected \"{MODEL_JOINMARKET}\"",
+                    h.model.get_ref()
+                ),
+            );
+        }
+        let Some(profile) = Profile::from_name(h.profile.get_ref()) else {
+            let names: Vec<&str> = Profile::ALL.iter().map(|p| p.name()).collect();
+            return ctx.err(
+                h.profile.span(),
+                format!(
+                    "unknown profile {:?}: expected one of {}",
+                    h.profile.get_ref(),
+                    names.join(", ")
+                ),
+            );
+        };
+        let duration = ctx.positive(&h.duration, "duration")?;
+        let at = |s: &S<String>, what: &str| -> Result<Timestamp, ScenarioError> {
+            let d = ctx.duration(s, what)?;
+            if d > duration {
+                return ctx.err(
+                    s.span(),
+                    format!(
+                        "{what} {:?} is after the scenario's end ({})",
+                        s.get_ref(),
+                        h.duration.get_ref()
+                    ),
+                );
+            }
+            Ok(Timestamp::ZERO + d)
+        };
+
+        let mut timers = Timers::default();
+        if let Some(c) = &self.config {
+            for (field, slot, name) in [
+                (
+                    &c.sweep_interval,
+                    &mut timers.sweep_interval,
+                    "sweep_interval",
+                ),
+                (
+                    &c.idle_threshold,
+                    &mut timers.idle_threshold,
+                    "idle_threshold",
+                ),
+                (&c.hard_evict, &mut timers.hard_evict, "hard_evict"),
+                (&c.pong_wait, &mut timers.pong_wait, "pong_wait"),
+            ] {
+                if let Some(s) = field {
+                    *slot = ctx.positive(s, name)?;
+                }
+            }
+        }
+
+        let mut limits = Limits {
+            end: Timestamp::ZERO + duration,
+            ..Limits::default()
+        };
+        if let Some(l) = &self.limits {
+            if let Some(m) = &l.max_events {
+                limits.max_events = *m.get_ref();
+            }
+            if let Some(m) = &l.max_queue {
+                limits.max_queue = usize::try_from(*m.get_ref()).unwrap_or(usize::MAX);
+            }
+        }
+
+        let network = match &self.network {
+            Some(n) => ctx.link(LinkConfig::default(), n)?,
+            None => LinkConfig::default(),
+        };
+
+        // Nodes, with `count` expanded.
+        let mut nodes = Vec::new();
+        let mut spans = Vec::new();
+        let mut directory = None;
+        for n in &self.nodes {
+            let count = match &n.count {
+                None => None,
+                Some(c) if *c.get_ref() == 0 || *c.get_ref() > MAX_NODES as u64 => {
+                    return ctx.err(c.span(), format!("count must be between 1 and {MAX_NODES}"));
+                }
+                Some(c) => Some(*c.get_ref()),
+            };
+            let start_at = match &n.start {
+                None => Some(Timestamp::ZERO),
+                Some(s) => Some(at(s, "start")?),
+            };
+            let clock = match &n.clock_drift_ppm {
+                None => Clock::default(),
+                Some(p) => Clock::new(*p.get_ref(), 0).map_or_else(
+                    || {
+                        ctx.err(
+                            p.span(),
+                            format!("clock_drift_ppm must be within ±{MAX_DRIFT_PPM}"),
+                        )
+                    },
+                    Ok,
+                )?,
+            };
+            let role = match n.kind.get_ref().as_str() {
+                "directory" => {
+                    if count.is_some() {
+                        return ctx.err(n.kind.span(), "a directory cannot have a count");
+                    }
+                    if let Some((prev, _)) = directory {
+                        let _: NodeId = prev;
+                        return ctx.err(n.kind.span(), "only one node may be the directory");
+                    }
+                    directory = Some((NodeId(nodes.len()), n.kind.span()));
+                    None
+                }
+                "maker" | "taker" | "directory-peer" => Some(n.kind.get_ref().as_str()),
+                other => {
+                    return ctx.err(n.kind.span(), format!("unknown node kind {other:?}: expected directory, maker, taker or directory-peer"));
+                }
+            };
+            let behaviour = match n
+                .behaviour
+                .as_ref()
+                .map(|b| (b.get_ref().as_str(), b.span()))
+            {
+                None | Some(("responsive", _)) => Behaviour::Responsive,
+                Some(("silent", _)) => Behaviour::Silent,
+                Some(("chatty", span)) => {
+                    let Some(every) = &n.chat_every else {
+                        return ctx.err(
+                            span,
+                            "behaviour \"chatty\" needs chat_every, like chat_every = \"5m\"",
+                        );
+                    };
+                    let line = match n
+                        .chat_line
+                        .as_ref()
+                        .map(|l| (l.get_ref().as_str(), l.span()))
+                    {
+                        None | Some(("pubmsg", _)) => ChatLine::PubMsg,
+                        Some(("malformed", _)) => ChatLine::Malformed,
+                        Some((other, span)) => {
+                            return ctx.err(
+                                span,
+                                format!(
+                                    "unknown chat_line {other:?}: expected pubmsg or malformed"
+                                ),
+                            );
+                        }
+                    };
+                    Behaviour::Chatty {
+                        every: ctx.positive(every, "chat_every")?,
+                        line,
+                    }
+                }
+                Some((other, span)) => {
+                    return ctx.err(
+                        span,
+                        format!(
+                            "unknown behaviour {other:?}: expected responsive, silent or chatty"
+                        ),
+                    );
+                }
+            };
+            let optional =
+                |s: &Option<S<String>>, what| s.as_ref().map(|s| ctx.positive(s, what)).transpose();
+            let ping_directory_every = optional(&n.ping_directory_every, "ping_directory_every")?;
+            let reconnect_after = optional(&n.reconnect_after, "reconnect_after")?;
+            let names: Vec<String> = match count {
+                None => vec![n.name.get_ref().clone()],
+                Some(c) => (1..=c)
+                    .map(|i| format!("{}{i}", n.name.get_ref()))
+                    .collect(),
+            };
+            if nodes.len() + names.len() > MAX_NODES {
+                return ctx.err(n.name.span(), format!("more than {MAX_NODES} nodes"));
+            }
+            for name in names {
+                let role = match role {
+                    None => NodeRole::Directory,
+                    Some(kind) => NodeRole::Peer(Arc::new(PeerSpec {
+                        directory: NodeId(usize::MAX), // resolved below
+                        nick: name.as_str().into(),
+                        maker: kind == "maker",
+                        ping: n.ping,
+                        is_directory: kind == "directory-peer",
+                        behaviour,
+                        ping_directory_every,
+                        reconnect_after,
+                    })),
+                };
+                nodes.push(NodeDef {
+                    name,
+                    role,
+                    start_at,
+                    clock,
+                });
+                spans.push(n.name.span());
+            }
+        }
+        let Some((directory, _)) = directory else {
+            return ctx.err(0..0, "no node has kind = \"directory\": a joinmarket-directory scenario needs exactly one");
+        };
+        for node in &mut nodes {
+            if let NodeRole::Peer(spec) = &mut node.role {
+                Arc::make_mut(spec).directory = directory;
+            }
+        }
+        let mut ids = BTreeMap::new();
+        for (i, node) in nodes.iter().enumerate() {
+            if ids.insert(node.name.as_str(), NodeId(i)).is_some() {
+                return ctx.err(
+                    spans[i].clone(),
+                    format!("duplicate node name {:?}", node.name),
+                );
+            }
+        }
+        let names = Names { ids, ctx: &ctx };
+
+        let mut links = Vec::new();
+        for l in &self.links {
+            let from = names.id(l.from.get_ref(), l.from.span())?;
+            let to = names.id(l.to.get_ref(), l.to.span())?;
+            let section = LinkSection {
+                latency: l.latency.clone(),
+                drop: l.drop.clone(),
+                duplicate: l.duplicate.clone(),
+            };
+            links.push((from, to, ctx.link(network, &section)?));
+        }
+
+        let faults = self.faults(&ctx, &names, &nodes, network, &at)?;
+
+        let mut expects = Vec::new();
+        for e in &self.expects {
+            let line = source[..e.event.span().start.min(source.len())]
+                .matches('\n')
+                .count()
+                + 1;
+            let when = match (&e.at, &e.between, &e.never) {
+                (Some(t), None, None) => When::At(at(t, "at")?),
+                (None, Some(b), None) => {
+                    let [lo, hi] = b.get_ref();
+                    let lo_s = S::new(b.span(), lo.clone());
+                    let hi_s = S::new(b.span(), hi.clone());
+                    let (lo, hi) = (at(&lo_s, "between")?, at(&hi_s, "between")?);
+                    if lo > hi {
+                        return ctx.err(
+                            b.span(),
+                            "between = [early, late]: the first time is after the second",
+                        );
+                    }
+                    When::Between(lo, hi)
+                }
+                (None, None, Some(n)) if *n.get_ref() => When::Never,
+                (None, None, None) if e.count.is_some() => When::Anytime,
+                _ => {
+                    return ctx.err(e.event.span(), "an [[expect]] needs exactly one of at = \"..\", between = [\"..\", \"..\"], never = true, or count = N alone");
+                }
+            };
+            let node = e
+                .node
+                .as_ref()
+                .map(|n| names.id(n.get_ref(), n.span()))
+                .transpose()?;
+            let peer = e
+                .peer
+                .as_ref()
+                .map(|n| names.id(n.get_ref(), n.span()))
+                .transpose()?;
+            expects.push(Expect {
+                when,
+                count: e.count.as_ref().map(|c| *c.get_ref()),
+                event: e.event.get_ref().clone(),
+                node,
+                peer,
+                reason: e.reason.clone(),
+                line,
+            });
+        }
+
+        Ok(Scenario {
+            path: path.to_path_buf(),
+            name: h.name.clone(),
+            profile,
+            seed: h.seed,
+            duration,
+            timers,
+            limits,
+            network,
+            links,
+            nodes,
+            directory,
+            faults,
+            expects,
+        })
+    }
+
+    /// Resolve faults and check that they are possible in the order they
+    /// happen: no heal without a partition, no restart of a running node.
+    fn faults(
+        &self,
+        ctx: &Ctx<'_>,
+        names: &Names<'_>,
+        nodes: &[NodeDef],
+        network: LinkConfig,
+        at: &dyn Fn(&S<String>, &str) -> Result<Timestamp, ScenarioError>,
+    ) -> Result<Vec<(Timestamp, Fault)>, ScenarioError> {
+        let mut resolved = Vec::new();
+        for f in &self.faults {
+            let t = at(&f.at, "at")?;
+            let kind = f.kind.get_ref().as_str();
+            let need_node = || -> Result<NodeId, ScenarioError> {
+                match &f.node {
+                    Some(n) => names.id(n.get_ref(), n.span()),
+                    None => ctx.err(
+                        f.kind.span(),
+                        format!("fault {kind:?} needs node = \"...\""),
+                    ),
+                }
+            };
+            let need_pair = || -> Result<(NodeId, NodeId), ScenarioError> {
+                let (Some(from), Some(to)) = (&f.from, &f.to) else {
+                    return ctx.err(
+                        f.kind.span(),
+                        format!("fault {kind:?} needs from = \"...\" and to = \"...\""),
+                    );
+                };
+                let (a, b) = (names.list(from)?, names.list(to)?);
+                match (a.as_slice(), b.as_slice()) {
+                    ([a], [b]) => Ok((*a, *b)),
+                    _ => ctx.err(
+                        from.span(),
+                        format!("fault {kind:?} takes one node in from and one in to"),
+                    ),
+                }
+            };
+            let fault = match kind {
+                "start" => Fault::Start(need_node()?),
+                "stop" => Fault::Stop(need_node()?),
+                "crash" => Fault::Crash(need_node()?),
+                "restart" => Fault::Restart(need_node()?),
+                "heal" => Fault::Heal,
+                "partition" => match (&f.groups, &f.from, &f.to) {
+                    (Some(g), None, None) => {
+                        let mut groups = Vec::new();
+                        for group in g.get_ref() {
+                            groups.push(
+                                group
+                                    .iter()
+                                    .map(|n| names.id(n, g.span()))
+                                    .collect::<Result<Vec<_>, _>>()?,
+                            );
+                        }
+                        if groups.len() < 2 {
+                            return ctx
+                                .err(g.span(), "a symmetric partition needs at least two groups");
+                        }
+                        Fault::Partition(Partition::symmetric(&groups))
+                    }
+                    (None, Some(from), Some(to)) => Fault::Partition(vec![Partition {
+                        from: names.list(from)?.into_iter().collect(),
+                        to: names.list(to)?.into_iter().collect(),
+                    }]),
+                    _ => {
+                        return ctx.err(f.kind.span(), "a partition needs groups = [[...], [...]] (symmetric) or from/to (one-way)");
+                    }
+                },
+                "clock-jump" => {
+                    let node = need_node()?;
+                    let Some(by) = &f.by else {
+                        return ctx.err(
+                            f.kind.span(),
+                            "clock-jump needs by = \"+1h\" or by = \"-5m\"",
+                        );
+                    };
+                    let text = by.get_ref().trim();
+                    let (sign, rest) = match text.strip_prefix('-') {
+                        Some(r) => (-1i64, r),
+                        None => (1, text.strip_prefix('+').unwrap_or(text)),
+                    };
+                    let d = ctx.duration(&S::new(by.span(), rest.to_string()), "by")?;
+                    let us = i64::try_from(d.as_us())
+                        .or_else(|_| ctx.err(by.span(), "by: too large"))?;
+                    Fault::ClockJump {
+                        node,
+                        by_us: sign * us,
+                    }
+                }
+                "link" => {
+                    let (from, to) = need_pair()?;
+                    let section = LinkSection {
+                        latency: f.latency.clone(),
+                        drop: f.drop.clone(),
+                        duplicate: f.duplicate.clone(),
+                    };
+                    Fault::Link {
+                        from,
+                        to,
+                        config: ctx.link(network, &section)?,
+                    }
+                }
+                "break" => {
+                    let (from, to) = need_pair()?;
+                    Fault::Break { from, to }
+                }
+                "repair" => {
+                    let (from, to) = need_pair()?;
+                    Fault::Repair { from, to }
+                }
+                other => {
+                    return ctx.err(f.kind.span(), format!("unknown fault kind {other:?}: expected start, stop, crash, restart, partition, heal, clock-jump, link, break or repair"));
+                }
+            };
+            resolved.push((t, fault, f.kind.span()));
+        }
+        // Replay the schedule in engine order: node starts first, then
+        // faults by time (a stable sort keeps file order at equal times).
+        let mut order: Vec<usize> = (0..resolved.len()).collect();
+        order.sort_by_key(|&i| resolved[i].0);
+        let mut running: BTreeSet<NodeId> = BTreeSet::new();
+        let mut starts: Vec<(Timestamp, NodeId)> = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.start_at.map(|t| (t, NodeId(i))))
+            .collect();
+        starts.sort();
+        let mut starts = starts.into_iter().peekable();
+        let mut partitioned = false;
+        let mut broken = BTreeSet::new();
+        for i in order {
+            let (t, fault, span) = &resolved[i];
+            while let Some(&(st, n)) = starts.peek() {
+                if st > *t {
+                    break;
+                }
+                running.insert(n);
+                starts.next();
+            }
+            let name = |n: &NodeId| nodes[n.0].name.as_str();
+            let problem = match fault {
+                Fault::Start(n) | Fault::Restart(n) if running.contains(n) => Some(format!(
+                    "{} is already running at this time (crash or stop it first)",
+                    name(n)
+                )),
+                Fault::Stop(n) | Fault::Crash(n) if !running.contains(n) => {
+                    Some(format!("{} is not running at this time", name(n)))
+                }
+                Fault::Heal if !partitioned => Some("heal without an active partition".to_string()),
+                Fault::Repair { from, to } if !broken.contains(&(*from, *to)) => Some(format!(
+                    "repair of {}->{}, which is not broken",
+                    name(from),
+                    name(to)
+                )),
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                return ctx.err(span.clone(), format!("impossible fault: {problem}"));
+            }
+            match fault {
+                Fault::Start(n) | Fault::Restart(n) => {
+                    running.insert(*n);
+                }
+                Fault::Stop(n) | Fault::Crash(n) => {
+                    running.remove(n);
+                }
+                Fault::Partition(_) => partitioned = true,
+                Fault::Heal => partitioned = false,
+                Fault::Break { from, to } => {
+                    broken.insert((*from, *to));
+                }
+                Fault::Repair { from, to } => {
+                    broken.remove(&(*from, *to));
+                }
+                _ => {}
+            }
+        }
+        Ok(resolved.into_iter().map(|(t, f, _)| (t, f)).collect())
+    }
+}
