@@ -101,6 +101,9 @@ pub fn describe(trace: &Trace, e: &Expect) -> String {
             let _ = write!(s, " between {a} and {b}");
         }
         When::Never => s.push_str(" never"),
+        When::NeverBetween(a, b) => {
+            let _ = write!(s, " never between {a} and {b}");
+        }
         When::Anytime => {}
     }
     if let Some(c) = e.count {
@@ -126,16 +129,17 @@ pub fn check<'a>(scenario: &'a Scenario, trace: &Trace) -> Vec<Verdict<'a>> {
                 .copied()
                 .filter(|r| match e.when {
                     When::At(t) => r.t == t,
-                    When::Between(a, b) => (a..=b).contains(&r.t),
+                    When::Between(a, b) | When::NeverBetween(a, b) => (a..=b).contains(&r.t),
                     When::Never | When::Anytime => true,
                 })
                 .collect();
+            let never = matches!(e.when, When::Never | When::NeverBetween(..));
             let failure = match (e.when, e.count) {
-                (When::Never, _) if !in_window.is_empty() => Some(format!(
+                _ if never && !in_window.is_empty() => Some(format!(
                     "expected never, but it happened at {}",
                     list_times(&in_window)
                 )),
-                (When::Never, _) => None,
+                _ if never => None,
                 (_, Some(c)) if in_window.len() as u64 != c => Some(format!(
                     "expected {c} matching record(s), found {}{}",
                     in_window.len(),
@@ -182,7 +186,7 @@ pub fn decision_text(trace: &Trace) -> String {
 /// The trace around `t` (decisions only), for failure messages.
 pub fn context(trace: &Trace, e: &Expect, lines: usize) -> String {
     let center = match e.when {
-        When::At(t) | When::Between(t, _) => t,
+        When::At(t) | When::Between(t, _) | When::NeverBetween(t, _) => t,
         When::Never | When::Anytime => return String::new(),
     };
     let decisions: Vec<&Record> = trace.decisions().collect();

@@ -500,7 +500,9 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 self.net.heal();
             }
             Fault::ClockJump { node, by_us } => {
-                self.fault_record(Some(node), kind::CLOCK_JUMP, Some(format!("{by_us:+}us")));
+                let sign = if by_us < 0 { '-' } else { '+' };
+                let size = crate::Duration::from_us(by_us.unsigned_abs());
+                self.fault_record(Some(node), kind::CLOCK_JUMP, Some(format!("{sign}{size}")));
                 self.nodes[node.0].clock.jump(by_us);
             }
             Fault::Link { from, to, config } => {

@@ -133,7 +133,7 @@ impl Trace {
     /// One aligned line: `0:11:30.000  dir  evict  alice  pong timeout`.
     pub fn text_line(&self, r: &Record) -> String {
         let mut line = format!(
-            "{:>12}  {:<8} {:<12}",
+            "{:>15}  {:<8} {:<12}",
             r.t.to_string(),
             self.node_name(r.node),
             r.kind

@@ -188,6 +188,8 @@ pub enum When {
     Between(Timestamp, Timestamp),
     /// No matching record at any time.
     Never,
+    /// No matching record in this window.
+    NeverBetween(Timestamp, Timestamp),
     /// Anywhere in the run (with `count`).
     Anytime,
 }
@@ -609,25 +611,30 @@ impl ScenarioFile {
                 .matches('\n')
                 .count()
                 + 1;
-            let when = match (&e.at, &e.between, &e.never) {
-                (Some(t), None, None) => When::At(at(t, "at")?),
-                (None, Some(b), None) => {
+            let window = match &e.between {
+                None => None,
+                Some(b) => {
                     let [lo, hi] = b.get_ref();
-                    let lo_s = S::new(b.span(), lo.clone());
-                    let hi_s = S::new(b.span(), hi.clone());
-                    let (lo, hi) = (at(&lo_s, "between")?, at(&hi_s, "between")?);
+                    let lo = at(&S::new(b.span(), lo.clone()), "between")?;
+                    let hi = at(&S::new(b.span(), hi.clone()), "between")?;
                     if lo > hi {
-                        return ctx.err(
-                            b.span(),
-                            "between = [early, late]: the first time is after the second",
-                        );
+                        return ctx.err(b.span(), "between = [early, late]: the first time is after the second");
                     }
-                    When::Between(lo, hi)
+                    Some((lo, hi))
                 }
-                (None, None, Some(n)) if *n.get_ref() => When::Never,
-                (None, None, None) if e.count.is_some() => When::Anytime,
+            };
+            let never = e.never.as_ref().is_some_and(|n| *n.get_ref());
+            let when = match (&e.at, window, never, &e.count) {
+                (Some(t), None, false, _) => When::At(at(t, "at")?),
+                (None, Some((lo, hi)), false, _) => When::Between(lo, hi),
+                (None, Some((lo, hi)), true, None) => When::NeverBetween(lo, hi),
+                (None, None, true, None) => When::Never,
+                (None, None, false, Some(_)) => When::Anytime,
                 _ => {
-                    return ctx.err(e.event.span(), "an [[expect]] needs exactly one of at = \"..\", between = [\"..\", \"..\"], never = true, or count = N alone");
+                    return ctx.err(
+                        e.event.span(),
+                        "an [[expect]] needs one of: at = \"..\"; between = [\"..\", \"..\"]; never = true (optionally with between); or count = N (optionally with at or between)",
+                    );
                 }
             };
             let node = e
