@@ -44,7 +44,11 @@ fn replay(rel: &str, seed: u64) -> String {
 }
 
 fn check_scenario(root: &Path, path: &Path) -> Result<(), Failed> {
-    let rel = path.strip_prefix(root).unwrap_or(path).display().to_string();
+    let rel = path
+        .strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string();
     let scenario = Scenario::load(path).map_err(|e| Failed::from(e.to_string()))?;
     let outcome = run(&scenario, None, Level::Decision)
         .map_err(|e| format!("{e}\n  replay: {}", replay(&rel, scenario.seed)))?;
@@ -80,7 +84,12 @@ fn check_scenario(root: &Path, path: &Path) -> Result<(), Failed> {
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(root.join("snapshots"));
     settings.set_prepend_module_to_snapshot(false);
-    settings.set_description(format!("{} (profile {}, seed {})", scenario.name, scenario.profile.name(), scenario.seed));
+    settings.set_description(format!(
+        "{} (profile {}, seed {})",
+        scenario.name,
+        scenario.profile.name(),
+        scenario.seed
+    ));
     settings.set_omit_expression(true);
     let text = decision_text(&outcome.trace);
     settings.bind(|| insta::assert_snapshot!(name, text));
@@ -89,7 +98,11 @@ fn check_scenario(root: &Path, path: &Path) -> Result<(), Failed> {
     let first = jsonl(&scenario)?;
     let second = jsonl(&scenario)?;
     if first != second {
-        return Err(format!("{rel}: two runs in one process differ\n  replay: {}", replay(&rel, scenario.seed)).into());
+        return Err(format!(
+            "{rel}: two runs in one process differ\n  replay: {}",
+            replay(&rel, scenario.seed)
+        )
+        .into());
     }
     let child = Command::new(env!("CARGO_BIN_EXE_heartsim"))
         .current_dir(root)
@@ -117,7 +130,11 @@ fn main() {
     let trials = files
         .into_iter()
         .map(|path| {
-            let rel = path.strip_prefix(&root).unwrap_or(&path).display().to_string();
+            let rel = path
+                .strip_prefix(&root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
             let root = root.clone();
             Trial::test(rel, move || check_scenario(&root, &path))
         })

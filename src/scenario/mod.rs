@@ -33,6 +33,8 @@ pub const MAX_NODES: usize = 100_000;
 pub const MODEL_JOINMARKET: &str = "joinmarket-directory";
 
 type S<T> = Spanned<T>;
+/// Resolves a time written in the file to a timestamp within the scenario.
+type AtFn<'a> = dyn Fn(&S<String>, &str) -> Result<Timestamp, ScenarioError> + 'a;
 
 /// A scenario file exactly as written.
 #[derive(Debug, Deserialize, Serialize)]
@@ -618,7 +620,10 @@ impl ScenarioFile {
                     let lo = at(&S::new(b.span(), lo.clone()), "between")?;
                     let hi = at(&S::new(b.span(), hi.clone()), "between")?;
                     if lo > hi {
-                        return ctx.err(b.span(), "between = [early, late]: the first time is after the second");
+                        return ctx.err(
+                            b.span(),
+                            "between = [early, late]: the first time is after the second",
+                        );
                     }
                     Some((lo, hi))
                 }
@@ -683,7 +688,7 @@ impl ScenarioFile {
         names: &Names<'_>,
         nodes: &[NodeDef],
         network: LinkConfig,
-        at: &dyn Fn(&S<String>, &str) -> Result<Timestamp, ScenarioError>,
+        at: &AtFn<'_>,
     ) -> Result<Vec<(Timestamp, Fault)>, ScenarioError> {
         let mut resolved = Vec::new();
         for f in &self.faults {

@@ -109,14 +109,16 @@ impl Peer {
                 Frame::Ping if self.spec.behaviour == Behaviour::Responsive => {
                     out.send(dir, Frame::Pong);
                 }
-                ref probe if probe.is_orderbook_probe() => {
-                    if self.spec.maker && self.spec.behaviour == Behaviour::Responsive {
-                        let offer = format!(
-                            "{}!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002",
-                            self.spec.nick
-                        );
-                        out.send(dir, Frame::PubMsg(offer.into()));
-                    }
+                ref probe
+                    if probe.is_orderbook_probe()
+                        && self.spec.maker
+                        && self.spec.behaviour == Behaviour::Responsive =>
+                {
+                    let offer = format!(
+                        "{}!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002",
+                        self.spec.nick
+                    );
+                    out.send(dir, Frame::PubMsg(offer.into()));
                 }
                 Frame::Close => {
                     self.connected = false;

@@ -1,0 +1,207 @@
+//! Broken scenario files get a clear error naming file, line, column and
+//! what was expected; never a panic. The CLI exits 2 on them.
+
+use std::path::Path;
+use std::process::Command;
+
+use heartsim::scenario::Scenario;
+
+const GOOD: &str = r#"version = 1
+
+[scenario]
+name = "ok"
+model = "joinmarket-directory"
+profile = "joinmarket-ng"
+seed = 1
+duration = "30m"
+
+[[node]]
+name = "dir"
+kind = "directory"
+
+[[node]]
+name = "alice"
+kind = "maker"
+ping = true
+behaviour = "silent"
+"#;
+
+/// Parse `source` and return (line, column, message, rendered).
+fn error_of(source: &str) -> (usize, usize, String, String) {
+    let err = Scenario::parse(Path::new("broken.toml"), source).expect_err("must be rejected");
+    let d = err.diagnostic().expect("a diagnostic with a position");
+    assert!(d.rendered.contains("broken.toml"), "rendered error names the file:\n{}", d.rendered);
+    assert!(
+        d.rendered.contains(&format!("broken.toml:{}:{}", d.line, d.column)),
+        "rendered error has file:line:col:\n{}",
+        d.rendered
+    );
+    (d.line, d.column, d.message.clone(), d.rendered.clone())
+}
+
+fn line_of(source: &str, needle: &str) -> usize {
+    source
+        .lines()
+        .position(|l| l.contains(needle))
+        .expect("needle in source")
+        + 1
+}
+
+#[test]
+fn the_good_file_parses() {
+    let s = Scenario::parse(Path::new("good.toml"), GOOD).expect("valid");
+    assert_eq!(s.nodes.len(), 2);
+}
+
+#[test]
+fn bad_toml_syntax() {
+    let src = GOOD.replace("seed = 1", "seed = = 1");
+    let (line, _, _, _) = error_of(&src);
+    assert_eq!(line, line_of(&src, "seed = = 1"));
+}
+
+#[test]
+fn unknown_key_names_the_key_and_the_expected_ones() {
+    let src = GOOD.replace("ping = true", "pingg = true");
+    let (line, col, msg, _) = error_of(&src);
+    assert_eq!((line, col), (line_of(&src, "pingg"), 1));
+    assert!(msg.contains("unknown field `pingg`"), "{msg}");
+    assert!(msg.contains("behaviour"), "lists the expected keys: {msg}");
+}
+
+#[test]
+fn bad_duration_points_at_the_value() {
+    let src = GOOD.replace("duration = \"30m\"", "duration = \"30 minutes\"");
+    let (line, col, msg, rendered) = error_of(&src);
+    assert_eq!(line, line_of(&src, "30 minutes"));
+    assert_eq!(col, "duration = ".len() + 1);
+    assert!(msg.contains("duration"), "{msg}");
+    assert!(rendered.contains("30 minutes"), "shows the offending text: {rendered}");
+}
+
+#[test]
+fn float_duration_is_rejected_with_a_hint() {
+    let src = GOOD.replace("duration = \"30m\"", "duration = \"1.5h\"");
+    let (_, _, msg, _) = error_of(&src);
+    assert!(msg.contains("whole numbers"), "{msg}");
+}
+
+#[test]
+fn unknown_node_in_a_fault() {
+    let src = format!("{GOOD}\n[[fault]]\nat = \"1m\"\nkind = \"crash\"\nnode = \"bob\"\n");
+    let (line, _, msg, _) = error_of(&src);
+    assert_eq!(line, line_of(&src, "node = \"bob\""));
+    assert!(msg.contains("unknown node \"bob\"") && msg.contains("alice"), "{msg}");
+}
+
+#[test]
+fn impossible_faults() {
+    let heal = format!("{GOOD}\n[[fault]]\nat = \"1m\"\nkind = \"heal\"\n");
+    let (line, _, msg, _) = error_of(&heal);
+    assert_eq!(line, line_of(&heal, "kind = \"heal\""));
+    assert!(msg.contains("heal without an active partition"), "{msg}");
+
+    let restart = format!("{GOOD}\n[[fault]]\nat = \"1m\"\nkind = \"restart\"\nnode = \"alice\"\n");
+    let (_, _, msg, _) = error_of(&restart);
+    assert!(msg.contains("alice is already running"), "{msg}");
+
+    // Crash then restart is fine; a second restart is not.
+    let twice = format!(
+        "{GOOD}\n[[fault]]\nat = \"1m\"\nkind = \"crash\"\nnode = \"alice\"\n\
+         [[fault]]\nat = \"2m\"\nkind = \"restart\"\nnode = \"alice\"\n\
+         [[fault]]\nat = \"3m\"\nkind = \"restart\"\nnode = \"alice\"\n"
+    );
+    let (line, _, msg, _) = error_of(&twice);
+    assert_eq!(line, twice.lines().count() - 1, "points at the second restart");
+    assert!(msg.contains("already running"), "{msg}");
+}
+
+#[test]
+fn fault_after_the_end() {
+    let src = format!("{GOOD}\n[[fault]]\nat = \"31m\"\nkind = \"crash\"\nnode = \"alice\"\n");
+    let (line, _, msg, _) = error_of(&src);
+    assert_eq!(line, line_of(&src, "at = \"31m\""));
+    assert!(msg.contains("after the scenario's end"), "{msg}");
+}
+
+#[test]
+fn huge_numbers() {
+    let seed = GOOD.replace("seed = 1", "seed = 99999999999999999999999");
+    let (line, _, _, _) = error_of(&seed);
+    assert_eq!(line, line_of(&seed, "seed ="));
+
+    let long = GOOD.replace("\"30m\"", "\"999999999999999h\"");
+    let (_, _, msg, _) = error_of(&long);
+    assert!(msg.contains("too large"), "{msg}");
+
+    let years = GOOD.replace("\"30m\"", "\"100000h\"");
+    let (_, _, msg, _) = error_of(&years);
+    assert!(msg.contains("longer than"), "{msg}");
+
+    let count = GOOD.replace("ping = true", "ping = true\ncount = 10000000");
+    let (line, _, msg, _) = error_of(&count);
+    assert_eq!(line, line_of(&count, "count ="));
+    assert!(msg.contains("count must be between"), "{msg}");
+}
+
+#[test]
+fn bad_ratio_and_latency() {
+    let drop = GOOD.replace("[[node]]\nname = \"dir\"", "[network]\ndrop = \"0.05\"\n\n[[node]]\nname = \"dir\"");
+    let (line, _, msg, _) = error_of(&drop);
+    assert_eq!(line, line_of(&drop, "drop ="));
+    assert!(msg.contains("num/den"), "{msg}");
+
+    let lat = GOOD.replace("[[node]]\nname = \"dir\"", "[network]\nlatency = \"150ms..50ms\"\n\n[[node]]\nname = \"dir\"");
+    let (_, _, msg, _) = error_of(&lat);
+    assert!(msg.contains("low..high"), "{msg}");
+}
+
+#[test]
+fn zero_timer_is_rejected() {
+    let src = format!("{GOOD}\n[config]\npong_wait = \"0s\"\n");
+    let (line, _, msg, _) = error_of(&src);
+    assert_eq!(line, line_of(&src, "pong_wait"));
+    assert!(msg.contains("pong_wait must be greater than zero"), "{msg}");
+}
+
+#[test]
+fn wrong_version_and_profile() {
+    let v = GOOD.replace("version = 1", "version = 2");
+    assert!(error_of(&v).2.contains("unsupported version 2"));
+    let p = GOOD.replace("\"joinmarket-ng\"", "\"joinmarket-py\"");
+    let (_, _, msg, _) = error_of(&p);
+    assert!(msg.contains("joinmarket-rs") && msg.contains("joinmarket-ng-eb812d4c"), "{msg}");
+}
+
+#[test]
+fn cli_exits_2_without_panicking_and_keeps_existing_trace_files() {
+    let dir = std::env::temp_dir().join(format!("heartsim-bad-input-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("broken.toml");
+    let src = GOOD.replace("ping = true", "pingg = true");
+    std::fs::write(&broken, &src).unwrap();
+    let at = format!("broken.toml:{}:1", line_of(&src, "pingg"));
+    let out = Command::new(env!("CARGO_BIN_EXE_heartsim"))
+        .args(["run"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&at) && !stderr.contains("panicked"), "{stderr}");
+
+    // --trace never overwrites a file the user has without --force.
+    let good = dir.join("good.toml");
+    std::fs::write(&good, GOOD).unwrap();
+    let trace = dir.join("trace.jsonl");
+    std::fs::write(&trace, "precious").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_heartsim"))
+        .args(["run", "--format", "jsonl", "--trace"])
+        .arg(&trace)
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&trace).unwrap(), "precious");
+    let _ = std::fs::remove_dir_all(&dir);
+}
