@@ -30,9 +30,14 @@ behaviour = "silent"
 fn error_of(source: &str) -> (usize, usize, String, String) {
     let err = Scenario::parse(Path::new("broken.toml"), source).expect_err("must be rejected");
     let d = err.diagnostic().expect("a diagnostic with a position");
-    assert!(d.rendered.contains("broken.toml"), "rendered error names the file:\n{}", d.rendered);
     assert!(
-        d.rendered.contains(&format!("broken.toml:{}:{}", d.line, d.column)),
+        d.rendered.contains("broken.toml"),
+        "rendered error names the file:\n{}",
+        d.rendered
+    );
+    assert!(
+        d.rendered
+            .contains(&format!("broken.toml:{}:{}", d.line, d.column)),
         "rendered error has file:line:col:\n{}",
         d.rendered
     );
@@ -76,7 +81,10 @@ fn bad_duration_points_at_the_value() {
     assert_eq!(line, line_of(&src, "30 minutes"));
     assert_eq!(col, "duration = ".len() + 1);
     assert!(msg.contains("duration"), "{msg}");
-    assert!(rendered.contains("30 minutes"), "shows the offending text: {rendered}");
+    assert!(
+        rendered.contains("30 minutes"),
+        "shows the offending text: {rendered}"
+    );
 }
 
 #[test]
@@ -91,7 +99,10 @@ fn unknown_node_in_a_fault() {
     let src = format!("{GOOD}\n[[fault]]\nat = \"1m\"\nkind = \"crash\"\nnode = \"bob\"\n");
     let (line, _, msg, _) = error_of(&src);
     assert_eq!(line, line_of(&src, "node = \"bob\""));
-    assert!(msg.contains("unknown node \"bob\"") && msg.contains("alice"), "{msg}");
+    assert!(
+        msg.contains("unknown node \"bob\"") && msg.contains("alice"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -112,7 +123,11 @@ fn impossible_faults() {
          [[fault]]\nat = \"3m\"\nkind = \"restart\"\nnode = \"alice\"\n"
     );
     let (line, _, msg, _) = error_of(&twice);
-    assert_eq!(line, twice.lines().count() - 1, "points at the second restart");
+    assert_eq!(
+        line,
+        twice.lines().count() - 1,
+        "points at the second restart"
+    );
     assert!(msg.contains("already running"), "{msg}");
 }
 
@@ -146,12 +161,18 @@ fn huge_numbers() {
 
 #[test]
 fn bad_ratio_and_latency() {
-    let drop = GOOD.replace("[[node]]\nname = \"dir\"", "[network]\ndrop = \"0.05\"\n\n[[node]]\nname = \"dir\"");
+    let drop = GOOD.replace(
+        "[[node]]\nname = \"dir\"",
+        "[network]\ndrop = \"0.05\"\n\n[[node]]\nname = \"dir\"",
+    );
     let (line, _, msg, _) = error_of(&drop);
     assert_eq!(line, line_of(&drop, "drop ="));
     assert!(msg.contains("num/den"), "{msg}");
 
-    let lat = GOOD.replace("[[node]]\nname = \"dir\"", "[network]\nlatency = \"150ms..50ms\"\n\n[[node]]\nname = \"dir\"");
+    let lat = GOOD.replace(
+        "[[node]]\nname = \"dir\"",
+        "[network]\nlatency = \"150ms..50ms\"\n\n[[node]]\nname = \"dir\"",
+    );
     let (_, _, msg, _) = error_of(&lat);
     assert!(msg.contains("low..high"), "{msg}");
 }
@@ -170,7 +191,10 @@ fn wrong_version_and_profile() {
     assert!(error_of(&v).2.contains("unsupported version 2"));
     let p = GOOD.replace("\"joinmarket-ng\"", "\"joinmarket-py\"");
     let (_, _, msg, _) = error_of(&p);
-    assert!(msg.contains("joinmarket-rs") && msg.contains("joinmarket-ng-eb812d4c"), "{msg}");
+    assert!(
+        msg.contains("joinmarket-rs") && msg.contains("joinmarket-ng-eb812d4c"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -188,7 +212,10 @@ fn cli_exits_2_without_panicking_and_keeps_existing_trace_files() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&at) && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(&at) && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 
     // --trace never overwrites a file the user has without --force.
     let good = dir.join("good.toml");

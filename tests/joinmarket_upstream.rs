@@ -1,0 +1,206 @@
+//! Upstream JoinMarket behaviours that need more than a scenario file's
+//! `[[expect]]`: driving the directory by hand, and comparing profiles or
+//! seeds. The rest of the checklist is in `scenarios/joinmarket/` (see
+//! `docs/models/joinmarket-directory.md` for the map).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use heartsim::models::joinmarket::{Directory, Frame, Profile, Timers};
+use heartsim::run::run;
+use heartsim::scenario::Scenario;
+use heartsim::sim::trace::{Level, Record};
+use heartsim::sim::{Input, NodeId, Now, Outbox, Timestamp};
+
+const PEER: NodeId = NodeId(1);
+
+fn at(secs: u64) -> Now {
+    let t = Timestamp::from_us(secs * 1_000_000);
+    Now { mono: t, wall: t }
+}
+
+fn handshake(ping: bool) -> Frame {
+    Frame::Handshake {
+        nick: Arc::from("alice"),
+        location: Arc::from("alice.onion:5222"),
+        ping,
+        directory: false,
+    }
+}
+
+/// A directory with alice registered at t=0, driven through sweeps by hand.
+fn directory(profile: Profile) -> (Directory, Outbox<Frame>) {
+    let mut d = Directory::new(profile, Timers::default(), "dir");
+    let mut out = Outbox::new(NodeId(0));
+    d.handle(at(0), Input::Start, &mut out);
+    d.handle(
+        at(0),
+        Input::Recv {
+            from: PEER,
+            msg: handshake(true),
+        },
+        &mut out,
+    );
+    (d, out)
+}
+
+/// Fire timers up to `secs`, answering awaited sends with success.
+fn advance(d: &mut Directory, out: &mut Outbox<Frame>, secs: u64) {
+    while let Some(deadline) = d.poll_timeout() {
+        if deadline.at > at(secs).mono {
+            break;
+        }
+        let now = Now {
+            mono: deadline.at,
+            wall: deadline.at,
+        };
+        out.clear();
+        d.handle(now, Input::Timeout, out);
+        loop {
+            let awaited = out.sends().find_map(|(to, _, t)| t.map(|t| (to, t)));
+            let Some((to, token)) = awaited else {
+                break;
+            };
+            let mut next = Outbox::new(NodeId(0));
+            d.handle(
+                now,
+                Input::SendDone {
+                    to,
+                    token,
+                    result: Ok(()),
+                },
+                &mut next,
+            );
+            out.clear();
+            std::mem::swap(out, &mut next);
+        }
+    }
+}
+
+fn kinds(out: &Outbox<Frame>) -> Vec<(&'static str, Option<String>)> {
+    out.records()
+        .map(|r| (r.kind, r.reason.as_ref().map(|s| s.to_string())))
+        .collect()
+}
+
+#[test]
+fn unsolicited_pong_is_ignored_and_does_not_protect_a_later_ping() {
+    for profile in Profile::ALL {
+        let (mut d, mut out) = directory(profile);
+        out.clear();
+        // A PONG nobody asked for at 5:00 refreshes last_seen (every frame
+        // does) but sets nothing that could clear a future pending PONG.
+        d.handle(
+            at(300),
+            Input::Recv {
+                from: PEER,
+                msg: Frame::Pong,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            kinds(&out),
+            vec![("pong", Some("unsolicited".into()))],
+            "{profile:?}"
+        );
+        assert!(!d.is_pending(PEER));
+        // Pinged once idle past 600 s counted from 5:00, then evicted.
+        advance(&mut d, &mut out, 3600);
+        assert_eq!(d.registered(), 0, "{profile:?}: evicted in the end");
+    }
+}
+
+#[test]
+fn pong_after_eviction_has_no_effect() {
+    for profile in Profile::ALL {
+        let (mut d, mut out) = directory(profile);
+        advance(&mut d, &mut out, 700); // pinged and evicted by 11:30 at the latest
+        assert_eq!(d.registered(), 0, "{profile:?}");
+        out.clear();
+        d.handle(
+            at(701),
+            Input::Recv {
+                from: PEER,
+                msg: Frame::Pong,
+            },
+            &mut out,
+        );
+        assert!(
+            out.is_empty(),
+            "{profile:?}: a PONG from an evicted peer is dropped"
+        );
+        assert_eq!(d.registered(), 0);
+    }
+}
+
+#[test]
+fn pending_is_set_before_the_send_returns_only_in_ng_head() {
+    // HEAD adds the owner to pending before awaiting the send; eb812d4c and
+    // joinmarket-rs only after it returns. A PONG that arrives while the send
+    // is still being awaited is lost under eb812d4c (reference notes:
+    // "eb812d4c lost PONG").
+    for (profile, pending_during_send) in [
+        (Profile::JoinmarketNg, true),
+        (Profile::JoinmarketNgEb812d4c, false),
+        (Profile::JoinmarketRs, false),
+    ] {
+        let (mut d, mut out) = directory(profile);
+        let first_ping_s = if profile == Profile::JoinmarketRs {
+            600
+        } else {
+            660
+        };
+        // Run sweeps up to just before the first PING.
+        advance(&mut d, &mut out, first_ping_s - 1);
+        out.clear();
+        d.handle(at(first_ping_s), Input::Timeout, &mut out);
+        let awaited: Vec<_> = out
+            .sends()
+            .filter(|(_, m, t)| **m == Frame::Ping && t.is_some())
+            .collect();
+        assert_eq!(awaited.len(), 1, "{profile:?}: the PING send is awaited");
+        assert_eq!(d.is_pending(PEER), pending_during_send, "{profile:?}");
+    }
+}
+
+fn load(name: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios/joinmarket")
+        .join(name);
+    Scenario::load(&path).expect("scenario parses")
+}
+
+fn jsonl(s: &Scenario, seed: Option<u64>) -> Vec<u8> {
+    let outcome = run(s, seed, Level::Net).expect("within limits");
+    let records: Vec<&Record> = outcome.trace.records().iter().collect();
+    let mut bytes = Vec::new();
+    outcome.trace.write_jsonl(&records, &mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn another_seed_with_drops_gives_another_trace_and_the_same_seed_the_same() {
+    let s = load("lossy-links-evict-healthy-peers-ng.toml");
+    assert_eq!(jsonl(&s, Some(11)), jsonl(&s, Some(11)));
+    assert_ne!(jsonl(&s, Some(11)), jsonl(&s, Some(12)));
+}
+
+#[test]
+fn the_same_scenario_evicts_at_different_times_under_each_profile() {
+    // The strict/`>=` and drift/grid differences, seen end to end.
+    let base = load("silent-ping-maker-evicted-after-pong-wait-ng.toml");
+    let evict_time = |profile: Profile| {
+        let mut s = base.clone();
+        s.profile = profile;
+        let out = run(&s, None, Level::Decision).unwrap();
+        let t = out
+            .trace
+            .decisions()
+            .find(|r| r.kind == "evict")
+            .map(|r| r.t.as_us() / 1_000_000);
+        t
+    };
+    assert_eq!(evict_time(Profile::JoinmarketNg), Some(690));
+    assert_eq!(evict_time(Profile::JoinmarketNgEb812d4c), Some(690));
+    assert_eq!(evict_time(Profile::JoinmarketRs), Some(630));
+}
