@@ -30,13 +30,18 @@ impl Latency {
     pub fn draws(&self) -> bool {
         matches!(self, Latency::Uniform { lo, hi } if lo != hi)
     }
+    /// The delay when it needs no draw (`draws()` is false).
+    fn fixed(&self) -> Duration {
+        match *self {
+            Latency::Fixed(d) | Latency::Uniform { lo: d, .. } => d,
+        }
+    }
     pub fn sample(&self, rng: &mut ChaCha8Rng) -> Duration {
         match *self {
-            Latency::Fixed(d) => d,
-            Latency::Uniform { lo, hi } if lo == hi => lo,
-            Latency::Uniform { lo, hi } => {
+            Latency::Uniform { lo, hi } if lo != hi => {
                 Duration::from_us(rng.gen_range(lo.as_us()..=hi.as_us()))
             }
+            _ => self.fixed(),
         }
     }
 }
@@ -168,7 +173,7 @@ impl Network {
         }
         let config = *self.link(from, to);
         if !config.is_random() {
-            return Fate::Deliver(vec![config.latency.sample_fixed()]);
+            return Fate::Deliver(vec![config.latency.fixed()]);
         }
         let seed = self.seed;
         let rng = self.rngs.entry((from, to)).or_insert_with(|| {
@@ -182,15 +187,6 @@ impl Network {
             delays.push(config.latency.sample(rng));
         }
         Fate::Deliver(delays)
-    }
-}
-
-impl Latency {
-    fn sample_fixed(&self) -> Duration {
-        match *self {
-            Latency::Fixed(d) => d,
-            Latency::Uniform { lo, .. } => lo,
-        }
     }
 }
 

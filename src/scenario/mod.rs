@@ -482,11 +482,10 @@ impl ScenarioFile {
                     if count.is_some() {
                         return ctx.err(n.kind.span(), "a directory cannot have a count");
                     }
-                    if let Some((prev, _)) = directory {
-                        let _: NodeId = prev;
+                    if directory.is_some() {
                         return ctx.err(n.kind.span(), "only one node may be the directory");
                     }
-                    directory = Some((NodeId(nodes.len()), n.kind.span()));
+                    directory = Some(NodeId(nodes.len()));
                     None
                 }
                 "maker" | "taker" | "directory-peer" => Some(n.kind.get_ref().as_str()),
@@ -574,7 +573,7 @@ impl ScenarioFile {
                 spans.push(n.name.span());
             }
         }
-        let Some((directory, _)) = directory else {
+        let Some(directory) = directory else {
             return ctx.err(0..0, "no node has kind = \"directory\": a joinmarket-directory scenario needs exactly one");
         };
         for node in &mut nodes {

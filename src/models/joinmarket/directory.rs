@@ -118,13 +118,10 @@ impl Directory {
 
     /// Whether a PONG is pending for `node`'s current connection (tests).
     pub fn is_pending(&self, node: NodeId) -> bool {
-        self.by_node
-            .get(&node)
-            .and_then(|c| self.conns.get(c))
-            .is_some_and(|conn| {
-                let id = self.by_node[&node];
-                self.pending.contains(&self.pending_key(&conn.key, id))
-            })
+        self.by_node.get(&node).is_some_and(|&id| {
+            let key = &self.conns[&id].key;
+            self.pending.contains(&self.pending_key(key, id))
+        })
     }
 
     fn pending_key(&self, key: &Arc<str>, conn: ConnId) -> PendingKey {
