@@ -160,7 +160,7 @@ fn run_files(
                 report.push(format!("error: {limit}\n  replay: {replay}"));
             }
             Ok(outcome) => {
-                let records: Vec<&Record> = outcome.trace.records().iter().collect();
+                let records: Vec<&Record> = outcome.trace.records().collect();
                 let written = match format {
                     Format::Jsonl => outcome.trace.write_jsonl(&records, &mut sink),
                     Format::Text => {

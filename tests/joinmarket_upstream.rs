@@ -172,7 +172,7 @@ fn load(name: &str) -> Scenario {
 
 fn jsonl(s: &Scenario, seed: Option<u64>) -> Vec<u8> {
     let outcome = run(s, seed, Level::Net).expect("within limits");
-    let records: Vec<&Record> = outcome.trace.records().iter().collect();
+    let records: Vec<&Record> = outcome.trace.records().collect();
     let mut bytes = Vec::new();
     outcome.trace.write_jsonl(&records, &mut bytes).unwrap();
     bytes

@@ -30,7 +30,7 @@ fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn jsonl(scenario: &Scenario) -> Result<Vec<u8>, Failed> {
     let outcome = run(scenario, None, Level::Net).map_err(|e| Failed::from(e.to_string()))?;
-    let records: Vec<&Record> = outcome.trace.records().iter().collect();
+    let records: Vec<&Record> = outcome.trace.records().collect();
     let mut bytes = Vec::new();
     outcome
         .trace

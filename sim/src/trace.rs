@@ -52,11 +52,17 @@ pub struct Record {
     pub level: Level,
 }
 
+/// Records per storage chunk. A long run grows the trace chunk by chunk, so
+/// it never copies what it holds to double a `Vec` (which at a million
+/// records briefly needs twice the memory and dominated large runs).
+const CHUNK: usize = 1 << 14;
+
 /// All records of a run, with the node names to print them.
 #[derive(Debug)]
 pub struct Trace {
     names: Vec<String>,
-    records: Vec<Record>,
+    chunks: Vec<Vec<Record>>,
+    len: usize,
     keep: Level,
 }
 
@@ -79,7 +85,8 @@ impl Trace {
     pub fn new(names: Vec<String>, keep: Level) -> Self {
         Trace {
             names,
-            records: Vec::new(),
+            chunks: Vec::new(),
+            len: 0,
             keep,
         }
     }
@@ -89,17 +96,35 @@ impl Trace {
     }
 
     pub fn push(&mut self, record: Record) {
-        if self.wants(record.level) {
-            self.records.push(record);
+        if !self.wants(record.level) {
+            return;
         }
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(record),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(record);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
     }
 
-    pub fn records(&self) -> &[Record] {
-        &self.records
+    /// Every kept record, in the order they happened.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.chunks.iter().flatten()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     pub fn decisions(&self) -> impl Iterator<Item = &Record> {
-        self.records.iter().filter(|r| r.level == Level::Decision)
+        self.records().filter(|r| r.level == Level::Decision)
     }
 
     pub fn name(&self, node: NodeId) -> &str {

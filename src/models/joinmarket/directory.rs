@@ -27,10 +27,14 @@ use super::{kind, Frame, Profile, Timers, NOT_SERVING_ONION, PING_RATE_WINDOW};
 /// joinmarket-rs iterates a DashMap in hash order, which we pin to this).
 type ConnId = u64;
 
+/// A registry key (nick, or onion location under eb812d4c), interned at its
+/// first handshake so sweeps compare integers, not strings.
+type KeyId = u32;
+
 #[derive(Debug)]
 struct Conn {
     node: NodeId,
-    key: Arc<str>,
+    key: KeyId,
     ping: bool,
     maker: bool,
     directory: bool,
@@ -42,7 +46,7 @@ struct Conn {
 
 /// What the pending-PONG set is keyed by: `(key, conn)` where pending is
 /// per connection, `(key, 0)` under eb812d4c (peer key only).
-type PendingKey = (Arc<str>, ConnId);
+type PendingKey = (KeyId, ConnId);
 
 #[derive(Debug)]
 enum Phase {
@@ -75,13 +79,16 @@ struct Sweep {
 pub struct Directory {
     profile: Profile,
     timers: Timers,
-    nick: Arc<str>,
+    /// The `!orderbook` probe, built once: every probe is the same line.
+    probe: Frame,
     conns: BTreeMap<ConnId, Conn>,
     /// The newest connection from each peer node: frames from that node belong
     /// to it (an older one from the same node is a dead socket left behind).
     by_node: BTreeMap<NodeId, ConnId>,
+    /// Every key seen so far, interned.
+    key_ids: BTreeMap<Arc<str>, KeyId>,
     /// The registry: which connection owns each peer key.
-    by_key: BTreeMap<Arc<str>, ConnId>,
+    by_key: BTreeMap<KeyId, ConnId>,
     /// `(last_seen, conn)` of every heartbeat-eligible peer, so a sweep
     /// visits only the peers that are due, not all of them.
     idle_index: BTreeSet<(Timestamp, ConnId)>,
@@ -98,9 +105,10 @@ impl Directory {
         Directory {
             profile,
             timers,
-            nick: nick.into(),
+            probe: Frame::orderbook_probe(nick),
             conns: BTreeMap::new(),
             by_node: BTreeMap::new(),
+            key_ids: BTreeMap::new(),
             by_key: BTreeMap::new(),
             idle_index: BTreeSet::new(),
             pending: BTreeSet::new(),
@@ -119,18 +127,18 @@ impl Directory {
     /// Whether a PONG is pending for `node`'s current connection (tests).
     pub fn is_pending(&self, node: NodeId) -> bool {
         self.by_node.get(&node).is_some_and(|&id| {
-            let key = &self.conns[&id].key;
+            let key = self.conns[&id].key;
             self.pending.contains(&self.pending_key(key, id))
         })
     }
 
-    fn pending_key(&self, key: &Arc<str>, conn: ConnId) -> PendingKey {
+    fn pending_key(&self, key: KeyId, conn: ConnId) -> PendingKey {
         let conn = if self.profile.pending_per_connection() {
             conn
         } else {
             0
         };
-        (key.clone(), conn)
+        (key, conn)
     }
 
     pub fn handle(&mut self, now: Now, input: Input<Frame>, out: &mut Outbox<Frame>) {
@@ -188,10 +196,9 @@ impl Directory {
 
         // Step 1: hard-evict peers idle past hard_evict; clear pending first.
         for id in self.idle_since(t, self.timers.hard_evict) {
-            let key = self.conns[&id].key.clone();
-            let pk = self.pending_key(&key, id);
+            let pk = self.pending_key(self.conns[&id].key, id);
             self.pending.remove(&pk);
-            self.evict_conn(id, "idle timeout", out);
+            self.evict_conn(id, "idle timeout".into(), out);
         }
 
         // Step 2: peers idle past idle_threshold, re-queried after step 1.
@@ -240,8 +247,7 @@ impl Directory {
                 self.next_token += 1;
                 if self.profile == Profile::JoinmarketNg {
                     // HEAD: `_pong_pending.add(owner)` before the send.
-                    let pk = (conn.key.clone(), id);
-                    self.pending.insert(pk);
+                    self.pending.insert((conn.key, id));
                 }
                 out.record(kind::PING, Some(conn.node), None, None);
                 sweep.awaiting = Some((token, id, true));
@@ -256,7 +262,7 @@ impl Directory {
                     Some("!orderbook".into()),
                 );
                 sweep.awaiting = Some((token, id, false));
-                out.send_awaited(conn.node, Frame::orderbook_probe(&self.nick), token);
+                out.send_awaited(conn.node, self.probe.clone(), token);
                 return;
             }
             // Non-ping taker or watcher: no probe; hard-evicted later.
@@ -313,13 +319,13 @@ impl Directory {
         let Some(conn) = self.conns.get(&id) else {
             return self.probe_next(now, out);
         };
-        let (key, node) = (conn.key.clone(), conn.node);
-        let pk = self.pending_key(&key, id);
+        let node = conn.node;
+        let pk = self.pending_key(conn.key, id);
         // What the sweep adds to its pinged list.
         let pinged = match (self.profile, result) {
             (Profile::JoinmarketRs, Ok(())) => {
                 // `SendResult::Ok => router.add_pong_pending(nick)`.
-                self.pending.insert(pk.clone());
+                self.pending.insert(pk);
                 Some(pk)
             }
             (Profile::JoinmarketRs, Err(e)) => {
@@ -335,18 +341,18 @@ impl Directory {
             (Profile::JoinmarketNg, Ok(())) => Some(pk),
             (Profile::JoinmarketNg, Err(e)) => {
                 self.pending.remove(&pk);
-                self.evict_conn(id, &format!("send failed: {e}"), out);
+                self.evict_conn(id, format!("send failed: {e}").into(), out);
                 None
             }
             (Profile::JoinmarketNgEb812d4c, result) => {
                 if let Err(e) = result {
                     // `_send_ping` swallows the error after evicting...
                     self.pending.remove(&pk);
-                    self.evict_conn(id, &format!("send failed: {e}"), out);
+                    self.evict_conn(id, format!("send failed: {e}").into(), out);
                 }
                 // ...and the sweep then marks the key pending regardless, so
                 // a failed peer is evicted a second time after the wait.
-                self.pending.insert(pk.clone());
+                self.pending.insert(pk);
                 Some(pk)
             }
         };
@@ -371,7 +377,7 @@ impl Directory {
                     .collect();
                 self.pending.clear();
                 for id in timed_out {
-                    self.evict_conn(id, "pong timeout", out);
+                    self.evict_conn(id, "pong timeout".into(), out);
                 }
             }
             Profile::JoinmarketNg | Profile::JoinmarketNgEb812d4c => {
@@ -380,21 +386,21 @@ impl Directory {
                     .pinged
                     .iter()
                     .filter(|(pk, _)| self.pending.contains(pk))
-                    .cloned()
+                    .copied()
                     .collect();
                 for ((key, conn_id), node) in timed_out {
-                    self.pending.remove(&(key.clone(), conn_id));
+                    self.pending.remove(&(key, conn_id));
                     if self.profile == Profile::JoinmarketNg {
                         // HEAD's `_evict_peer` returns unless the connection
                         // is still the key's current owner.
                         if self.by_key.get(&key) == Some(&conn_id) {
-                            self.evict_conn(conn_id, "pong timeout", out);
+                            self.evict_conn(conn_id, "pong timeout".into(), out);
                         }
                     } else {
                         // eb812d4c evicts by key: whoever owns it now, even a
                         // connection made after the PING went out.
                         match self.by_key.get(&key).copied() {
-                            Some(owner) => self.evict_conn(owner, "pong timeout", out),
+                            Some(owner) => self.evict_conn(owner, "pong timeout".into(), out),
                             None => out.record(
                                 kind::EVICT,
                                 Some(node),
@@ -437,8 +443,7 @@ impl Directory {
         self.touch(id, now);
         match frame {
             Frame::Pong => {
-                let key = self.conns[&id].key.clone();
-                let pk = self.pending_key(&key, id);
+                let pk = self.pending_key(self.conns[&id].key, id);
                 let reason = if self.pending.remove(&pk) {
                     "cleared"
                 } else {
@@ -507,7 +512,7 @@ impl Directory {
             out.send(from, Frame::Close);
             return;
         }
-        let key = self.profile.registry_key(nick, location);
+        let key = self.intern(self.profile.registry_key(nick, location));
         if let Some(&owner) = self.by_key.get(&key) {
             if self.profile.replaces_duplicate_key() {
                 // `self._peers[key] = peer`: the old entry is simply gone.
@@ -533,7 +538,7 @@ impl Directory {
             id,
             Conn {
                 node: from,
-                key: key.clone(),
+                key,
                 ping,
                 maker: &**location != NOT_SERVING_ONION,
                 directory,
@@ -560,6 +565,11 @@ impl Directory {
         );
     }
 
+    fn intern(&mut self, key: Arc<str>) -> KeyId {
+        let next = KeyId::try_from(self.key_ids.len()).expect("fewer than 2^32 keys");
+        *self.key_ids.entry(key).or_insert(next)
+    }
+
     fn touch(&mut self, id: ConnId, now: Now) {
         let t = self.profile.last_seen_clock(now);
         let conn = self.conns.get_mut(&id).expect("touch of a live conn");
@@ -570,17 +580,12 @@ impl Directory {
         conn.last_seen = t;
     }
 
-    fn evict_conn(&mut self, id: ConnId, reason: &str, out: &mut Outbox<Frame>) {
+    fn evict_conn(&mut self, id: ConnId, reason: Cow<'static, str>, out: &mut Outbox<Frame>) {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
         let node = conn.node;
-        out.record(
-            kind::EVICT,
-            Some(node),
-            Some(reason.to_string().into()),
-            None,
-        );
+        out.record(kind::EVICT, Some(node), Some(reason), None);
         out.send(node, Frame::Close);
         self.unregister(id);
     }
@@ -593,7 +598,7 @@ impl Directory {
             return;
         };
         if self.profile.pending_per_connection() {
-            self.pending.remove(&(conn.key.clone(), id));
+            self.pending.remove(&(conn.key, id));
         }
         self.idle_index.remove(&(conn.last_seen, id));
         if self.by_node.get(&conn.node) == Some(&id) {

@@ -51,6 +51,8 @@ pub struct PeerSpec {
 #[derive(Debug)]
 pub struct Peer {
     spec: Arc<PeerSpec>,
+    /// The offer a maker re-announces on `!orderbook`, built once.
+    offer: Frame,
     connected: bool,
     next_chat: Option<Timestamp>,
     next_ping: Option<Timestamp>,
@@ -59,7 +61,9 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(spec: Arc<PeerSpec>) -> Self {
+        let offer = format!("{}!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002", spec.nick);
         Peer {
+            offer: Frame::PubMsg(offer.into()),
             spec,
             connected: false,
             next_chat: None,
@@ -114,11 +118,7 @@ impl Peer {
                         && self.spec.maker
                         && self.spec.behaviour == Behaviour::Responsive =>
                 {
-                    let offer = format!(
-                        "{}!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002",
-                        self.spec.nick
-                    );
-                    out.send(dir, Frame::PubMsg(offer.into()));
+                    out.send(dir, self.offer.clone());
                 }
                 Frame::Close => {
                     self.connected = false;
