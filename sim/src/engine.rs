@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use crate::clock::{Clock, Now};
 use crate::net::{Fate, LinkConfig, Network, Partition};
@@ -50,13 +50,22 @@ pub enum Input<M> {
     },
 }
 
+/// Whether, and how, the sender waits for a send's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// Fire and forget.
+    No,
+    /// A blocking write (`await writer.drain()`): on a stalled link the
+    /// `SendDone` comes only when the link is released.
+    Write(u64),
+    /// A non-blocking enqueue (tokio `try_send`): `SendDone` at once, even on
+    /// a stalled link (the queue's capacity is not modelled).
+    Try(u64),
+}
+
 #[derive(Debug)]
 enum Output<M> {
-    Send {
-        to: NodeId,
-        msg: M,
-        token: Option<u64>,
-    },
+    Send { to: NodeId, msg: M, wait: Wait },
     Record(Record),
 }
 
@@ -79,16 +88,27 @@ impl<M> Outbox<M> {
         self.items.push(Output::Send {
             to,
             msg,
-            token: None,
+            wait: Wait::No,
         });
     }
-    /// A send whose outcome the machine waits for: it gets
-    /// `Input::SendDone { token, .. }` next.
+    /// A blocking write whose outcome the machine waits for: it gets
+    /// `Input::SendDone { token, .. }` next, before any other input, unless
+    /// the link is stalled; then only when the link is released (the machine
+    /// keeps receiving other inputs meanwhile, and may give up on a timer).
     pub fn send_awaited(&mut self, to: NodeId, msg: M, token: u64) {
         self.items.push(Output::Send {
             to,
             msg,
-            token: Some(token),
+            wait: Wait::Write(token),
+        });
+    }
+    /// A non-blocking enqueue with an outcome: `Input::SendDone` next, even
+    /// on a stalled link.
+    pub fn try_send(&mut self, to: NodeId, msg: M, token: u64) {
+        self.items.push(Output::Send {
+            to,
+            msg,
+            wait: Wait::Try(token),
         });
     }
     /// A model decision for the trace (`sweep`, `ping`, `evict`, ...). The
@@ -116,7 +136,14 @@ impl<M> Outbox<M> {
     /// Sends queued so far, for tests that drive a machine by hand.
     pub fn sends(&self) -> impl Iterator<Item = (NodeId, &M, Option<u64>)> {
         self.items.iter().filter_map(|o| match o {
-            Output::Send { to, msg, token } => Some((*to, msg, *token)),
+            Output::Send { to, msg, wait } => Some((
+                *to,
+                msg,
+                match *wait {
+                    Wait::No => None,
+                    Wait::Write(t) | Wait::Try(t) => Some(t),
+                },
+            )),
             Output::Record(_) => None,
         })
     }
@@ -171,6 +198,35 @@ pub enum Fault {
         from: NodeId,
         to: NodeId,
     },
+    /// Messages that reach the end of `from -> to` wait there until
+    /// `Release` (turmoil's hold). Writes complete: the buffer has room.
+    Hold {
+        from: NodeId,
+        to: NodeId,
+    },
+    /// As `Hold`, and blocking writes on the link do not complete until
+    /// `Release`: the receiver stopped reading and the buffers are full.
+    Stall {
+        from: NodeId,
+        to: NodeId,
+    },
+    /// End a hold or stall: parked messages are delivered now, in order,
+    /// and blocked writes complete.
+    Release {
+        from: NodeId,
+        to: NodeId,
+    },
+    /// SIGSTOP: the node's messages queue and its timer does not fire; its
+    /// clocks keep running.
+    Pause(NodeId),
+    /// SIGCONT: queued messages are delivered in arrival order, then the
+    /// timer fires if it came due.
+    Resume(NodeId),
+    /// From now on the node's monotonic clock runs at this drift.
+    ClockDrift {
+        node: NodeId,
+        ppm: i64,
+    },
 }
 
 /// Bounds on one run. Hitting `max_events` or `max_queue` is an error; `end`
@@ -212,7 +268,23 @@ enum Event<M> {
         node: NodeId,
         generation: u64,
     },
+    /// A blocking write on a stalled link completes (on release).
+    WriteDone {
+        node: NodeId,
+        incarnation: u32,
+        to: NodeId,
+        token: u64,
+    },
     Fault(usize),
+}
+
+/// A held or stalled link's parked traffic.
+struct Held<M> {
+    stall: bool,
+    /// Deliveries that reached the link's end, in arrival order.
+    parked: Vec<Event<M>>,
+    /// Blocking writes waiting for the stall to end: `(incarnation, token)`.
+    writes: Vec<(u32, u64)>,
 }
 
 struct Queued<M> {
@@ -238,7 +310,7 @@ impl<M> Ord for Queued<M> {
     }
 }
 
-struct Node<M> {
+struct Node<M: Machine> {
     machine: Option<M>,
     /// Bumped whenever the machine is replaced or removed; messages carry
     /// the incarnation they were sent to, so a crash drops what was in flight.
@@ -246,6 +318,8 @@ struct Node<M> {
     clock: Clock,
     timer: Option<(Timestamp, u64)>,
     timer_generation: u64,
+    /// `Some` while paused: what arrived meanwhile, replayed on resume.
+    paused: Option<Vec<Event<M::Msg>>>,
 }
 
 /// Counters of one run.
@@ -272,6 +346,7 @@ pub struct Engine<M: Machine, F: FnMut(NodeId) -> M> {
     net: Network,
     faults: Vec<Fault>,
     queue: BinaryHeap<Reverse<Queued<M::Msg>>>,
+    held: BTreeMap<(NodeId, NodeId), Held<M::Msg>>,
     seq: u64,
     now: Timestamp,
     limits: Limits,
@@ -308,11 +383,13 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                     clock: spec.clock,
                     timer: None,
                     timer_generation: 0,
+                    paused: None,
                 })
                 .collect(),
             net,
             faults: Vec::new(),
             queue: BinaryHeap::new(),
+            held: BTreeMap::new(),
             seq: 0,
             now: Timestamp::ZERO,
             limits,
@@ -403,6 +480,25 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
     }
 
     fn step(&mut self, event: Event<M::Msg>) {
+        // A held link keeps what reaches its end; a paused node keeps what
+        // reaches it. Both hand the events back unchanged later.
+        if let Event::Deliver { from, to, .. } = event {
+            if let Some(held) = self.held.get_mut(&(from, to)) {
+                held.parked.push(event);
+                return;
+            }
+        }
+        let target = match &event {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::WriteDone { node, .. } => Some(*node),
+            Event::Timer { .. } | Event::Fault(_) => None,
+        };
+        if let Some(n) = target {
+            if let Some(parked) = &mut self.nodes[n.0].paused {
+                parked.push(event);
+                return;
+            }
+        }
         match event {
             Event::Deliver {
                 from,
@@ -436,9 +532,31 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 self.dispatch(to, Input::Recv { from, msg });
             }
             Event::Timer { node, generation } => {
-                if self.nodes[node.0].timer.map(|(_, g)| g) == Some(generation) {
-                    self.nodes[node.0].timer = None;
-                    self.dispatch(node, Input::Timeout);
+                let n = &mut self.nodes[node.0];
+                if n.timer.map(|(_, g)| g) == Some(generation) {
+                    n.timer = None;
+                    // Paused: the timer is re-armed on resume, and fires
+                    // then if it came due.
+                    if n.paused.is_none() {
+                        self.dispatch(node, Input::Timeout);
+                    }
+                }
+            }
+            Event::WriteDone {
+                node,
+                incarnation,
+                to,
+                token,
+            } => {
+                if self.nodes[node.0].incarnation == incarnation {
+                    self.dispatch(
+                        node,
+                        Input::SendDone {
+                            to,
+                            token,
+                            result: Ok(()),
+                        },
+                    );
                 }
             }
             Event::Fault(idx) => {
@@ -518,16 +636,75 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 self.net.set_link(from, to, config);
             }
             Fault::Break { from, to } => {
-                let msg = format!("{}->{}", self.trace.name(from), self.trace.name(to));
+                let msg = self.link_name(from, to);
                 self.fault_record(None, kind::BREAK, Some(msg));
                 self.net.break_link(from, to);
             }
             Fault::Repair { from, to } => {
-                let msg = format!("{}->{}", self.trace.name(from), self.trace.name(to));
+                let msg = self.link_name(from, to);
                 self.fault_record(None, kind::REPAIR, Some(msg));
                 self.net.repair_link(from, to);
             }
+            Fault::Hold { from, to } | Fault::Stall { from, to } => {
+                let stall = matches!(fault, Fault::Stall { .. });
+                let kind = if stall { kind::STALL } else { kind::HOLD };
+                let msg = self.link_name(from, to);
+                self.fault_record(None, kind, Some(msg));
+                let held = self.held.entry((from, to)).or_insert(Held {
+                    stall,
+                    parked: Vec::new(),
+                    writes: Vec::new(),
+                });
+                held.stall |= stall;
+            }
+            Fault::Release { from, to } => {
+                let msg = self.link_name(from, to);
+                self.fault_record(None, kind::RELEASE, Some(msg));
+                // Handed over at once, ahead of anything else due now.
+                if let Some(held) = self.held.remove(&(from, to)) {
+                    for event in held.parked {
+                        self.step(event);
+                    }
+                    for (incarnation, token) in held.writes {
+                        self.step(Event::WriteDone {
+                            node: from,
+                            incarnation,
+                            to,
+                            token,
+                        });
+                    }
+                }
+            }
+            Fault::Pause(n) => {
+                self.fault_record(Some(n), kind::PAUSE, None);
+                self.nodes[n.0].paused.get_or_insert_with(Vec::new);
+            }
+            Fault::Resume(n) => {
+                self.fault_record(Some(n), kind::RESUME, None);
+                let node = &mut self.nodes[n.0];
+                let parked = node.paused.take().unwrap_or_default();
+                // Re-arm from scratch: a deadline that passed while paused
+                // fires now, after the messages queued below.
+                node.timer = None;
+                for event in parked {
+                    self.step(event);
+                }
+                self.rearm(n);
+            }
+            Fault::ClockDrift { node, ppm } => {
+                self.fault_record(Some(node), kind::CLOCK_DRIFT, Some(format!("{ppm}ppm")));
+                // Validated when the scenario was read.
+                let changed = self.nodes[node.0].clock.set_drift(self.now, ppm);
+                debug_assert!(changed, "drift {ppm} out of range");
+                // The node's deadline is on its own clock: where it falls in
+                // global time has moved.
+                self.rearm(node);
+            }
         }
+    }
+
+    fn link_name(&self, from: NodeId, to: NodeId) -> String {
+        format!("{}->{}", self.trace.name(from), self.trace.name(to))
     }
 
     fn boot(&mut self, n: NodeId) {
@@ -544,6 +721,8 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         node.machine = None;
         node.incarnation += 1;
         node.timer = None;
+        // A crash kills a paused process too; what it had queued is lost.
+        node.paused = None;
     }
 
     fn net_record(
@@ -598,11 +777,23 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                         );
                         self.trace.push(r);
                     }
-                    Output::Send { to, msg, token } => {
+                    Output::Send { to, msg, wait } => {
                         let result = self.transmit(n, to, msg);
-                        if let Some(token) = token {
-                            pending.push_back(Input::SendDone { to, token, result });
-                        }
+                        let token = match wait {
+                            Wait::No => continue,
+                            Wait::Write(token) if result.is_ok() => {
+                                if let Some(held) = self.held.get_mut(&(n, to)) {
+                                    if held.stall {
+                                        let incarnation = self.nodes[n.0].incarnation;
+                                        held.writes.push((incarnation, token));
+                                        continue;
+                                    }
+                                }
+                                token
+                            }
+                            Wait::Write(token) | Wait::Try(token) => token,
+                        };
+                        pending.push_back(Input::SendDone { to, token, result });
                     }
                 }
             }

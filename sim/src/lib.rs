@@ -10,16 +10,25 @@
 //! loop {
 //!     pop the earliest event by (time, seq)      // seq breaks ties: one order
 //!     stop if its time is past Limits::end; fail if an event/queue limit is hit
-//!     Deliver  -> machine.handle(clock.now(t), Input::Recv { .. })
-//!     Timer    -> machine.handle(clock.now(t), Input::Timeout)   (if not stale)
-//!     Fault    -> change the network, a clock, or a node's lifecycle
+//!     Deliver  -> parked if its link is held or its node paused, else
+//!                 machine.handle(clock.now(t), Input::Recv { .. })
+//!     Timer    -> machine.handle(clock.now(t), Input::Timeout)   (if not stale
+//!                 and the node is not paused)
+//!     Fault    -> change the network, a link's state, a clock, or a node's
+//!                 lifecycle; release and resume hand parked events over at once
 //!     after every handle: carry out the outbox in order
 //!         send          -> network decides: lost, partitioned or delivered later
-//!         send_awaited  -> as send, then Input::SendDone at once
+//!         send_awaited  -> as send, then Input::SendDone at once (on a stalled
+//!                          link: when the link is released)
+//!         try_send      -> as send, then Input::SendDone at once
 //!         record        -> appended to the trace with the current time
 //!     then poll_timeout() and re-arm the node's one timer
 //! }
 //! ```
+//!
+//! A new medium (a simulated filesystem, worker channels) is added the way
+//! the network was: an output kind in the [`Outbox`], an event kind in the
+//! queue, and faults that change their state.
 //!
 //! Everything random is drawn from ChaCha8 streams derived from one seed
 //! ([`rng::stream`]), one stream per link, so the same scenario and seed give

@@ -1,5 +1,6 @@
-//! The simulated network: directed links with latency, loss and duplication,
-//! partitions, and broken connections.
+//! The simulated network: directed links with latency, loss, duplication
+//! and reordering, partitions, and broken connections. (Held and stalled
+//! links park messages of the machine's type, so the engine keeps those.)
 //!
 //! Every link uses the scenario's default [`LinkConfig`] unless a per-link
 //! override is set (by the scenario or by a scheduled `link` fault). Links are
@@ -51,7 +52,15 @@ pub struct LinkConfig {
     pub latency: Latency,
     pub drop: Ratio,
     pub duplicate: Ratio,
+    /// Share of messages held back by an extra delay, uniform over
+    /// `1..=reorder_delay` microseconds, so later messages overtake them.
+    pub reorder: Ratio,
+    pub reorder_delay: Duration,
 }
+
+/// How long a reordered message is held back at most, unless the scenario
+/// says otherwise.
+pub const DEFAULT_REORDER_DELAY: Duration = Duration::from_secs(1);
 
 impl Default for LinkConfig {
     fn default() -> Self {
@@ -59,6 +68,8 @@ impl Default for LinkConfig {
             latency: Latency::Fixed(Duration::ZERO),
             drop: Ratio::NEVER,
             duplicate: Ratio::NEVER,
+            reorder: Ratio::NEVER,
+            reorder_delay: DEFAULT_REORDER_DELAY,
         }
     }
 }
@@ -66,7 +77,23 @@ impl Default for LinkConfig {
 impl LinkConfig {
     /// Whether sending on this link consumes randomness at all.
     pub fn is_random(&self) -> bool {
-        self.latency.draws() || !self.drop.is_never() || !self.duplicate.is_never()
+        self.latency.draws()
+            || !self.drop.is_never()
+            || !self.duplicate.is_never()
+            || !self.reorder.is_never()
+    }
+
+    /// One copy's delay: latency, then (only if `reorder` is not zero, so
+    /// links without reordering draw exactly what they always drew) whether
+    /// it is held back, and by how much.
+    fn delay(&self, rng: &mut ChaCha8Rng) -> Duration {
+        let latency = self.latency.sample(rng);
+        if self.reorder.sample(rng) {
+            let extra = rng.gen_range(1..=self.reorder_delay.as_us().max(1));
+            latency + Duration::from_us(extra)
+        } else {
+            latency
+        }
     }
 }
 
@@ -166,7 +193,7 @@ impl Network {
     }
 
     /// Decide one message's fate. Draw order per message is fixed: loss,
-    /// latency, duplicate, duplicate's latency.
+    /// delay (latency, reorder), duplicate, the duplicate's delay.
     pub fn route(&mut self, from: NodeId, to: NodeId, names: impl Fn(NodeId) -> String) -> Fate {
         if self.blocked(from, to) {
             return Fate::Partitioned;
@@ -182,9 +209,9 @@ impl Network {
         if config.drop.sample(rng) {
             return Fate::Lost;
         }
-        let mut delays = vec![config.latency.sample(rng)];
+        let mut delays = vec![config.delay(rng)];
         if config.duplicate.sample(rng) {
-            delays.push(config.latency.sample(rng));
+            delays.push(config.delay(rng));
         }
         Fate::Deliver(delays)
     }
@@ -224,6 +251,60 @@ mod tests {
         assert!(net.blocked(NodeId(0), NodeId(1)));
         assert!(net.blocked(NodeId(1), NodeId(0)));
         assert!(!net.blocked(NodeId(0), NodeId(2)));
+    }
+
+    #[test]
+    fn reorder_holds_back_a_share_of_messages_and_lets_others_overtake() {
+        let config = LinkConfig {
+            latency: Latency::Fixed(Duration::from_ms(10)),
+            reorder: Ratio::new(1, 4).unwrap(),
+            reorder_delay: Duration::from_ms(200),
+            ..LinkConfig::default()
+        };
+        let mut net = Network::new(5, config);
+        let arrivals: Vec<u64> = (0..2_000u64)
+            .map(|i| match net.route(NodeId(0), NodeId(1), name) {
+                // Sent 1 ms apart.
+                Fate::Deliver(d) => i * 1_000 + d[0].as_us(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let late = arrivals
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| **t > *i as u64 * 1_000 + 10_000)
+            .count();
+        assert!(
+            (400..600).contains(&late),
+            "{late} of 2000 held back at 1/4"
+        );
+        assert!(arrivals.iter().all(|t| *t <= 2_000_000 + 210_000));
+        let overtaken = arrivals.windows(2).filter(|w| w[0] > w[1]).count();
+        assert!(
+            overtaken > 300,
+            "only {overtaken} pairs arrived out of order"
+        );
+    }
+
+    #[test]
+    fn zero_reorder_draws_nothing_extra() {
+        // Traces written before `reorder` existed must not change.
+        let uniform = LinkConfig {
+            latency: Latency::Uniform {
+                lo: Duration::from_ms(50),
+                hi: Duration::from_ms(150),
+            },
+            ..LinkConfig::default()
+        };
+        let mut a = Network::new(9, uniform);
+        let mut rng = crate::rng::stream(9, "net/n0/n1");
+        for _ in 0..100 {
+            let want = uniform.latency.sample(&mut rng);
+            assert_eq!(
+                a.route(NodeId(0), NodeId(1), name),
+                Fate::Deliver(vec![want])
+            );
+        }
     }
 
     #[test]

@@ -38,6 +38,12 @@ pub mod kind {
     pub const LINK: &str = "link";
     pub const BREAK: &str = "break";
     pub const REPAIR: &str = "repair";
+    pub const HOLD: &str = "hold";
+    pub const STALL: &str = "stall";
+    pub const RELEASE: &str = "release";
+    pub const PAUSE: &str = "pause";
+    pub const RESUME: &str = "resume";
+    pub const CLOCK_DRIFT: &str = "clock-drift";
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

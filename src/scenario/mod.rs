@@ -92,6 +92,8 @@ pub struct LinkSection {
     pub latency: Option<S<String>>,
     pub drop: Option<S<String>>,
     pub duplicate: Option<S<String>>,
+    pub reorder: Option<S<String>>,
+    pub reorder_delay: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -102,6 +104,8 @@ pub struct LinkOverride {
     pub latency: Option<S<String>>,
     pub drop: Option<S<String>>,
     pub duplicate: Option<S<String>>,
+    pub reorder: Option<S<String>>,
+    pub reorder_delay: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -131,9 +135,12 @@ pub struct FaultSection {
     pub from: Option<S<NameList>>,
     pub to: Option<S<NameList>>,
     pub by: Option<S<String>>,
+    pub ppm: Option<S<i64>>,
     pub latency: Option<S<String>>,
     pub drop: Option<S<String>>,
     pub duplicate: Option<S<String>>,
+    pub reorder: Option<S<String>>,
+    pub reorder_delay: Option<S<String>>,
 }
 
 /// One name or a list of names.
@@ -324,6 +331,12 @@ impl Ctx<'_> {
         }
         if let Some(d) = &section.duplicate {
             config.duplicate = self.ratio(d, "duplicate")?;
+        }
+        if let Some(r) = &section.reorder {
+            config.reorder = self.ratio(r, "reorder")?;
+        }
+        if let Some(d) = &section.reorder_delay {
+            config.reorder_delay = self.positive(d, "reorder_delay")?;
         }
         Ok(config)
     }
@@ -600,6 +613,8 @@ impl ScenarioFile {
                 latency: l.latency.clone(),
                 drop: l.drop.clone(),
                 duplicate: l.duplicate.clone(),
+                reorder: l.reorder.clone(),
+                reorder_delay: l.reorder_delay.clone(),
             };
             links.push((from, to, ctx.link(network, &section)?));
         }
@@ -776,6 +791,8 @@ impl ScenarioFile {
                         latency: f.latency.clone(),
                         drop: f.drop.clone(),
                         duplicate: f.duplicate.clone(),
+                        reorder: f.reorder.clone(),
+                        reorder_delay: f.reorder_delay.clone(),
                     };
                     Fault::Link {
                         from,
@@ -791,8 +808,35 @@ impl ScenarioFile {
                     let (from, to) = need_pair()?;
                     Fault::Repair { from, to }
                 }
+                "hold" => {
+                    let (from, to) = need_pair()?;
+                    Fault::Hold { from, to }
+                }
+                "stall" => {
+                    let (from, to) = need_pair()?;
+                    Fault::Stall { from, to }
+                }
+                "release" => {
+                    let (from, to) = need_pair()?;
+                    Fault::Release { from, to }
+                }
+                "pause" => Fault::Pause(need_node()?),
+                "resume" => Fault::Resume(need_node()?),
+                "clock-drift" => {
+                    let node = need_node()?;
+                    let Some(ppm) = &f.ppm else {
+                        return ctx.err(f.kind.span(), "clock-drift needs ppm = 200 (or -200)");
+                    };
+                    if ppm.get_ref().abs() > MAX_DRIFT_PPM {
+                        return ctx.err(ppm.span(), format!("ppm must be within ±{MAX_DRIFT_PPM}"));
+                    }
+                    Fault::ClockDrift {
+                        node,
+                        ppm: *ppm.get_ref(),
+                    }
+                }
                 other => {
-                    return ctx.err(f.kind.span(), format!("unknown fault kind {other:?}: expected start, stop, crash, restart, partition, heal, clock-jump, link, break or repair"));
+                    return ctx.err(f.kind.span(), format!("unknown fault kind {other:?}: expected start, stop, crash, restart, pause, resume, partition, heal, clock-jump, clock-drift, link, break, repair, hold, stall or release"));
                 }
             };
             resolved.push((t, fault, f.kind.span()));
@@ -811,6 +855,8 @@ impl ScenarioFile {
         let mut starts = starts.into_iter().peekable();
         let mut partitioned = false;
         let mut broken = BTreeSet::new();
+        let mut paused: BTreeSet<NodeId> = BTreeSet::new();
+        let mut held = BTreeSet::new();
         for i in order {
             let (t, fault, span) = &resolved[i];
             while let Some(&(st, n)) = starts.peek() {
@@ -821,20 +867,38 @@ impl ScenarioFile {
                 starts.next();
             }
             let name = |n: &NodeId| nodes[n.0].name.as_str();
+            let link = |from: &NodeId, to: &NodeId| format!("{}->{}", name(from), name(to));
             let problem = match fault {
                 Fault::Start(n) | Fault::Restart(n) if running.contains(n) => Some(format!(
                     "{} is already running at this time (crash or stop it first)",
                     name(n)
                 )),
-                Fault::Stop(n) | Fault::Crash(n) if !running.contains(n) => {
+                Fault::Stop(n) | Fault::Crash(n) | Fault::Pause(n) if !running.contains(n) => {
                     Some(format!("{} is not running at this time", name(n)))
                 }
-                Fault::Heal if !partitioned => Some("heal without an active partition".to_string()),
-                Fault::Repair { from, to } if !broken.contains(&(*from, *to)) => Some(format!(
-                    "repair of {}->{}, which is not broken",
-                    name(from),
-                    name(to)
+                Fault::Stop(n) | Fault::Pause(n) if paused.contains(n) => Some(format!(
+                    "{} is paused at this time (resume it first; crash works on a paused node)",
+                    name(n)
                 )),
+                Fault::Resume(n) if !paused.contains(n) => {
+                    Some(format!("{} is not paused at this time", name(n)))
+                }
+                Fault::Hold { from, to } | Fault::Stall { from, to }
+                    if held.contains(&(*from, *to)) =>
+                {
+                    Some(format!(
+                        "{} is already held or stalled (release it first)",
+                        link(from, to)
+                    ))
+                }
+                Fault::Release { from, to } if !held.contains(&(*from, *to)) => Some(format!(
+                    "release of {}, which is not held or stalled",
+                    link(from, to)
+                )),
+                Fault::Heal if !partitioned => Some("heal without an active partition".to_string()),
+                Fault::Repair { from, to } if !broken.contains(&(*from, *to)) => {
+                    Some(format!("repair of {}, which is not broken", link(from, to)))
+                }
                 _ => None,
             };
             if let Some(problem) = problem {
@@ -846,6 +910,19 @@ impl ScenarioFile {
                 }
                 Fault::Stop(n) | Fault::Crash(n) => {
                     running.remove(n);
+                    paused.remove(n);
+                }
+                Fault::Pause(n) => {
+                    paused.insert(*n);
+                }
+                Fault::Resume(n) => {
+                    paused.remove(n);
+                }
+                Fault::Hold { from, to } | Fault::Stall { from, to } => {
+                    held.insert((*from, *to));
+                }
+                Fault::Release { from, to } => {
+                    held.remove(&(*from, *to));
                 }
                 Fault::Partition(_) => partitioned = true,
                 Fault::Heal => partitioned = false,

@@ -68,11 +68,42 @@ struct Sweep {
     /// calls `elapsed()` afresh, which is the same instant here because no
     /// simulated time passes between the phases.
     queue: VecDeque<ConnId>,
-    /// A send whose outcome the sweep awaits: `(token, conn, is_ping)`.
-    awaiting: Option<(u64, ConnId, bool)>,
+    /// A send whose outcome the sweep awaits.
+    awaiting: Option<Awaiting>,
     /// joinmarket-ng's `pinged_owners` (who step 4 may evict); for
     /// joinmarket-rs, non-empty is its `ping_sent`.
     pinged: Vec<(PendingKey, NodeId)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Awaiting {
+    token: u64,
+    conn: ConnId,
+    is_ping: bool,
+    /// When the write started (monotonic): joinmarket-ng HEAD gives up
+    /// `_DIRECTORY_SEND_TIMEOUT_SEC` later.
+    since: Timestamp,
+}
+
+/// Why a heartbeat send failed, as the sweep sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+enum SendFailure {
+    #[error(transparent)]
+    Net(#[from] SendError),
+    /// `asyncio.wait_for` timed out. Its `TimeoutError` has no message, so
+    /// upstream's reason reads `"send failed: "`, with nothing after it.
+    #[error("")]
+    Timeout,
+}
+
+impl SendFailure {
+    /// For `send-error` records, which upstream only logs: never empty.
+    fn log_text(self) -> Cow<'static, str> {
+        match self {
+            SendFailure::Net(e) => e.to_string().into(),
+            SendFailure::Timeout => "send timed out".into(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -160,7 +191,9 @@ impl Directory {
             }
             Input::Timeout => self.on_timeout(now, out),
             Input::Recv { from, msg } => self.on_frame(now, from, msg, out),
-            Input::SendDone { token, result, .. } => self.on_send_done(now, token, result, out),
+            Input::SendDone { token, result, .. } => {
+                self.on_send_done(now, token, result.map_err(SendFailure::Net), out);
+            }
         }
     }
 
@@ -174,7 +207,15 @@ impl Directory {
                 at: *until,
                 reason: "pong wait",
             }),
-            Phase::Idle | Phase::Probing(_) => None,
+            Phase::Probing(sweep) => {
+                let timeout = self.profile.send_timeout()?;
+                let awaiting = sweep.awaiting?;
+                Some(Deadline {
+                    at: awaiting.since + timeout,
+                    reason: "send timeout",
+                })
+            }
+            Phase::Idle => None,
         }
     }
 
@@ -184,6 +225,16 @@ impl Directory {
             Phase::Waiting { until, sweep } if now.mono >= until => {
                 self.evict_pending(&sweep, out);
                 self.end_sweep(now);
+            }
+            Phase::Probing(sweep) => {
+                let timed_out = match (sweep.awaiting, self.profile.send_timeout()) {
+                    (Some(a), Some(timeout)) if now.mono >= a.since + timeout => Some(a.token),
+                    _ => None,
+                };
+                self.phase = Phase::Probing(sweep);
+                if let Some(token) = timed_out {
+                    self.on_send_done(now, token, Err(SendFailure::Timeout), out);
+                }
             }
             other => self.phase = other,
         }
@@ -250,8 +301,13 @@ impl Directory {
                     self.pending.insert((conn.key, id));
                 }
                 out.record(kind::PING, Some(conn.node), None, None);
-                sweep.awaiting = Some((token, id, true));
-                out.send_awaited(conn.node, Frame::Ping, token);
+                sweep.awaiting = Some(Awaiting {
+                    token,
+                    conn: id,
+                    is_ping: true,
+                    since: now.mono,
+                });
+                self.profile.send(out, conn.node, Frame::Ping, token);
                 return;
             } else if conn.maker {
                 self.next_token += 1;
@@ -261,8 +317,13 @@ impl Directory {
                     None,
                     Some("!orderbook".into()),
                 );
-                sweep.awaiting = Some((token, id, false));
-                out.send_awaited(conn.node, self.probe.clone(), token);
+                sweep.awaiting = Some(Awaiting {
+                    token,
+                    conn: id,
+                    is_ping: false,
+                    since: now.mono,
+                });
+                self.profile.send(out, conn.node, self.probe.clone(), token);
                 return;
             }
             // Non-ping taker or watcher: no probe; hard-evicted later.
@@ -291,28 +352,29 @@ impl Directory {
         &mut self,
         now: Now,
         token: u64,
-        result: Result<(), SendError>,
+        result: Result<(), SendFailure>,
         out: &mut Outbox<Frame>,
     ) {
         let Phase::Probing(sweep) = &mut self.phase else {
             return;
         };
-        let Some((want, id, is_ping)) = sweep.awaiting else {
+        let Some(Awaiting {
+            token: want,
+            conn: id,
+            is_ping,
+            ..
+        }) = sweep.awaiting
+        else {
             return;
         };
         if want != token {
-            return;
+            return; // a write abandoned on timeout, completing late
         }
         sweep.awaiting = None;
         if !is_ping {
             // `!orderbook` failures are logged only, in every profile.
             if let (Err(e), Some(conn)) = (result, self.conns.get(&id)) {
-                out.record(
-                    kind::SEND_ERROR,
-                    Some(conn.node),
-                    Some(e.to_string().into()),
-                    None,
-                );
+                out.record(kind::SEND_ERROR, Some(conn.node), Some(e.log_text()), None);
             }
             return self.probe_next(now, out);
         }
@@ -330,12 +392,7 @@ impl Directory {
             }
             (Profile::JoinmarketRs, Err(e)) => {
                 // ChannelFull: warn; NotFound: ignored. Never evicted.
-                out.record(
-                    kind::SEND_ERROR,
-                    Some(node),
-                    Some(e.to_string().into()),
-                    None,
-                );
+                out.record(kind::SEND_ERROR, Some(node), Some(e.log_text()), None);
                 None
             }
             (Profile::JoinmarketNg, Ok(())) => Some(pk),

@@ -170,6 +170,26 @@ impl Profile {
         self.is_ng()
     }
 
+    /// How a sweep's PING or probe goes out. Python awaits the write
+    /// (`writer.write` + `await drain()`), so a stalled peer blocks the sweep;
+    /// joinmarket-rs `try_send`s into the peer's 128-frame channel and never
+    /// blocks (the channel filling up, `ChannelFull`, is not modelled: a
+    /// stalled peer is evicted by pong timeout long before 128 frames queue).
+    fn send(self, out: &mut Outbox<Frame>, to: heartsim_sim::NodeId, frame: Frame, token: u64) {
+        if self.is_ng() {
+            out.send_awaited(to, frame, token);
+        } else {
+            out.try_send(to, frame, token);
+        }
+    }
+
+    /// HEAD wraps every directory write in `asyncio.wait_for(..., 30.0)`
+    /// (`_DIRECTORY_SEND_TIMEOUT_SEC`); eb812d4c awaits `connection.send`
+    /// with no timeout, so one stalled peer stops the sweep until it drains.
+    fn send_timeout(self) -> Option<Duration> {
+        (self == Profile::JoinmarketNg).then_some(Duration::from_secs(30))
+    }
+
     /// joinmarket-rs disconnects a peer sending more than 6 PINGs a minute.
     fn ping_rate_limit(self) -> Option<usize> {
         (!self.is_ng()).then_some(6)
