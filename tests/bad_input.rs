@@ -131,6 +131,112 @@ fn impossible_faults() {
     assert!(msg.contains("already running"), "{msg}");
 }
 
+/// `GOOD` plus `[[fault]]` tables given as `(at, kind, extra lines)`.
+fn with_faults(faults: &[(&str, &str, &str)]) -> String {
+    let mut src = GOOD.to_string();
+    for (at, kind, extra) in faults {
+        src.push_str(&format!(
+            "\n[[fault]]\nat = \"{at}\"\nkind = \"{kind}\"\n{extra}\n"
+        ));
+    }
+    src
+}
+
+#[test]
+fn impossible_link_and_pause_faults() {
+    let link = "from = \"dir\"\nto = \"alice\"";
+    let alice = "node = \"alice\"";
+    for (faults, want) in [
+        (
+            vec![("1m", "release", link)],
+            "release of dir->alice, which is not held or stalled",
+        ),
+        (
+            vec![("1m", "hold", link), ("2m", "stall", link)],
+            "dir->alice is already held or stalled",
+        ),
+        (
+            vec![("1m", "resume", alice)],
+            "alice is not paused at this time",
+        ),
+        (
+            vec![("1m", "pause", alice), ("2m", "pause", alice)],
+            "alice is paused at this time",
+        ),
+        (
+            vec![("1m", "pause", alice), ("2m", "stop", alice)],
+            "alice is paused at this time (resume it first",
+        ),
+        (
+            vec![("1m", "crash", alice), ("2m", "pause", alice)],
+            "alice is not running at this time",
+        ),
+    ] {
+        let src = with_faults(&faults);
+        let (line, _, msg, _) = error_of(&src);
+        assert!(msg.contains(want), "{msg}");
+        let last_kind = format!("kind = \"{}\"", faults.last().unwrap().1);
+        let last_line = src
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| *l == last_kind)
+            .last()
+            .unwrap()
+            .0
+            + 1;
+        assert_eq!(line, last_line, "points at the offending fault: {msg}");
+    }
+    // A crash of a paused node is fine (SIGKILL works on a stopped process),
+    // as are hold, release, hold again.
+    let ok = with_faults(&[
+        ("1m", "pause", alice),
+        ("2m", "crash", alice),
+        ("3m", "restart", alice),
+        ("4m", "hold", link),
+        ("5m", "release", link),
+        ("6m", "stall", link),
+    ]);
+    Scenario::parse(Path::new("ok.toml"), &ok).expect("valid schedule");
+}
+
+#[test]
+fn drift_and_reorder_are_checked() {
+    let src = with_faults(&[("1m", "clock-drift", "node = \"dir\"\nppm = 600000")]);
+    let (line, _, msg, _) = error_of(&src);
+    assert_eq!(line, line_of(&src, "ppm = 600000"));
+    assert!(msg.contains("ppm must be within ±500000"), "{msg}");
+
+    let src = with_faults(&[("1m", "clock-drift", "node = \"dir\"")]);
+    let (_, _, msg, _) = error_of(&src);
+    assert!(msg.contains("clock-drift needs ppm"), "{msg}");
+
+    let src = GOOD.replace(
+        "[[node]]\nname = \"dir\"",
+        "[network]\nreorder = \"1/0\"\n\n[[node]]\nname = \"dir\"",
+    );
+    let (line, _, msg, _) = error_of(&src);
+    assert_eq!(line, line_of(&src, "reorder = "));
+    assert!(msg.starts_with("reorder: expected a ratio"), "{msg}");
+
+    let src = GOOD.replace(
+        "[[node]]\nname = \"dir\"",
+        "[network]\nreorder = \"1/10\"\nreorder_delay = \"0s\"\n\n[[node]]\nname = \"dir\"",
+    );
+    let (_, _, msg, _) = error_of(&src);
+    assert!(
+        msg.contains("reorder_delay must be greater than zero"),
+        "{msg}"
+    );
+
+    let src = GOOD.replace(
+        "[[node]]\nname = \"dir\"",
+        "[network]\nreorder = \"1/10\"\nreorder_delay = \"250ms\"\n\n[[node]]\nname = \"dir\"",
+    );
+    let s = Scenario::parse(Path::new("ok.toml"), &src).expect("valid");
+    assert_eq!(s.network.reorder.to_string(), "1/10");
+    assert_eq!(s.network.reorder_delay.as_us(), 250_000);
+}
+
 #[test]
 fn fault_after_the_end() {
     let src = format!("{GOOD}\n[[fault]]\nat = \"31m\"\nkind = \"crash\"\nnode = \"alice\"\n");

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use heartsim::models::joinmarket::location::onion_for;
 use heartsim::models::joinmarket::{Directory, Frame, Profile, Timers};
 use heartsim::run::run;
 use heartsim::scenario::Scenario;
@@ -20,9 +21,13 @@ fn at(secs: u64) -> Now {
 }
 
 fn handshake(ping: bool) -> Frame {
+    handshake_at(ping, &onion_for("alice"))
+}
+
+fn handshake_at(ping: bool, location: &str) -> Frame {
     Frame::Handshake {
         nick: Arc::from("alice"),
-        location: Arc::from("alice.onion:5222"),
+        location: Arc::from(location),
         ping,
         directory: false,
     }
@@ -160,6 +165,89 @@ fn pending_is_set_before_the_send_returns_only_in_ng_head() {
             .collect();
         assert_eq!(awaited.len(), 1, "{profile:?}: the PING send is awaited");
         assert_eq!(d.is_pending(PEER), pending_during_send, "{profile:?}");
+    }
+}
+
+#[test]
+fn malformed_maker_location_is_a_taker_in_python_and_rejected_in_rust() {
+    // Python `_parse_location` checks the port only and falls back to "not
+    // serving"; joinmarket-rs requires a v3 onion and disconnects silently.
+    let valid = onion_for("alice");
+    for (location, ng_role, rs_verdict) in [
+        (valid.as_str(), Some("maker"), Ok("maker")),
+        ("garbage:5222", Some("maker"), Err("wrong length")),
+        ("garbage", Some("taker"), Err("missing port")),
+        (
+            "alice.onion:99999",
+            Some("taker"),
+            Err("invalid port number"),
+        ),
+        ("NOT-SERVING-ONION", Some("taker"), Ok("taker")),
+    ] {
+        for profile in Profile::ALL {
+            let mut d = Directory::new(profile, Timers::default(), "dir");
+            let mut out = Outbox::new(NodeId(0));
+            d.handle(at(0), Input::Start, &mut out);
+            d.handle(
+                at(0),
+                Input::Recv {
+                    from: PEER,
+                    msg: handshake_at(false, location),
+                },
+                &mut out,
+            );
+            let r = out.records().next().expect("a register or reject record");
+            let got: Result<&str, &str> = match r.kind {
+                "register" => Ok(r.msg.as_deref().unwrap()),
+                "reject" => Err(r.reason.as_deref().unwrap()),
+                other => panic!("{other}"),
+            };
+            match (profile, got) {
+                (Profile::JoinmarketRs, Ok(role)) => {
+                    assert_eq!(Ok(role), rs_verdict, "{location}")
+                }
+                (Profile::JoinmarketRs, Err(why)) => {
+                    let want = rs_verdict.expect_err(location);
+                    assert!(why.contains(want), "{location}: {why}");
+                    assert!(out.sends().any(|(_, m, _)| *m == Frame::Close));
+                    assert_eq!(d.registered(), 0);
+                }
+                (_, got) => assert_eq!(got.ok(), ng_role, "{profile:?} {location}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn directory_nodes_are_refused_as_clients_by_every_profile() {
+    for profile in Profile::ALL {
+        let mut d = Directory::new(profile, Timers::default(), "dir");
+        let mut out = Outbox::new(NodeId(0));
+        d.handle(at(0), Input::Start, &mut out);
+        let frame = Frame::Handshake {
+            nick: Arc::from("dir2"),
+            location: Arc::from(onion_for("dir2")),
+            ping: true,
+            directory: true,
+        };
+        d.handle(
+            at(0),
+            Input::Recv {
+                from: PEER,
+                msg: frame,
+            },
+            &mut out,
+        );
+        let r = out.records().next().expect("a record");
+        assert_eq!(r.kind, "reject", "{profile:?}");
+        assert!(
+            r.reason
+                .as_deref()
+                .is_some_and(|t| t.to_lowercase().starts_with("directory nodes not accepted")),
+            "{profile:?}: {:?}",
+            r.reason
+        );
+        assert_eq!(d.registered(), 0);
     }
 }
 

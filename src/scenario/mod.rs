@@ -123,6 +123,8 @@ pub struct NodeSection {
     pub reconnect_after: Option<S<String>>,
     pub start: Option<S<String>>,
     pub clock_drift_ppm: Option<S<i64>>,
+    /// The handshake's `location-string`, verbatim (malformed ones included).
+    pub location: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -572,6 +574,7 @@ impl ScenarioFile {
                         maker: kind == "maker",
                         ping: n.ping,
                         is_directory: kind == "directory-peer",
+                        location: n.location.as_deref().map(Arc::from),
                         behaviour,
                         ping_directory_every,
                         reconnect_after,

@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use heartsim_sim::{Deadline, Duration, Input, NodeId, Now, Outbox, SendError, Timestamp};
 
-use super::{kind, Frame, Profile, Timers, NOT_SERVING_ONION, PING_RATE_WINDOW};
+use super::location::Location;
+use super::{kind, Frame, Profile, Timers, PING_RATE_WINDOW};
 
 /// Connection id: increasing per accepted handshake, so ascending order is
 /// registration order (Python iterates its registry dict in insertion order;
@@ -37,7 +38,6 @@ struct Conn {
     key: KeyId,
     ping: bool,
     maker: bool,
-    directory: bool,
     /// On the profile's clock (wall for joinmarket-ng, monotonic for -rs).
     last_seen: Timestamp,
     /// joinmarket-rs: times of recent PINGs from this peer.
@@ -150,7 +150,7 @@ impl Directory {
         }
     }
 
-    /// Number of registered peer connections (directory peers included).
+    /// Number of registered peer connections.
     pub fn registered(&self) -> usize {
         self.by_key.len()
     }
@@ -559,17 +559,23 @@ impl Directory {
         directory: bool,
         out: &mut Outbox<Frame>,
     ) {
-        if directory && !self.profile.accepts_directory_peers() {
-            out.record(
-                kind::REJECT,
-                Some(from),
-                Some("directory not accepted".into()),
-                None,
-            );
+        let rejection = if directory {
+            Some(Cow::Borrowed(self.profile.directory_rejection()))
+        } else {
+            None
+        };
+        let location = self.profile.parse_location(location);
+        let rejection = match (&location, rejection) {
+            (_, Some(r)) => Some(r),
+            (Location::Rejected(why), None) => Some(Cow::Owned(why.clone())),
+            _ => None,
+        };
+        if let Some(reason) = rejection {
+            out.record(kind::REJECT, Some(from), Some(reason), None);
             out.send(from, Frame::Close);
             return;
         }
-        let key = self.intern(self.profile.registry_key(nick, location));
+        let key = self.intern(self.profile.registry_key(nick, &location));
         if let Some(&owner) = self.by_key.get(&key) {
             if self.profile.replaces_duplicate_key() {
                 // `self._peers[key] = peer`: the old entry is simply gone.
@@ -597,21 +603,18 @@ impl Directory {
                 node: from,
                 key,
                 ping,
-                maker: &**location != NOT_SERVING_ONION,
-                directory,
+                maker: matches!(location, Location::Maker(_)),
                 last_seen,
                 ping_times: VecDeque::new(),
             },
         );
         self.by_node.insert(from, id);
         self.by_key.insert(key, id);
-        if !directory {
-            self.idle_index.insert((last_seen, id));
-        }
-        let role = match (directory, &**location != NOT_SERVING_ONION) {
-            (true, _) => "directory",
-            (false, true) => "maker",
-            (false, false) => "taker",
+        self.idle_index.insert((last_seen, id));
+        let role = if matches!(location, Location::Maker(_)) {
+            "maker"
+        } else {
+            "taker"
         };
         let features = if ping { " ping" } else { "" };
         out.record(
@@ -630,10 +633,8 @@ impl Directory {
     fn touch(&mut self, id: ConnId, now: Now) {
         let t = self.profile.last_seen_clock(now);
         let conn = self.conns.get_mut(&id).expect("touch of a live conn");
-        if !conn.directory {
-            self.idle_index.remove(&(conn.last_seen, id));
-            self.idle_index.insert((t, id));
-        }
+        self.idle_index.remove(&(conn.last_seen, id));
+        self.idle_index.insert((t, id));
         conn.last_seen = t;
     }
 

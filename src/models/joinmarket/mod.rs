@@ -6,6 +6,7 @@
 //! reproduces, point by point, is in `docs/models/joinmarket-directory.md`.
 
 mod directory;
+pub mod location;
 mod peer;
 
 use std::borrow::Cow;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use heartsim_sim::{Deadline, Duration, Input, Machine, Now, Outbox};
 
 pub use directory::Directory;
+use location::Location;
 pub use peer::{Behaviour, ChatLine, Peer, PeerSpec};
 
 /// `{"type": 798, "line": ""}`: moved from 797, which collides with the
@@ -140,13 +142,21 @@ impl Profile {
         }
     }
 
-    /// eb812d4c keys makers by onion location and takers by nick; later
+    /// eb812d4c keys makers by `location_string` and takers by nick; later
     /// joinmarket-ng and joinmarket-rs key by nick.
-    fn registry_key(self, nick: &Arc<str>, location: &Arc<str>) -> Arc<str> {
-        if self == Profile::JoinmarketNgEb812d4c && &**location != NOT_SERVING_ONION {
-            location.clone()
+    fn registry_key(self, nick: &Arc<str>, location: &Location) -> Arc<str> {
+        match location {
+            Location::Maker(loc) if self == Profile::JoinmarketNgEb812d4c => loc.clone(),
+            _ => nick.clone(),
+        }
+    }
+
+    /// Maker, taker or rejected: see [`location`].
+    fn parse_location(self, location: &str) -> Location {
+        if self.is_ng() {
+            location::parse_python(location)
         } else {
-            nick.clone()
+            location::parse_rust(location)
         }
     }
 
@@ -163,11 +173,17 @@ impl Profile {
         self == Profile::JoinmarketNgEb812d4c
     }
 
-    /// joinmarket-rs rejects directory nodes at handshake
-    /// (`HandshakeError::DirectoryNotAccepted`, silent disconnect); Python
-    /// registers them and leaves them out of every sweep.
-    fn accepts_directory_peers(self) -> bool {
-        self.is_ng()
+    /// Every profile refuses a directory node as a client at handshake:
+    /// Python raises `HandshakeError` (a rejection response, then close);
+    /// joinmarket-rs `HandshakeError::DirectoryNotAccepted` (silent close).
+    /// The registry's own "skip directory peers" rule is therefore never
+    /// reached through the server. The reason is each upstream's message.
+    fn directory_rejection(self) -> &'static str {
+        if self.is_ng() {
+            "Directory nodes not accepted as clients"
+        } else {
+            "directory nodes not accepted as peers"
+        }
     }
 
     /// How a sweep's PING or probe goes out. Python awaits the write

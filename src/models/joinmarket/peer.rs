@@ -40,6 +40,10 @@ pub struct PeerSpec {
     pub ping: bool,
     /// Handshake as a directory node.
     pub is_directory: bool,
+    /// The handshake's `location-string`, if the scenario sets one;
+    /// otherwise a valid v3 onion derived from the nick for a maker, and
+    /// `NOT-SERVING-ONION` for a taker.
+    pub location: Option<Arc<str>>,
     pub behaviour: Behaviour,
     /// Send the directory a PING this often (first one after one period).
     pub ping_directory_every: Option<Duration>,
@@ -73,10 +77,10 @@ impl Peer {
     }
 
     fn location(&self) -> Arc<str> {
-        if self.spec.maker {
-            format!("{}.onion:5222", self.spec.nick).into()
-        } else {
-            NOT_SERVING_ONION.into()
+        match &self.spec.location {
+            Some(loc) => loc.clone(),
+            None if self.spec.maker => super::location::onion_for(&self.spec.nick).into(),
+            None => NOT_SERVING_ONION.into(),
         }
     }
 
