@@ -574,7 +574,10 @@ impl ScenarioFile {
                         maker: kind == "maker",
                         ping: n.ping,
                         is_directory: kind == "directory-peer",
-                        location: n.location.as_deref().map(Arc::from),
+                        location: match &n.location {
+                            Some(loc) => loc.as_str().into(),
+                            None => PeerSpec::default_location(&name, kind == "maker"),
+                        },
                         behaviour,
                         ping_directory_every,
                         reconnect_after,

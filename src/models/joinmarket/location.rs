@@ -43,6 +43,11 @@ pub fn parse_python(location: &str) -> Location {
     }
 }
 
+/// Digits only, no leading zero: the number prints as written.
+fn is_canonical_number(s: &str) -> bool {
+    !s.starts_with('0') && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Python's `int(str)` for the strings a port can be: surrounding
 /// whitespace, an optional sign, digits with single underscores between them.
 fn python_int(s: &str) -> Option<i64> {
@@ -60,28 +65,38 @@ fn python_int(s: &str) -> Option<i64> {
     if !well_formed {
         return None;
     }
-    let value: i64 = digits.replace('_', "").parse().ok()?;
+    let value: i64 = if digits.contains('_') {
+        digits.replace('_', "").parse().ok()?
+    } else {
+        digits.parse().ok()?
+    };
     Some(if negative { -value } else { value })
 }
 
 /// joinmarket-rs (`PeerHandshake::validate` then `OnionServiceAddr::parse`).
-pub fn parse_rust(location: &str) -> Location {
-    if location.is_empty() || location == NOT_SERVING_ONION {
+pub fn parse_rust(location: &Arc<str>) -> Location {
+    if location.is_empty() || &**location == NOT_SERVING_ONION {
         return Location::Taker;
     }
     let invalid =
         |why: &str| Location::Rejected(format!("invalid onion address in location-string: {why}"));
-    let Some((host, port)) = location.rsplit_once(':') else {
+    let Some((host, port_str)) = location.rsplit_once(':') else {
         return invalid("missing port in location-string (expected '<onion>:<port>')");
     };
-    match port.parse::<u16>() {
+    let port = match port_str.parse::<u16>() {
         Ok(0) => return invalid("invalid port number: 0 (port must be non-zero)"),
-        Ok(_) => {}
-        Err(_) => return invalid(&format!("invalid port number: {port}")),
+        Ok(port) => port,
+        Err(_) => return invalid(&format!("invalid port number: {port_str}")),
+    };
+    if let Err(why) = check_v3_onion(host) {
+        return invalid(&format!("invalid onion address: {why}"));
     }
-    match check_v3_onion(host) {
-        Ok(()) => Location::Maker(format!("{}:{port}", host.to_lowercase()).into()),
-        Err(why) => invalid(&format!("invalid onion address: {why}")),
+    // `as_location_string()`: the lowercased host and the port as a number;
+    // the input itself when it is already written that way.
+    if is_canonical_number(port_str) && !host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Location::Maker(location.clone())
+    } else {
+        Location::Maker(format!("{}:{port}", host.to_lowercase()).into())
     }
 }
 
@@ -140,6 +155,13 @@ mod tests {
     /// joinmarket-rs's own test vector (Tor project documentation).
     const VALID_V3: &str = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion";
 
+    fn parse_rust(s: &str) -> Location {
+        super::parse_rust(&Arc::from(s))
+    }
+    fn parse_python(s: &str) -> Location {
+        super::parse_python(&Arc::from(s))
+    }
+
     #[test]
     fn rust_accepts_real_v3_onions_only() {
         let ok = format!("{VALID_V3}:5222");
@@ -148,6 +170,11 @@ mod tests {
             parse_rust(&ok.to_uppercase().replace(".ONION", ".onion")),
             Location::Maker(ok.into()),
             "case-insensitive, stored lowercase"
+        );
+        assert_eq!(
+            parse_rust(&format!("{VALID_V3}:+5222")),
+            Location::Maker(format!("{VALID_V3}:5222").into()),
+            "u16::from_str takes a '+'; the location string prints the number"
         );
         assert_eq!(parse_rust(NOT_SERVING_ONION), Location::Taker);
         assert_eq!(parse_rust(""), Location::Taker);
@@ -173,6 +200,7 @@ mod tests {
             Location::Maker("garbage:5222".into())
         );
         assert_eq!(parse_python("x: +5_222 "), Location::Maker("x:5222".into()));
+        assert_eq!(parse_python("x:05222"), Location::Maker("x:5222".into()));
         for taker in [
             NOT_SERVING_ONION,
             "",

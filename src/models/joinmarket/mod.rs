@@ -152,7 +152,7 @@ impl Profile {
     }
 
     /// Maker, taker or rejected: see [`location`].
-    fn parse_location(self, location: &str) -> Location {
+    fn parse_location(self, location: &Arc<str>) -> Location {
         if self.is_ng() {
             location::parse_python(location)
         } else {

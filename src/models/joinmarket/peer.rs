@@ -40,16 +40,27 @@ pub struct PeerSpec {
     pub ping: bool,
     /// Handshake as a directory node.
     pub is_directory: bool,
-    /// The handshake's `location-string`, if the scenario sets one;
-    /// otherwise a valid v3 onion derived from the nick for a maker, and
-    /// `NOT-SERVING-ONION` for a taker.
-    pub location: Option<Arc<str>>,
+    /// The handshake's `location-string` (see [`PeerSpec::default_location`]).
+    pub location: Arc<str>,
     pub behaviour: Behaviour,
     /// Send the directory a PING this often (first one after one period).
     pub ping_directory_every: Option<Duration>,
     /// After the directory closes the connection, handshake again this much
     /// later.
     pub reconnect_after: Option<Duration>,
+}
+
+impl PeerSpec {
+    /// What a peer says in its handshake unless the scenario sets
+    /// `location`: a valid v3 onion derived from the nick for a maker,
+    /// `NOT-SERVING-ONION` for a taker.
+    pub fn default_location(nick: &str, maker: bool) -> Arc<str> {
+        if maker {
+            super::location::onion_for(nick).into()
+        } else {
+            NOT_SERVING_ONION.into()
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -76,20 +87,12 @@ impl Peer {
         }
     }
 
-    fn location(&self) -> Arc<str> {
-        match &self.spec.location {
-            Some(loc) => loc.clone(),
-            None if self.spec.maker => super::location::onion_for(&self.spec.nick).into(),
-            None => NOT_SERVING_ONION.into(),
-        }
-    }
-
     fn connect(&mut self, now: Now, out: &mut Outbox<Frame>) {
         out.send(
             self.spec.directory,
             Frame::Handshake {
                 nick: self.spec.nick.clone(),
-                location: self.location(),
+                location: self.spec.location.clone(),
                 ping: self.spec.ping,
                 directory: self.spec.is_directory,
             },
