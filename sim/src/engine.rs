@@ -310,13 +310,22 @@ impl<M> Ord for Queued<M> {
     }
 }
 
+/// A node's one pending timer: when (global time), which generation (older
+/// queued timer events are stale), and the machine's reason, for the trace.
+#[derive(Clone, Copy)]
+struct Armed {
+    at: Timestamp,
+    generation: u64,
+    reason: &'static str,
+}
+
 struct Node<M: Machine> {
     machine: Option<M>,
     /// Bumped whenever the machine is replaced or removed; messages carry
     /// the incarnation they were sent to, so a crash drops what was in flight.
     incarnation: u32,
     clock: Clock,
-    timer: Option<(Timestamp, u64)>,
+    timer: Option<Armed>,
     timer_generation: u64,
     /// `Some` while paused: what arrived meanwhile, replayed on resume.
     paused: Option<Vec<Event<M::Msg>>>,
@@ -533,13 +542,25 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             }
             Event::Timer { node, generation } => {
                 let n = &mut self.nodes[node.0];
-                if n.timer.map(|(_, g)| g) == Some(generation) {
-                    n.timer = None;
-                    // Paused: the timer is re-armed on resume, and fires
-                    // then if it came due.
-                    if n.paused.is_none() {
-                        self.dispatch(node, Input::Timeout);
+                let Some(armed) = n.timer.filter(|a| a.generation == generation) else {
+                    return; // re-armed or disarmed since
+                };
+                n.timer = None;
+                // Paused: the timer is re-armed on resume, and fires then if
+                // it came due.
+                if n.paused.is_none() {
+                    if self.trace.wants(Level::Net) {
+                        self.trace.push(Record {
+                            t: self.now,
+                            node: Some(node),
+                            kind: kind::TIMER,
+                            peer: None,
+                            reason: Some(Cow::Borrowed(armed.reason)),
+                            msg: None,
+                            level: Level::Net,
+                        });
                     }
+                    self.dispatch(node, Input::Timeout);
                 }
             }
             Event::WriteDone {
@@ -838,21 +859,30 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             .machine
             .as_ref()
             .and_then(Machine::poll_timeout)
-            .map(|d| node.clock.global_at(d.at).max(self.now));
-        if want == node.timer.map(|(t, _)| t) {
-            return;
-        }
-        node.timer_generation += 1;
-        let generation = node.timer_generation;
-        node.timer = want.map(|t| (t, generation));
-        if let Some(t) = want {
-            self.push(
-                t,
-                Event::Timer {
-                    node: n,
+            .map(|d| (node.clock.global_at(d.at).max(self.now), d.reason));
+        match (want, &mut node.timer) {
+            (Some((at, reason)), Some(armed)) if armed.at == at => {
+                armed.reason = reason;
+            }
+            (None, None) => {}
+            (want, timer) => {
+                node.timer_generation += 1;
+                let generation = node.timer_generation;
+                *timer = want.map(|(at, reason)| Armed {
+                    at,
                     generation,
-                },
-            );
+                    reason,
+                });
+                if let Some((at, _)) = want {
+                    self.push(
+                        at,
+                        Event::Timer {
+                            node: n,
+                            generation,
+                        },
+                    );
+                }
+            }
         }
     }
 }

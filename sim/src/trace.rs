@@ -27,6 +27,8 @@ pub mod kind {
     pub const DELIVER: &str = "deliver";
     pub const DROP: &str = "drop";
     pub const DUPLICATE: &str = "duplicate";
+    /// A node's timer fired; reason: the machine's `Deadline::reason`.
+    pub const TIMER: &str = "timer";
     pub const SEND_FAILED: &str = "send-failed";
     pub const START: &str = "start";
     pub const STOP: &str = "stop";
