@@ -5,6 +5,10 @@
 //! events/s, peak heap, and the cost per event as a ratio to the 100-peer
 //! baseline measured in the same run (1.0 = perfectly linear in events).
 //! Criterion then times each size. Wall-clock reads are allowed here only.
+//!
+//! `HEARTSIM_BENCH_PEERS=10000 cargo bench --bench directory` runs that one
+//! size once and exits: the driver to put under `perf record` or
+//! `valgrind --tool=callgrind` (the binary is in `target/release/deps/`).
 #![allow(clippy::disallowed_methods)]
 
 use std::hint::black_box;
@@ -66,6 +70,12 @@ count = {q}
 }
 
 fn main() {
+    if let Ok(peers) = std::env::var("HEARTSIM_BENCH_PEERS") {
+        let peers: usize = peers.parse().expect("HEARTSIM_BENCH_PEERS is a number");
+        let out = run(&scenario(peers), None, Level::Decision).expect("within limits");
+        println!("{peers} peers: {} events", out.stats.events);
+        return;
+    }
     let sizes = [100, 1_000, 10_000];
     println!("peers   events      wall_s  Mevents/s  peak_MB  cost/event vs 100 peers");
     let mut baseline_ns_per_event = None;
