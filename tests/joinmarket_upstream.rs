@@ -33,8 +33,8 @@ fn handshake_at(ping: bool, location: &str) -> Frame {
     }
 }
 
-/// A directory with alice registered at t=0, driven through sweeps by hand.
-fn directory(profile: Profile) -> (Directory, Outbox<Frame>) {
+/// A directory started at t=0 that got `frame` from PEER at once.
+fn directory_after(profile: Profile, frame: Frame) -> (Directory, Outbox<Frame>) {
     let mut d = Directory::new(profile, Timers::default(), "dir");
     let mut out = Outbox::new(NodeId(0));
     d.handle(at(0), Input::Start, &mut out);
@@ -42,11 +42,16 @@ fn directory(profile: Profile) -> (Directory, Outbox<Frame>) {
         at(0),
         Input::Recv {
             from: PEER,
-            msg: handshake(true),
+            msg: frame,
         },
         &mut out,
     );
     (d, out)
+}
+
+/// A directory with alice registered at t=0, driven through sweeps by hand.
+fn directory(profile: Profile) -> (Directory, Outbox<Frame>) {
+    directory_after(profile, handshake(true))
 }
 
 /// Fire timers up to `secs`, answering awaited sends with success.
@@ -185,17 +190,7 @@ fn malformed_maker_location_is_a_taker_in_python_and_rejected_in_rust() {
         ("NOT-SERVING-ONION", Some("taker"), Ok("taker")),
     ] {
         for profile in Profile::ALL {
-            let mut d = Directory::new(profile, Timers::default(), "dir");
-            let mut out = Outbox::new(NodeId(0));
-            d.handle(at(0), Input::Start, &mut out);
-            d.handle(
-                at(0),
-                Input::Recv {
-                    from: PEER,
-                    msg: handshake_at(false, location),
-                },
-                &mut out,
-            );
+            let (d, out) = directory_after(profile, handshake_at(false, location));
             let r = out.records().next().expect("a register or reject record");
             let got: Result<&str, &str> = match r.kind {
                 "register" => Ok(r.msg.as_deref().unwrap()),
