@@ -25,6 +25,7 @@
 //! A scenario file ([`scenario`]) says which machines run, under which
 //! faults, and what must happen when; [`run`] runs it and checks it.
 
+pub mod fuzz;
 pub mod models;
 pub mod run;
 pub mod scenario;

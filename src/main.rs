@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use heartsim::run::{check, context, describe, run};
+use heartsim::run::{check, context, describe, run, violations};
 use heartsim::scenario::Scenario;
 use heartsim::sim::trace::{Level, Record};
 
@@ -191,6 +191,15 @@ fn run_files(
                             report.push(format!("        replay: {replay}"));
                         }
                     }
+                }
+                for inv in &scenario.invariants {
+                    report.push(format!("  check invariant {inv}"));
+                }
+                for v in violations(scenario, &outcome.trace) {
+                    failed = true;
+                    let body = v.message.replace('\n', "\n        ");
+                    report.push(format!("  FAIL  invariant {}: {body}", v.invariant));
+                    report.push(format!("        replay: {replay}"));
                 }
                 report.push(format!(
                     "  {} events, {} sends, peak queue {}",

@@ -7,6 +7,7 @@ use heartsim_sim::net::Network;
 use heartsim_sim::trace::{Level, Record, Trace};
 use heartsim_sim::{Engine, LimitError, NodeId, NodeSpec, Stats};
 
+use crate::models::joinmarket::invariants::{self, Violation};
 use crate::models::joinmarket::{Directory, Node, Peer};
 use crate::scenario::{Expect, NodeRole, Scenario, When};
 
@@ -171,6 +172,11 @@ fn seen_at(all: &[&Record]) -> String {
     } else {
         format!("; matching records at {}", list_times(all))
     }
+}
+
+/// The scenario's `[scenario] invariants` that the trace breaks.
+pub fn violations(scenario: &Scenario, trace: &Trace) -> Vec<Violation> {
+    invariants::check(scenario, trace, &scenario.invariants)
 }
 
 /// The decision records that are the snapshot of a run: one text line each.

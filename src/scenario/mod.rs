@@ -22,6 +22,7 @@ use toml::Spanned;
 
 pub use error::{Diagnostic, ScenarioError};
 
+use crate::models::joinmarket::invariants::Invariant;
 use crate::models::joinmarket::{Behaviour, ChatLine, PeerSpec, Profile, Timers};
 
 /// The only format version this build reads.
@@ -37,7 +38,7 @@ type S<T> = Spanned<T>;
 type AtFn<'a> = dyn Fn(&S<String>, &str) -> Result<Timestamp, ScenarioError> + 'a;
 
 /// A scenario file exactly as written.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     pub version: S<u32>,
@@ -48,17 +49,17 @@ pub struct ScenarioFile {
     pub limits: Option<LimitsSection>,
     #[serde(default)]
     pub network: Option<LinkSection>,
-    #[serde(default, rename = "link")]
+    #[serde(default, rename = "link", skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkOverride>,
-    #[serde(default, rename = "node")]
+    #[serde(default, rename = "node", skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSection>,
-    #[serde(default, rename = "fault")]
+    #[serde(default, rename = "fault", skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<FaultSection>,
-    #[serde(default, rename = "expect")]
+    #[serde(default, rename = "expect", skip_serializing_if = "Vec::is_empty")]
     pub expects: Vec<ExpectSection>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Header {
     pub name: String,
@@ -67,10 +68,14 @@ pub struct Header {
     #[serde(default)]
     pub seed: u64,
     pub duration: S<String>,
+    /// Named trace properties `heartsim run` checks besides the
+    /// `[[expect]]`s (docs/fuzzing.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invariants: Vec<S<String>>,
 }
 
 /// Heartbeat timers (joinmarket-ng's `HeartbeatConfig`); all must be > 0.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigSection {
     pub sweep_interval: Option<S<String>>,
@@ -79,14 +84,14 @@ pub struct ConfigSection {
     pub pong_wait: Option<S<String>>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     pub max_events: Option<S<u64>>,
     pub max_queue: Option<S<u64>>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkSection {
     pub latency: Option<S<String>>,
@@ -96,7 +101,7 @@ pub struct LinkSection {
     pub reorder_delay: Option<S<String>>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkOverride {
     pub from: S<String>,
@@ -108,13 +113,13 @@ pub struct LinkOverride {
     pub reorder_delay: Option<S<String>>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSection {
     pub name: S<String>,
     pub kind: S<String>,
     pub count: Option<S<u64>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ping: bool,
     pub behaviour: Option<S<String>>,
     pub chat_every: Option<S<String>>,
@@ -127,7 +132,7 @@ pub struct NodeSection {
     pub location: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSection {
     pub at: S<String>,
@@ -162,7 +167,7 @@ impl NameList {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectSection {
     pub at: Option<S<String>>,
@@ -232,6 +237,7 @@ pub struct Scenario {
     pub directory: NodeId,
     pub faults: Vec<(Timestamp, Fault)>,
     pub expects: Vec<Expect>,
+    pub invariants: Vec<Invariant>,
 }
 
 impl Scenario {
@@ -409,6 +415,21 @@ impl ScenarioFile {
             );
         };
         let duration = ctx.positive(&h.duration, "duration")?;
+        let mut invariants = Vec::new();
+        for name in &h.invariants {
+            let Some(inv) = Invariant::from_name(name.get_ref()) else {
+                let known: Vec<&str> = Invariant::ALL.iter().map(|i| i.name()).collect();
+                return ctx.err(
+                    name.span(),
+                    format!(
+                        "unknown invariant {:?}: expected one of {}",
+                        name.get_ref(),
+                        known.join(", ")
+                    ),
+                );
+            };
+            invariants.push(inv);
+        }
         let at = |s: &S<String>, what: &str| -> Result<Timestamp, ScenarioError> {
             let d = ctx.duration(s, what)?;
             if d > duration {
@@ -697,6 +718,7 @@ impl ScenarioFile {
             directory,
             faults,
             expects,
+            invariants,
         })
     }
 

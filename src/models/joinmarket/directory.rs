@@ -462,7 +462,7 @@ impl Directory {
                                 kind::EVICT,
                                 Some(node),
                                 Some("pong timeout".into()),
-                                Some("no current connection".into()),
+                                Some(kind::NO_CONNECTION.into()),
                             ),
                         }
                     }

@@ -6,6 +6,7 @@
 //! reproduces, point by point, is in `docs/models/joinmarket-directory.md`.
 
 mod directory;
+pub mod invariants;
 pub mod location;
 mod peer;
 
@@ -247,6 +248,9 @@ pub mod kind {
     pub const PONG: &str = "pong";
     pub const WAIT: &str = "wait";
     pub const EVICT: &str = "evict";
+    /// The `msg` of an eb812d4c eviction of a key that no connection owns
+    /// any more: upstream's callback runs and does nothing.
+    pub const NO_CONNECTION: &str = "no current connection";
     pub const SEND_ERROR: &str = "send-error";
     pub const RECONNECT: &str = "reconnect";
 }

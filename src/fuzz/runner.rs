@@ -1,0 +1,280 @@
+//! Running cases: validate, simulate, check invariants (and optionally that
+//! two runs give the same bytes); on a failure let proptest shrink the case
+//! and write the smallest one as a scenario file with its replay command.
+
+use std::cell::Cell;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+
+use super::{scenario_strategy, to_toml, GenOptions};
+use crate::run::{run, violations};
+use crate::scenario::{Scenario, ScenarioFile};
+use crate::sim::trace::{Level, Trace};
+
+/// How one case failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CaseFailure {
+    /// The generator made a file the validator rejects: a generator bug.
+    Invalid(String),
+    /// The run hit a limit.
+    Limit(String),
+    /// One or more invariants broke.
+    Invariants(Vec<String>),
+    /// Two runs of the same case gave different traces.
+    Nondeterministic { line: usize, first: String, second: String },
+}
+
+impl CaseFailure {
+    /// A one-line name for reports.
+    pub fn summary(&self) -> String {
+        match self {
+            CaseFailure::Invalid(_) => "invalid generated scenario".into(),
+            CaseFailure::Limit(_) => "run limit hit".into(),
+            CaseFailure::Invariants(v) => v
+                .first()
+                .and_then(|m| m.split(':').next())
+                .unwrap_or("invariant violated")
+                .to_string(),
+            CaseFailure::Nondeterministic { .. } => "nondeterministic trace".into(),
+        }
+    }
+}
+
+impl fmt::Display for CaseFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaseFailure::Invalid(e) => write!(f, "the generator made an invalid scenario:\n{e}"),
+            CaseFailure::Limit(e) => write!(f, "{e}"),
+            CaseFailure::Invariants(v) => f.write_str(&v.join("\n")),
+            CaseFailure::Nondeterministic {
+                line,
+                first,
+                second,
+            } => write!(
+                f,
+                "the same case gave two different traces; first divergence at jsonl line {line}:\n  run 1: {first}\n  run 2: {second}"
+            ),
+        }
+    }
+}
+
+fn jsonl(trace: &Trace) -> Vec<u8> {
+    let records: Vec<_> = trace.records().collect();
+    let mut bytes = Vec::new();
+    trace
+        .write_jsonl(&records, &mut bytes)
+        .expect("writing to memory cannot fail");
+    bytes
+}
+
+/// Check one generated file: it must validate, run within its limits and
+/// keep its invariants; with `twice`, a second run must give the same bytes.
+pub fn check_file(file: &ScenarioFile, twice: bool) -> Result<(), CaseFailure> {
+    let text = to_toml(file);
+    let scenario = Scenario::parse(Path::new("generated.toml"), &text)
+        .map_err(|e| CaseFailure::Invalid(format!("{e}\n{text}")))?;
+    let level = if twice { Level::Net } else { Level::Decision };
+    let outcome = run(&scenario, None, level).map_err(|e| CaseFailure::Limit(e.to_string()))?;
+    let broken = violations(&scenario, &outcome.trace);
+    if !broken.is_empty() {
+        return Err(CaseFailure::Invariants(
+            broken.iter().map(ToString::to_string).collect(),
+        ));
+    }
+    if twice {
+        let again = run(&scenario, None, level).map_err(|e| CaseFailure::Limit(e.to_string()))?;
+        let (a, b) = (jsonl(&outcome.trace), jsonl(&again.trace));
+        if a != b {
+            let (a, b) = (String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+            let (line, (first, second)) = a
+                .lines()
+                .zip(b.lines())
+                .enumerate()
+                .find(|(_, (x, y))| x != y)
+                .map(|(i, (x, y))| (i + 1, (x.to_string(), y.to_string())))
+                .unwrap_or_else(|| {
+                    let n = a.lines().count().min(b.lines().count());
+                    (n + 1, ("<end>".into(), "<end>".into()))
+                });
+            return Err(CaseFailure::Nondeterministic {
+                line,
+                first,
+                second,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One fuzzing campaign.
+#[derive(Clone, Debug)]
+pub struct FuzzConfig {
+    pub gen: GenOptions,
+    pub cases: u32,
+    /// Seeds proptest's generator: the same seed explores the same cases.
+    pub seed: u64,
+    /// Run every case twice and compare the traces byte for byte.
+    pub check_determinism: bool,
+    /// Where a shrunk failure is written.
+    pub out_dir: PathBuf,
+    /// Most shrink steps proptest may take.
+    pub max_shrink_iters: u32,
+}
+
+impl Default for FuzzConfig {
+    fn default() -> Self {
+        FuzzConfig {
+            gen: GenOptions::default(),
+            cases: 256,
+            seed: 0,
+            check_determinism: false,
+            out_dir: PathBuf::from("target/heartsim/failures"),
+            max_shrink_iters: 4096,
+        }
+    }
+}
+
+/// What a campaign that found nothing did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FuzzReport {
+    pub cases: u32,
+}
+
+/// A shrunk failure, written to a file.
+#[derive(Debug)]
+pub struct FuzzFailure {
+    pub failure: CaseFailure,
+    /// The scenario's own seed (in the file).
+    pub scenario_seed: u64,
+    pub fuzz_seed: u64,
+    pub profile: String,
+    pub nodes: usize,
+    pub faults: usize,
+    pub path: PathBuf,
+}
+
+/// The command that replays a failure file.
+pub fn replay_command(path: &Path) -> String {
+    format!("cargo run -- run {}", path.display())
+}
+
+impl fmt::Display for FuzzFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "fuzz failure: {} (profile {}, scenario seed {}, fuzz seed {})",
+            self.failure.summary(),
+            self.profile,
+            self.scenario_seed,
+            self.fuzz_seed
+        )?;
+        for line in self.failure.to_string().lines() {
+            writeln!(f, "  {line}")?;
+        }
+        writeln!(
+            f,
+            "  minimal scenario: {} ({} nodes, {} faults)",
+            self.path.display(),
+            self.nodes,
+            self.faults
+        )?;
+        write!(f, "  replay: {}", replay_command(&self.path))
+    }
+}
+
+/// The fuzz seed as proptest's 32-byte ChaCha seed.
+fn rng_for(seed: u64) -> TestRng {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
+}
+
+/// Write `text` as `<dir>/<stem>.toml`, or `<stem>-2.toml`, ... if a
+/// different file already has that name: a failure never overwrites another.
+fn write_new(dir: &Path, stem: &str, text: &str) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    for n in 1u32.. {
+        let name = if n == 1 {
+            format!("{stem}.toml")
+        } else {
+            format!("{stem}-{n}.toml")
+        };
+        let path = dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(existing) if existing == text => return Ok(path),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::write(&path, text)?;
+                return Ok(path);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("u32 names run out")
+}
+
+/// Run a campaign. `progress(cases run, this one failed)` is called after every case
+/// (shrink steps included). A failure is shrunk, written under
+/// `config.out_dir`, and returned.
+pub fn fuzz(
+    config: &FuzzConfig,
+    progress: impl Fn(u32, bool),
+) -> Result<FuzzReport, Box<FuzzFailure>> {
+    let proptest_config = Config {
+        cases: config.cases,
+        failure_persistence: None,
+        max_shrink_iters: config.max_shrink_iters,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new_with_rng(proptest_config, rng_for(config.seed));
+    let done = Cell::new(0u32);
+    let strategy = scenario_strategy(&config.gen);
+    let result = runner.run(&strategy, |file| {
+        let outcome = check_file(&file, config.check_determinism);
+        done.set(done.get() + 1);
+        progress(done.get(), outcome.is_err());
+        outcome.map_err(|f| TestCaseError::fail(f.to_string()))
+    });
+    match result {
+        Ok(()) => Ok(FuzzReport {
+            cases: config.cases,
+        }),
+        Err(TestError::Fail(_, minimal)) => {
+            let failure = check_file(&minimal, config.check_determinism)
+                .expect_err("the minimal case fails");
+            let text = to_toml(&minimal);
+            let seed = minimal.scenario.seed;
+            let stem = format!("{}-{seed}", minimal.scenario.model.get_ref());
+            let path = write_new(&config.out_dir, &stem, &text).unwrap_or_else(|e| {
+                // Keep the case even if the directory is not writable.
+                let fallback = std::env::temp_dir().join(format!("{stem}.toml"));
+                let _ = fs::write(&fallback, &text);
+                eprintln!("warning: cannot write {}: {e}", config.out_dir.display());
+                fallback
+            });
+            Err(Box::new(FuzzFailure {
+                failure,
+                scenario_seed: seed,
+                fuzz_seed: config.seed,
+                profile: minimal.scenario.profile.get_ref().clone(),
+                nodes: minimal.nodes.len(),
+                faults: minimal.faults.len(),
+                path,
+            }))
+        }
+        Err(TestError::Abort(why)) => Err(Box::new(FuzzFailure {
+            failure: CaseFailure::Limit(format!("proptest aborted: {why}")),
+            scenario_seed: 0,
+            fuzz_seed: config.seed,
+            profile: String::new(),
+            nodes: 0,
+            faults: 0,
+            path: PathBuf::new(),
+        })),
+    }
+}

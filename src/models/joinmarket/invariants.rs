@@ -1,0 +1,347 @@
+//! Properties every directory trace must have, as named predicates over the
+//! decision records. The fuzzer checks them on every generated case; a
+//! scenario file lists the ones `heartsim run` must check in
+//! `[scenario] invariants`.
+//!
+//! Safety: a healthy peer is never evicted; a directory peer is never
+//! evicted; a connection is evicted at most once. Liveness (two-phase, as
+//! TigerBeetle's VOPR): once every fault has ended, a silent peer is
+//! evicted within the model's bound.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use heartsim_sim::net::{Latency, LinkConfig};
+use heartsim_sim::trace::{Record, Trace};
+use heartsim_sim::{Duration, Fault, NodeId, Timestamp};
+
+use super::location::Location;
+use super::{kind, Behaviour, PeerSpec, Profile};
+use crate::scenario::{NodeRole, Scenario};
+
+/// A named property of directory traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Invariant {
+    /// A peer that answers every PING (or, as a non-ping maker, every
+    /// `!orderbook`) and whose links to the directory were never faulty is
+    /// never evicted. Graceful stop/start of the peer is allowed: that is how
+    /// eb812d4c's reconnect mis-eviction shows.
+    HealthyPeerNeverEvicted,
+    /// No directory peer is ever evicted.
+    DirectoryPeerNeverEvicted,
+    /// No connection is evicted twice (eb812d4c's failed-send double
+    /// eviction breaks it, as upstream does).
+    OneEvictionPerConnection,
+    /// After the last fault, every registered silent peer is evicted within
+    /// `hard_evict + 2 (sweep_interval + pong_wait)`, stretched by a slow
+    /// directory clock and by backward wall-clock jumps.
+    SilentPeerEvictedAfterHeal,
+}
+
+impl Invariant {
+    pub const ALL: [Invariant; 4] = [
+        Invariant::HealthyPeerNeverEvicted,
+        Invariant::DirectoryPeerNeverEvicted,
+        Invariant::OneEvictionPerConnection,
+        Invariant::SilentPeerEvictedAfterHeal,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Invariant::HealthyPeerNeverEvicted => "healthy-peer-never-evicted",
+            Invariant::DirectoryPeerNeverEvicted => "directory-peer-never-evicted",
+            Invariant::OneEvictionPerConnection => "one-eviction-per-connection",
+            Invariant::SilentPeerEvictedAfterHeal => "silent-peer-evicted-after-heal",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Invariant> {
+        Invariant::ALL.into_iter().find(|i| i.name() == name)
+    }
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One broken invariant, with the records that show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: Invariant,
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invariant {} violated: {}", self.invariant, self.message)
+    }
+}
+
+/// Check `invariants` on a finished run of `scenario`.
+pub fn check(scenario: &Scenario, trace: &Trace, invariants: &[Invariant]) -> Vec<Violation> {
+    let decisions: Vec<&Record> = trace.decisions().collect();
+    let mut out = Vec::new();
+    for &inv in invariants {
+        let found = match inv {
+            Invariant::HealthyPeerNeverEvicted => healthy_never_evicted(scenario, trace, &decisions),
+            Invariant::DirectoryPeerNeverEvicted => directory_never_evicted(scenario, trace, &decisions),
+            Invariant::OneEvictionPerConnection => one_eviction(trace, &decisions),
+            Invariant::SilentPeerEvictedAfterHeal => silent_evicted(scenario, trace, &decisions),
+        };
+        out.extend(found.into_iter().map(|message| Violation {
+            invariant: inv,
+            message,
+        }));
+    }
+    out
+}
+
+fn peer_spec(scenario: &Scenario, n: NodeId) -> Option<&PeerSpec> {
+    match &scenario.nodes[n.0].role {
+        NodeRole::Peer(spec) => Some(spec),
+        NodeRole::Directory => None,
+    }
+}
+
+/// Whether an eviction record removed a connection (eb812d4c also records
+/// the no-op second eviction of a key nobody owns).
+fn removed_a_connection(r: &Record) -> bool {
+    r.kind == kind::EVICT && r.msg.as_deref() != Some(kind::NO_CONNECTION)
+}
+
+fn line(trace: &Trace, r: &Record) -> String {
+    trace.text_line(r).trim_start().to_string()
+}
+
+/// The directory's view of a link: clean means it neither loses, copies,
+/// nor reorders, and answers well inside the PONG wait.
+fn clean(config: &LinkConfig, max_latency: Duration) -> bool {
+    matches!(config.latency, Latency::Fixed(d) if d <= max_latency)
+        && config.drop.is_never()
+        && config.duplicate.is_never()
+        && config.reorder.is_never()
+}
+
+/// Why `p` does not count as healthy, or `None` if it does.
+fn unhealthy_because(scenario: &Scenario, p: NodeId) -> Option<&'static str> {
+    let spec = peer_spec(scenario, p)?;
+    let dir = scenario.directory;
+    let t = &scenario.timers;
+    if spec.behaviour != Behaviour::Responsive {
+        return Some("not responsive");
+    }
+    if spec.is_directory {
+        return Some("a directory peer");
+    }
+    let maker = matches!(scenario.profile.parse_location(&spec.location), Location::Maker(_));
+    if !spec.ping && !maker {
+        return Some("neither ping-capable nor a maker (never probed)");
+    }
+    if spec.location != PeerSpec::default_location(&spec.nick, spec.maker) {
+        return Some("a hand-written location");
+    }
+    if spec.ping_directory_every.is_some_and(|d| d <= Duration::from_secs(10)) {
+        return Some("PINGs the directory 6 or more times a minute");
+    }
+    // The config must let a prompt peer be probed before it is hard-evicted.
+    let period = t.sweep_interval + t.pong_wait;
+    if t.hard_evict <= t.idle_threshold + period + period {
+        return Some("hard_evict leaves no room to probe first");
+    }
+    // A PONG must come back well inside the wait, even on a fast clock.
+    let max_latency = Duration::from_us(t.pong_wait.as_us() / 4);
+    let links = [(dir, p), (p, dir)];
+    let initial = |from, to| {
+        scenario
+            .links
+            .iter()
+            .rev()
+            .find(|(f, t, _)| (*f, *t) == (from, to))
+            .map_or(scenario.network, |(_, _, c)| *c)
+    };
+    if links.iter().any(|&(f, to)| !clean(&initial(f, to), max_latency)) {
+        return Some("a link is lossy, jittery, reordering or slow");
+    }
+    for (_, fault) in &scenario.faults {
+        let touches = match fault {
+            Fault::Crash(n) | Fault::Restart(n) | Fault::Pause(n) | Fault::Resume(n) => {
+                *n == p || *n == dir
+            }
+            Fault::Stop(n) | Fault::Start(n) => *n == dir,
+            Fault::ClockJump { node, .. } => *node == dir,
+            Fault::Partition(rules) => rules.iter().any(|r| {
+                (r.from.contains(&p) && r.to.contains(&dir))
+                    || (r.from.contains(&dir) && r.to.contains(&p))
+            }),
+            Fault::Link { from, to, config } => {
+                links.contains(&(*from, *to)) && !clean(config, max_latency)
+            }
+            Fault::Break { from, to }
+            | Fault::Hold { from, to }
+            | Fault::Stall { from, to } => links.contains(&(*from, *to)),
+            _ => false,
+        };
+        if touches {
+            return Some("a fault touches it, its links, or the directory");
+        }
+    }
+    None
+}
+
+fn healthy_never_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> Vec<String> {
+    let healthy: BTreeSet<NodeId> = (0..scenario.nodes.len())
+        .map(NodeId)
+        .filter(|&n| peer_spec(scenario, n).is_some() && unhealthy_because(scenario, n).is_none())
+        .collect();
+    decisions
+        .iter()
+        .filter(|r| removed_a_connection(r) && r.peer.is_some_and(|p| healthy.contains(&p)))
+        .map(|r| {
+            let p = r.peer.expect("filtered on peer");
+            let before: Vec<String> = decisions
+                .iter()
+                .filter(|e| e.peer == Some(p) && e.t <= r.t)
+                .rev()
+                .take(4)
+                .map(|e| format!("    {}", line(trace, e)))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!(
+                "{} answers every probe and its links were never faulty, yet:\n{}",
+                trace.name(p),
+                before.join("\n")
+            )
+        })
+        .collect()
+}
+
+fn directory_never_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> Vec<String> {
+    decisions
+        .iter()
+        .filter(|r| {
+            removed_a_connection(r)
+                && r.peer
+                    .and_then(|p| peer_spec(scenario, p))
+                    .is_some_and(|s| s.is_directory)
+        })
+        .map(|r| format!("a directory peer was evicted:\n    {}", line(trace, r)))
+        .collect()
+}
+
+fn one_eviction(trace: &Trace, decisions: &[&Record]) -> Vec<String> {
+    // A connection of peer P lives from its `register` to the next `evict`
+    // or `disconnect` of P; a second `evict` before P registers again is a
+    // double eviction.
+    let mut evicted_since_register: std::collections::BTreeMap<NodeId, &Record> =
+        std::collections::BTreeMap::new();
+    let mut out = Vec::new();
+    for r in decisions {
+        let Some(p) = r.peer else { continue };
+        match r.kind {
+            kind::REGISTER => {
+                evicted_since_register.remove(&p);
+            }
+            kind::EVICT => {
+                if let Some(first) = evicted_since_register.get(&p) {
+                    out.push(format!(
+                        "{} evicted twice for one connection:\n    {}\n    {}",
+                        trace.name(p),
+                        line(trace, first),
+                        line(trace, r)
+                    ));
+                } else {
+                    evicted_since_register.insert(p, r);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// How long after the last fault a silent peer may stay registered.
+pub fn silent_eviction_bound(scenario: &Scenario) -> Duration {
+    let t = &scenario.timers;
+    let base = t.hard_evict + t.sweep_interval + t.pong_wait + t.sweep_interval + t.pong_wait;
+    let dir = scenario.directory;
+    // A slow directory clock stretches every timer.
+    let slowest_ppm = scenario
+        .faults
+        .iter()
+        .filter_map(|(_, f)| match f {
+            Fault::ClockDrift { node, ppm } if *node == dir => Some(*ppm),
+            _ => None,
+        })
+        .chain([scenario.nodes[dir.0].clock.drift_ppm()])
+        .min()
+        .unwrap_or(0)
+        .min(0);
+    let stretched = u128::from(base.as_us()) * 1_000_000 / (1_000_000 + slowest_ppm) as u128;
+    // A backward wall-clock jump makes last_seen look younger (joinmarket-ng).
+    let back_us: u64 = scenario
+        .faults
+        .iter()
+        .filter_map(|(_, f)| match f {
+            Fault::ClockJump { node, by_us } if *node == dir && *by_us < 0 => {
+                Some(by_us.unsigned_abs())
+            }
+            _ => None,
+        })
+        .sum();
+    let back_us = if scenario.profile == Profile::JoinmarketRs { 0 } else { back_us };
+    Duration::from_us(u64::try_from(stretched).unwrap_or(u64::MAX).saturating_add(back_us))
+}
+
+fn silent_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> Vec<String> {
+    let end = Timestamp::ZERO + scenario.duration;
+    let last_fault = scenario
+        .faults
+        .iter()
+        .map(|(t, _)| *t)
+        .chain(scenario.nodes.iter().filter_map(|n| n.start_at))
+        .max()
+        .unwrap_or(Timestamp::ZERO);
+    let dir = scenario.directory;
+    // A directory that crashed or stopped forgot every registration before.
+    let dir_reset = |after: Timestamp| {
+        scenario.faults.iter().any(|(t, f)| {
+            *t >= after && matches!(f, Fault::Crash(n) | Fault::Stop(n) if *n == dir)
+        })
+    };
+    let bound = silent_eviction_bound(scenario);
+    let mut out = Vec::new();
+    for (i, r) in decisions.iter().enumerate() {
+        let Some(p) = r.peer else { continue };
+        // Silent: says nothing after its handshake (a peer that PINGs the
+        // directory keeps itself fresh, whatever its behaviour).
+        let silent = peer_spec(scenario, p)
+            .is_some_and(|s| s.behaviour == Behaviour::Silent && s.ping_directory_every.is_none());
+        if r.kind != kind::REGISTER || !silent {
+            continue;
+        }
+        let Some(deadline) = last_fault.max(r.t).checked_add(bound) else {
+            continue;
+        };
+        if deadline > end || dir_reset(r.t) {
+            continue; // the run ends too soon to tell, or the registry was lost
+        }
+        let ended = decisions[i + 1..].iter().find(|e| {
+            e.peer == Some(p) && matches!(e.kind, kind::EVICT | kind::DISCONNECT | kind::REGISTER)
+        });
+        match ended {
+            Some(e) if e.t <= deadline => {}
+            _ => out.push(format!(
+                "silent {} registered at {} was still registered at {deadline} \
+                 (last fault at {last_fault}, bound {bound}){}",
+                trace.name(p),
+                r.t,
+                ended.map_or(String::new(), |e| format!("; next: {}", line(trace, e)))
+            )),
+        }
+    }
+    out
+}
