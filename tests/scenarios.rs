@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use heartsim::run::{check, context, decision_text, describe, run};
+use heartsim::run::{check, context, decision_text, describe, run, violations};
 use heartsim::scenario::Scenario;
 use heartsim::sim::trace::{Level, Record};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -54,7 +54,7 @@ fn check_scenario(root: &Path, path: &Path) -> Result<(), Failed> {
         .map_err(|e| format!("{e}\n  replay: {}", replay(&rel, scenario.seed)))?;
 
     // 1. Expectations.
-    let failures: Vec<String> = check(&scenario, &outcome.trace)
+    let mut failures: Vec<String> = check(&scenario, &outcome.trace)
         .iter()
         .filter_map(|v| {
             v.failure.as_ref().map(|why| {
@@ -66,6 +66,11 @@ fn check_scenario(root: &Path, path: &Path) -> Result<(), Failed> {
             })
         })
         .collect();
+    failures.extend(
+        violations(&scenario, &outcome.trace)
+            .iter()
+            .map(|v| format!("  FAIL {v}")),
+    );
     if !failures.is_empty() {
         return Err(format!(
             "{rel} (seed {}):\n{}\n  replay: {}",

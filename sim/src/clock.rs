@@ -43,6 +43,11 @@ impl Clock {
         })
     }
 
+    /// The current drift, in parts per million.
+    pub fn drift_ppm(&self) -> i64 {
+        self.drift_ppm
+    }
+
     fn mono_us(&self, global: Timestamp) -> u64 {
         // Global time never runs backwards past the anchor (it was set at
         // "now"), so the span is never negative.

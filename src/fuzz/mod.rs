@@ -20,13 +20,16 @@ use std::fmt;
 use proptest::prelude::*;
 use toml::Spanned;
 
-pub use runner::{fuzz, replay_command, CaseFailure, FuzzConfig, FuzzFailure, FuzzReport};
+pub use runner::{
+    check_file, first_divergence, fuzz, replay_command, CaseFailure, FuzzConfig, FuzzFailure,
+    FuzzReport,
+};
 
 use crate::models::joinmarket::invariants::Invariant;
 use crate::models::joinmarket::Profile;
 use crate::scenario::{
-    FaultSection, Header, LinkOverride, LinkSection, NameList, NodeSection, ScenarioFile,
-    ConfigSection, FORMAT_VERSION, MODEL_JOINMARKET,
+    ConfigSection, FaultSection, Header, LinkOverride, LinkSection, NameList, NodeSection,
+    ScenarioFile, FORMAT_VERSION, MODEL_JOINMARKET,
 };
 
 /// A kind of fault a case may use; `--faults` names them.
@@ -124,8 +127,7 @@ pub fn invariants_for(profile: Profile) -> Vec<Invariant> {
     Invariant::ALL
         .into_iter()
         .filter(|i| {
-            !(profile == Profile::JoinmarketNgEb812d4c
-                && *i == Invariant::OneEvictionPerConnection)
+            !(profile == Profile::JoinmarketNgEb812d4c && *i == Invariant::OneEvictionPerConnection)
         })
         .collect()
 }
@@ -417,7 +419,9 @@ pub fn build(case: &Case) -> ScenarioFile {
             b.episode(ep, name, u64::from(p.start_s), Some(name));
         }
     }
-    let Builder { mut faults, links, .. } = b;
+    let Builder {
+        mut faults, links, ..
+    } = b;
     // Files list faults in time order (a stable sort: an episode's begin
     // and end are at least a second apart).
     faults.sort_by_key(|f| parse_ms(f.at.get_ref()));

@@ -26,7 +26,11 @@ pub enum CaseFailure {
     /// One or more invariants broke.
     Invariants(Vec<String>),
     /// Two runs of the same case gave different traces.
-    Nondeterministic { line: usize, first: String, second: String },
+    Nondeterministic {
+        line: usize,
+        first: String,
+        second: String,
+    },
 }
 
 impl CaseFailure {
@@ -89,18 +93,7 @@ pub fn check_file(file: &ScenarioFile, twice: bool) -> Result<(), CaseFailure> {
     if twice {
         let again = run(&scenario, None, level).map_err(|e| CaseFailure::Limit(e.to_string()))?;
         let (a, b) = (jsonl(&outcome.trace), jsonl(&again.trace));
-        if a != b {
-            let (a, b) = (String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
-            let (line, (first, second)) = a
-                .lines()
-                .zip(b.lines())
-                .enumerate()
-                .find(|(_, (x, y))| x != y)
-                .map(|(i, (x, y))| (i + 1, (x.to_string(), y.to_string())))
-                .unwrap_or_else(|| {
-                    let n = a.lines().count().min(b.lines().count());
-                    (n + 1, ("<end>".into(), "<end>".into()))
-                });
+        if let Some((line, first, second)) = first_divergence(&a, &b) {
             return Err(CaseFailure::Nondeterministic {
                 line,
                 first,
@@ -109,6 +102,50 @@ pub fn check_file(file: &ScenarioFile, twice: bool) -> Result<(), CaseFailure> {
         }
     }
     Ok(())
+}
+
+/// The first line (1-based) where two jsonl traces differ, with both lines
+/// (`<end>` where one trace is shorter), or `None` if they are identical.
+pub fn first_divergence(a: &[u8], b: &[u8]) -> Option<(usize, String, String)> {
+    if a == b {
+        return None;
+    }
+    let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+    let (mut la, mut lb) = (a.lines(), b.lines());
+    for n in 1.. {
+        match (la.next(), lb.next()) {
+            (Some(x), Some(y)) if x == y => continue,
+            (None, None) => break,
+            (x, y) => {
+                let end = || "<end>".to_string();
+                return Some((
+                    n,
+                    x.map_or_else(end, str::to_string),
+                    y.map_or_else(end, str::to_string),
+                ));
+            }
+        }
+    }
+    // Same lines, different bytes (a trailing newline).
+    Some((a.lines().count() + 1, "<end>".into(), "<end>".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_divergence;
+
+    #[test]
+    fn divergence_names_the_first_differing_line() {
+        assert_eq!(first_divergence(b"a\nb\n", b"a\nb\n"), None);
+        assert_eq!(
+            first_divergence(b"a\nb\nc\n", b"a\nB\nc\n"),
+            Some((2, "b".into(), "B".into()))
+        );
+        assert_eq!(
+            first_divergence(b"a\n", b"a\nextra\n"),
+            Some((2, "<end>".into(), "extra".into()))
+        );
+    }
 }
 
 /// One fuzzing campaign.
@@ -245,8 +282,8 @@ pub fn fuzz(
             cases: config.cases,
         }),
         Err(TestError::Fail(_, minimal)) => {
-            let failure = check_file(&minimal, config.check_determinism)
-                .expect_err("the minimal case fails");
+            let failure =
+                check_file(&minimal, config.check_determinism).expect_err("the minimal case fails");
             let text = to_toml(&minimal);
             let seed = minimal.scenario.seed;
             let stem = format!("{}-{seed}", minimal.scenario.model.get_ref());

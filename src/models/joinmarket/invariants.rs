@@ -85,8 +85,12 @@ pub fn check(scenario: &Scenario, trace: &Trace, invariants: &[Invariant]) -> Ve
     let mut out = Vec::new();
     for &inv in invariants {
         let found = match inv {
-            Invariant::HealthyPeerNeverEvicted => healthy_never_evicted(scenario, trace, &decisions),
-            Invariant::DirectoryPeerNeverEvicted => directory_never_evicted(scenario, trace, &decisions),
+            Invariant::HealthyPeerNeverEvicted => {
+                healthy_never_evicted(scenario, trace, &decisions)
+            }
+            Invariant::DirectoryPeerNeverEvicted => {
+                directory_never_evicted(scenario, trace, &decisions)
+            }
             Invariant::OneEvictionPerConnection => one_eviction(trace, &decisions),
             Invariant::SilentPeerEvictedAfterHeal => silent_evicted(scenario, trace, &decisions),
         };
@@ -135,14 +139,20 @@ fn unhealthy_because(scenario: &Scenario, p: NodeId) -> Option<&'static str> {
     if spec.is_directory {
         return Some("a directory peer");
     }
-    let maker = matches!(scenario.profile.parse_location(&spec.location), Location::Maker(_));
+    let maker = matches!(
+        scenario.profile.parse_location(&spec.location),
+        Location::Maker(_)
+    );
     if !spec.ping && !maker {
         return Some("neither ping-capable nor a maker (never probed)");
     }
     if spec.location != PeerSpec::default_location(&spec.nick, spec.maker) {
         return Some("a hand-written location");
     }
-    if spec.ping_directory_every.is_some_and(|d| d <= Duration::from_secs(10)) {
+    if spec
+        .ping_directory_every
+        .is_some_and(|d| d <= Duration::from_secs(10))
+    {
         return Some("PINGs the directory 6 or more times a minute");
     }
     // The config must let a prompt peer be probed before it is hard-evicted.
@@ -161,7 +171,10 @@ fn unhealthy_because(scenario: &Scenario, p: NodeId) -> Option<&'static str> {
             .find(|(f, t, _)| (*f, *t) == (from, to))
             .map_or(scenario.network, |(_, _, c)| *c)
     };
-    if links.iter().any(|&(f, to)| !clean(&initial(f, to), max_latency)) {
+    if links
+        .iter()
+        .any(|&(f, to)| !clean(&initial(f, to), max_latency))
+    {
         return Some("a link is lossy, jittery, reordering or slow");
     }
     for (_, fault) in &scenario.faults {
@@ -178,9 +191,9 @@ fn unhealthy_because(scenario: &Scenario, p: NodeId) -> Option<&'static str> {
             Fault::Link { from, to, config } => {
                 links.contains(&(*from, *to)) && !clean(config, max_latency)
             }
-            Fault::Break { from, to }
-            | Fault::Hold { from, to }
-            | Fault::Stall { from, to } => links.contains(&(*from, *to)),
+            Fault::Break { from, to } | Fault::Hold { from, to } | Fault::Stall { from, to } => {
+                links.contains(&(*from, *to))
+            }
             _ => false,
         };
         if touches {
@@ -219,7 +232,11 @@ fn healthy_never_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Recor
         .collect()
 }
 
-fn directory_never_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> Vec<String> {
+fn directory_never_evicted(
+    scenario: &Scenario,
+    trace: &Trace,
+    decisions: &[&Record],
+) -> Vec<String> {
     decisions
         .iter()
         .filter(|r| {
@@ -292,8 +309,16 @@ pub fn silent_eviction_bound(scenario: &Scenario) -> Duration {
             _ => None,
         })
         .sum();
-    let back_us = if scenario.profile == Profile::JoinmarketRs { 0 } else { back_us };
-    Duration::from_us(u64::try_from(stretched).unwrap_or(u64::MAX).saturating_add(back_us))
+    let back_us = if scenario.profile == Profile::JoinmarketRs {
+        0
+    } else {
+        back_us
+    };
+    Duration::from_us(
+        u64::try_from(stretched)
+            .unwrap_or(u64::MAX)
+            .saturating_add(back_us),
+    )
 }
 
 fn silent_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> Vec<String> {
@@ -308,9 +333,10 @@ fn silent_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> 
     let dir = scenario.directory;
     // A directory that crashed or stopped forgot every registration before.
     let dir_reset = |after: Timestamp| {
-        scenario.faults.iter().any(|(t, f)| {
-            *t >= after && matches!(f, Fault::Crash(n) | Fault::Stop(n) if *n == dir)
-        })
+        scenario
+            .faults
+            .iter()
+            .any(|(t, f)| *t >= after && matches!(f, Fault::Crash(n) | Fault::Stop(n) if *n == dir))
     };
     let bound = silent_eviction_bound(scenario);
     let mut out = Vec::new();
