@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use heartsim::fuzz::{fuzz, FaultKind, FuzzConfig, GenOptions};
+use heartsim::models::joinmarket::Profile;
 use heartsim::run::{check, context, describe, run, violations};
 use heartsim::scenario::Scenario;
 use heartsim::sim::trace::{Level, Record};
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +51,59 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Generate scenarios, run them, check their invariants; stop at the
+    /// first failure and write it, shrunk, as a scenario file.
+    ///
+    /// Exit status: 0 if every case passed, 1 if one failed (the message has
+    /// the seed and the command that replays it), 2 on bad arguments.
+    Fuzz {
+        #[arg(long, value_enum, default_value = "joinmarket-directory")]
+        model: Model,
+        /// joinmarket-ng | joinmarket-rs | joinmarket-ng-eb812d4c (default: any).
+        #[arg(long, value_parser = parse_profile)]
+        profile: Option<Profile>,
+        /// How many cases to generate.
+        #[arg(long, default_value_t = 1000)]
+        cases: u32,
+        /// Seeds the generator: the same seed explores the same cases.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Fault kinds each case's swarm is drawn from, comma-separated
+        /// (default: all). Kinds: drop, delay, duplicate, reorder, partition,
+        /// one-way-partition, crash, stop, pause, clock-jump, clock-drift,
+        /// stall, break.
+        #[arg(long, value_delimiter = ',', value_parser = parse_fault_kind)]
+        faults: Vec<FaultKind>,
+        /// Most peers per case.
+        #[arg(long, default_value_t = 4)]
+        max_peers: usize,
+        /// Run every case twice and compare the traces byte for byte.
+        #[arg(long)]
+        check_determinism: bool,
+        /// Where a failing case is written.
+        #[arg(long, default_value = "target/heartsim/failures")]
+        out: PathBuf,
+    },
+}
+
+fn parse_profile(s: &str) -> Result<Profile, String> {
+    Profile::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Profile::ALL.iter().map(|p| p.name()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}
+
+fn parse_fault_kind(s: &str) -> Result<FaultKind, String> {
+    FaultKind::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Model {
+    #[value(name = "joinmarket-directory")]
+    JoinmarketDirectory,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -85,6 +141,69 @@ fn main() -> ExitCode {
             trace,
             force,
         } => run_files(&files, seed, format, decisions, trace, force),
+        Command::Fuzz {
+            model: Model::JoinmarketDirectory,
+            profile,
+            cases,
+            seed,
+            faults,
+            max_peers,
+            check_determinism,
+            out,
+        } => {
+            let config = FuzzConfig {
+                gen: GenOptions {
+                    profile,
+                    faults: if faults.is_empty() {
+                        FaultKind::ALL.to_vec()
+                    } else {
+                        faults
+                    },
+                    max_peers,
+                    ..GenOptions::default()
+                },
+                cases,
+                seed,
+                check_determinism,
+                out_dir: out,
+                ..FuzzConfig::default()
+            };
+            fuzz_command(&config)
+        }
+    }
+}
+
+fn fuzz_command(config: &FuzzConfig) -> ExitCode {
+    let bar = ProgressBar::new(u64::from(config.cases));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} cases  {per_sec}  {elapsed_precise}  {msg}",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_message("0 failures");
+    let failing = std::cell::Cell::new(false);
+    let result = fuzz(config, |done, failed| {
+        if failed && !failing.replace(true) {
+            bar.set_message("failure found: shrinking");
+        }
+        if !failing.get() {
+            bar.set_position(u64::from(done));
+        }
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            println!(
+                "fuzz: {} cases, no failure (seed {})",
+                report.cases, config.seed
+            );
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            println!("{failure}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -286,7 +286,7 @@ pub fn fuzz(
                 check_file(&minimal, config.check_determinism).expect_err("the minimal case fails");
             let text = to_toml(&minimal);
             let seed = minimal.scenario.seed;
-            let stem = format!("{}-{seed}", minimal.scenario.model.get_ref());
+            let stem = format!("{}-{}", minimal.scenario.model.get_ref(), config.seed);
             let path = write_new(&config.out_dir, &stem, &text).unwrap_or_else(|e| {
                 // Keep the case even if the directory is not writable.
                 let fallback = std::env::temp_dir().join(format!("{stem}.toml"));
