@@ -83,6 +83,10 @@ enum Command {
         /// Where a failing case is written.
         #[arg(long, default_value = "target/heartsim/failures")]
         out: PathBuf,
+        /// A proptest regression file: seeds that failed before are tried
+        /// first, and a new failing seed is appended to it.
+        #[arg(long)]
+        regressions: Option<PathBuf>,
     },
 }
 
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
             max_peers,
             check_determinism,
             out,
+            regressions,
         } => {
             let config = FuzzConfig {
                 gen: GenOptions {
@@ -166,6 +171,7 @@ fn main() -> ExitCode {
                 seed,
                 check_determinism,
                 out_dir: out,
+                regressions,
                 ..FuzzConfig::default()
             };
             fuzz_command(&config)

@@ -238,6 +238,18 @@ fn drift_and_reorder_are_checked() {
 }
 
 #[test]
+fn unknown_invariant_lists_the_known_ones() {
+    let src = GOOD.replace(
+        "duration = \"30m\"",
+        "duration = \"30m\"\ninvariants = [\"never-evicted\"]",
+    );
+    let (line, _, msg, _) = error_of(&src);
+    assert_eq!(line, line_of(&src, "invariants = "));
+    assert!(msg.contains("unknown invariant \"never-evicted\""), "{msg}");
+    assert!(msg.contains("healthy-peer-never-evicted"), "{msg}");
+}
+
+#[test]
 fn fault_after_the_end() {
     let src = format!("{GOOD}\n[[fault]]\nat = \"31m\"\nkind = \"crash\"\nnode = \"alice\"\n");
     let (line, _, msg, _) = error_of(&src);

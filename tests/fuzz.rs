@@ -87,6 +87,10 @@ fn current_profiles_keep_every_invariant() {
             seed: 11,
             check_determinism: true,
             out_dir: out_dir("fuzz-current"),
+            // A failure found here is replayed first from now on (commit it).
+            regressions: Some(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("proptest-regressions/fuzz.txt"),
+            ),
             ..FuzzConfig::default()
         };
         if let Err(failure) = fuzz(&config, |_, _| {}) {

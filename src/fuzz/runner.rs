@@ -8,7 +8,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use proptest::test_runner::{
+    Config, FailurePersistence, FileFailurePersistence, RngAlgorithm, TestCaseError, TestError,
+    TestRng, TestRunner,
+};
 
 use super::{scenario_strategy, to_toml, GenOptions};
 use crate::run::{run, violations};
@@ -161,6 +164,9 @@ pub struct FuzzConfig {
     pub out_dir: PathBuf,
     /// Most shrink steps proptest may take.
     pub max_shrink_iters: u32,
+    /// proptest's regression file: failing seeds found before are replayed
+    /// first, and a new failure's seed is appended. Commit it.
+    pub regressions: Option<PathBuf>,
 }
 
 impl Default for FuzzConfig {
@@ -172,6 +178,7 @@ impl Default for FuzzConfig {
             check_determinism: false,
             out_dir: PathBuf::from("target/heartsim/failures"),
             max_shrink_iters: 4096,
+            regressions: None,
         }
     }
 }
@@ -262,9 +269,14 @@ pub fn fuzz(
     config: &FuzzConfig,
     progress: impl Fn(u32, bool),
 ) -> Result<FuzzReport, Box<FuzzFailure>> {
+    let persistence = config.regressions.as_ref().map(|p| {
+        // proptest wants a `'static` path; one small string per campaign.
+        let path: &'static str = Box::leak(p.to_string_lossy().into_owned().into_boxed_str());
+        Box::new(FileFailurePersistence::Direct(path)) as Box<dyn FailurePersistence>
+    });
     let proptest_config = Config {
         cases: config.cases,
-        failure_persistence: None,
+        failure_persistence: persistence,
         max_shrink_iters: config.max_shrink_iters,
         ..Config::default()
     };
