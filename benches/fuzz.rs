@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use heartsim::fuzz::{fuzz, FuzzConfig, GenOptions};
+use heartsim::fuzz::{fuzz, FaultKind, FuzzConfig, GenOptions};
 use heartsim::models::joinmarket::Profile;
 
 fn main() {
@@ -21,15 +21,9 @@ fn main() {
                     profile: Some(profile),
                     // Only faults every profile survives: the bench measures
                     // speed, and a found failure would end the campaign.
-                    faults: heartsim::fuzz::FaultKind::ALL
+                    faults: FaultKind::ALL
                         .into_iter()
-                        .filter(|k| {
-                            !matches!(
-                                k,
-                                heartsim::fuzz::FaultKind::Stall
-                                    | heartsim::fuzz::FaultKind::StopStart
-                            )
-                        })
+                        .filter(|k| !matches!(k, FaultKind::Stall | FaultKind::StopStart))
                         .collect(),
                     ..GenOptions::default()
                 },

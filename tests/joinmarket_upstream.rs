@@ -216,23 +216,13 @@ fn malformed_maker_location_is_a_taker_in_python_and_rejected_in_rust() {
 #[test]
 fn directory_nodes_are_refused_as_clients_by_every_profile() {
     for profile in Profile::ALL {
-        let mut d = Directory::new(profile, Timers::default(), "dir");
-        let mut out = Outbox::new(NodeId(0));
-        d.handle(at(0), Input::Start, &mut out);
         let frame = Frame::Handshake {
             nick: Arc::from("dir2"),
             location: Arc::from(onion_for("dir2")),
             ping: true,
             directory: true,
         };
-        d.handle(
-            at(0),
-            Input::Recv {
-                from: PEER,
-                msg: frame,
-            },
-            &mut out,
-        );
+        let (d, out) = directory_after(profile, frame);
         let r = out.records().next().expect("a record");
         assert_eq!(r.kind, "reject", "{profile:?}");
         assert!(

@@ -70,7 +70,6 @@ const CHUNK: usize = 1 << 14;
 pub struct Trace {
     names: Vec<String>,
     chunks: Vec<Vec<Record>>,
-    len: usize,
     keep: Level,
 }
 
@@ -94,7 +93,6 @@ impl Trace {
         Trace {
             names,
             chunks: Vec::new(),
-            len: 0,
             keep,
         }
     }
@@ -115,20 +113,11 @@ impl Trace {
                 self.chunks.push(chunk);
             }
         }
-        self.len += 1;
     }
 
     /// Every kept record, in the order they happened.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.chunks.iter().flatten()
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     pub fn decisions(&self) -> impl Iterator<Item = &Record> {

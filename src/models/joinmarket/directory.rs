@@ -521,13 +521,12 @@ impl Directory {
                         conn.ping_times.pop_front();
                     }
                     if conn.ping_times.len() >= limit {
-                        out.record(
+                        close(
+                            out,
+                            from,
                             kind::DISCONNECT,
-                            Some(from),
-                            Some("PING rate limit exceeded".into()),
-                            None,
+                            "PING rate limit exceeded".into(),
                         );
-                        out.send(from, Frame::Close);
                         self.unregister(id);
                         return;
                     }
@@ -559,20 +558,14 @@ impl Directory {
         directory: bool,
         out: &mut Outbox<Frame>,
     ) {
-        let rejection = if directory {
-            Some(Cow::Borrowed(self.profile.directory_rejection()))
-        } else {
-            None
-        };
         let location = self.profile.parse_location(location);
-        let rejection = match (&location, rejection) {
-            (_, Some(r)) => Some(r),
-            (Location::Rejected(why), None) => Some(Cow::Owned(why.clone())),
+        let rejection = match &location {
+            _ if directory => Some(Cow::Borrowed(self.profile.directory_rejection())),
+            Location::Rejected(why) => Some(Cow::Owned(why.clone())),
             _ => None,
         };
         if let Some(reason) = rejection {
-            out.record(kind::REJECT, Some(from), Some(reason), None);
-            out.send(from, Frame::Close);
+            close(out, from, kind::REJECT, reason);
             return;
         }
         let key = self.intern(self.profile.registry_key(nick, &location));
@@ -581,13 +574,7 @@ impl Directory {
                 // `self._peers[key] = peer`: the old entry is simply gone.
                 self.unregister(owner);
             } else {
-                out.record(
-                    kind::REJECT,
-                    Some(from),
-                    Some("nick already registered".into()),
-                    None,
-                );
-                out.send(from, Frame::Close);
+                close(out, from, kind::REJECT, "nick already registered".into());
                 // The node's older connection is a dead socket: nothing the
                 // node sends from now on belongs to it.
                 self.by_node.remove(&from);
@@ -642,9 +629,7 @@ impl Directory {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
-        let node = conn.node;
-        out.record(kind::EVICT, Some(node), Some(reason), None);
-        out.send(node, Frame::Close);
+        close(out, conn.node, kind::EVICT, reason);
         self.unregister(id);
     }
 
@@ -666,4 +651,10 @@ impl Directory {
             self.by_key.remove(&conn.key);
         }
     }
+}
+
+/// Record why the directory drops `node`'s connection, and close it.
+fn close(out: &mut Outbox<Frame>, node: NodeId, kind: &'static str, reason: Cow<'static, str>) {
+    out.record(kind, Some(node), Some(reason), None);
+    out.send(node, Frame::Close);
 }

@@ -8,7 +8,7 @@
 //! TigerBeetle's VOPR): once every fault has ended, a silent peer is
 //! evicted within the model's bound.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use heartsim_sim::net::{Latency, LinkConfig};
@@ -128,37 +128,39 @@ fn clean(config: &LinkConfig, max_latency: Duration) -> bool {
         && config.reorder.is_never()
 }
 
-/// Why `p` does not count as healthy, or `None` if it does.
-fn unhealthy_because(scenario: &Scenario, p: NodeId) -> Option<&'static str> {
-    let spec = peer_spec(scenario, p)?;
+/// Whether peer `p` counts as healthy (see `HealthyPeerNeverEvicted`).
+fn is_healthy(scenario: &Scenario, p: NodeId) -> bool {
+    let Some(spec) = peer_spec(scenario, p) else {
+        return false;
+    };
     let dir = scenario.directory;
     let t = &scenario.timers;
     if spec.behaviour != Behaviour::Responsive {
-        return Some("not responsive");
+        return false; // not responsive
     }
     if spec.is_directory {
-        return Some("a directory peer");
+        return false; // a directory peer
     }
     let maker = matches!(
         scenario.profile.parse_location(&spec.location),
         Location::Maker(_)
     );
     if !spec.ping && !maker {
-        return Some("neither ping-capable nor a maker (never probed)");
+        return false; // neither ping-capable nor a maker (never probed)
     }
     if spec.location != PeerSpec::default_location(&spec.nick, spec.maker) {
-        return Some("a hand-written location");
+        return false; // a hand-written location
     }
     if spec
         .ping_directory_every
         .is_some_and(|d| d <= Duration::from_secs(10))
     {
-        return Some("PINGs the directory 6 or more times a minute");
+        return false; // PINGs the directory 6 or more times a minute
     }
     // The config must let a prompt peer be probed before it is hard-evicted.
     let period = t.sweep_interval + t.pong_wait;
     if t.hard_evict <= t.idle_threshold + period + period {
-        return Some("hard_evict leaves no room to probe first");
+        return false; // hard_evict leaves no room to probe first
     }
     // A PONG must come back well inside the wait, even on a fast clock.
     let max_latency = Duration::from_us(t.pong_wait.as_us() / 4);
@@ -175,7 +177,7 @@ fn unhealthy_because(scenario: &Scenario, p: NodeId) -> Option<&'static str> {
         .iter()
         .any(|&(f, to)| !clean(&initial(f, to), max_latency))
     {
-        return Some("a link is lossy, jittery, reordering or slow");
+        return false; // a link is lossy, jittery, reordering or slow
     }
     for (_, fault) in &scenario.faults {
         let touches = match fault {
@@ -197,16 +199,16 @@ fn unhealthy_because(scenario: &Scenario, p: NodeId) -> Option<&'static str> {
             _ => false,
         };
         if touches {
-            return Some("a fault touches it, its links, or the directory");
+            return false; // a fault touches it, its links, or the directory
         }
     }
-    None
+    true
 }
 
 fn healthy_never_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> Vec<String> {
     let healthy: BTreeSet<NodeId> = (0..scenario.nodes.len())
         .map(NodeId)
-        .filter(|&n| peer_spec(scenario, n).is_some() && unhealthy_because(scenario, n).is_none())
+        .filter(|&n| is_healthy(scenario, n))
         .collect();
     decisions
         .iter()
@@ -253,8 +255,7 @@ fn one_eviction(trace: &Trace, decisions: &[&Record]) -> Vec<String> {
     // A connection of peer P lives from its `register` to the next `evict`
     // or `disconnect` of P; a second `evict` before P registers again is a
     // double eviction.
-    let mut evicted_since_register: std::collections::BTreeMap<NodeId, &Record> =
-        std::collections::BTreeMap::new();
+    let mut evicted_since_register: BTreeMap<NodeId, &Record> = BTreeMap::new();
     let mut out = Vec::new();
     for r in decisions {
         let Some(p) = r.peer else { continue };
