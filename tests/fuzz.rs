@@ -155,6 +155,35 @@ fn eb812d4c_reconnect_mis_eviction_is_found_shrunk_and_replayable() {
     );
 }
 
+/// The committed regression file of the reconnect campaign: proptest tries
+/// its seeds before any new case.
+fn eb812d4c_regressions() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("proptest-regressions/eb812d4c-reconnect.txt")
+}
+
+#[test]
+fn eb812d4c_regression_seed_replays_the_failure_before_any_new_case() {
+    // One new case cannot find it (the fresh search needs 80): the failure
+    // comes from the committed seed.
+    let config = FuzzConfig {
+        cases: 1,
+        regressions: Some(eb812d4c_regressions()),
+        ..reconnect_config(Profile::JoinmarketNgEb812d4c, "fuzz-eb812d4c-regression")
+    };
+    let before = std::fs::read_to_string(eb812d4c_regressions()).expect("committed");
+    assert!(before.lines().any(|l| l.starts_with("cc ")), "{before}");
+    let failure = fuzz(&config, |_, _| {}).expect_err("the committed seed fails");
+    assert!(failure.to_string().contains("healthy-peer-never-evicted"));
+    let fresh = FuzzConfig {
+        cases: 1,
+        ..reconnect_config(Profile::JoinmarketNgEb812d4c, "fuzz-eb812d4c-fresh")
+    };
+    assert!(
+        fuzz(&fresh, |_, _| {}).is_ok(),
+        "one fresh case finds nothing"
+    );
+}
+
 #[test]
 fn the_same_budget_finds_nothing_in_joinmarket_ng_head() {
     let config = reconnect_config(Profile::JoinmarketNg, "fuzz-head");

@@ -36,14 +36,21 @@ pub enum Invariant {
     /// `hard_evict + 2 (sweep_interval + pong_wait)`, stretched by a slow
     /// directory clock and by backward wall-clock jumps.
     SilentPeerEvictedAfterHeal,
+    /// Once every fault has ended and its effects have had the same bound to
+    /// play out, a peer that answers every probe over links that are clean
+    /// again is not evicted. A peer evicted during the faults need not come
+    /// back: simulated peers, like upstream clients, reconnect only when
+    /// they see the directory close them.
+    HealthyPeerStaysRegisteredAfterHeal,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 4] = [
+    pub const ALL: [Invariant; 5] = [
         Invariant::HealthyPeerNeverEvicted,
         Invariant::DirectoryPeerNeverEvicted,
         Invariant::OneEvictionPerConnection,
         Invariant::SilentPeerEvictedAfterHeal,
+        Invariant::HealthyPeerStaysRegisteredAfterHeal,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +59,9 @@ impl Invariant {
             Invariant::DirectoryPeerNeverEvicted => "directory-peer-never-evicted",
             Invariant::OneEvictionPerConnection => "one-eviction-per-connection",
             Invariant::SilentPeerEvictedAfterHeal => "silent-peer-evicted-after-heal",
+            Invariant::HealthyPeerStaysRegisteredAfterHeal => {
+                "healthy-peer-stays-registered-after-heal"
+            }
         }
     }
 
@@ -93,6 +103,9 @@ pub fn check(scenario: &Scenario, trace: &Trace, invariants: &[Invariant]) -> Ve
             }
             Invariant::OneEvictionPerConnection => one_eviction(trace, &decisions),
             Invariant::SilentPeerEvictedAfterHeal => silent_evicted(scenario, trace, &decisions),
+            Invariant::HealthyPeerStaysRegisteredAfterHeal => {
+                healthy_stays_registered(scenario, trace, &decisions)
+            }
         };
         out.extend(found.into_iter().map(|message| Violation {
             invariant: inv,
@@ -128,12 +141,13 @@ fn clean(config: &LinkConfig, max_latency: Duration) -> bool {
         && config.reorder.is_never()
 }
 
-/// Whether peer `p` counts as healthy (see `HealthyPeerNeverEvicted`).
-fn is_healthy(scenario: &Scenario, p: NodeId) -> bool {
+/// Whether peer `p` answers every probe in time over clean links, whatever
+/// the faults: the part of `HealthyPeerNeverEvicted` that is about the peer
+/// and the timing config.
+fn answers_probes(scenario: &Scenario, p: NodeId) -> bool {
     let Some(spec) = peer_spec(scenario, p) else {
         return false;
     };
-    let dir = scenario.directory;
     let t = &scenario.timers;
     if spec.behaviour != Behaviour::Responsive {
         return false; // not responsive
@@ -159,50 +173,117 @@ fn is_healthy(scenario: &Scenario, p: NodeId) -> bool {
     }
     // The config must let a prompt peer be probed before it is hard-evicted.
     let period = t.sweep_interval + t.pong_wait;
-    if t.hard_evict <= t.idle_threshold + period + period {
-        return false; // hard_evict leaves no room to probe first
+    t.hard_evict > t.idle_threshold + period + period
+}
+
+/// The latency under which a PONG comes back well inside the wait, even on
+/// a fast directory clock.
+fn max_clean_latency(scenario: &Scenario) -> Duration {
+    Duration::from_us(scenario.timers.pong_wait.as_us() / 4)
+}
+
+/// The configured link `from -> to` before any fault.
+fn initial_link(scenario: &Scenario, from: NodeId, to: NodeId) -> LinkConfig {
+    scenario
+        .links
+        .iter()
+        .rev()
+        .find(|(f, t, _)| (*f, *t) == (from, to))
+        .map_or(scenario.network, |(_, _, c)| *c)
+}
+
+/// Whether peer `p` counts as healthy (see `HealthyPeerNeverEvicted`).
+fn is_healthy(scenario: &Scenario, p: NodeId) -> bool {
+    if !answers_probes(scenario, p) {
+        return false;
     }
-    // A PONG must come back well inside the wait, even on a fast clock.
-    let max_latency = Duration::from_us(t.pong_wait.as_us() / 4);
+    let dir = scenario.directory;
+    let max_latency = max_clean_latency(scenario);
     let links = [(dir, p), (p, dir)];
-    let initial = |from, to| {
-        scenario
-            .links
-            .iter()
-            .rev()
-            .find(|(f, t, _)| (*f, *t) == (from, to))
-            .map_or(scenario.network, |(_, _, c)| *c)
-    };
     if links
         .iter()
-        .any(|&(f, to)| !clean(&initial(f, to), max_latency))
+        .any(|&(f, to)| !clean(&initial_link(scenario, f, to), max_latency))
     {
         return false; // a link is lossy, jittery, reordering or slow
     }
+    !scenario.faults.iter().any(|(_, fault)| match fault {
+        Fault::Crash(n) | Fault::Restart(n) | Fault::Pause(n) | Fault::Resume(n) => {
+            *n == p || *n == dir
+        }
+        Fault::Stop(n) | Fault::Start(n) => *n == dir,
+        Fault::ClockJump { node, .. } => *node == dir,
+        Fault::Partition(rules) => separates(rules, p, dir),
+        Fault::Link { from, to, config } => {
+            links.contains(&(*from, *to)) && !clean(config, max_latency)
+        }
+        Fault::Break { from, to } | Fault::Hold { from, to } | Fault::Stall { from, to } => {
+            links.contains(&(*from, *to))
+        }
+        _ => false,
+    })
+}
+
+fn separates(rules: &[heartsim_sim::net::Partition], a: NodeId, b: NodeId) -> bool {
+    rules.iter().any(|r| {
+        (r.from.contains(&a) && r.to.contains(&b)) || (r.from.contains(&b) && r.to.contains(&a))
+    })
+}
+
+/// Whether peer `p` answers every probe and, once the last fault has
+/// happened, it and the directory run and its links are clean: every fault
+/// on them has been undone (see `HealthyPeerStaysRegisteredAfterHeal`).
+fn healthy_after_heal(scenario: &Scenario, p: NodeId) -> bool {
+    if !answers_probes(scenario, p) {
+        return false;
+    }
+    let dir = scenario.directory;
+    let max_latency = max_clean_latency(scenario);
+    let links = [(dir, p), (p, dir)];
+    let mut config: BTreeMap<(NodeId, NodeId), LinkConfig> = links
+        .iter()
+        .map(|&(f, t)| ((f, t), initial_link(scenario, f, t)))
+        .collect();
+    // Faults still in force at the end: crashed or paused nodes, a stopped
+    // directory, a partition, broken/held/stalled links.
+    let mut down: BTreeSet<NodeId> = BTreeSet::new();
+    let mut blocked: BTreeSet<(NodeId, NodeId)> = BTreeSet::new();
+    let mut partitioned = false;
     for (_, fault) in &scenario.faults {
-        let touches = match fault {
-            Fault::Crash(n) | Fault::Restart(n) | Fault::Pause(n) | Fault::Resume(n) => {
-                *n == p || *n == dir
+        match fault {
+            Fault::Crash(n) | Fault::Pause(n) => {
+                down.insert(*n);
             }
-            Fault::Stop(n) | Fault::Start(n) => *n == dir,
-            Fault::ClockJump { node, .. } => *node == dir,
-            Fault::Partition(rules) => rules.iter().any(|r| {
-                (r.from.contains(&p) && r.to.contains(&dir))
-                    || (r.from.contains(&dir) && r.to.contains(&p))
-            }),
-            Fault::Link { from, to, config } => {
-                links.contains(&(*from, *to)) && !clean(config, max_latency)
+            Fault::Stop(n) if *n == dir => {
+                down.insert(*n);
+            }
+            Fault::Restart(n) | Fault::Resume(n) | Fault::Start(n) => {
+                down.remove(n);
+            }
+            Fault::Partition(rules) => partitioned |= separates(rules, p, dir),
+            Fault::Heal => partitioned = false,
+            Fault::Link {
+                from,
+                to,
+                config: c,
+            } => {
+                if let Some(slot) = config.get_mut(&(*from, *to)) {
+                    *slot = *c;
+                }
             }
             Fault::Break { from, to } | Fault::Hold { from, to } | Fault::Stall { from, to } => {
-                links.contains(&(*from, *to))
+                blocked.insert((*from, *to));
             }
-            _ => false,
-        };
-        if touches {
-            return false; // a fault touches it, its links, or the directory
+            Fault::Repair { from, to } | Fault::Release { from, to } => {
+                blocked.remove(&(*from, *to));
+            }
+            _ => {}
         }
     }
-    true
+    !partitioned
+        && !down.contains(&p)
+        && !down.contains(&dir)
+        && links.iter().all(|l| !blocked.contains(l))
+        && config.values().all(|c| clean(c, max_latency))
 }
 
 fn healthy_never_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> Vec<String> {
@@ -322,15 +403,21 @@ pub fn silent_eviction_bound(scenario: &Scenario) -> Duration {
     )
 }
 
-fn silent_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> Vec<String> {
-    let end = Timestamp::ZERO + scenario.duration;
-    let last_fault = scenario
+/// When the last fault (or late node start) happens: phase two of the
+/// liveness invariants begins here.
+fn last_fault(scenario: &Scenario) -> Timestamp {
+    scenario
         .faults
         .iter()
         .map(|(t, _)| *t)
         .chain(scenario.nodes.iter().filter_map(|n| n.start_at))
         .max()
-        .unwrap_or(Timestamp::ZERO);
+        .unwrap_or(Timestamp::ZERO)
+}
+
+fn silent_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> Vec<String> {
+    let end = Timestamp::ZERO + scenario.duration;
+    let last_fault = last_fault(scenario);
     let dir = scenario.directory;
     // A directory that crashed or stopped forgot every registration before.
     let dir_reset = |after: Timestamp| {
@@ -371,4 +458,35 @@ fn silent_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> 
         }
     }
     out
+}
+
+fn healthy_stays_registered(
+    scenario: &Scenario,
+    trace: &Trace,
+    decisions: &[&Record],
+) -> Vec<String> {
+    let last_fault = last_fault(scenario);
+    // Evictions the faults caused land within the same bound a silent peer
+    // gets; after that, only the model can evict a healthy peer.
+    let Some(settled) = last_fault.checked_add(silent_eviction_bound(scenario)) else {
+        return Vec::new();
+    };
+    let healthy: BTreeSet<NodeId> = (0..scenario.nodes.len())
+        .map(NodeId)
+        .filter(|&n| healthy_after_heal(scenario, n))
+        .collect();
+    decisions
+        .iter()
+        .filter(|r| {
+            r.t > settled && removed_a_connection(r) && r.peer.is_some_and(|p| healthy.contains(&p))
+        })
+        .map(|r| {
+            format!(
+                "{} answers every probe over clean links since {last_fault} \
+                 (settled at {settled}), yet:\n    {}",
+                trace.name(r.peer.expect("filtered on peer")),
+                line(trace, r)
+            )
+        })
+        .collect()
 }
