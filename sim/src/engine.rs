@@ -587,7 +587,8 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         }
     }
 
-    fn fault_record(&mut self, node: Option<NodeId>, kind: &'static str, msg: Option<String>) {
+    fn fault_record(&mut self, fault: &Fault) {
+        let (node, kind, msg) = describe_fault(fault, &self.trace);
         self.trace.push(Record {
             t: self.now,
             node,
@@ -599,78 +600,23 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         });
     }
 
-    fn names_of(&self, set: &std::collections::BTreeSet<NodeId>) -> String {
-        set.iter()
-            .map(|n| self.trace.name(*n))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
     fn apply(&mut self, fault: Fault) {
+        self.fault_record(&fault);
         match fault {
-            Fault::Start(n) => {
-                self.fault_record(Some(n), kind::START, None);
-                self.boot(n);
-            }
-            Fault::Restart(n) => {
-                self.fault_record(Some(n), kind::RESTART, None);
-                self.boot(n);
-            }
+            Fault::Start(n) | Fault::Restart(n) => self.boot(n),
             Fault::Stop(n) => {
-                self.fault_record(Some(n), kind::STOP, None);
                 self.dispatch(n, Input::Stop);
                 self.take_down(n);
             }
-            Fault::Crash(n) => {
-                self.fault_record(Some(n), kind::CRASH, None);
-                self.take_down(n);
-            }
-            Fault::Partition(rules) => {
-                let msg = rules
-                    .iter()
-                    .map(|p| format!("{}->{}", self.names_of(&p.from), self.names_of(&p.to)))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                self.fault_record(None, kind::PARTITION, Some(msg));
-                self.net.partition(rules);
-            }
-            Fault::Heal => {
-                self.fault_record(None, kind::HEAL, None);
-                self.net.heal();
-            }
-            Fault::ClockJump { node, by_us } => {
-                let sign = if by_us < 0 { '-' } else { '+' };
-                let size = crate::Duration::from_us(by_us.unsigned_abs());
-                self.fault_record(Some(node), kind::CLOCK_JUMP, Some(format!("{sign}{size}")));
-                self.nodes[node.0].clock.jump(by_us);
-            }
-            Fault::Link { from, to, config } => {
-                let msg = format!(
-                    "{}->{} latency={:?} drop={} duplicate={}",
-                    self.trace.name(from),
-                    self.trace.name(to),
-                    config.latency,
-                    config.drop,
-                    config.duplicate
-                );
-                self.fault_record(None, kind::LINK, Some(msg));
-                self.net.set_link(from, to, config);
-            }
-            Fault::Break { from, to } => {
-                let msg = self.link_name(from, to);
-                self.fault_record(None, kind::BREAK, Some(msg));
-                self.net.break_link(from, to);
-            }
-            Fault::Repair { from, to } => {
-                let msg = self.link_name(from, to);
-                self.fault_record(None, kind::REPAIR, Some(msg));
-                self.net.repair_link(from, to);
-            }
+            Fault::Crash(n) => self.take_down(n),
+            Fault::Partition(rules) => self.net.partition(rules),
+            Fault::Heal => self.net.heal(),
+            Fault::ClockJump { node, by_us } => self.nodes[node.0].clock.jump(by_us),
+            Fault::Link { from, to, config } => self.net.set_link(from, to, config),
+            Fault::Break { from, to } => self.net.break_link(from, to),
+            Fault::Repair { from, to } => self.net.repair_link(from, to),
             Fault::Hold { from, to } | Fault::Stall { from, to } => {
                 let stall = matches!(fault, Fault::Stall { .. });
-                let kind = if stall { kind::STALL } else { kind::HOLD };
-                let msg = self.link_name(from, to);
-                self.fault_record(None, kind, Some(msg));
                 let held = self.held.entry((from, to)).or_insert(Held {
                     stall,
                     parked: Vec::new(),
@@ -679,8 +625,6 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 held.stall |= stall;
             }
             Fault::Release { from, to } => {
-                let msg = self.link_name(from, to);
-                self.fault_record(None, kind::RELEASE, Some(msg));
                 // Handed over at once, ahead of anything else due now.
                 if let Some(held) = self.held.remove(&(from, to)) {
                     for event in held.parked {
@@ -697,11 +641,9 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 }
             }
             Fault::Pause(n) => {
-                self.fault_record(Some(n), kind::PAUSE, None);
                 self.nodes[n.0].paused.get_or_insert_with(Vec::new);
             }
             Fault::Resume(n) => {
-                self.fault_record(Some(n), kind::RESUME, None);
                 let node = &mut self.nodes[n.0];
                 let parked = node.paused.take().unwrap_or_default();
                 // Re-arm from scratch: a deadline that passed while paused
@@ -713,7 +655,6 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 self.rearm(n);
             }
             Fault::ClockDrift { node, ppm } => {
-                self.fault_record(Some(node), kind::CLOCK_DRIFT, Some(format!("{ppm}ppm")));
                 // Validated when the scenario was read.
                 let changed = self.nodes[node.0].clock.set_drift(self.now, ppm);
                 debug_assert!(changed, "drift {ppm} out of range");
@@ -722,10 +663,6 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 self.rearm(node);
             }
         }
-    }
-
-    fn link_name(&self, from: NodeId, to: NodeId) -> String {
-        format!("{}->{}", self.trace.name(from), self.trace.name(to))
     }
 
     fn boot(&mut self, n: NodeId) {
@@ -883,6 +820,61 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The trace record of a fault: its node, kind and text. Every engine
+/// writes faults the same way, so their decision traces compare.
+pub fn describe_fault(
+    fault: &Fault,
+    names: &Trace,
+) -> (Option<NodeId>, &'static str, Option<String>) {
+    let link = |from: &NodeId, to: &NodeId| format!("{}->{}", names.name(*from), names.name(*to));
+    let group = |set: &std::collections::BTreeSet<NodeId>| {
+        set.iter()
+            .map(|n| names.name(*n))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match fault {
+        Fault::Start(n) => (Some(*n), kind::START, None),
+        Fault::Restart(n) => (Some(*n), kind::RESTART, None),
+        Fault::Stop(n) => (Some(*n), kind::STOP, None),
+        Fault::Crash(n) => (Some(*n), kind::CRASH, None),
+        Fault::Pause(n) => (Some(*n), kind::PAUSE, None),
+        Fault::Resume(n) => (Some(*n), kind::RESUME, None),
+        Fault::Partition(rules) => {
+            let msg = rules
+                .iter()
+                .map(|p| format!("{}->{}", group(&p.from), group(&p.to)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            (None, kind::PARTITION, Some(msg))
+        }
+        Fault::Heal => (None, kind::HEAL, None),
+        Fault::ClockJump { node, by_us } => {
+            let sign = if *by_us < 0 { '-' } else { '+' };
+            let size = crate::Duration::from_us(by_us.unsigned_abs());
+            (Some(*node), kind::CLOCK_JUMP, Some(format!("{sign}{size}")))
+        }
+        Fault::Link { from, to, config } => {
+            let msg = format!(
+                "{} latency={:?} drop={} duplicate={}",
+                link(from, to),
+                config.latency,
+                config.drop,
+                config.duplicate
+            );
+            (None, kind::LINK, Some(msg))
+        }
+        Fault::Break { from, to } => (None, kind::BREAK, Some(link(from, to))),
+        Fault::Repair { from, to } => (None, kind::REPAIR, Some(link(from, to))),
+        Fault::Hold { from, to } => (None, kind::HOLD, Some(link(from, to))),
+        Fault::Stall { from, to } => (None, kind::STALL, Some(link(from, to))),
+        Fault::Release { from, to } => (None, kind::RELEASE, Some(link(from, to))),
+        Fault::ClockDrift { node, ppm } => {
+            (Some(*node), kind::CLOCK_DRIFT, Some(format!("{ppm}ppm")))
         }
     }
 }
