@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use heartsim::fuzz::{fuzz, FaultKind, FuzzConfig, GenOptions};
 use heartsim::models::joinmarket::Profile;
-use heartsim::run::{check, context, describe, run, violations};
+#[cfg(madsim)]
+use heartsim::run::run_madsim;
+use heartsim::run::{check, context, describe, run, violations, Outcome};
 use heartsim::scenario::Scenario;
 use heartsim::sim::trace::{Level, Record};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -50,6 +52,11 @@ enum Command {
         /// Overwrite the --trace file if it exists.
         #[arg(long)]
         force: bool,
+        /// Which engine runs the scenario: `main` (the discrete-event
+        /// engine) or `madsim` (the machines in their async driver on a
+        /// madsim runtime; needs a build with RUSTFLAGS="--cfg madsim").
+        #[arg(long, value_enum, default_value_t = EngineArg::Main)]
+        engine: EngineArg,
     },
     /// Generate scenarios, run them, check their invariants; stop at the
     /// first failure and write it, shrunk, as a scenario file.
@@ -111,6 +118,12 @@ enum Model {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum EngineArg {
+    Main,
+    Madsim,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Format {
     Text,
     Jsonl,
@@ -144,7 +157,8 @@ fn main() -> ExitCode {
             decisions,
             trace,
             force,
-        } => run_files(&files, seed, format, decisions, trace, force),
+            engine,
+        } => run_files(&files, seed, format, decisions, trace, force, engine),
         Command::Fuzz {
             model: Model::JoinmarketDirectory,
             profile,
@@ -220,7 +234,16 @@ fn run_files(
     decisions_only: bool,
     trace_path: Option<PathBuf>,
     force: bool,
+    engine: EngineArg,
 ) -> ExitCode {
+    #[cfg(not(madsim))]
+    if engine == EngineArg::Madsim {
+        eprintln!(
+            "error: this heartsim was built without the madsim engine; build and run it with\n  \
+             RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/madsim cargo run -- run --engine madsim FILE..."
+        );
+        return ExitCode::from(2);
+    }
     // Validate every file before running any: a typo in the fifth file
     // should not cost the time of running the first four.
     let mut scenarios = Vec::new();
@@ -269,20 +292,33 @@ fn run_files(
             Level::Net
         };
         let seed_used = seed.unwrap_or(scenario.seed);
-        let replay = format!(
-            "cargo run --release -- run {} --seed {seed_used}",
-            scenario.path.display()
-        );
+        let replay = match engine {
+            EngineArg::Main => format!(
+                "cargo run --release -- run {} --seed {seed_used}",
+                scenario.path.display()
+            ),
+            EngineArg::Madsim => format!(
+                "RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/madsim cargo run --release -- run --engine madsim {} --seed {seed_used}",
+                scenario.path.display()
+            ),
+        };
         let mut report: Vec<String> = vec![format!(
             "== {} ({}, seed {seed_used}): {}",
             scenario.path.display(),
             scenario.profile.name(),
             scenario.name
         )];
-        match run(scenario, seed, keep) {
-            Err(limit) => {
+        let outcome: Result<Outcome, String> = match engine {
+            EngineArg::Main => run(scenario, seed, keep).map_err(|e| e.to_string()),
+            #[cfg(madsim)]
+            EngineArg::Madsim => run_madsim(scenario, seed, keep).map_err(|e| e.to_string()),
+            #[cfg(not(madsim))]
+            EngineArg::Madsim => unreachable!("refused above"),
+        };
+        match outcome {
+            Err(error) => {
                 failed = true;
-                report.push(format!("error: {limit}\n  replay: {replay}"));
+                report.push(format!("error: {error}\n  replay: {replay}"));
             }
             Ok(outcome) => {
                 let records: Vec<&Record> = outcome.trace.records().collect();

@@ -26,24 +26,8 @@ pub fn run(scenario: &Scenario, seed: Option<u64>, keep: Level) -> Result<Outcom
     for (from, to, link) in &scenario.links {
         net.set_link(*from, *to, *link);
     }
-    let specs = scenario
-        .nodes
-        .iter()
-        .map(|n| NodeSpec {
-            name: n.name.clone(),
-            clock: n.clock,
-            start_at: n.start_at,
-        })
-        .collect();
-    let dir_nick = scenario.nodes[scenario.directory.0].name.clone();
-    let factory = |id: NodeId| match &scenario.nodes[id.0].role {
-        NodeRole::Directory => Node::Directory(Box::new(Directory::new(
-            scenario.profile,
-            scenario.timers,
-            &dir_nick,
-        ))),
-        NodeRole::Peer(spec) => Node::Peer(Peer::new(spec.clone())),
-    };
+    let specs = node_specs(scenario);
+    let factory = factory(scenario);
     let mut engine = Engine::new(
         specs,
         net,
@@ -58,6 +42,55 @@ pub fn run(scenario: &Scenario, seed: Option<u64>, keep: Level) -> Result<Outcom
         trace: engine.into_trace(),
         stats,
     })
+}
+
+fn node_specs(scenario: &Scenario) -> Vec<NodeSpec> {
+    scenario
+        .nodes
+        .iter()
+        .map(|n| NodeSpec {
+            name: n.name.clone(),
+            clock: n.clock,
+            start_at: n.start_at,
+        })
+        .collect()
+}
+
+/// A fresh machine for node `id` at every (re)start. It owns what it needs,
+/// so an engine may keep it for the whole run (madsim's restartable nodes).
+fn factory(scenario: &Scenario) -> impl Fn(NodeId) -> Node + Send + Sync + 'static {
+    let roles: Vec<NodeRole> = scenario.nodes.iter().map(|n| n.role.clone()).collect();
+    let dir_nick = scenario.nodes[scenario.directory.0].name.clone();
+    let (profile, timers) = (scenario.profile, scenario.timers);
+    move |id: NodeId| match &roles[id.0] {
+        NodeRole::Directory => {
+            Node::Directory(Box::new(Directory::new(profile, timers, &dir_nick)))
+        }
+        NodeRole::Peer(spec) => Node::Peer(Peer::new(spec.clone())),
+    }
+}
+
+/// Run `scenario` on the madsim engine (built only under `--cfg madsim`):
+/// the same machines in the async driver on a madsim runtime seeded with
+/// the scenario's seed, or `seed`.
+#[cfg(madsim)]
+pub fn run_madsim(
+    scenario: &Scenario,
+    seed: Option<u64>,
+    keep: Level,
+) -> Result<Outcome, heartsim_sim::madsim_engine::MadsimError> {
+    use heartsim_sim::madsim_engine::{self, World};
+    let world = World {
+        nodes: node_specs(scenario),
+        network: scenario.network,
+        links: scenario.links.clone(),
+        faults: scenario.faults.clone(),
+        limits: scenario.limits,
+        keep,
+        seed: seed.unwrap_or(scenario.seed),
+    };
+    let (trace, stats) = madsim_engine::run(&world, factory(scenario))?;
+    Ok(Outcome { trace, stats })
 }
 
 /// Whether one expectation held, and if not, why.
@@ -203,4 +236,57 @@ pub fn context(trace: &Trace, e: &Expect, lines: usize) -> String {
         .iter()
         .map(|r| format!("    {}\n", trace.text_line(r)))
         .collect()
+}
+
+/// How far apart in time the madsim engine may put the same decision: each
+/// socket operation there costs at least 1 ms of virtual time (see
+/// `docs/engines.md`), and sleep-then-work loops carry that along.
+pub const ENGINE_TOLERANCE: heartsim_sim::Duration = heartsim_sim::Duration::from_ms(250);
+
+/// The decisions of `a` and `b` up to `until` that have no partner in the
+/// other: the same node, kind, peer, reason and text, at most `tolerance`
+/// apart. Order among records that close is not compared (madsim orders
+/// same-instant tasks by its own seeded choice). Records within `tolerance`
+/// of `until` are not compared: the run may end between the two. Empty
+/// means the traces agree.
+pub fn decision_differences(
+    a: &Trace,
+    b: &Trace,
+    tolerance: heartsim_sim::Duration,
+    until: heartsim_sim::Timestamp,
+) -> Vec<String> {
+    let key = |r: &Record| (r.node, r.kind, r.peer, r.reason.clone(), r.msg.clone());
+    let cut = heartsim_sim::Timestamp::from_us(until.as_us().saturating_sub(tolerance.as_us()));
+    // Partners of records up to `cut` may lie up to `until`.
+    let theirs: Vec<&Record> = b.decisions().filter(|r| r.t <= until).collect();
+    let mut matched = vec![false; theirs.len()];
+    let mut out = Vec::new();
+    // Both are in time order: the first free partner within the tolerance
+    // starts at or after `low`.
+    let mut low = 0;
+    for r in a.decisions().filter(|r| r.t <= cut) {
+        while low < theirs.len() && theirs[low].t + tolerance < r.t {
+            if !matched[low] {
+                out.push(format!(
+                    "only in the second: {}",
+                    b.text_line(theirs[low]).trim()
+                ));
+                matched[low] = true;
+            }
+            low += 1;
+        }
+        let partner = (low..theirs.len())
+            .take_while(|&i| theirs[i].t <= r.t + tolerance)
+            .find(|&i| !matched[i] && key(theirs[i]) == key(r));
+        match partner {
+            Some(i) => matched[i] = true,
+            None => out.push(format!("only in the first:  {}", a.text_line(r).trim())),
+        }
+    }
+    for (i, r) in theirs.iter().enumerate() {
+        if !matched[i] && r.t <= cut {
+            out.push(format!("only in the second: {}", b.text_line(r).trim()));
+        }
+    }
+    out
 }

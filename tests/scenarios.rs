@@ -13,20 +13,7 @@ use heartsim::scenario::Scenario;
 use heartsim::sim::trace::{Level, Record};
 use libtest_mimic::{Arguments, Failed, Trial};
 
-fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("scenarios/ is readable")
-        .map(|e| e.expect("directory entry").path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            scenario_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "toml") {
-            out.push(p);
-        }
-    }
-}
+mod common;
 
 fn jsonl(scenario: &Scenario) -> Result<Vec<u8>, Failed> {
     let outcome = run(scenario, None, Level::Net).map_err(|e| Failed::from(e.to_string()))?;
@@ -129,8 +116,7 @@ fn check_scenario(root: &Path, path: &Path) -> Result<(), Failed> {
 fn main() {
     let args = Arguments::from_args();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    scenario_files(&root.join("scenarios"), &mut files);
+    let files = common::scenario_files(&root.join("scenarios"));
     assert!(!files.is_empty(), "no scenario files under scenarios/");
     let trials = files
         .into_iter()

@@ -52,7 +52,7 @@ pub enum Input<M> {
 
 /// Whether, and how, the sender waits for a send's outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Wait {
+pub(crate) enum Wait {
     /// Fire and forget.
     No,
     /// A blocking write (`await writer.drain()`): on a stalled link the
@@ -64,7 +64,7 @@ enum Wait {
 }
 
 #[derive(Debug)]
-enum Output<M> {
+pub(crate) enum Output<M> {
     Send { to: NodeId, msg: M, wait: Wait },
     Record(Record),
 }
@@ -156,6 +156,20 @@ impl<M> Outbox<M> {
     }
     pub fn clear(&mut self) {
         self.items.clear();
+    }
+    /// Take what the machine asked for, in order (for drivers in this crate).
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, Output<M>> {
+        self.items.drain(..)
+    }
+}
+
+impl Wait {
+    /// The token a `SendDone` must carry, if the sender waits for one.
+    pub(crate) fn token(self) -> Option<u64> {
+        match self {
+            Wait::No => None,
+            Wait::Write(t) | Wait::Try(t) => Some(t),
+        }
     }
 }
 

@@ -35,7 +35,10 @@
 //! byte-identical traces on every run and machine.
 
 pub mod clock;
+pub mod driver;
 pub mod engine;
+#[cfg(madsim)]
+pub mod madsim_engine;
 pub mod net;
 pub mod rng;
 pub mod time;

@@ -32,6 +32,10 @@ impl Ratio {
     pub fn is_never(self) -> bool {
         self.num == 0
     }
+    /// As a float, for engines that take one (madsim's loss rate).
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.num) / f64::from(self.den)
+    }
     /// One draw: true with probability `num/den`. Draws nothing when the ratio
     /// is zero, so a link with `0/100` loss consumes no randomness.
     pub fn sample(self, rng: &mut ChaCha8Rng) -> bool {

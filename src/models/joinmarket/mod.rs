@@ -31,7 +31,8 @@ pub const NOT_SERVING_ONION: &str = "NOT-SERVING-ONION";
 
 /// One line on a peer connection. Real frames are JSON envelopes ending in
 /// `\r\n`; the simulation keeps their meaning and prints their wire text.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// (The async driver carries them as serde JSON.)
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Frame {
     /// The peer's handshake. `ping` is `features["ping"] is True`.
     Handshake {
