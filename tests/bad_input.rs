@@ -350,3 +350,26 @@ fn cli_exits_2_without_panicking_and_keeps_existing_trace_files() {
     assert_eq!(std::fs::read_to_string(&trace).unwrap(), "precious");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn madsim_engine_in_a_normal_build_says_how_to_get_one() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heartsim"))
+        .args([
+            "run",
+            "--engine",
+            "madsim",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scenarios/joinmarket/ping-flood-disconnected-rs.toml"
+            ),
+        ])
+        .output()
+        .expect("heartsim runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if cfg!(madsim) {
+        return; // this build has the engine
+    }
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(r#"RUSTFLAGS="--cfg madsim""#), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing run");
+}
