@@ -117,6 +117,10 @@ enum Model {
     JoinmarketDirectory,
 }
 
+/// What `--engine madsim` says in a build without the madsim engine.
+const NO_MADSIM: &str = "this heartsim was built without the madsim engine; build and run it with\n  \
+     RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/madsim cargo run -- run --engine madsim FILE...";
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum EngineArg {
     Main,
@@ -236,12 +240,8 @@ fn run_files(
     force: bool,
     engine: EngineArg,
 ) -> ExitCode {
-    #[cfg(not(madsim))]
-    if engine == EngineArg::Madsim {
-        eprintln!(
-            "error: this heartsim was built without the madsim engine; build and run it with\n  \
-             RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/madsim cargo run -- run --engine madsim FILE..."
-        );
+    if cfg!(not(madsim)) && engine == EngineArg::Madsim {
+        eprintln!("error: {NO_MADSIM}");
         return ExitCode::from(2);
     }
     // Validate every file before running any: a typo in the fifth file
@@ -313,7 +313,7 @@ fn run_files(
             #[cfg(madsim)]
             EngineArg::Madsim => run_madsim(scenario, seed, keep).map_err(|e| e.to_string()),
             #[cfg(not(madsim))]
-            EngineArg::Madsim => unreachable!("refused above"),
+            EngineArg::Madsim => Err(NO_MADSIM.to_string()),
         };
         match outcome {
             Err(error) => {

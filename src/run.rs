@@ -255,7 +255,9 @@ pub fn decision_differences(
     tolerance: heartsim_sim::Duration,
     until: heartsim_sim::Timestamp,
 ) -> Vec<String> {
-    let key = |r: &Record| (r.node, r.kind, r.peer, r.reason.clone(), r.msg.clone());
+    let same = |x: &Record, y: &Record| {
+        (x.node, x.kind, x.peer, &x.reason, &x.msg) == (y.node, y.kind, y.peer, &y.reason, &y.msg)
+    };
     let cut = heartsim_sim::Timestamp::from_us(until.as_us().saturating_sub(tolerance.as_us()));
     // Partners of records up to `cut` may lie up to `until`.
     let theirs: Vec<&Record> = b.decisions().filter(|r| r.t <= until).collect();
@@ -277,7 +279,7 @@ pub fn decision_differences(
         }
         let partner = (low..theirs.len())
             .take_while(|&i| theirs[i].t <= r.t + tolerance)
-            .find(|&i| !matched[i] && key(theirs[i]) == key(r));
+            .find(|&i| !matched[i] && same(theirs[i], r));
         match partner {
             Some(i) => matched[i] = true,
             None => out.push(format!("only in the first:  {}", a.text_line(r).trim())),

@@ -122,7 +122,9 @@ fn instant_now() -> Instant {
 
 #[cfg(not(madsim))]
 fn instant_now() -> Instant {
-    // tokio's clock: the deployed driver's real time.
+    // tokio's clock: a deployed driver runs on real time. No simulation
+    // uses this build of the driver (the main engine calls machines
+    // directly), so it never reaches a simulated trace.
     Instant::now()
 }
 
@@ -157,8 +159,7 @@ where
             let t = io.global_now();
             let now = lock(&io.clock).now(t);
             machine.handle(now, input, &mut out);
-            let items: Vec<_> = out.drain().collect();
-            for item in items {
+            for item in out.drain() {
                 match item {
                     Output::Record(mut r) => {
                         r.t = t;

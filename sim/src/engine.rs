@@ -601,21 +601,9 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         }
     }
 
-    fn fault_record(&mut self, fault: &Fault) {
-        let (node, kind, msg) = describe_fault(fault, &self.trace);
-        self.trace.push(Record {
-            t: self.now,
-            node,
-            kind,
-            peer: None,
-            reason: None,
-            msg: msg.map(Cow::Owned),
-            level: Level::Decision,
-        });
-    }
-
     fn apply(&mut self, fault: Fault) {
-        self.fault_record(&fault);
+        let record = fault_record(&fault, self.now, &self.trace);
+        self.trace.push(record);
         match fault {
             Fault::Start(n) | Fault::Restart(n) => self.boot(n),
             Fault::Stop(n) => {
@@ -838,12 +826,23 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
     }
 }
 
-/// The trace record of a fault: its node, kind and text. Every engine
-/// writes faults the same way, so their decision traces compare.
-pub fn describe_fault(
-    fault: &Fault,
-    names: &Trace,
-) -> (Option<NodeId>, &'static str, Option<String>) {
+/// The trace record of `fault` applied at `t`. Every engine writes faults
+/// the same way, so their decision traces compare.
+pub fn fault_record(fault: &Fault, t: Timestamp, names: &Trace) -> Record {
+    let (node, kind, msg) = describe_fault(fault, names);
+    Record {
+        t,
+        node,
+        kind,
+        peer: None,
+        reason: None,
+        msg: msg.map(Cow::Owned),
+        level: Level::Decision,
+    }
+}
+
+/// A fault's node, record kind and text.
+fn describe_fault(fault: &Fault, names: &Trace) -> (Option<NodeId>, &'static str, Option<String>) {
     let link = |from: &NodeId, to: &NodeId| format!("{}->{}", names.name(*from), names.name(*to));
     let group = |set: &std::collections::BTreeSet<NodeId>| {
         set.iter()

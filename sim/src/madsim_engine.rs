@@ -39,10 +39,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::driver::{drive, lock, AddressBook, Control, NodeIo, Shared};
-use crate::engine::describe_fault;
+use crate::engine::fault_record;
 use crate::net::{Latency, LinkConfig};
 use crate::time::Timestamp;
-use crate::trace::{Level, Record, Trace};
+use crate::trace::{Level, Trace};
 use crate::{Clock, Fault, LimitError, Limits, Machine, NodeId, NodeSpec, Stats};
 
 /// Why a scenario did not run on madsim.
@@ -205,16 +205,8 @@ where
         }
         {
             let mut trace = lock(&shared.trace);
-            let (node, kind, msg) = describe_fault(&fault, &trace);
-            trace.push(Record {
-                t,
-                node,
-                kind,
-                peer: None,
-                reason: None,
-                msg: msg.map(std::borrow::Cow::Owned),
-                level: Level::Decision,
-            });
+            let record = fault_record(&fault, t, &trace);
+            trace.push(record);
         }
         let madsim_id = |slots: &[Slot], n: NodeId| slots[n.0].handle.as_ref().map(NodeHandle::id);
         match fault {
