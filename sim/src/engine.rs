@@ -376,6 +376,9 @@ pub struct Engine<M: Machine, F: FnMut(NodeId) -> M> {
     trace: Trace,
     stats: Stats,
     outbox: Outbox<M::Msg>,
+    /// Inputs still to hand to the node being dispatched (kept between
+    /// dispatches so that an event allocates nothing for them).
+    pending: VecDeque<Input<M::Msg>>,
 }
 
 /// How a node starts: its name, clock, and when (if ever) it first starts.
@@ -419,6 +422,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             trace: Trace::new(names, keep),
             stats: Stats::default(),
             outbox: Outbox::new(NodeId(0)),
+            pending: VecDeque::new(),
         };
         // Node starts are faults like any other, queued first so that at
         // equal times a node starts before anything scheduled after it.
@@ -709,7 +713,8 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
     /// Hand `input` to node `n`, then carry out its outputs. Awaited sends
     /// are answered at once and before anything else reaches the node.
     fn dispatch(&mut self, n: NodeId, input: Input<M::Msg>) {
-        let mut pending = VecDeque::from([input]);
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.push_back(input);
         let mut out = std::mem::replace(&mut self.outbox, Outbox::new(n));
         out.node = n;
         while let Some(input) = pending.pop_front() {
@@ -759,6 +764,8 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             }
         }
         self.outbox = out;
+        pending.clear(); // left over if the machine went away meanwhile
+        self.pending = pending;
         self.rearm(n);
     }
 
@@ -772,20 +779,24 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         match self.net.route(from, to, |id| names.name(id).to_string()) {
             Fate::Lost => self.net_record(kind::DROP, from, to, "loss", &msg),
             Fate::Partitioned => self.net_record(kind::DROP, from, to, "partition", &msg),
-            Fate::Deliver(delays) => {
+            Fate::Deliver { delay, duplicate } => {
                 self.net_record(kind::SEND, from, to, "", &msg);
                 let incarnation = self.nodes[to.0].incarnation;
-                for (i, delay) in delays.into_iter().enumerate() {
-                    if i > 0 {
+                let deliver = |msg| Event::Deliver {
+                    from,
+                    to,
+                    incarnation,
+                    msg,
+                };
+                // The message itself goes to the last delivery: a copy only
+                // when the network duplicates it.
+                match duplicate {
+                    None => self.push(self.now + delay, deliver(msg)),
+                    Some(again) => {
+                        self.push(self.now + delay, deliver(msg.clone()));
                         self.net_record(kind::DUPLICATE, from, to, "", &msg);
+                        self.push(self.now + again, deliver(msg));
                     }
-                    let event = Event::Deliver {
-                        from,
-                        to,
-                        incarnation,
-                        msg: msg.clone(),
-                    };
-                    self.push(self.now + delay, event);
                 }
             }
         }

@@ -10,7 +10,8 @@
 //! block_on(supervisor):
 //!     for each fault in (time, order) order: sleep until its time, then
 //!         start      -> first time: build the madsim node (its init task is the
-//!                       driver with a fresh machine); later: Handle::restart
+//!                       driver with a fresh machine) and clog it if a partition
+//!                       covers it; later: Handle::restart
 //!         restart    -> Handle::kill, then Handle::restart (a new machine)
 //!         stop       -> Control::Stop to the driver (Input::Stop, then it returns)
 //!         crash      -> Handle::kill (its sockets go with it)
@@ -224,6 +225,9 @@ where
                             &factory,
                         );
                         slots[n.0].handle = Some(built);
+                        // A partition made before this node existed in
+                        // madsim covers it too (clogging is idempotent).
+                        apply_clogs(&net, &slots, &clogged, true);
                     }
                     Some(id) => {
                         // Kill first: a restart alone keeps the old socket bound.
@@ -293,9 +297,8 @@ where
 }
 
 /// Clog (or unclog) every blocked direction between nodes madsim knows.
-/// A node built later gets no clog: partitions name nodes that exist by then
-/// in every scenario the validator accepts, and madsim ids exist only once
-/// built. (A message to a node never started is dropped anyway.)
+/// madsim ids exist only once a node is built, so a node first started
+/// during a partition is clogged when it is built.
 fn apply_clogs(net: &NetSim, slots: &[Slot], links: &BTreeSet<(NodeId, NodeId)>, clog: bool) {
     for &(from, to) in links {
         let (Some(a), Some(b)) = (&slots[from.0].handle, &slots[to.0].handle) else {

@@ -130,8 +130,11 @@ impl Partition {
 /// What the network decided for one send.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fate {
-    /// Deliver after each of these delays (two when duplicated).
-    Deliver(Vec<Duration>),
+    /// Deliver after `delay`, and a copy after `duplicate` if drawn.
+    Deliver {
+        delay: Duration,
+        duplicate: Option<Duration>,
+    },
     Lost,
     Partitioned,
 }
@@ -200,7 +203,10 @@ impl Network {
         }
         let config = *self.link(from, to);
         if !config.is_random() {
-            return Fate::Deliver(vec![config.latency.fixed()]);
+            return Fate::Deliver {
+                delay: config.latency.fixed(),
+                duplicate: None,
+            };
         }
         let seed = self.seed;
         let rng = self.rngs.entry((from, to)).or_insert_with(|| {
@@ -209,11 +215,11 @@ impl Network {
         if config.drop.sample(rng) {
             return Fate::Lost;
         }
-        let mut delays = vec![config.delay(rng)];
-        if config.duplicate.sample(rng) {
-            delays.push(config.delay(rng));
-        }
-        Fate::Deliver(delays)
+        // Drawn in this order (delay, then duplicate and its delay) so
+        // that traces replay as they were written.
+        let delay = config.delay(rng);
+        let duplicate = config.duplicate.sample(rng).then(|| config.delay(rng));
+        Fate::Deliver { delay, duplicate }
     }
 }
 
@@ -235,12 +241,18 @@ mod tests {
         assert_eq!(net.route(NodeId(0), NodeId(1), name), Fate::Partitioned);
         assert_eq!(
             net.route(NodeId(1), NodeId(0), name),
-            Fate::Deliver(vec![Duration::ZERO])
+            Fate::Deliver {
+                delay: Duration::ZERO,
+                duplicate: None
+            }
         );
         net.heal();
         assert_eq!(
             net.route(NodeId(0), NodeId(1), name),
-            Fate::Deliver(vec![Duration::ZERO])
+            Fate::Deliver {
+                delay: Duration::ZERO,
+                duplicate: None
+            }
         );
     }
 
@@ -265,7 +277,7 @@ mod tests {
         let arrivals: Vec<u64> = (0..2_000u64)
             .map(|i| match net.route(NodeId(0), NodeId(1), name) {
                 // Sent 1 ms apart.
-                Fate::Deliver(d) => i * 1_000 + d[0].as_us(),
+                Fate::Deliver { delay, .. } => i * 1_000 + delay.as_us(),
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -302,7 +314,10 @@ mod tests {
             let want = uniform.latency.sample(&mut rng);
             assert_eq!(
                 a.route(NodeId(0), NodeId(1), name),
-                Fate::Deliver(vec![want])
+                Fate::Deliver {
+                    delay: want,
+                    duplicate: None
+                }
             );
         }
     }
