@@ -388,3 +388,166 @@ fn the_rate_comparison_catches_one_more_percent_of_loss() {
     let z = at(&a).sigma_apart(at(&b));
     assert!(z.abs() > SIGMA, "only {z:.1} sigma apart");
 }
+
+/// The pattern `docs/engines.md` shows for your own heartbeat code: a
+/// machine of its own (not a heartsim model), run on both engines from one
+/// world. Node 0 watches node 1's one-a-second beats and declares it dead
+/// after 3 s of silence.
+mod own_machine {
+    use std::borrow::Cow;
+
+    use heartsim::sim::engine::{
+        Deadline, Engine, Fault, Input, Limits, Machine, NodeSpec, Outbox,
+    };
+    use heartsim::sim::madsim_engine::{self, World};
+    use heartsim::sim::net::{Latency, LinkConfig, Network};
+    use heartsim::sim::trace::{Level, Trace};
+    use heartsim::sim::{Clock, Duration, NodeId, Now, Timestamp};
+    use serde::{Deserialize, Serialize};
+
+    const BEAT_EVERY: Duration = Duration::from_secs(1);
+    const DEAD_AFTER: Duration = Duration::from_secs(3);
+    const MONITOR: NodeId = NodeId(0);
+    const TARGET: NodeId = NodeId(1);
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct Beat;
+
+    pub enum Heartbeat {
+        Sender { next_beat: Option<Timestamp> },
+        Monitor { last_heard: Timestamp, dead: bool },
+    }
+
+    impl Heartbeat {
+        pub fn new(id: NodeId) -> Heartbeat {
+            if id == MONITOR {
+                Heartbeat::Monitor {
+                    last_heard: Timestamp::ZERO,
+                    dead: false,
+                }
+            } else {
+                Heartbeat::Sender { next_beat: None }
+            }
+        }
+    }
+
+    impl Machine for Heartbeat {
+        type Msg = Beat;
+        fn handle(&mut self, now: Now, input: Input<Beat>, out: &mut Outbox<Beat>) {
+            match (self, input) {
+                // The first beat one interval after start, then every interval.
+                (Heartbeat::Sender { next_beat }, Input::Start) => {
+                    *next_beat = Some(now.mono + BEAT_EVERY);
+                }
+                (Heartbeat::Sender { next_beat }, Input::Timeout) => {
+                    if let Some(at) = next_beat.filter(|at| now.mono >= *at) {
+                        out.send(MONITOR, Beat);
+                        *next_beat = Some(at + BEAT_EVERY);
+                    }
+                }
+                (Heartbeat::Monitor { last_heard, .. }, Input::Start) => *last_heard = now.mono,
+                (Heartbeat::Monitor { last_heard, dead }, Input::Recv { .. }) => {
+                    *last_heard = now.mono;
+                    if *dead {
+                        *dead = false;
+                        out.record("alive", Some(TARGET), None, None);
+                    }
+                }
+                (Heartbeat::Monitor { last_heard, dead }, Input::Timeout)
+                    if !*dead && now.mono >= *last_heard + DEAD_AFTER =>
+                {
+                    *dead = true;
+                    out.record("dead", Some(TARGET), Some("silent 3 s".into()), None);
+                }
+                _ => {}
+            }
+        }
+        fn poll_timeout(&self) -> Option<Deadline> {
+            match self {
+                Heartbeat::Sender { next_beat } => {
+                    next_beat.map(|at| Deadline { at, reason: "beat" })
+                }
+                Heartbeat::Monitor { dead: true, .. } => None,
+                Heartbeat::Monitor { last_heard, .. } => Some(Deadline {
+                    at: *last_heard + DEAD_AFTER,
+                    reason: "silence",
+                }),
+            }
+        }
+        fn describe(_: &Beat) -> Cow<'static, str> {
+            "beat".into()
+        }
+    }
+
+    /// The target crashes at 60.5 s and restarts at 70 s; 10 ms links.
+    pub fn world() -> World {
+        let node = |name: &str| NodeSpec {
+            name: name.into(),
+            clock: Clock::default(),
+            start_at: Some(Timestamp::ZERO),
+        };
+        World {
+            nodes: vec![node("monitor"), node("target")],
+            network: LinkConfig {
+                latency: Latency::Fixed(Duration::from_ms(10)),
+                ..LinkConfig::default()
+            },
+            links: Vec::new(),
+            faults: vec![
+                (Timestamp::from_us(60_500_000), Fault::Crash(TARGET)),
+                (Timestamp::from_us(70_000_000), Fault::Restart(TARGET)),
+            ],
+            limits: Limits {
+                end: Timestamp::from_us(90_000_000),
+                ..Limits::default()
+            },
+            keep: Level::Decision,
+            seed: 7,
+        }
+    }
+
+    pub fn on_main(world: &World) -> Trace {
+        let mut engine = Engine::new(
+            world.nodes.clone(),
+            Network::new(world.seed, world.network),
+            world.faults.clone(),
+            world.limits,
+            world.keep,
+            Heartbeat::new,
+        );
+        engine.run().expect("within limits");
+        engine.into_trace()
+    }
+
+    pub fn on_madsim(world: &World) -> Trace {
+        madsim_engine::run(world, Heartbeat::new)
+            .expect("runs on madsim")
+            .0
+    }
+}
+
+#[test]
+fn your_own_heartbeat_machine_on_both_engines() {
+    let world = own_machine::world();
+    let (main, madsim) = (own_machine::on_main(&world), own_machine::on_madsim(&world));
+    let at = |t: &Trace, kind: &str| {
+        t.decisions()
+            .find(|r| r.kind == kind)
+            .map(|r| r.t)
+            .unwrap_or_else(|| panic!("no {kind} in\n{}", decision_text(t)))
+    };
+    // Main engine, exactly: the last beat leaves at 60 s and lands at
+    // 60.010 s; 3 s later the target is dead. Restarted at 70 s, its first
+    // beat leaves at 71 s and lands at 71.010 s.
+    assert_eq!(at(&main, "dead"), Timestamp::from_us(63_010_000));
+    assert_eq!(at(&main, "alive"), Timestamp::from_us(71_010_000));
+    // madsim: the same decisions, its socket costs allowed for.
+    // (madsim says 63.015 s and 71.013 s: its sockets' milliseconds.)
+    let diff = decision_differences(&main, &madsim, ENGINE_TOLERANCE, world.limits.end);
+    assert!(
+        diff.is_empty(),
+        "{diff:?}\nmain:\n{}madsim:\n{}",
+        decision_text(&main),
+        decision_text(&madsim)
+    );
+}
