@@ -243,18 +243,34 @@ pub fn context(trace: &Trace, e: &Expect, lines: usize) -> String {
 /// `docs/engines.md`), and sleep-then-work loops carry that along.
 pub const ENGINE_TOLERANCE: heartsim_sim::Duration = heartsim_sim::Duration::from_ms(250);
 
+/// A decision one trace has and the other lacks (see
+/// [`decision_differences`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    /// When the unmatched record was made.
+    pub t: heartsim_sim::Timestamp,
+    /// `only in the first: <line>` or `only in the second: <line>`.
+    pub text: String,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// The decisions of `a` and `b` up to `until` that have no partner in the
 /// other: the same node, kind, peer, reason and text, at most `tolerance`
 /// apart. Order among records that close is not compared (madsim orders
 /// same-instant tasks by its own seeded choice). Records within `tolerance`
 /// of `until` are not compared: the run may end between the two. Empty
-/// means the traces agree.
+/// means the traces agree. Differences come in no particular time order.
 pub fn decision_differences(
     a: &Trace,
     b: &Trace,
     tolerance: heartsim_sim::Duration,
     until: heartsim_sim::Timestamp,
-) -> Vec<String> {
+) -> Vec<Difference> {
     let same = |x: &Record, y: &Record| {
         (x.node, x.kind, x.peer, &x.reason, &x.msg) == (y.node, y.kind, y.peer, &y.reason, &y.msg)
     };
@@ -269,10 +285,10 @@ pub fn decision_differences(
     for r in a.decisions().filter(|r| r.t <= cut) {
         while low < theirs.len() && theirs[low].t + tolerance < r.t {
             if !matched[low] {
-                out.push(format!(
-                    "only in the second: {}",
-                    b.text_line(theirs[low]).trim()
-                ));
+                out.push(Difference {
+                    t: theirs[low].t,
+                    text: format!("only in the second: {}", b.text_line(theirs[low]).trim()),
+                });
                 matched[low] = true;
             }
             low += 1;
@@ -282,12 +298,18 @@ pub fn decision_differences(
             .find(|&i| !matched[i] && same(theirs[i], r));
         match partner {
             Some(i) => matched[i] = true,
-            None => out.push(format!("only in the first:  {}", a.text_line(r).trim())),
+            None => out.push(Difference {
+                t: r.t,
+                text: format!("only in the first:  {}", a.text_line(r).trim()),
+            }),
         }
     }
     for (i, r) in theirs.iter().enumerate() {
         if !matched[i] && r.t <= cut {
-            out.push(format!("only in the second: {}", b.text_line(r).trim()));
+            out.push(Difference {
+                t: r.t,
+                text: format!("only in the second: {}", b.text_line(r).trim()),
+            });
         }
     }
     out
