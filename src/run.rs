@@ -274,7 +274,7 @@ pub fn decision_differences(
     let same = |x: &Record, y: &Record| {
         (x.node, x.kind, x.peer, &x.reason, &x.msg) == (y.node, y.kind, y.peer, &y.reason, &y.msg)
     };
-    let cut = heartsim_sim::Timestamp::from_us(until.as_us().saturating_sub(tolerance.as_us()));
+    let cut = until.saturating_sub(tolerance);
     // Partners of records up to `cut` may lie up to `until`.
     let theirs: Vec<&Record> = b.decisions().filter(|r| r.t <= until).collect();
     let mut matched = vec![false; theirs.len()];

@@ -19,6 +19,7 @@
 
 use std::path::PathBuf;
 
+use heartsim::models::joinmarket::kind;
 use heartsim::run::{decision_differences, decision_text, run, run_madsim, ENGINE_TOLERANCE};
 use heartsim::scenario::Scenario;
 use heartsim::sim::madsim_engine::MadsimError;
@@ -35,9 +36,7 @@ fn root() -> PathBuf {
 /// Whether the scenario's network is free of randomness the two engines
 /// would draw differently.
 fn deterministic_network(s: &Scenario) -> bool {
-    let fixed = |c: &heartsim::sim::net::LinkConfig| {
-        matches!(c.latency, Latency::Fixed(_)) && !c.is_random()
-    };
+    let fixed = |c: &LinkConfig| matches!(c.latency, Latency::Fixed(_)) && !c.is_random();
     fixed(&s.network) && s.links.iter().all(|(_, _, c)| fixed(c))
 }
 
@@ -195,23 +194,16 @@ fn the_comparison_catches_a_one_step_difference() {
 #[test]
 fn madsim_runs_are_deterministic() {
     let s = load("lossy-links-evict-healthy-peers-ng.toml");
-    let once = decision_text(
-        &run_madsim(&s, Some(5), Level::Decision)
-            .expect("runs")
-            .trace,
-    );
-    let twice = decision_text(
-        &run_madsim(&s, Some(5), Level::Decision)
-            .expect("runs")
-            .trace,
-    );
-    assert_eq!(once, twice);
-    let other = decision_text(
-        &run_madsim(&s, Some(6), Level::Decision)
-            .expect("runs")
-            .trace,
-    );
-    assert_ne!(once, other, "another seed draws other losses");
+    let text = |seed| {
+        decision_text(
+            &run_madsim(&s, Some(seed), Level::Decision)
+                .expect("runs")
+                .trace,
+        )
+    };
+    let once = text(5);
+    assert_eq!(once, text(5));
+    assert_ne!(once, text(6), "another seed draws other losses");
 }
 
 #[test]
@@ -254,9 +246,9 @@ kind = "heal"
     .expect("valid");
     let main = run(&s, None, Level::Decision).expect("runs");
     let madsim = run_madsim(&s, None, Level::Decision).expect("runs");
-    let registered = |t: &heartsim::sim::trace::Trace, who: &str| {
+    let registered = |t: &Trace, who: &str| {
         t.decisions()
-            .any(|r| r.kind == "register" && t.node_name(r.peer) == who)
+            .any(|r| r.kind == kind::REGISTER && t.node_name(r.peer) == who)
     };
     assert!(registered(&main.trace, "alice") && registered(&madsim.trace, "alice"));
     assert!(
@@ -333,8 +325,8 @@ impl Sample {
         };
         for seed in SEEDS {
             for r in engine(seed).decisions() {
-                sample.evictions += u64::from(r.kind == "evict");
-                sample.pings += u64::from(r.kind == "ping");
+                sample.evictions += u64::from(r.kind == kind::EVICT);
+                sample.pings += u64::from(r.kind == kind::PING);
             }
         }
         assert!(

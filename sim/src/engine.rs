@@ -136,14 +136,7 @@ impl<M> Outbox<M> {
     /// Sends queued so far, for tests that drive a machine by hand.
     pub fn sends(&self) -> impl Iterator<Item = (NodeId, &M, Option<u64>)> {
         self.items.iter().filter_map(|o| match o {
-            Output::Send { to, msg, wait } => Some((
-                *to,
-                msg,
-                match *wait {
-                    Wait::No => None,
-                    Wait::Write(t) | Wait::Try(t) => Some(t),
-                },
-            )),
+            Output::Send { to, msg, wait } => Some((*to, msg, wait.token())),
             Output::Record(_) => None,
         })
     }
