@@ -41,7 +41,7 @@ use crate::clock::Clock;
 use crate::engine::{LimitError, Output, Stats};
 use crate::time::Timestamp;
 use crate::trace::Trace;
-use crate::{Input, Machine, NodeId, Outbox, SendError};
+use crate::{Dest, Input, Machine, NodeId, Outbox, SendError};
 
 /// The endpoint tag every heartsim message carries.
 pub const TAG: u64 = 0x6865_6172_7473_696d; // "heartsim"
@@ -94,7 +94,14 @@ pub struct Shared {
     pub max_events: u64,
     /// The first limit hit; every driver stops once it is set.
     pub limit_hit: Mutex<Option<LimitError>>,
+    /// Set when a machine used what this driver cannot carry: the run
+    /// then fails as unsupported rather than pass with a wrong trace.
+    pub unsupported: Mutex<Option<&'static str>>,
 }
+
+/// Why a machine that opens connections does not run here yet.
+pub const STREAMS_UNSUPPORTED: &str =
+    "connections (the stream medium is not carried on madsim's TcpStream yet)";
 
 /// Lock a mutex nobody can have poisoned: drivers do not panic while
 /// holding one, and a panic ends the whole simulation anyway.
@@ -166,11 +173,26 @@ where
                         r.t = t;
                         lock(&io.shared.trace).push(r);
                     }
-                    Output::Send { to, msg, wait } => {
-                        let result = send(&io, to, &msg).await;
+                    Output::Send {
+                        to: Dest::Node(node),
+                        msg,
+                        wait,
+                    } => {
+                        let result = send(&io, node, &msg).await;
                         if let Some(token) = wait.token() {
+                            let to = Dest::Node(node);
                             inputs.push_back(Input::SendDone { to, token, result });
                         }
+                    }
+                    Output::Send { .. }
+                    | Output::Listen
+                    | Output::Connect { .. }
+                    | Output::Close(_)
+                    | Output::Reset(_) => {
+                        // The run reports it as unsupported; see
+                        // `Shared::unsupported`.
+                        lock(&io.shared.unsupported).get_or_insert(STREAMS_UNSUPPORTED);
+                        return;
                     }
                 }
             }

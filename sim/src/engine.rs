@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use crate::clock::{Clock, Now};
 use crate::net::{Fate, LinkConfig, Network, Partition};
+use crate::stream::{ConnError, ConnId, Dest, Effect, Packet, Streams, TcpConfig};
 use crate::time::Timestamp;
 use crate::trace::{kind, Level, Record, Trace};
 use crate::NodeId;
@@ -26,6 +27,10 @@ pub enum SendError {
     /// The connection was reset: the `break` fault.
     #[error("connection reset")]
     ConnectionReset,
+    /// A write on a connection that is gone (reset, timed out, closed by
+    /// this node, or never this process's): `EPIPE`.
+    #[error("broken pipe")]
+    BrokenPipe,
 }
 
 /// Everything a machine can be told.
@@ -37,16 +42,35 @@ pub enum Input<M> {
     Stop,
     /// The deadline from `poll_timeout` has passed. Harmless if early or repeated.
     Timeout,
-    Recv {
-        from: NodeId,
-        msg: M,
-    },
+    /// A datagram.
+    Recv { from: NodeId, msg: M },
     /// Outcome of a send made with [`Outbox::send_awaited`], handed back before
     /// any other input, as an `await` on a local write would return.
     SendDone {
-        to: NodeId,
+        to: Dest,
         token: u64,
         result: Result<(), SendError>,
+    },
+    /// A connection this node opened with [`Outbox::connect`] is established.
+    Connected { conn: ConnId, peer: NodeId },
+    /// A connect failed: refused (nobody listens there) or timed out.
+    ConnectFailed {
+        conn: ConnId,
+        peer: NodeId,
+        error: ConnError,
+    },
+    /// A peer connected to this node, which [`Outbox::listen`]s.
+    Accepted { conn: ConnId, peer: NodeId },
+    /// What the peer wrote on a connection, once and in order.
+    Data { conn: ConnId, peer: NodeId, msg: M },
+    /// The peer closed its end (FIN): nothing more will come. Writing is
+    /// still possible (a peer that closed fully answers with a RST).
+    Closed { conn: ConnId, peer: NodeId },
+    /// The connection is gone: a RST came, or retransmissions ran out.
+    Reset {
+        conn: ConnId,
+        peer: NodeId,
+        error: ConnError,
     },
 }
 
@@ -65,8 +89,12 @@ pub(crate) enum Wait {
 
 #[derive(Debug)]
 pub(crate) enum Output<M> {
-    Send { to: NodeId, msg: M, wait: Wait },
+    Send { to: Dest, msg: M, wait: Wait },
     Record(Record),
+    Listen,
+    Connect { conn: ConnId, to: NodeId },
+    Close(ConnId),
+    Reset(ConnId),
 }
 
 /// Where a machine puts what it wants done.
@@ -74,6 +102,9 @@ pub(crate) enum Output<M> {
 pub struct Outbox<M> {
     items: Vec<Output<M>>,
     node: NodeId,
+    /// Connection ids handed out so far (the engine keeps one outbox, so
+    /// ids are unique in the run).
+    next_conn: u64,
 }
 
 impl<M> Outbox<M> {
@@ -81,32 +112,55 @@ impl<M> Outbox<M> {
         Outbox {
             items: Vec::new(),
             node,
+            next_conn: 1,
         }
     }
-    /// Fire-and-forget send.
-    pub fn send(&mut self, to: NodeId, msg: M) {
+    /// Fire-and-forget send: a datagram to a node, or a write on a
+    /// connection (which the stream delivers or resets, never loses).
+    pub fn send(&mut self, to: impl Into<Dest>, msg: M) {
         self.items.push(Output::Send {
-            to,
+            to: to.into(),
             msg,
             wait: Wait::No,
         });
+    }
+    /// Accept connections from now on (until this process ends).
+    pub fn listen(&mut self) {
+        self.items.push(Output::Listen);
+    }
+    /// Open a connection to `to`; `Input::Connected` or
+    /// `Input::ConnectFailed` follows. Writes made before it is established
+    /// go out once it is.
+    pub fn connect(&mut self, to: NodeId) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.items.push(Output::Connect { conn, to });
+        conn
+    }
+    /// Close this end: a FIN after everything written.
+    pub fn close(&mut self, conn: ConnId) {
+        self.items.push(Output::Close(conn));
+    }
+    /// Abort the connection: a RST, at once.
+    pub fn reset(&mut self, conn: ConnId) {
+        self.items.push(Output::Reset(conn));
     }
     /// A blocking write whose outcome the machine waits for: it gets
     /// `Input::SendDone { token, .. }` next, before any other input, unless
     /// the link is stalled; then only when the link is released (the machine
     /// keeps receiving other inputs meanwhile, and may give up on a timer).
-    pub fn send_awaited(&mut self, to: NodeId, msg: M, token: u64) {
+    pub fn send_awaited(&mut self, to: impl Into<Dest>, msg: M, token: u64) {
         self.items.push(Output::Send {
-            to,
+            to: to.into(),
             msg,
             wait: Wait::Write(token),
         });
     }
     /// A non-blocking enqueue with an outcome: `Input::SendDone` next, even
     /// on a stalled link.
-    pub fn try_send(&mut self, to: NodeId, msg: M, token: u64) {
+    pub fn try_send(&mut self, to: impl Into<Dest>, msg: M, token: u64) {
         self.items.push(Output::Send {
-            to,
+            to: to.into(),
             msg,
             wait: Wait::Try(token),
         });
@@ -134,17 +188,17 @@ impl<M> Outbox<M> {
         self.items.is_empty()
     }
     /// Sends queued so far, for tests that drive a machine by hand.
-    pub fn sends(&self) -> impl Iterator<Item = (NodeId, &M, Option<u64>)> {
+    pub fn sends(&self) -> impl Iterator<Item = (Dest, &M, Option<u64>)> {
         self.items.iter().filter_map(|o| match o {
             Output::Send { to, msg, wait } => Some((*to, msg, wait.token())),
-            Output::Record(_) => None,
+            _ => None,
         })
     }
     /// Records queued so far, for tests that drive a machine by hand.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.items.iter().filter_map(|o| match o {
             Output::Record(r) => Some(r),
-            Output::Send { .. } => None,
+            _ => None,
         })
     }
     pub fn clear(&mut self) {
@@ -184,6 +238,11 @@ pub trait Machine {
 pub enum Fault {
     Start(NodeId),
     Stop(NodeId),
+    /// The process dies, its host stays up: the kernel closes its
+    /// connections (a FIN to each peer) and refuses new ones.
+    Kill(NodeId),
+    /// The host dies: silence. Its connections vanish; after `Restart`, a
+    /// packet on one of them is answered with a RST.
     Crash(NodeId),
     Restart(NodeId),
     Partition(Vec<Partition>),
@@ -279,10 +338,30 @@ enum Event<M> {
     WriteDone {
         node: NodeId,
         incarnation: u32,
-        to: NodeId,
+        to: Dest,
         token: u64,
     },
     Fault(usize),
+    /// A stream packet reaches `to`'s host.
+    Packet {
+        from: NodeId,
+        to: NodeId,
+        packet: Packet<M>,
+    },
+    /// A connection endpoint's retransmission timer.
+    Rto {
+        conn: ConnId,
+        node: NodeId,
+        generation: u64,
+    },
+    /// An input from the stream medium for one process of `node`: parked
+    /// like a delivery by a held link or a paused node.
+    Stream {
+        node: NodeId,
+        peer: NodeId,
+        incarnation: u32,
+        input: Input<M>,
+    },
 }
 
 /// A held or stalled link's parked traffic.
@@ -290,8 +369,8 @@ struct Held<M> {
     stall: bool,
     /// Deliveries that reached the link's end, in arrival order.
     parked: Vec<Event<M>>,
-    /// Blocking writes waiting for the stall to end: `(incarnation, token)`.
-    writes: Vec<(u32, u64)>,
+    /// Blocking writes waiting for the stall to end: `(incarnation, to, token)`.
+    writes: Vec<(u32, Dest, u64)>,
 }
 
 struct Queued<M> {
@@ -336,6 +415,11 @@ struct Node<M: Machine> {
     timer_generation: u64,
     /// `Some` while paused: what arrived meanwhile, replayed on resume.
     paused: Option<Vec<Event<M::Msg>>>,
+    /// The host is up (started and not crashed), whether or not the
+    /// process runs: it answers packets for unknown connections with RST.
+    host_up: bool,
+    /// The running process listens for connections.
+    listening: bool,
 }
 
 /// Counters of one run.
@@ -369,6 +453,7 @@ pub struct Engine<M: Machine, F: FnMut(NodeId) -> M> {
     trace: Trace,
     stats: Stats,
     outbox: Outbox<M::Msg>,
+    streams: Streams<M::Msg>,
     /// Inputs still to hand to the node being dispatched (kept between
     /// dispatches so that an event allocates nothing for them).
     pending: VecDeque<Input<M::Msg>>,
@@ -403,6 +488,8 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                     timer: None,
                     timer_generation: 0,
                     paused: None,
+                    host_up: false,
+                    listening: false,
                 })
                 .collect(),
             net,
@@ -415,6 +502,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             trace: Trace::new(names, keep),
             stats: Stats::default(),
             outbox: Outbox::new(NodeId(0)),
+            streams: Streams::new(TcpConfig::default()),
             pending: VecDeque::new(),
         };
         // Node starts are faults like any other, queued first so that at
@@ -428,6 +516,12 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             engine.schedule_fault(at, fault);
         }
         engine
+    }
+
+    /// The stream medium's TCP constants (Linux's defaults otherwise).
+    pub fn with_tcp(mut self, config: TcpConfig) -> Self {
+        self.streams.config = config;
+        self
     }
 
     fn schedule_fault(&mut self, at: Timestamp, fault: Fault) {
@@ -502,16 +596,26 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
     fn step(&mut self, event: Event<M::Msg>) {
         // A held link keeps what reaches its end; a paused node keeps what
         // reaches it. Both hand the events back unchanged later.
-        if let Event::Deliver { from, to, .. } = event {
-            if let Some(held) = self.held.get_mut(&(from, to)) {
-                held.parked.push(event);
-                return;
-            }
+        let link = match &event {
+            Event::Deliver { from, to, .. } => Some((*from, *to)),
+            Event::Stream {
+                node,
+                peer,
+                input: Input::Data { .. } | Input::Closed { .. },
+                ..
+            } => Some((*peer, *node)),
+            _ => None,
+        };
+        if let Some(held) = link.and_then(|l| self.held.get_mut(&l)) {
+            held.parked.push(event);
+            return;
         }
         let target = match &event {
             Event::Deliver { to, .. } => Some(*to),
-            Event::WriteDone { node, .. } => Some(*node),
-            Event::Timer { .. } | Event::Fault(_) => None,
+            Event::WriteDone { node, .. } | Event::Stream { node, .. } => Some(*node),
+            Event::Timer { .. } | Event::Fault(_) | Event::Packet { .. } | Event::Rto { .. } => {
+                None
+            }
         };
         if let Some(n) = target {
             if let Some(parked) = &mut self.nodes[n.0].paused {
@@ -595,6 +699,189 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 let fault = self.faults[idx].clone();
                 self.apply(fault);
             }
+            Event::Packet { from, to, packet } => {
+                let node = &self.nodes[to.0];
+                let reason = if !node.host_up {
+                    Some("host down")
+                } else if self.net.blocked(from, to) {
+                    Some("partition")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    return self.packet_record(kind::DROP, from, to, reason, &packet);
+                }
+                let listener =
+                    (node.listening && node.machine.is_some()).then_some(node.incarnation);
+                self.streams.on_packet(self.now, to, from, listener, packet);
+                self.carry_out_stream_effects();
+            }
+            Event::Rto {
+                conn,
+                node,
+                generation,
+            } => {
+                self.streams.on_timer(self.now, conn, node, generation);
+                self.carry_out_stream_effects();
+            }
+            Event::Stream {
+                node,
+                peer,
+                incarnation,
+                input,
+            } => {
+                if self.nodes[node.0].incarnation != incarnation
+                    || self.nodes[node.0].machine.is_none()
+                {
+                    return;
+                }
+                if self.trace.wants(Level::Net) {
+                    let (kind, msg) = match &input {
+                        Input::Data { msg, .. } => (kind::DELIVER, Some(M::describe(msg))),
+                        Input::Connected { .. } => (kind::CONNECTED, None),
+                        Input::Accepted { .. } => (kind::ACCEPTED, None),
+                        Input::Closed { .. } => (kind::EOF, None),
+                        Input::ConnectFailed { error, .. } | Input::Reset { error, .. } => {
+                            (kind::CONN_ERROR, Some(Cow::Owned(error.to_string())))
+                        }
+                        _ => (kind::DELIVER, None),
+                    };
+                    self.trace.push(Record {
+                        t: self.now,
+                        node: Some(node),
+                        kind,
+                        peer: Some(peer),
+                        reason: None,
+                        msg,
+                        level: Level::Net,
+                    });
+                }
+                self.dispatch(node, input);
+            }
+        }
+    }
+
+    /// Do what the stream layer asked: packets onto the network, inputs to
+    /// machines (now, or parked), timers into the queue.
+    fn carry_out_stream_effects(&mut self) {
+        let mut effects: Vec<Effect<M::Msg>> = self.streams.effects().collect();
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Transmit {
+                    from,
+                    to,
+                    packet,
+                    retransmission,
+                } => self.transmit_packet(from, to, packet, retransmission),
+                Effect::Input {
+                    node,
+                    incarnation,
+                    peer,
+                    input,
+                } => self.step(Event::Stream {
+                    node,
+                    peer,
+                    incarnation,
+                    input,
+                }),
+                Effect::Timer {
+                    conn,
+                    node,
+                    at,
+                    generation,
+                } => self.push(
+                    at,
+                    Event::Rto {
+                        conn,
+                        node,
+                        generation,
+                    },
+                ),
+                Effect::Note {
+                    node,
+                    peer,
+                    kind,
+                    reason,
+                } => {
+                    if self.trace.wants(Level::Net) {
+                        self.trace.push(Record {
+                            t: self.now,
+                            node: Some(node),
+                            kind,
+                            peer: Some(peer),
+                            reason: Some(Cow::Borrowed(reason)),
+                            msg: None,
+                            level: Level::Net,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn transmit_packet(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        packet: Packet<M::Msg>,
+        retransmission: Option<u32>,
+    ) {
+        if let Some(n) = retransmission {
+            if self.trace.wants(Level::Net) {
+                let reason = format!("{} #{n}", packet.label());
+                self.trace.push(Record {
+                    t: self.now,
+                    node: Some(from),
+                    kind: kind::RETRANSMIT,
+                    peer: Some(to),
+                    reason: Some(Cow::Owned(reason)),
+                    msg: packet.msg().map(M::describe),
+                    level: Level::Net,
+                });
+            }
+        }
+        let names = &self.trace;
+        match self.net.route(from, to, |id| names.name(id).to_string()) {
+            Fate::Lost => self.packet_record(kind::DROP, from, to, "loss", &packet),
+            Fate::Partitioned => self.packet_record(kind::DROP, from, to, "partition", &packet),
+            Fate::Deliver { delay, duplicate } => {
+                // A duplicated packet is discarded by the receiver's
+                // sequence check, as TCP does.
+                if let Some(again) = duplicate {
+                    self.push(
+                        self.now + again,
+                        Event::Packet {
+                            from,
+                            to,
+                            packet: packet.clone(),
+                        },
+                    );
+                }
+                self.push(self.now + delay, Event::Packet { from, to, packet });
+            }
+        }
+    }
+
+    /// A net-level record of a lost or refused packet: only data and
+    /// control packets that matter to a reader (not pure ACKs).
+    fn packet_record(
+        &mut self,
+        kind: &'static str,
+        from: NodeId,
+        to: NodeId,
+        reason: &'static str,
+        packet: &Packet<M::Msg>,
+    ) {
+        if self.trace.wants(Level::Net) {
+            self.trace.push(Record {
+                t: self.now,
+                node: Some(from),
+                kind,
+                peer: Some(to),
+                reason: Some(Cow::Owned(format!("{reason} ({})", packet.label()))),
+                msg: packet.msg().map(M::describe),
+                level: Level::Net,
+            });
         }
     }
 
@@ -602,12 +889,20 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         let record = fault_record(&fault, self.now, &self.trace);
         self.trace.push(record);
         match fault {
-            Fault::Start(n) | Fault::Restart(n) => self.boot(n),
+            Fault::Start(n) => self.boot(n),
+            Fault::Restart(n) => {
+                // A restart reboots the host: one still up goes down first.
+                if self.nodes[n.0].host_up {
+                    self.crash(n);
+                }
+                self.boot(n);
+            }
             Fault::Stop(n) => {
                 self.dispatch(n, Input::Stop);
-                self.take_down(n);
+                self.end_process(n);
             }
-            Fault::Crash(n) => self.take_down(n),
+            Fault::Kill(n) => self.end_process(n),
+            Fault::Crash(n) => self.crash(n),
             Fault::Partition(rules) => self.net.partition(rules),
             Fault::Heal => self.net.heal(),
             Fault::ClockJump { node, by_us } => self.nodes[node.0].clock.jump(by_us),
@@ -629,7 +924,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                     for event in held.parked {
                         self.step(event);
                     }
-                    for (incarnation, token) in held.writes {
+                    for (incarnation, to, token) in held.writes {
                         self.step(Event::WriteDone {
                             node: from,
                             incarnation,
@@ -670,6 +965,8 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         node.machine = Some(machine);
         node.incarnation += 1;
         node.timer = None;
+        node.host_up = true;
+        node.listening = false;
         self.dispatch(n, Input::Start);
     }
 
@@ -678,8 +975,27 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         node.machine = None;
         node.incarnation += 1;
         node.timer = None;
+        node.listening = false;
         // A crash kills a paused process too; what it had queued is lost.
         node.paused = None;
+    }
+
+    /// The process ends, its host stays up: its kernel closes its
+    /// connections (FIN after what was written) and refuses new ones.
+    fn end_process(&mut self, n: NodeId) {
+        if self.nodes[n.0].machine.is_some() {
+            let owner = self.nodes[n.0].incarnation;
+            self.streams.process_gone(self.now, n, owner);
+        }
+        self.take_down(n);
+        self.carry_out_stream_effects();
+    }
+
+    /// The host dies: the process with it, and every connection, silently.
+    fn crash(&mut self, n: NodeId) {
+        self.take_down(n);
+        self.nodes[n.0].host_up = false;
+        self.streams.host_down(n);
     }
 
     fn net_record(
@@ -735,17 +1051,46 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                         );
                         self.trace.push(r);
                     }
+                    Output::Listen => self.nodes[n.0].listening = true,
+                    Output::Connect { conn, to } => {
+                        let owner = self.nodes[n.0].incarnation;
+                        if self.trace.wants(Level::Net) {
+                            self.trace.push(Record {
+                                t: self.now,
+                                node: Some(n),
+                                kind: kind::CONNECT,
+                                peer: Some(to),
+                                reason: None,
+                                msg: Some(Cow::Owned(conn.to_string())),
+                                level: Level::Net,
+                            });
+                        }
+                        self.streams.connect(self.now, conn, n, owner, to);
+                        self.carry_out_stream_effects();
+                    }
+                    Output::Close(conn) => {
+                        let owner = self.nodes[n.0].incarnation;
+                        self.streams.close(self.now, conn, n, owner);
+                        self.carry_out_stream_effects();
+                    }
+                    Output::Reset(conn) => {
+                        let owner = self.nodes[n.0].incarnation;
+                        self.streams.reset(self.now, conn, n, owner);
+                        self.carry_out_stream_effects();
+                    }
                     Output::Send { to, msg, wait } => {
-                        let result = self.transmit(n, to, msg);
+                        let (peer, result) = match to {
+                            Dest::Node(to) => (Some(to), self.transmit(n, to, msg)),
+                            Dest::Conn(conn) => self.write(n, conn, msg, wait, &mut pending),
+                        };
                         let token = match wait {
                             Wait::No => continue,
                             Wait::Write(token) if result.is_ok() => {
-                                if let Some(held) = self.held.get_mut(&(n, to)) {
-                                    if held.stall {
-                                        let incarnation = self.nodes[n.0].incarnation;
-                                        held.writes.push((incarnation, token));
-                                        continue;
-                                    }
+                                let held = peer.and_then(|p| self.held.get_mut(&(n, p)));
+                                if let Some(held) = held.filter(|h| h.stall) {
+                                    let incarnation = self.nodes[n.0].incarnation;
+                                    held.writes.push((incarnation, to, token));
+                                    continue;
                                 }
                                 token
                             }
@@ -760,6 +1105,55 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         pending.clear(); // left over if the machine went away meanwhile
         self.pending = pending;
         self.rearm(n);
+    }
+
+    /// A write on a connection: handed to the stream (which sends it now,
+    /// or once the connection is established), or refused. Returns the
+    /// peer, if the connection is still there, and the outcome.
+    fn write(
+        &mut self,
+        n: NodeId,
+        conn: ConnId,
+        msg: M::Msg,
+        wait: Wait,
+        pending: &mut VecDeque<Input<M::Msg>>,
+    ) -> (Option<NodeId>, Result<(), SendError>) {
+        self.stats.sends += 1;
+        let owner = self.nodes[n.0].incarnation;
+        let peer = self.streams.peer(conn, n);
+        if let Some(peer) = peer.filter(|p| self.net.is_broken(n, *p)) {
+            // The `break` fault: the write fails and the connection is
+            // gone; a plain write learns it as a reset.
+            self.net_record(kind::SEND_FAILED, n, peer, "connection reset", &msg);
+            self.streams.drop_endpoint(conn, n);
+            if wait == Wait::No {
+                pending.push_back(Input::Reset {
+                    conn,
+                    peer,
+                    error: ConnError::Reset,
+                });
+            }
+            return (Some(peer), Err(SendError::ConnectionReset));
+        }
+        let described = self.trace.wants(Level::Net).then(|| M::describe(&msg));
+        let result = self.streams.write(self.now, conn, n, owner, msg);
+        let (kind, reason) = match result {
+            Ok(_) => (kind::SEND, None),
+            Err(_) => (kind::SEND_FAILED, Some(Cow::Borrowed("broken pipe"))),
+        };
+        if let Some(msg) = described {
+            self.trace.push(Record {
+                t: self.now,
+                node: Some(n),
+                kind,
+                peer,
+                reason,
+                msg: Some(msg),
+                level: Level::Net,
+            });
+        }
+        self.carry_out_stream_effects();
+        (peer, result.map(|_| ()).map_err(|_| SendError::BrokenPipe))
     }
 
     fn transmit(&mut self, from: NodeId, to: NodeId, msg: M::Msg) -> Result<(), SendError> {
@@ -859,6 +1253,7 @@ fn describe_fault(fault: &Fault, names: &Trace) -> (Option<NodeId>, &'static str
         Fault::Restart(n) => (Some(*n), kind::RESTART, None),
         Fault::Stop(n) => (Some(*n), kind::STOP, None),
         Fault::Crash(n) => (Some(*n), kind::CRASH, None),
+        Fault::Kill(n) => (Some(*n), kind::KILL, None),
         Fault::Pause(n) => (Some(*n), kind::PAUSE, None),
         Fault::Resume(n) => (Some(*n), kind::RESUME, None),
         Fault::Partition(rules) => {
@@ -903,5 +1298,11 @@ fn input_kind<M>(input: &Input<M>) -> &'static str {
         Input::Timeout => "timeout",
         Input::Recv { .. } => "recv",
         Input::SendDone { .. } => "send-done",
+        Input::Connected { .. } => "connected",
+        Input::ConnectFailed { .. } => "connect-failed",
+        Input::Accepted { .. } => "accepted",
+        Input::Data { .. } => "data",
+        Input::Closed { .. } => "closed",
+        Input::Reset { .. } => "reset",
     }
 }

@@ -41,6 +41,7 @@ pub mod engine;
 pub mod madsim_engine;
 pub mod net;
 pub mod rng;
+pub mod stream;
 pub mod time;
 pub mod trace;
 
@@ -49,6 +50,7 @@ pub use engine::{
     current_time, Deadline, Engine, Fault, Input, LimitError, Limits, Machine, NodeSpec, Outbox,
     SendError, Stats,
 };
+pub use stream::{ConnError, ConnId, Dest, TcpConfig};
 pub use time::{Duration, Timestamp};
 
 /// A node's index in the scenario, in declaration order.

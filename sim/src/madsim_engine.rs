@@ -139,6 +139,7 @@ where
         stats: Mutex::new(Stats::default()),
         max_events: world.limits.max_events,
         limit_hit: Mutex::new(None),
+        unsupported: Mutex::new(None),
     });
     let runtime = Runtime::with_seed_and_config(world.seed, madsim_config(&world.network));
     let factory = Arc::new(factory);
@@ -146,6 +147,9 @@ where
     drop(runtime);
     if let Some(limit) = *lock(&shared.limit_hit) {
         return Err(limit.into());
+    }
+    if let Some(what) = *lock(&shared.unsupported) {
+        return Err(MadsimError::Unsupported(what.into()));
     }
     let stats = *lock(&shared.stats);
     let trace = std::mem::replace(
@@ -241,7 +245,9 @@ where
                     let _ = tx.unbounded_send(Control::Stop);
                 }
             }
-            Fault::Crash(n) => {
+            // Without connections, a process that dies and a host that dies
+            // look the same to its peers.
+            Fault::Crash(n) | Fault::Kill(n) => {
                 if let Some(id) = madsim_id(&slots, n) {
                     handle.kill(id);
                 }

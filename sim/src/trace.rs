@@ -46,6 +46,18 @@ pub mod kind {
     pub const PAUSE: &str = "pause";
     pub const RESUME: &str = "resume";
     pub const CLOCK_DRIFT: &str = "clock-drift";
+    pub const KILL: &str = "kill";
+    /// Stream records (net level): a connect began, it was established,
+    /// a listener accepted one, the peer's FIN was read, a connection
+    /// failed (refused, reset, timed out), a packet was retransmitted, and
+    /// why the stack refused or reset (`refused`, `reset`, `stale`,
+    /// `timed-out`).
+    pub const CONNECT: &str = "connect";
+    pub const CONNECTED: &str = "connected";
+    pub const ACCEPTED: &str = "accepted";
+    pub const EOF: &str = "eof";
+    pub const CONN_ERROR: &str = "conn-error";
+    pub const RETRANSMIT: &str = "retransmit";
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -71,6 +71,7 @@ impl Machine for Probe {
                 );
             }
             Input::Stop => {}
+            _ => unreachable!("no connections here"),
         }
     }
     fn poll_timeout(&self) -> Option<Deadline> {

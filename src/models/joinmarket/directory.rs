@@ -194,6 +194,8 @@ impl Directory {
             Input::SendDone { token, result, .. } => {
                 self.on_send_done(now, token, result.map_err(SendFailure::Net), out);
             }
+            // The model speaks datagrams until it moves onto streams.
+            _ => {}
         }
     }
 

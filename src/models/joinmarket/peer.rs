@@ -163,6 +163,8 @@ impl Peer {
                     }
                 }
             }
+            // Datagrams only, until the model moves onto streams.
+            _ => {}
         }
     }
 

@@ -1,0 +1,462 @@
+//! The stream medium, driven by a scripted machine: every expected time is
+//! derived by hand from the rules in `docs/streams.md` (one-way latency
+//! 50 ms, so the first RTT sample is 100 ms and the RTO 300 ms).
+
+use std::borrow::Cow;
+
+use heartsim_sim::net::{Latency, LinkConfig, Network, Partition};
+use heartsim_sim::trace::Level;
+use heartsim_sim::{
+    Clock, ConnId, Deadline, Duration, Engine, Fault, Input, Limits, Machine, NodeId, NodeSpec,
+    Now, Outbox, TcpConfig, Timestamp,
+};
+
+const A: NodeId = NodeId(0);
+const B: NodeId = NodeId(1);
+
+/// What a scripted node does at a time (on its monotonic clock).
+#[derive(Clone, Debug)]
+enum Act {
+    Listen,
+    Connect(NodeId),
+    /// Write on the node's newest connection.
+    Write(&'static str),
+    Close,
+    Reset,
+}
+
+/// Does its script, and records every input it gets.
+struct Script {
+    acts: Vec<(Timestamp, Act)>,
+    conn: Option<ConnId>,
+}
+
+impl Machine for Script {
+    type Msg = &'static str;
+    fn handle(&mut self, now: Now, input: Input<&'static str>, out: &mut Outbox<&'static str>) {
+        let line = match &input {
+            Input::Connected { .. } => Some("connected".to_string()),
+            Input::Accepted { conn, .. } => {
+                self.conn = Some(*conn);
+                Some("accepted".into())
+            }
+            Input::ConnectFailed { error, .. } => Some(format!("connect-failed {error}")),
+            Input::Data { msg, .. } => Some(format!("data {msg}")),
+            Input::Closed { .. } => Some("closed".into()),
+            Input::Reset { error, .. } => Some(format!("reset {error}")),
+            Input::SendDone { result, .. } => Some(format!("done {result:?}")),
+            _ => None,
+        };
+        if let Some(line) = line {
+            out.record("in", None, None, Some(line.into()));
+        }
+        if matches!(input, Input::Start | Input::Timeout) {
+            while self.acts.first().is_some_and(|(t, _)| *t <= now.mono) {
+                let (_, act) = self.acts.remove(0);
+                match act {
+                    Act::Listen => out.listen(),
+                    Act::Connect(to) => self.conn = Some(out.connect(to)),
+                    Act::Write(m) => {
+                        if let Some(c) = self.conn {
+                            out.send_awaited(c, m, 0);
+                        }
+                    }
+                    Act::Close => out.close(self.conn.expect("a connection")),
+                    Act::Reset => out.reset(self.conn.expect("a connection")),
+                }
+            }
+        }
+    }
+    fn poll_timeout(&self) -> Option<Deadline> {
+        self.acts.first().map(|(at, _)| Deadline {
+            at: *at,
+            reason: "act",
+        })
+    }
+    fn describe(msg: &&'static str) -> Cow<'static, str> {
+        Cow::Borrowed(msg)
+    }
+}
+
+fn ms(ms: u64) -> Timestamp {
+    Timestamp::ZERO + Duration::from_ms(ms)
+}
+
+struct World {
+    a: Vec<(Timestamp, Act)>,
+    b: Vec<(Timestamp, Act)>,
+    faults: Vec<(Timestamp, Fault)>,
+    b_start: Option<Timestamp>,
+    end: Timestamp,
+    link: LinkConfig,
+    tcp: TcpConfig,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World {
+            a: vec![(ms(0), Act::Connect(B))],
+            b: vec![(ms(0), Act::Listen)],
+            faults: Vec::new(),
+            b_start: Some(Timestamp::ZERO),
+            end: ms(3_600_000),
+            link: LinkConfig {
+                latency: Latency::Fixed(Duration::from_ms(50)),
+                ..LinkConfig::default()
+            },
+            tcp: TcpConfig::default(),
+        }
+    }
+}
+
+/// The inputs each node got, as `"<t> <node> <what>"`, and the whole trace.
+fn run_with(world: World, keep: Level) -> (Vec<String>, Vec<String>) {
+    let nodes = vec![
+        NodeSpec {
+            name: "a".into(),
+            clock: Clock::default(),
+            start_at: Some(Timestamp::ZERO),
+        },
+        NodeSpec {
+            name: "b".into(),
+            clock: Clock::default(),
+            start_at: world.b_start,
+        },
+    ];
+    let limits = Limits {
+        end: world.end,
+        ..Limits::default()
+    };
+    let (a, b) = (world.a, world.b);
+    let mut engine = Engine::new(
+        nodes,
+        Network::new(7, world.link),
+        world.faults,
+        limits,
+        keep,
+        move |me| Script {
+            acts: if me == A { a.clone() } else { b.clone() },
+            conn: None,
+        },
+    )
+    .with_tcp(world.tcp);
+    engine.run().expect("within limits");
+    let trace = engine.trace();
+    let line = |r: &heartsim_sim::trace::Record| {
+        format!(
+            "{} {} {} {}",
+            r.t,
+            trace.node_name(r.node),
+            r.kind,
+            r.reason.as_deref().unwrap_or(""),
+        ) + r.msg.as_deref().unwrap_or("")
+    };
+    let inputs = trace
+        .records()
+        .filter(|r| r.kind == "in")
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.t,
+                trace.node_name(r.node),
+                r.msg.as_deref().unwrap()
+            )
+        })
+        .collect();
+    let all = trace.records().map(line).collect();
+    (inputs, all)
+}
+
+fn run(world: World) -> Vec<String> {
+    run_with(world, Level::Decision).0
+}
+
+fn partition(from: NodeId, to: NodeId) -> Fault {
+    Fault::Partition(vec![Partition {
+        from: [from].into(),
+        to: [to].into(),
+    }])
+}
+
+#[test]
+fn connect_takes_one_round_trip_and_accept_comes_with_the_first_data() {
+    let got = run(World {
+        a: vec![(ms(0), Act::Connect(B)), (ms(0), Act::Write("hello"))],
+        ..World::default()
+    });
+    // SYN 0 -> 50, SYN-ACK 50 -> 100: connected. The ACK and the queued
+    // write leave at 100 and arrive at 150.
+    assert_eq!(
+        got,
+        [
+            "0:00:00.000 a done Ok(())",
+            "0:00:00.100 a connected",
+            "0:00:00.150 b accepted",
+            "0:00:00.150 b data hello",
+        ]
+    );
+}
+
+#[test]
+fn one_lost_segment_is_retransmitted_after_the_rto() {
+    // The write at 1 s is cut off (a -> b blocked 0.9..1.2 s). RTO after
+    // one 100 ms sample: 100 + max(2 * 100, 200) = 300 ms: resent at 1.3,
+    // arrives 1.35.
+    let got = run(World {
+        a: vec![(ms(0), Act::Connect(B)), (ms(1_000), Act::Write("m1"))],
+        faults: vec![(ms(900), partition(A, B)), (ms(1_200), Fault::Heal)],
+        ..World::default()
+    });
+    assert_eq!(got.last().unwrap(), "0:00:01.350 b data m1");
+}
+
+#[test]
+fn consecutive_losses_double_the_rto() {
+    // Blocked until 3.0 s: tries at 1.0, 1.3 (+0.3), 1.9 (+0.6), 3.1
+    // (+1.2): arrives 3.15.
+    let got = run(World {
+        a: vec![(ms(0), Act::Connect(B)), (ms(1_000), Act::Write("m1"))],
+        faults: vec![(ms(900), partition(A, B)), (ms(3_000), Fault::Heal)],
+        ..World::default()
+    });
+    assert_eq!(got.last().unwrap(), "0:00:03.150 b data m1");
+}
+
+#[test]
+fn a_lost_ack_is_a_spurious_retransmission_the_receiver_discards() {
+    // b -> a blocked: m1 reaches b at 1.05 but its ACK is lost; a resends
+    // at 1.3 and 1.9, b discards both copies; after the heal at 2.0 the
+    // 3.1 retry's ACK gets through. b saw m1 once.
+    let (inputs, all) = run_with(
+        World {
+            a: vec![(ms(0), Act::Connect(B)), (ms(1_000), Act::Write("m1"))],
+            faults: vec![(ms(900), partition(B, A)), (ms(2_000), Fault::Heal)],
+            end: ms(5_000),
+            ..World::default()
+        },
+        Level::Net,
+    );
+    assert_eq!(inputs.last().unwrap(), "0:00:01.050 b data m1");
+    let resent: Vec<&String> = all.iter().filter(|l| l.contains("retransmit")).collect();
+    assert_eq!(resent.len(), 3, "{resent:#?}");
+    assert!(
+        resent[2].starts_with("0:00:03.100 a retransmit"),
+        "{resent:#?}"
+    );
+}
+
+#[test]
+fn head_of_line_blocking_holds_later_segments_behind_a_lost_one() {
+    // m1 (1.0) is cut off; m2 (1.1, after the heal at 1.05) arrives at
+    // 1.15 but waits for m1's retransmission at 1.3: both at 1.35, in order.
+    let got = run(World {
+        a: vec![
+            (ms(0), Act::Connect(B)),
+            (ms(1_000), Act::Write("m1")),
+            (ms(1_100), Act::Write("m2")),
+        ],
+        faults: vec![(ms(900), partition(A, B)), (ms(1_050), Fault::Heal)],
+        ..World::default()
+    });
+    let tail: Vec<&str> = got.iter().rev().take(2).rev().map(String::as_str).collect();
+    assert_eq!(tail, ["0:00:01.350 b data m1", "0:00:01.350 b data m2"]);
+}
+
+#[test]
+fn a_90s_partition_delivers_on_the_backoff_grid_after_heal() {
+    // Write at 10 s into a partition 9..99 s. Tries at 10 + 0.3, 0.9, 2.1,
+    // 4.5, 9.3, 18.9, 38.1, 76.5 and 153.3 (cumulative RTOs 0.3 * (2^k - 1));
+    // the first after the heal at 99 s is 10 + 153.3 = 163.3: arrives
+    // 163.35, 64 s after the heal.
+    let got = run(World {
+        a: vec![(ms(0), Act::Connect(B)), (ms(10_000), Act::Write("m1"))],
+        faults: vec![(ms(9_000), partition(A, B)), (ms(99_000), Fault::Heal)],
+        ..World::default()
+    });
+    assert_eq!(got.last().unwrap(), "0:02:43.350 b data m1");
+}
+
+#[test]
+fn retransmissions_run_out_after_15_and_the_writer_sees_timed_out() {
+    // Cut off for good from 1 s: 15 retransmissions (the last at
+    // 1 + 873.3 s), and at the next expiry, 1 + 993.3 s, 993.3 s >= 924.6 s
+    // since the first send: ETIMEDOUT, no RST.
+    let (inputs, all) = run_with(
+        World {
+            a: vec![(ms(0), Act::Connect(B)), (ms(1_000), Act::Write("m1"))],
+            faults: vec![(ms(900), partition(A, B))],
+            ..World::default()
+        },
+        Level::Net,
+    );
+    assert_eq!(
+        inputs.last().unwrap(),
+        "0:16:34.300 a reset connection timed out"
+    );
+    assert_eq!(
+        all.iter().filter(|l| l.contains(" retransmit ")).count(),
+        15
+    );
+}
+
+#[test]
+fn a_killed_peer_is_seen_at_once_and_a_write_to_it_is_reset() {
+    // b's process dies at 2 s: its kernel sends a FIN (a reads EOF at
+    // 2.05). a writes at 3 s; b's host answers the data with a RST (3.05),
+    // which reaches a at 3.1.
+    let got = run(World {
+        a: vec![(ms(0), Act::Connect(B)), (ms(3_000), Act::Write("late"))],
+        faults: vec![(ms(2_000), Fault::Kill(B))],
+        ..World::default()
+    });
+    assert_eq!(
+        got,
+        [
+            "0:00:00.100 a connected",
+            "0:00:00.150 b accepted",
+            "0:00:02.050 a closed",
+            "0:00:03.000 a done Ok(())",
+            "0:00:03.100 a reset connection reset",
+        ]
+    );
+}
+
+#[test]
+fn a_crashed_host_is_silent_and_its_restart_answers_with_a_reset() {
+    // b's host dies at 2 s. a's write at 3 s is retransmitted at 3.3, 3.9,
+    // 5.1, 7.5 (RTO 0.3 doubling); b is back at 5 s, so the 5.1 try gets a
+    // RST at 5.15 that reaches a at 5.2.
+    let got = run(World {
+        a: vec![(ms(0), Act::Connect(B)), (ms(3_000), Act::Write("hello?"))],
+        faults: vec![(ms(2_000), Fault::Crash(B)), (ms(5_000), Fault::Restart(B))],
+        ..World::default()
+    });
+    assert_eq!(got.last().unwrap(), "0:00:05.200 a reset connection reset");
+    assert!(!got.iter().any(|l| l.contains("b data")), "{got:#?}");
+}
+
+#[test]
+fn connect_is_refused_by_a_host_that_does_not_listen() {
+    let got = run(World {
+        b: Vec::new(),
+        ..World::default()
+    });
+    assert_eq!(got, ["0:00:00.100 a connect-failed connection refused"]);
+}
+
+#[test]
+fn connect_to_a_host_that_is_down_times_out_after_127s() {
+    // SYNs at 0, 1, 3, 7, 15, 31, 63; at the expiry at 127 s, 127 s have
+    // passed since the first: ETIMEDOUT.
+    let (inputs, all) = run_with(
+        World {
+            b_start: None,
+            ..World::default()
+        },
+        Level::Net,
+    );
+    assert_eq!(
+        inputs,
+        ["0:02:07.000 a connect-failed connection timed out"]
+    );
+    assert_eq!(all.iter().filter(|l| l.contains(" retransmit ")).count(), 6);
+}
+
+#[test]
+fn connect_gets_through_when_a_partition_heals_on_the_syn_grid() {
+    // SYN tries at 0, 1, 3, 7: the heal at 5 s lets the 7 s one through.
+    let got = run(World {
+        faults: vec![(Timestamp::ZERO, partition(A, B)), (ms(5_000), Fault::Heal)],
+        ..World::default()
+    });
+    assert_eq!(got[0], "0:00:07.100 a connected");
+}
+
+#[test]
+fn old_and_new_connections_never_mix() {
+    // a connects, b closes its end at 1 s; a opens a second connection at
+    // 1 s too. b's FIN on the first must not end the second.
+    let got = run(World {
+        a: vec![
+            (ms(0), Act::Connect(B)),
+            (ms(1_000), Act::Connect(B)),
+            (ms(1_200), Act::Write("on the new one")),
+        ],
+        b: vec![(ms(0), Act::Listen), (ms(1_000), Act::Close)],
+        ..World::default()
+    });
+    assert_eq!(
+        got,
+        [
+            "0:00:00.100 a connected",
+            "0:00:00.150 b accepted",
+            "0:00:01.050 a closed",
+            "0:00:01.100 a connected",
+            "0:00:01.150 b accepted",
+            "0:00:01.200 a done Ok(())",
+            "0:00:01.250 b data on the new one",
+        ]
+    );
+}
+
+#[test]
+fn a_reset_by_the_peer_is_seen_and_later_writes_fail() {
+    let got = run(World {
+        a: vec![(ms(0), Act::Connect(B)), (ms(2_000), Act::Write("after"))],
+        b: vec![(ms(0), Act::Listen), (ms(1_000), Act::Reset)],
+        ..World::default()
+    });
+    assert_eq!(
+        got[2..],
+        [
+            "0:00:01.050 a reset connection reset",
+            "0:00:02.000 a done Err(BrokenPipe)",
+        ]
+    );
+}
+
+#[test]
+fn tcp_constants_can_be_overridden() {
+    let got = run(World {
+        a: vec![(ms(0), Act::Connect(B)), (ms(1_000), Act::Write("m1"))],
+        faults: vec![(ms(900), partition(A, B))],
+        tcp: TcpConfig {
+            retries2: 3,
+            ..TcpConfig::default()
+        },
+        ..World::default()
+    });
+    // model(3, 0.2 s) = 3 s; expiries at 1.3, 1.9, 3.1, 5.5: 4.5 s >= 3 s.
+    assert_eq!(
+        got.last().unwrap(),
+        "0:00:05.500 a reset connection timed out"
+    );
+}
+
+#[test]
+fn same_seed_same_trace_on_a_lossy_stream() {
+    let world = || World {
+        a: (0..200u64)
+            .map(|i| (ms(100 + i * 50), Act::Write("x")))
+            .chain([(ms(0), Act::Connect(B))])
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect(),
+        link: LinkConfig {
+            latency: Latency::Uniform {
+                lo: Duration::from_ms(20),
+                hi: Duration::from_ms(80),
+            },
+            drop: heartsim_sim::rng::Ratio::new(1, 5).unwrap(),
+            ..LinkConfig::default()
+        },
+        end: ms(120_000),
+        ..World::default()
+    };
+    let (inputs, all) = run_with(world(), Level::Net);
+    assert_eq!((inputs.clone(), all.clone()), run_with(world(), Level::Net));
+    // Every write arrives once and in order despite loss and reordering.
+    let data: Vec<&String> = inputs.iter().filter(|l| l.contains("b data")).collect();
+    assert_eq!(data.len(), 200);
+    assert!(all.iter().any(|l| l.contains(" retransmit ")));
+}
