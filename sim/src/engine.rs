@@ -862,8 +862,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         }
     }
 
-    /// A net-level record of a lost or refused packet: only data and
-    /// control packets that matter to a reader (not pure ACKs).
+    /// A net-level record of a lost packet, with its kind.
     fn packet_record(
         &mut self,
         kind: &'static str,
@@ -891,8 +890,9 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         match fault {
             Fault::Start(n) => self.boot(n),
             Fault::Restart(n) => {
-                // A restart reboots the host: one still up goes down first.
-                if self.nodes[n.0].host_up {
+                // Whatever died comes back: after a crash the host, after a
+                // kill or stop the process. A running node is rebooted.
+                if self.nodes[n.0].machine.is_some() {
                     self.crash(n);
                 }
                 self.boot(n);

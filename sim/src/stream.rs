@@ -608,6 +608,7 @@ impl<M: Clone> Streams<M> {
             .endpoints
             .get_mut(&(conn, node))
             .expect("caller holds it");
+        ep.lost_until = 0;
         let outstanding = ep.segments.iter().any(|s| s.sent_at.is_some());
         ep.timer = None;
         if outstanding {

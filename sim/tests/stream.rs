@@ -460,3 +460,45 @@ fn same_seed_same_trace_on_a_lossy_stream() {
     assert_eq!(data.len(), 200);
     assert!(all.iter().any(|l| l.contains(" retransmit ")));
 }
+
+#[test]
+fn segments_lost_together_are_resent_as_the_first_resend_is_acknowledged() {
+    // m1 (1.0) and m2 (1.05) are both cut off. The timer (armed at 1.0)
+    // resends m1 at 1.3 (arrives 1.35); its ACK reaches a at 1.4, which
+    // resends m2 at once (arrives 1.45) rather than on a timer of its own.
+    let got = run(World {
+        a: vec![
+            (ms(0), Act::Connect(B)),
+            (ms(1_000), Act::Write("m1")),
+            (ms(1_050), Act::Write("m2")),
+        ],
+        faults: vec![(ms(900), partition(A, B)), (ms(1_200), Fault::Heal)],
+        ..World::default()
+    });
+    let tail: Vec<&str> = got.iter().rev().take(2).rev().map(String::as_str).collect();
+    assert_eq!(tail, ["0:00:01.350 b data m1", "0:00:01.450 b data m2"]);
+}
+
+#[test]
+fn a_killed_process_restarted_on_its_live_host_listens_again() {
+    // Killed at 2 s: refused at 3 s (SYN 3.0 -> RST 3.05 -> a 3.1);
+    // restarted at 4 s: the 5 s connect goes through.
+    let got = run(World {
+        a: vec![
+            (ms(0), Act::Connect(B)),
+            (ms(3_000), Act::Connect(B)),
+            (ms(5_000), Act::Connect(B)),
+        ],
+        faults: vec![(ms(2_000), Fault::Kill(B)), (ms(4_000), Fault::Restart(B))],
+        ..World::default()
+    });
+    assert_eq!(
+        got[2..],
+        [
+            "0:00:02.050 a closed",
+            "0:00:03.100 a connect-failed connection refused",
+            "0:00:05.100 a connected",
+            "0:00:05.150 b accepted",
+        ]
+    );
+}
