@@ -220,21 +220,32 @@ fn drift_and_reorder_are_checked() {
 
     let src = GOOD.replace(
         "[[node]]\nname = \"dir\"",
-        "[network]\nreorder = \"1/10\"\nreorder_delay = \"0s\"\n\n[[node]]\nname = \"dir\"",
+        "[network]\nreorder_delay = \"0s\"\n\n[[node]]\nname = \"dir\"",
     );
     let (_, _, msg, _) = error_of(&src);
     assert!(
         msg.contains("reorder_delay must be greater than zero"),
         "{msg}"
     );
+}
 
+#[test]
+fn duplication_and_reordering_are_refused_on_streams() {
+    for key in ["reorder", "duplicate"] {
+        let src = GOOD.replace(
+            "[[node]]\nname = \"dir\"",
+            &format!("[network]\n{key} = \"1/10\"\n\n[[node]]\nname = \"dir\""),
+        );
+        let (line, _, msg, _) = error_of(&src);
+        assert_eq!(line, line_of(&src, &format!("{key} = ")));
+        assert!(msg.contains("speak TCP"), "{msg}");
+    }
+    // A zero ratio says nothing and stays valid.
     let src = GOOD.replace(
         "[[node]]\nname = \"dir\"",
-        "[network]\nreorder = \"1/10\"\nreorder_delay = \"250ms\"\n\n[[node]]\nname = \"dir\"",
+        "[network]\nreorder = \"0/10\"\n\n[[node]]\nname = \"dir\"",
     );
-    let s = Scenario::parse(Path::new("ok.toml"), &src).expect("valid");
-    assert_eq!(s.network.reorder.to_string(), "1/10");
-    assert_eq!(s.network.reorder_delay.as_us(), 250_000);
+    Scenario::parse(Path::new("ok.toml"), &src).expect("valid");
 }
 
 #[test]

@@ -11,9 +11,11 @@ use heartsim::models::joinmarket::{Directory, Frame, Profile, Timers};
 use heartsim::run::run;
 use heartsim::scenario::Scenario;
 use heartsim::sim::trace::{Level, Record};
-use heartsim::sim::{Input, NodeId, Now, Outbox, Timestamp};
+use heartsim::sim::{ConnId, Input, NodeId, Now, Outbox, Timestamp};
 
 const PEER: NodeId = NodeId(1);
+/// The connection PEER handshakes on.
+const STREAM: ConnId = ConnId(1);
 
 fn at(secs: u64) -> Now {
     let t = Timestamp::from_us(secs * 1_000_000);
@@ -40,8 +42,9 @@ fn directory_after(profile: Profile, frame: Frame) -> (Directory, Outbox<Frame>)
     d.handle(at(0), Input::Start, &mut out);
     d.handle(
         at(0),
-        Input::Recv {
-            from: PEER,
+        Input::Data {
+            conn: STREAM,
+            peer: PEER,
             msg: frame,
         },
         &mut out,
@@ -102,8 +105,9 @@ fn unsolicited_pong_is_ignored_and_does_not_protect_a_later_ping() {
         // does) but sets nothing that could clear a future pending PONG.
         d.handle(
             at(300),
-            Input::Recv {
-                from: PEER,
+            Input::Data {
+                conn: STREAM,
+                peer: PEER,
                 msg: Frame::Pong,
             },
             &mut out,
@@ -129,8 +133,9 @@ fn pong_after_eviction_has_no_effect() {
         out.clear();
         d.handle(
             at(701),
-            Input::Recv {
-                from: PEER,
+            Input::Data {
+                conn: STREAM,
+                peer: PEER,
                 msg: Frame::Pong,
             },
             &mut out,
@@ -204,7 +209,7 @@ fn malformed_maker_location_is_a_taker_in_python_and_rejected_in_rust() {
                 (Profile::JoinmarketRs, Err(why)) => {
                     let want = rs_verdict.expect_err(location);
                     assert!(why.contains(want), "{location}: {why}");
-                    assert!(out.sends().any(|(_, m, _)| *m == Frame::Close));
+                    assert!(out.closes().any(|c| c == STREAM));
                     assert_eq!(d.registered(), 0);
                 }
                 (_, got) => assert_eq!(got.ok(), ng_role, "{profile:?} {location}"),

@@ -194,6 +194,13 @@ impl<M> Outbox<M> {
             _ => None,
         })
     }
+    /// Connections closed so far, for tests that drive a machine by hand.
+    pub fn closes(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.items.iter().filter_map(|o| match o {
+            Output::Close(conn) => Some(*conn),
+            _ => None,
+        })
+    }
     /// Records queued so far, for tests that drive a machine by hand.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.items.iter().filter_map(|o| match o {
@@ -1081,22 +1088,40 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                     Output::Send { to, msg, wait } => {
                         let (peer, result) = match to {
                             Dest::Node(to) => (Some(to), self.transmit(n, to, msg)),
-                            Dest::Conn(conn) => self.write(n, conn, msg, wait, &mut pending),
+                            Dest::Conn(conn) => self.write(n, conn, msg),
+                        };
+                        // A write that found its connection reset (`break`):
+                        // the process's reads fail too, after the write's own
+                        // outcome.
+                        let reset = match (to, peer, result) {
+                            (Dest::Conn(conn), Some(peer), Err(SendError::ConnectionReset)) => {
+                                Some(Input::Reset {
+                                    conn,
+                                    peer,
+                                    error: ConnError::Reset,
+                                })
+                            }
+                            _ => None,
                         };
                         let token = match wait {
-                            Wait::No => continue,
+                            Wait::No => None,
                             Wait::Write(token) if result.is_ok() => {
                                 let held = peer.and_then(|p| self.held.get_mut(&(n, p)));
-                                if let Some(held) = held.filter(|h| h.stall) {
-                                    let incarnation = self.nodes[n.0].incarnation;
-                                    held.writes.push((incarnation, to, token));
-                                    continue;
+                                match held.filter(|h| h.stall) {
+                                    Some(held) => {
+                                        let incarnation = self.nodes[n.0].incarnation;
+                                        held.writes.push((incarnation, to, token));
+                                        None
+                                    }
+                                    None => Some(token),
                                 }
-                                token
                             }
-                            Wait::Write(token) | Wait::Try(token) => token,
+                            Wait::Write(token) | Wait::Try(token) => Some(token),
                         };
-                        pending.push_back(Input::SendDone { to, token, result });
+                        if let Some(token) = token {
+                            pending.push_back(Input::SendDone { to, token, result });
+                        }
+                        pending.extend(reset);
                     }
                 }
             }
@@ -1115,24 +1140,15 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         n: NodeId,
         conn: ConnId,
         msg: M::Msg,
-        wait: Wait,
-        pending: &mut VecDeque<Input<M::Msg>>,
     ) -> (Option<NodeId>, Result<(), SendError>) {
         self.stats.sends += 1;
         let owner = self.nodes[n.0].incarnation;
         let peer = self.streams.peer(conn, n);
         if let Some(peer) = peer.filter(|p| self.net.is_broken(n, *p)) {
             // The `break` fault: the write fails and the connection is
-            // gone; a plain write learns it as a reset.
+            // gone.
             self.net_record(kind::SEND_FAILED, n, peer, "connection reset", &msg);
             self.streams.drop_endpoint(conn, n);
-            if wait == Wait::No {
-                pending.push_back(Input::Reset {
-                    conn,
-                    peer,
-                    error: ConnError::Reset,
-                });
-            }
             return (Some(peer), Err(SendError::ConnectionReset));
         }
         let described = self.trace.wants(Level::Net).then(|| M::describe(&msg));

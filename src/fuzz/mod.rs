@@ -37,11 +37,10 @@ use crate::scenario::{
 pub enum FaultKind {
     Drop,
     Delay,
-    Duplicate,
-    Reorder,
     Partition,
     OneWayPartition,
     CrashRestart,
+    KillRestart,
     StopStart,
     Pause,
     ClockJump,
@@ -51,14 +50,13 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Drop,
         FaultKind::Delay,
-        FaultKind::Duplicate,
-        FaultKind::Reorder,
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::CrashRestart,
+        FaultKind::KillRestart,
         FaultKind::StopStart,
         FaultKind::Pause,
         FaultKind::ClockJump,
@@ -71,11 +69,10 @@ impl FaultKind {
         match self {
             FaultKind::Drop => "drop",
             FaultKind::Delay => "delay",
-            FaultKind::Duplicate => "duplicate",
-            FaultKind::Reorder => "reorder",
             FaultKind::Partition => "partition",
             FaultKind::OneWayPartition => "one-way-partition",
             FaultKind::CrashRestart => "crash",
+            FaultKind::KillRestart => "kill",
             FaultKind::StopStart => "stop",
             FaultKind::Pause => "pause",
             FaultKind::ClockJump => "clock-jump",
@@ -518,9 +515,10 @@ impl Builder<'_> {
         };
         let on_link = |slot: fn(String, bool) -> Slot| slot(node.to_string(), ep.to_peer);
         let slot = match kind {
-            FaultKind::CrashRestart | FaultKind::StopStart | FaultKind::Pause => {
-                Some(Slot::Lifecycle(node.to_string()))
-            }
+            FaultKind::CrashRestart
+            | FaultKind::KillRestart
+            | FaultKind::StopStart
+            | FaultKind::Pause => Some(Slot::Lifecycle(node.to_string())),
             FaultKind::ClockJump | FaultKind::ClockDrift => None,
             _ if peer.is_none() => return, // link kinds need a peer's link
             FaultKind::Partition | FaultKind::OneWayPartition => Some(Slot::Partition),
@@ -534,9 +532,13 @@ impl Builder<'_> {
             }
         }
         match kind {
-            FaultKind::CrashRestart | FaultKind::StopStart | FaultKind::Pause => {
+            FaultKind::CrashRestart
+            | FaultKind::KillRestart
+            | FaultKind::StopStart
+            | FaultKind::Pause => {
                 let (down, up) = match kind {
                     FaultKind::CrashRestart => ("crash", "restart"),
+                    FaultKind::KillRestart => ("kill", "restart"),
                     FaultKind::StopStart => ("stop", "start"),
                     _ => ("pause", "resume"),
                 };
@@ -578,17 +580,13 @@ impl Builder<'_> {
                 self.faults.push(link_fault(end, "repair"));
             }
             k => {
-                // Drop, delay, duplicate, reorder: a bad link for a while
-                // (from the start, for an early episode), then clean again.
+                // Drop, delay: a bad link for a while (from the start, for
+                // an early episode), then clean again. (Duplication and
+                // reordering are datagram faults; the directory speaks TCP.)
                 let pct = 1 + ep.size % 40;
                 let mut section = LinkSection::default();
                 match k {
                     FaultKind::Drop => section.drop = Some(sp(format!("{pct}/100"))),
-                    FaultKind::Duplicate => section.duplicate = Some(sp(format!("{pct}/100"))),
-                    FaultKind::Reorder => {
-                        section.reorder = Some(sp(format!("{pct}/100")));
-                        section.reorder_delay = Some(sp(format!("{}ms", 1 + ep.size * 40)));
-                    }
                     _ => {
                         let lo = u64::from(self.case.latency_ms);
                         let hi = lo + u64::from(ep.size) * 60;

@@ -32,6 +32,9 @@ pub const MAX_DURATION: Duration = Duration::from_secs(400 * 24 * 3600);
 /// Most nodes a scenario may declare, `count` expansions included.
 pub const MAX_NODES: usize = 100_000;
 pub const MODEL_JOINMARKET: &str = "joinmarket-directory";
+/// Why `duplicate` and `reorder` are refused: the directory and its peers
+/// speak TCP (see docs/streams.md).
+const STREAMS_DELIVER_ONCE_IN_ORDER: &str = "the directory and its peers speak TCP, which delivers every frame once and in order: duplication and reordering do not apply (lost and late packets do: use drop and latency)";
 
 type S<T> = Spanned<T>;
 /// Resolves a time written in the file to a timestamp within the scenario.
@@ -339,9 +342,15 @@ impl Ctx<'_> {
         }
         if let Some(d) = &section.duplicate {
             config.duplicate = self.ratio(d, "duplicate")?;
+            if !config.duplicate.is_never() {
+                return self.err(d.span(), STREAMS_DELIVER_ONCE_IN_ORDER);
+            }
         }
         if let Some(r) = &section.reorder {
             config.reorder = self.ratio(r, "reorder")?;
+            if !config.reorder.is_never() {
+                return self.err(r.span(), STREAMS_DELIVER_ONCE_IN_ORDER);
+            }
         }
         if let Some(d) = &section.reorder_delay {
             config.reorder_delay = self.positive(d, "reorder_delay")?;
@@ -765,6 +774,7 @@ impl ScenarioFile {
                 "start" => Fault::Start(need_node()?),
                 "stop" => Fault::Stop(need_node()?),
                 "crash" => Fault::Crash(need_node()?),
+                "kill" => Fault::Kill(need_node()?),
                 "restart" => Fault::Restart(need_node()?),
                 "heal" => Fault::Heal,
                 "partition" => match (&f.groups, &f.from, &f.to) {
@@ -901,7 +911,7 @@ impl ScenarioFile {
                     "{} is already running at this time (crash or stop it first)",
                     name(n)
                 )),
-                Fault::Stop(n) | Fault::Crash(n) | Fault::Pause(n) if !running.contains(n) => {
+                Fault::Stop(n) | Fault::Kill(n) | Fault::Pause(n) if !running.contains(n) => {
                     Some(format!("{} is not running at this time", name(n)))
                 }
                 Fault::Stop(n) | Fault::Pause(n) if paused.contains(n) => Some(format!(
@@ -936,7 +946,7 @@ impl ScenarioFile {
                 Fault::Start(n) | Fault::Restart(n) => {
                     running.insert(*n);
                 }
-                Fault::Stop(n) | Fault::Crash(n) => {
+                Fault::Stop(n) | Fault::Kill(n) | Fault::Crash(n) => {
                     running.remove(n);
                     paused.remove(n);
                 }

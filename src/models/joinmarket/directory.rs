@@ -18,7 +18,9 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use heartsim_sim::{Deadline, Duration, Input, NodeId, Now, Outbox, SendError, Timestamp};
+use heartsim_sim::{
+    ConnId as StreamId, Deadline, Duration, Input, NodeId, Now, Outbox, SendError, Timestamp,
+};
 
 use super::location::Location;
 use super::{kind, Frame, Profile, Timers, PING_RATE_WINDOW};
@@ -35,6 +37,9 @@ type KeyId = u32;
 #[derive(Debug)]
 struct Conn {
     node: NodeId,
+    /// The TCP connection the peer handshook on: every frame of this peer
+    /// comes on it, and every frame to it goes on it.
+    stream: StreamId,
     key: KeyId,
     ping: bool,
     maker: bool,
@@ -113,9 +118,8 @@ pub struct Directory {
     /// The `!orderbook` probe, built once: every probe is the same line.
     probe: Frame,
     conns: BTreeMap<ConnId, Conn>,
-    /// The newest connection from each peer node: frames from that node belong
-    /// to it (an older one from the same node is a dead socket left behind).
-    by_node: BTreeMap<NodeId, ConnId>,
+    /// The registered connection on each TCP connection.
+    by_stream: BTreeMap<StreamId, ConnId>,
     /// Every key seen so far, interned.
     key_ids: BTreeMap<Arc<str>, KeyId>,
     /// The registry: which connection owns each peer key.
@@ -138,7 +142,7 @@ impl Directory {
             timers,
             probe: Frame::orderbook_probe(nick),
             conns: BTreeMap::new(),
-            by_node: BTreeMap::new(),
+            by_stream: BTreeMap::new(),
             key_ids: BTreeMap::new(),
             by_key: BTreeMap::new(),
             idle_index: BTreeSet::new(),
@@ -155,12 +159,14 @@ impl Directory {
         self.by_key.len()
     }
 
-    /// Whether a PONG is pending for `node`'s current connection (tests).
+    /// Whether a PONG is pending for `node`'s newest registered
+    /// connection (tests).
     pub fn is_pending(&self, node: NodeId) -> bool {
-        self.by_node.get(&node).is_some_and(|&id| {
-            let key = self.conns[&id].key;
-            self.pending.contains(&self.pending_key(key, id))
-        })
+        self.conns
+            .iter()
+            .rev()
+            .find(|(_, c)| c.node == node)
+            .is_some_and(|(&id, c)| self.pending.contains(&self.pending_key(c.key, id)))
     }
 
     fn pending_key(&self, key: KeyId, conn: ConnId) -> PendingKey {
@@ -175,6 +181,8 @@ impl Directory {
     pub fn handle(&mut self, now: Now, input: Input<Frame>, out: &mut Outbox<Frame>) {
         match input {
             Input::Start => {
+                // Both upstreams serve on a TCP listener.
+                out.listen();
                 // Python: `while True: await asyncio.sleep(interval); sweep`.
                 // Rust: `interval_at(now + 60 s, 60 s)`. Both: first sweep
                 // one interval after start.
@@ -190,12 +198,29 @@ impl Directory {
                 self.phase = Phase::Idle;
             }
             Input::Timeout => self.on_timeout(now, out),
-            Input::Recv { from, msg } => self.on_frame(now, from, msg, out),
+            Input::Data { conn, peer, msg } => self.on_frame(now, conn, peer, msg, out),
             Input::SendDone { token, result, .. } => {
                 self.on_send_done(now, token, result.map_err(SendFailure::Net), out);
             }
-            // The model speaks datagrams until it moves onto streams.
-            _ => {}
+            // EOF: Python's `readline()` returns b"" and the handler's
+            // `finally` runs `_cleanup_peer`; joinmarket-rs's read loop ends
+            // and the peer is removed. Both close their end.
+            Input::Closed { conn, peer } => {
+                self.lost(conn, peer, "peer closed".into(), out);
+                out.close(conn);
+            }
+            // A RST or a retransmission timeout: the read raises (Python
+            // `ConnectionResetError`/`TimeoutError`, Rust an `io::Error`),
+            // and the same cleanup runs.
+            Input::Reset { conn, peer, error } => {
+                self.lost(conn, peer, error.to_string().into(), out);
+            }
+            // The directory dials nobody; a peer's connection is nothing
+            // to it until its handshake.
+            Input::Accepted { .. }
+            | Input::Connected { .. }
+            | Input::ConnectFailed { .. }
+            | Input::Recv { .. } => {}
         }
     }
 
@@ -309,7 +334,7 @@ impl Directory {
                     is_ping: true,
                     since: now.mono,
                 });
-                self.profile.send(out, conn.node, Frame::Ping, token);
+                self.profile.send(out, conn.stream, Frame::Ping, token);
                 return;
             } else if conn.maker {
                 self.next_token += 1;
@@ -325,7 +350,7 @@ impl Directory {
                     is_ping: false,
                     since: now.mono,
                 });
-                self.profile.send(out, conn.node, self.probe.clone(), token);
+                self.profile.send(out, conn.stream, self.probe.clone(), token);
                 return;
             }
             // Non-ping taker or watcher: no probe; hard-evicted later.
@@ -485,18 +510,27 @@ impl Directory {
         self.phase = Phase::Sleeping { until };
     }
 
-    fn on_frame(&mut self, now: Now, from: NodeId, frame: Frame, out: &mut Outbox<Frame>) {
-        if let Frame::Handshake {
-            nick,
-            location,
-            ping,
-            directory,
-        } = frame
-        {
-            return self.on_handshake(now, from, &nick, &location, ping, directory, out);
-        }
-        let Some(&id) = self.by_node.get(&from) else {
-            return; // no live connection: a frame after eviction is dropped
+    fn on_frame(
+        &mut self,
+        now: Now,
+        stream: StreamId,
+        from: NodeId,
+        frame: Frame,
+        out: &mut Outbox<Frame>,
+    ) {
+        let Some(&id) = self.by_stream.get(&stream) else {
+            if let Frame::Handshake {
+                nick,
+                location,
+                ping,
+                directory,
+            } = frame
+            {
+                self.on_handshake(now, stream, from, &nick, &location, ping, directory, out);
+            }
+            // Anything else before a handshake, or after the connection
+            // was dropped from the registry, is ignored.
+            return;
         };
         // Every line refreshes last_seen before it is parsed.
         self.touch(id, now);
@@ -525,6 +559,7 @@ impl Directory {
                     if conn.ping_times.len() >= limit {
                         close(
                             out,
+                            stream,
                             from,
                             kind::DISCONNECT,
                             "PING rate limit exceeded".into(),
@@ -534,16 +569,7 @@ impl Directory {
                     }
                     conn.ping_times.push_back(t);
                 }
-                out.send(from, Frame::Pong);
-            }
-            Frame::Close => {
-                out.record(
-                    kind::DISCONNECT,
-                    Some(from),
-                    Some("peer closed".into()),
-                    None,
-                );
-                self.unregister(id);
+                out.send(stream, Frame::Pong);
             }
             Frame::PubMsg(_) | Frame::Malformed | Frame::Handshake { .. } => {}
         }
@@ -553,6 +579,7 @@ impl Directory {
     fn on_handshake(
         &mut self,
         now: Now,
+        stream: StreamId,
         from: NodeId,
         nick: &Arc<str>,
         location: &Arc<str>,
@@ -567,7 +594,7 @@ impl Directory {
             _ => None,
         };
         if let Some(reason) = rejection {
-            close(out, from, kind::REJECT, reason);
+            close(out, stream, from, kind::REJECT, reason);
             return;
         }
         let key = self.intern(self.profile.registry_key(nick, &location));
@@ -576,10 +603,7 @@ impl Directory {
                 // `self._peers[key] = peer`: the old entry is simply gone.
                 self.unregister(owner);
             } else {
-                close(out, from, kind::REJECT, "nick already registered".into());
-                // The node's older connection is a dead socket: nothing the
-                // node sends from now on belongs to it.
-                self.by_node.remove(&from);
+                close(out, stream, from, kind::REJECT, "nick already registered".into());
                 return;
             }
         }
@@ -590,6 +614,7 @@ impl Directory {
             id,
             Conn {
                 node: from,
+                stream,
                 key,
                 ping,
                 maker: matches!(location, Location::Maker(_)),
@@ -597,7 +622,7 @@ impl Directory {
                 ping_times: VecDeque::new(),
             },
         );
-        self.by_node.insert(from, id);
+        self.by_stream.insert(stream, id);
         self.by_key.insert(key, id);
         self.idle_index.insert((last_seen, id));
         let role = if matches!(location, Location::Maker(_)) {
@@ -631,8 +656,23 @@ impl Directory {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
-        close(out, conn.node, kind::EVICT, reason);
+        close(out, conn.stream, conn.node, kind::EVICT, reason);
         self.unregister(id);
+    }
+
+    /// The peer's connection ended under the directory (EOF, reset, time
+    /// out): if it was registered, it is cleaned up like a disconnect.
+    fn lost(
+        &mut self,
+        stream: StreamId,
+        peer: NodeId,
+        reason: Cow<'static, str>,
+        out: &mut Outbox<Frame>,
+    ) {
+        if let Some(&id) = self.by_stream.get(&stream) {
+            out.record(kind::DISCONNECT, Some(peer), Some(reason), None);
+            self.unregister(id);
+        }
     }
 
     /// Remove a connection from the registry. Where pending is per
@@ -646,9 +686,7 @@ impl Directory {
             self.pending.remove(&(conn.key, id));
         }
         self.idle_index.remove(&(conn.last_seen, id));
-        if self.by_node.get(&conn.node) == Some(&id) {
-            self.by_node.remove(&conn.node);
-        }
+        self.by_stream.remove(&conn.stream);
         if self.by_key.get(&conn.key) == Some(&id) {
             self.by_key.remove(&conn.key);
         }
@@ -656,7 +694,13 @@ impl Directory {
 }
 
 /// Record why the directory drops `node`'s connection, and close it.
-fn close(out: &mut Outbox<Frame>, node: NodeId, kind: &'static str, reason: Cow<'static, str>) {
+fn close(
+    out: &mut Outbox<Frame>,
+    stream: StreamId,
+    node: NodeId,
+    kind: &'static str,
+    reason: Cow<'static, str>,
+) {
     out.record(kind, Some(node), Some(reason), None);
-    out.send(node, Frame::Close);
+    out.close(stream);
 }

@@ -207,9 +207,11 @@ fn is_healthy(scenario: &Scenario, p: NodeId) -> bool {
         return false; // a link is lossy, jittery, reordering or slow
     }
     !scenario.faults.iter().any(|(_, fault)| match fault {
-        Fault::Crash(n) | Fault::Restart(n) | Fault::Pause(n) | Fault::Resume(n) => {
-            *n == p || *n == dir
-        }
+        Fault::Crash(n)
+        | Fault::Kill(n)
+        | Fault::Restart(n)
+        | Fault::Pause(n)
+        | Fault::Resume(n) => *n == p || *n == dir,
         Fault::Stop(n) | Fault::Start(n) => *n == dir,
         Fault::ClockJump { node, .. } => *node == dir,
         Fault::Partition(rules) => separates(rules, p, dir),
@@ -250,7 +252,7 @@ fn healthy_after_heal(scenario: &Scenario, p: NodeId) -> bool {
     let mut partitioned = false;
     for (_, fault) in &scenario.faults {
         match fault {
-            Fault::Crash(n) | Fault::Pause(n) => {
+            Fault::Crash(n) | Fault::Kill(n) | Fault::Pause(n) => {
                 down.insert(*n);
             }
             Fault::Stop(n) if *n == dir => {
@@ -424,7 +426,7 @@ fn silent_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> 
         scenario
             .faults
             .iter()
-            .any(|(t, f)| *t >= after && matches!(f, Fault::Crash(n) | Fault::Stop(n) if *n == dir))
+            .any(|(t, f)| *t >= after && matches!(f, Fault::Crash(n) | Fault::Kill(n) | Fault::Stop(n) if *n == dir))
     };
     let bound = silent_eviction_bound(scenario);
     let mut out = Vec::new();

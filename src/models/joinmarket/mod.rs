@@ -48,8 +48,6 @@ pub enum Frame {
     /// A line that fails to parse. It still refreshes `last_seen`: both
     /// upstreams stamp the peer before parsing.
     Malformed,
-    /// The sender closed the connection (TCP FIN).
-    Close,
 }
 
 impl Frame {
@@ -80,7 +78,6 @@ impl fmt::Display for Frame {
             Frame::Pong => write!(f, r#"{{"type": {PONG_TYPE}, "line": ""}}"#),
             Frame::PubMsg(line) => write!(f, r#"{{"type": {PUBMSG_TYPE}, "line": "{line}"}}"#),
             Frame::Malformed => f.write_str("<malformed line>"),
-            Frame::Close => f.write_str("<close>"),
         }
     }
 }
@@ -193,7 +190,7 @@ impl Profile {
     /// joinmarket-rs `try_send`s into the peer's 128-frame channel and never
     /// blocks (the channel filling up, `ChannelFull`, is not modelled: a
     /// stalled peer is evicted by pong timeout long before 128 frames queue).
-    fn send(self, out: &mut Outbox<Frame>, to: heartsim_sim::NodeId, frame: Frame, token: u64) {
+    fn send(self, out: &mut Outbox<Frame>, to: heartsim_sim::ConnId, frame: Frame, token: u64) {
         if self.is_ng() {
             out.send_awaited(to, frame, token);
         } else {
@@ -254,6 +251,12 @@ pub mod kind {
     pub const NO_CONNECTION: &str = "no current connection";
     pub const SEND_ERROR: &str = "send-error";
     pub const RECONNECT: &str = "reconnect";
+    /// A peer's connect to the directory failed (reason: `connection
+    /// refused` or `connection timed out`).
+    pub const CONNECT_FAILED: &str = "connect-failed";
+    /// A peer's connection was reset under it (reason: `connection reset`
+    /// or `connection timed out`).
+    pub const CONNECTION_LOST: &str = "connection-lost";
 }
 
 /// A node of a JoinMarket scenario: the directory or one simulated peer.

@@ -1,12 +1,14 @@
 //! Simulated JoinMarket peers: the workload around the directory.
 //!
-//! A peer handshakes on start, then behaves as the scenario says. It is a
-//! machine like the directory, so crashes, restarts and partitions apply to
-//! it unchanged.
+//! A peer connects to the directory on start and handshakes on that TCP
+//! connection, then behaves as the scenario says. When the connection ends
+//! (the directory closed it, it was reset, or the connect failed) it
+//! reconnects on a new one, if the scenario says so. It is a machine like
+//! the directory, so crashes, restarts and partitions apply to it unchanged.
 
 use std::sync::Arc;
 
-use heartsim_sim::{Deadline, Duration, Input, NodeId, Now, Outbox, Timestamp};
+use heartsim_sim::{ConnId, Deadline, Duration, Input, NodeId, Now, Outbox, Timestamp};
 
 use super::{kind, Frame, NOT_SERVING_ONION};
 
@@ -45,8 +47,8 @@ pub struct PeerSpec {
     pub behaviour: Behaviour,
     /// Send the directory a PING this often (first one after one period).
     pub ping_directory_every: Option<Duration>,
-    /// After the directory closes the connection, handshake again this much
-    /// later.
+    /// After the connection ends (closed by the directory, reset, or a
+    /// failed connect), connect and handshake again this much later.
     pub reconnect_after: Option<Duration>,
 }
 
@@ -68,7 +70,8 @@ pub struct Peer {
     spec: Arc<PeerSpec>,
     /// The offer a maker re-announces on `!orderbook`, built once.
     offer: Frame,
-    connected: bool,
+    /// The connection to the directory, from connect until it ends.
+    conn: Option<ConnId>,
     next_chat: Option<Timestamp>,
     next_ping: Option<Timestamp>,
     reconnect_at: Option<Timestamp>,
@@ -80,16 +83,18 @@ impl Peer {
         Peer {
             offer: Frame::PubMsg(offer.into()),
             spec,
-            connected: false,
+            conn: None,
             next_chat: None,
             next_ping: None,
             reconnect_at: None,
         }
     }
 
+    /// Connect and write the handshake (it goes out once connected).
     fn connect(&mut self, now: Now, out: &mut Outbox<Frame>) {
+        let conn = out.connect(self.spec.directory);
         out.send(
-            self.spec.directory,
+            conn,
             Frame::Handshake {
                 nick: self.spec.nick.clone(),
                 location: self.spec.location.clone(),
@@ -97,7 +102,7 @@ impl Peer {
                 directory: self.spec.is_directory,
             },
         );
-        self.connected = true;
+        self.conn = Some(conn);
         self.reconnect_at = None;
         self.next_chat = match self.spec.behaviour {
             Behaviour::Chatty { every, .. } => Some(now.mono + every),
@@ -106,42 +111,55 @@ impl Peer {
         self.next_ping = self.spec.ping_directory_every.map(|d| now.mono + d);
     }
 
+    /// The connection is over: stop talking, and reconnect later if the
+    /// scenario says so.
+    fn disconnected(&mut self, now: Now) {
+        self.conn = None;
+        self.next_chat = None;
+        self.next_ping = None;
+        self.reconnect_at = self.spec.reconnect_after.map(|d| now.mono + d);
+    }
+
     pub fn handle(&mut self, now: Now, input: Input<Frame>, out: &mut Outbox<Frame>) {
         let dir = self.spec.directory;
         match input {
             Input::Start => self.connect(now, out),
-            Input::Stop => {
-                if self.connected {
-                    out.send(dir, Frame::Close);
-                }
-                self.connected = false;
-            }
-            Input::Recv { from, msg } if from == dir && self.connected => match msg {
+            // The process exits; its kernel closes the connection (FIN).
+            Input::Stop => self.conn = None,
+            Input::Data { conn, msg, .. } if Some(conn) == self.conn => match msg {
                 Frame::Ping if self.spec.behaviour == Behaviour::Responsive => {
-                    out.send(dir, Frame::Pong);
+                    out.send(conn, Frame::Pong);
                 }
                 ref probe
                     if probe.is_orderbook_probe()
                         && self.spec.maker
                         && self.spec.behaviour == Behaviour::Responsive =>
                 {
-                    out.send(dir, self.offer.clone());
-                }
-                Frame::Close => {
-                    self.connected = false;
-                    self.next_chat = None;
-                    self.next_ping = None;
-                    self.reconnect_at = self.spec.reconnect_after.map(|d| now.mono + d);
+                    out.send(conn, self.offer.clone());
                 }
                 _ => {}
             },
-            Input::Recv { .. } | Input::SendDone { .. } => {}
+            Input::Closed { conn, .. } if Some(conn) == self.conn => {
+                out.close(conn);
+                self.disconnected(now);
+            }
+            Input::Reset { conn, error, .. } if Some(conn) == self.conn => {
+                let reason = error.to_string().into();
+                out.record(kind::CONNECTION_LOST, Some(dir), Some(reason), None);
+                self.disconnected(now);
+            }
+            Input::ConnectFailed { conn, error, .. } if Some(conn) == self.conn => {
+                let reason = error.to_string().into();
+                out.record(kind::CONNECT_FAILED, Some(dir), Some(reason), None);
+                self.disconnected(now);
+            }
             Input::Timeout => {
                 let t = now.mono;
                 if self.reconnect_at.is_some_and(|r| r <= t) {
                     out.record(kind::RECONNECT, Some(dir), None, None);
                     self.connect(now, out);
                 }
+                let Some(conn) = self.conn else { return };
                 if let (Some(at), Behaviour::Chatty { every, line }) =
                     (self.next_chat, self.spec.behaviour)
                 {
@@ -152,18 +170,19 @@ impl Peer {
                             }
                             ChatLine::Malformed => Frame::Malformed,
                         };
-                        out.send(dir, frame);
+                        out.send(conn, frame);
                         self.next_chat = Some(at + every);
                     }
                 }
                 if let (Some(at), Some(every)) = (self.next_ping, self.spec.ping_directory_every) {
                     if at <= t {
-                        out.send(dir, Frame::Ping);
+                        out.send(conn, Frame::Ping);
                         self.next_ping = Some(at + every);
                     }
                 }
             }
-            // Datagrams only, until the model moves onto streams.
+            // Datagrams, awaited writes (the peer awaits none), frames and
+            // endings of a connection it has left behind.
             _ => {}
         }
     }
