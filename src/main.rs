@@ -76,9 +76,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Fault kinds each case's swarm is drawn from, comma-separated
-        /// (default: all). Kinds: drop, delay, duplicate, reorder, partition,
-        /// one-way-partition, crash, stop, pause, clock-jump, clock-drift,
-        /// stall, break.
+        /// (default: all). Kinds: drop, delay, partition, one-way-partition,
+        /// crash, kill, stop, pause, clock-jump, clock-drift, stall, break.
         #[arg(long, value_delimiter = ',', value_parser = parse_fault_kind)]
         faults: Vec<FaultKind>,
         /// Most peers per case.

@@ -99,6 +99,34 @@ fn current_profiles_keep_every_invariant() {
     }
 }
 
+/// Host crashes and process kills, the faults whose connection endings
+/// (silence then RST, FIN at once) the stream medium exists for. Seed 11 is
+/// the one that, before streams, shrank to a restarted peer whose new
+/// connection was closed by a FIN sent on its dead one.
+#[test]
+fn crash_and_kill_campaigns_find_nothing_on_current_profiles() {
+    for profile in [Profile::JoinmarketNg, Profile::JoinmarketRs] {
+        let config = FuzzConfig {
+            gen: GenOptions {
+                profile: Some(profile),
+                faults: vec![
+                    FaultKind::CrashRestart,
+                    FaultKind::KillRestart,
+                    FaultKind::Partition,
+                ],
+                ..GenOptions::default()
+            },
+            cases: budget(),
+            seed: 11,
+            out_dir: out_dir("fuzz-crash-kill"),
+            ..FuzzConfig::default()
+        };
+        if let Err(failure) = fuzz(&config, |_, _| {}) {
+            panic!("{failure}");
+        }
+    }
+}
+
 /// Only graceful stop/start faults: the one way to break the invariant is a
 /// peer that reconnects while its PING is in flight.
 fn reconnect_config(profile: Profile, dir: &str) -> FuzzConfig {

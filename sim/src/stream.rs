@@ -438,7 +438,15 @@ impl<M: Clone> Streams<M> {
             .map(|((c, _), _)| *c)
             .collect();
         for conn in mine {
-            self.close(now, conn, node, owner);
+            let ep = &self.endpoints[&(conn, node)];
+            if ep.state == State::SynReceived {
+                // Not yet accepted: the listener's backlog is reset
+                // (`inet_csk_listen_stop`).
+                let ep = self.endpoints.remove(&(conn, node)).expect("listed");
+                self.send_rst(now, conn, node, ep.peer);
+            } else {
+                self.close(now, conn, node, owner);
+            }
         }
     }
 
@@ -920,6 +928,9 @@ impl<M: Clone> Streams<M> {
 
     fn fail(&mut self, conn: ConnId, node: NodeId, ep: Endpoint<M>, error: ConnError) {
         let Some(incarnation) = ep.owner else { return };
+        if ep.state == State::SynReceived {
+            return; // never accepted: its process does not know it
+        }
         let peer = ep.peer;
         let input = if ep.state == State::SynSent {
             Input::ConnectFailed { conn, peer, error }
