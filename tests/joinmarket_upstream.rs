@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use heartsim::models::joinmarket::location::onion_for;
-use heartsim::models::joinmarket::{Directory, Frame, Profile, Timers};
+use heartsim::models::joinmarket::{Directory, Frame, Profile, Setup, Timers};
+use heartsim::models::ALL;
 use heartsim::run::run;
 use heartsim::scenario::Scenario;
 use heartsim::sim::trace::{Level, Record};
@@ -240,7 +241,7 @@ fn load(name: &str) -> Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scenarios/joinmarket")
         .join(name);
-    Scenario::load(&path).expect("scenario parses")
+    Scenario::load(ALL, &path).expect("scenario parses")
 }
 
 fn jsonl(s: &Scenario, seed: Option<u64>) -> Vec<u8> {
@@ -264,7 +265,9 @@ fn the_same_scenario_evicts_at_different_times_under_each_profile() {
     let base = load("silent-ping-maker-evicted-after-pong-wait-ng.toml");
     let evict_time = |profile: Profile| {
         let mut s = base.clone();
-        s.profile = profile;
+        s.setup_mut::<Setup>()
+            .expect("a joinmarket scenario")
+            .profile = profile;
         let out = run(&s, None, Level::Decision).unwrap();
         let t = out
             .trace
