@@ -199,13 +199,13 @@ impl Profile {
     const fn entry(self) -> scenario::Profile {
         let about = match self {
             Profile::JoinmarketRs => {
-                "joinmarket-rs: sweeps on a fixed interval grid, `elapsed() >= T`, monotonic clock"
+                "Rust: sweeps on a fixed interval grid, `elapsed() >= T`, monotonic clock"
             }
             Profile::JoinmarketNg => {
-                "joinmarket-ng HEAD: sleep then sweep, idle strictly past T, wall clock"
+                "Python, HEAD: sleep then sweep, idle strictly past T, wall clock"
             }
             Profile::JoinmarketNgEb812d4c => {
-                "joinmarket-ng at eb812d4c: pending PONGs keyed by peer and never cleared on disconnect"
+                "Python at eb812d4c: pending PONGs keyed by peer, never cleared on disconnect"
             }
         };
         scenario::Profile {
