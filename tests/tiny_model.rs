@@ -538,6 +538,21 @@ fn cli_fuzzes_it() -> Result<(), Failed> {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("64 cases, no failure"), "{stdout}");
 
+    // A profile of another model is refused, naming the model's own.
+    let out = cli(&[
+        "fuzz",
+        "--model",
+        "joinmarket-directory",
+        "--profile",
+        FIXED,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not a profile of joinmarket-directory"),
+        "{stderr}"
+    );
+
     // The buggy profile is found out, shrunk, and written as a scenario file
     // that this CLI replays; --profile alone picks the model.
     let out = cli(&["fuzz", "--profile", CHATTY, "--cases", "64", "--out", dir]);
