@@ -1,5 +1,6 @@
 //! The models, one folder each, and the registry that lists them. Adding a
-//! model is its folder and one line here (docs/adding-a-model.md).
+//! model is its folder, its `mod` line here and its element of [`ALL`]
+//! (docs/adding-a-model.md).
 
 use crate::scenario::Model;
 
