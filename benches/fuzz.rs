@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use heartsim::fuzz::{fuzz, FaultKind, FuzzConfig, GenOptions};
-use heartsim::models::joinmarket::Profile;
+use heartsim::models::joinmarket::{Profile, MODEL};
 
 fn main() {
     let cases = 2_000;
@@ -18,20 +18,20 @@ fn main() {
         for check_determinism in [false, true] {
             let config = FuzzConfig {
                 gen: GenOptions {
-                    profile: Some(profile),
+                    profile: Some(profile.name()),
                     // Only faults every profile survives: the bench measures
                     // speed, and a found failure would end the campaign.
                     faults: FaultKind::ALL
                         .into_iter()
                         .filter(|k| !matches!(k, FaultKind::Stall | FaultKind::StopStart))
                         .collect(),
-                    ..GenOptions::default()
+                    ..GenOptions::new(MODEL)
                 },
                 cases,
                 seed: 5,
                 check_determinism,
                 out_dir: std::env::temp_dir().join("heartsim-bench-failures"),
-                ..FuzzConfig::default()
+                ..FuzzConfig::new(MODEL)
             };
             let start = Instant::now();
             let result = fuzz(&config, |_, _| {});

@@ -22,9 +22,12 @@
 //! }
 //! ```
 //!
-//! A scenario file ([`scenario`]) says which machines run, under which
-//! faults, and what must happen when; [`run`] runs it and checks it.
+//! A scenario file ([`scenario`]) says which model's machines run, under
+//! which faults, and what must happen when; [`run`] runs it and checks it.
+//! Models are listed in [`models::ALL`] and reached only through
+//! [`scenario::Model`] (the seam); [`cli`] is the command line.
 
+pub mod cli;
 pub mod fuzz;
 pub mod models;
 pub mod run;

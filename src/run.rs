@@ -7,9 +7,7 @@ use heartsim_sim::net::Network;
 use heartsim_sim::trace::{Level, Record, Trace};
 use heartsim_sim::{Engine, LimitError, NodeId, NodeSpec, Stats};
 
-use crate::models::joinmarket::invariants::{self, Violation};
-use crate::models::joinmarket::{Directory, Node, Peer};
-use crate::scenario::{Expect, NodeRole, Scenario, When};
+use crate::scenario::{AnySetup, Expect, Scenario, Setup, Violation, When};
 
 /// A finished run.
 #[derive(Debug)]
@@ -22,26 +20,85 @@ pub struct Outcome {
 /// whether network records (every send and delivery) are kept.
 pub fn run(scenario: &Scenario, seed: Option<u64>, keep: Level) -> Result<Outcome, LimitError> {
     let seed = seed.unwrap_or(scenario.seed);
-    let mut net = Network::new(seed, scenario.network);
-    for (from, to, link) in &scenario.links {
-        net.set_link(*from, *to, *link);
+    let (trace, stats) = scenario.setup.run(scenario, seed, keep)?;
+    Ok(Outcome { trace, stats })
+}
+
+/// Run `scenario` on the madsim engine (built only under `--cfg madsim`):
+/// the same machines in the async driver on a madsim runtime seeded with
+/// the scenario's seed, or `seed`.
+#[cfg(madsim)]
+pub fn run_madsim(
+    scenario: &Scenario,
+    seed: Option<u64>,
+    keep: Level,
+) -> Result<Outcome, heartsim_sim::madsim_engine::MadsimError> {
+    let seed = seed.unwrap_or(scenario.seed);
+    let (trace, stats) = scenario.setup.run_madsim(scenario, seed, keep)?;
+    Ok(Outcome { trace, stats })
+}
+
+/// Every model's [`Setup`] runs on both engines the same way: its machines
+/// in the scenario's nodes, network and faults.
+impl<T: Setup> AnySetup for T {
+    fn run(
+        &self,
+        scenario: &Scenario,
+        seed: u64,
+        keep: Level,
+    ) -> Result<(Trace, Stats), LimitError> {
+        let mut net = Network::new(seed, scenario.network);
+        for (from, to, link) in &scenario.links {
+            net.set_link(*from, *to, *link);
+        }
+        let mut engine = Engine::new(
+            node_specs(scenario),
+            net,
+            scenario.faults.clone(),
+            scenario.limits,
+            keep,
+            factory(self),
+        );
+        engine.run()?;
+        let stats = engine.stats();
+        Ok((engine.into_trace(), stats))
     }
-    let specs = node_specs(scenario);
-    let factory = factory(scenario);
-    let mut engine = Engine::new(
-        specs,
-        net,
-        scenario.faults.clone(),
-        scenario.limits,
-        keep,
-        factory,
-    );
-    engine.run()?;
-    let stats = engine.stats();
-    Ok(Outcome {
-        trace: engine.into_trace(),
-        stats,
-    })
+
+    #[cfg(madsim)]
+    fn run_madsim(
+        &self,
+        scenario: &Scenario,
+        seed: u64,
+        keep: Level,
+    ) -> Result<(Trace, Stats), heartsim_sim::madsim_engine::MadsimError> {
+        use heartsim_sim::madsim_engine::{self, World};
+        let world = World {
+            nodes: node_specs(scenario),
+            network: scenario.network,
+            links: scenario.links.clone(),
+            faults: scenario.faults.clone(),
+            limits: scenario.limits,
+            keep,
+            seed,
+        };
+        madsim_engine::run(&world, factory(self))
+    }
+
+    fn violations(&self, scenario: &Scenario, trace: &Trace) -> Vec<Violation> {
+        Setup::violations(self, scenario, trace)
+    }
+
+    fn clone_box(&self) -> Box<dyn AnySetup> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
 }
 
 fn node_specs(scenario: &Scenario) -> Vec<NodeSpec> {
@@ -58,39 +115,9 @@ fn node_specs(scenario: &Scenario) -> Vec<NodeSpec> {
 
 /// A fresh machine for node `id` at every (re)start. It owns what it needs,
 /// so an engine may keep it for the whole run (madsim's restartable nodes).
-fn factory(scenario: &Scenario) -> impl Fn(NodeId) -> Node + Send + Sync + 'static {
-    let roles: Vec<NodeRole> = scenario.nodes.iter().map(|n| n.role.clone()).collect();
-    let dir_nick = scenario.nodes[scenario.directory.0].name.clone();
-    let (profile, timers) = (scenario.profile, scenario.timers);
-    move |id: NodeId| match &roles[id.0] {
-        NodeRole::Directory => {
-            Node::Directory(Box::new(Directory::new(profile, timers, &dir_nick)))
-        }
-        NodeRole::Peer(spec) => Node::Peer(Peer::new(spec.clone())),
-    }
-}
-
-/// Run `scenario` on the madsim engine (built only under `--cfg madsim`):
-/// the same machines in the async driver on a madsim runtime seeded with
-/// the scenario's seed, or `seed`.
-#[cfg(madsim)]
-pub fn run_madsim(
-    scenario: &Scenario,
-    seed: Option<u64>,
-    keep: Level,
-) -> Result<Outcome, heartsim_sim::madsim_engine::MadsimError> {
-    use heartsim_sim::madsim_engine::{self, World};
-    let world = World {
-        nodes: node_specs(scenario),
-        network: scenario.network,
-        links: scenario.links.clone(),
-        faults: scenario.faults.clone(),
-        limits: scenario.limits,
-        keep,
-        seed: seed.unwrap_or(scenario.seed),
-    };
-    let (trace, stats) = madsim_engine::run(&world, factory(scenario))?;
-    Ok(Outcome { trace, stats })
+fn factory<T: Setup>(setup: &T) -> impl Fn(NodeId) -> T::Machine + Send + Sync + 'static {
+    let setup = setup.clone();
+    move |id: NodeId| setup.machine(id)
 }
 
 /// Whether one expectation held, and if not, why.
@@ -209,7 +236,7 @@ fn seen_at(all: &[&Record]) -> String {
 
 /// The scenario's `[scenario] invariants` that the trace breaks.
 pub fn violations(scenario: &Scenario, trace: &Trace) -> Vec<Violation> {
-    invariants::check(scenario, trace, &scenario.invariants)
+    scenario.setup.violations(scenario, trace)
 }
 
 /// The decision records that are the snapshot of a run: one text line each.

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use heartsim::models::ALL;
 use heartsim::scenario::Scenario;
 
 const GOOD: &str = r#"version = 1
@@ -28,7 +29,7 @@ behaviour = "silent"
 
 /// Parse `source` and return (line, column, message, rendered).
 fn error_of(source: &str) -> (usize, usize, String, String) {
-    let err = Scenario::parse(Path::new("broken.toml"), source).expect_err("must be rejected");
+    let err = Scenario::parse(ALL, Path::new("broken.toml"), source).expect_err("must be rejected");
     let d = err.diagnostic().expect("a diagnostic with a position");
     assert!(
         d.rendered.contains("broken.toml"),
@@ -54,7 +55,7 @@ fn line_of(source: &str, needle: &str) -> usize {
 
 #[test]
 fn the_good_file_parses() {
-    let s = Scenario::parse(Path::new("good.toml"), GOOD).expect("valid");
+    let s = Scenario::parse(ALL, Path::new("good.toml"), GOOD).expect("valid");
     assert_eq!(s.nodes.len(), 2);
 }
 
@@ -196,7 +197,7 @@ fn impossible_link_and_pause_faults() {
         ("5m", "release", link),
         ("6m", "stall", link),
     ]);
-    Scenario::parse(Path::new("ok.toml"), &ok).expect("valid schedule");
+    Scenario::parse(ALL, Path::new("ok.toml"), &ok).expect("valid schedule");
 }
 
 #[test]
@@ -238,14 +239,14 @@ fn duplication_and_reordering_are_refused_on_streams() {
         );
         let (line, _, msg, _) = error_of(&src);
         assert_eq!(line, line_of(&src, &format!("{key} = ")));
-        assert!(msg.contains("speak TCP"), "{msg}");
+        assert!(msg.contains("speaks over connections (TCP)"), "{msg}");
     }
     // A zero ratio says nothing and stays valid.
     let src = GOOD.replace(
         "[[node]]\nname = \"dir\"",
         "[network]\nreorder = \"0/10\"\n\n[[node]]\nname = \"dir\"",
     );
-    Scenario::parse(Path::new("ok.toml"), &src).expect("valid");
+    Scenario::parse(ALL, Path::new("ok.toml"), &src).expect("valid");
 }
 
 #[test]

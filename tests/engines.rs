@@ -19,7 +19,8 @@
 
 use std::path::PathBuf;
 
-use heartsim::models::joinmarket::kind;
+use heartsim::models::joinmarket::{kind, Setup};
+use heartsim::models::ALL;
 use heartsim::run::{decision_differences, decision_text, run, run_madsim, ENGINE_TOLERANCE};
 use heartsim::scenario::Scenario;
 use heartsim::sim::madsim_engine::MadsimError;
@@ -77,7 +78,11 @@ fn slowed(s: &Scenario) -> Scenario {
 /// madsim: its sweeps drift later by about that much per sweep.
 fn drifting_sweeps(s: &Scenario) -> Scenario {
     let mut s = s.clone();
-    s.timers.sweep_interval = s.timers.sweep_interval + Duration::from_ms(1);
+    let timers = &mut s
+        .setup_mut::<Setup>()
+        .expect("a joinmarket scenario")
+        .timers;
+    timers.sweep_interval = timers.sweep_interval + Duration::from_ms(1);
     s
 }
 
@@ -94,7 +99,7 @@ fn every_eligible_scenario_makes_the_same_decisions_on_both_engines() {
             .unwrap_or(&path)
             .display()
             .to_string();
-        let scenario = Scenario::load(&path).expect("scenario files are valid");
+        let scenario = Scenario::load(ALL, &path).expect("scenario files are valid");
         if !deterministic_network(&scenario) {
             skipped.push(format!("{rel}: random network"));
             continue;
@@ -170,7 +175,7 @@ fn every_eligible_scenario_makes_the_same_decisions_on_both_engines() {
 }
 
 fn load(name: &str) -> Scenario {
-    Scenario::load(&root().join("scenarios/joinmarket").join(name)).expect("valid")
+    Scenario::load(ALL, &root().join("scenarios/joinmarket").join(name)).expect("valid")
 }
 
 #[test]
@@ -178,7 +183,16 @@ fn the_comparison_catches_a_one_step_difference() {
     // Same scenario, the silent maker's PONG wait one sweep longer on one side.
     let s = load("silent-ping-maker-evicted-after-pong-wait-ng.toml");
     let mut later = s.clone();
-    later.timers.pong_wait = later.timers.pong_wait + s.timers.sweep_interval;
+    let sweep = s
+        .setup::<Setup>()
+        .expect("a joinmarket scenario")
+        .timers
+        .sweep_interval;
+    let timers = &mut later
+        .setup_mut::<Setup>()
+        .expect("a joinmarket scenario")
+        .timers;
+    timers.pong_wait = timers.pong_wait + sweep;
     let a = run_madsim(&s, None, Level::Decision).expect("runs");
     let b = run_madsim(&later, None, Level::Decision).expect("runs");
     let end = Timestamp::ZERO + s.duration;
@@ -212,6 +226,7 @@ fn a_node_first_started_during_a_partition_is_cut_off_on_both_engines() {
     // and, like an upstream client that never saw a close, he does not
     // retry, so he never registers. alice is there from the start.
     let s = Scenario::parse(
+        ALL,
         std::path::Path::new("late-start-in-partition.toml"),
         r#"version = 1
 [scenario]
@@ -272,6 +287,7 @@ kind = "heal"
 /// every PING, so every eviction is a false one.
 fn lossy(peers: usize, drop: &str) -> Scenario {
     Scenario::parse(
+        ALL,
         std::path::Path::new("lossy-responsive.toml"),
         &format!(
             r#"version = 1

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use heartsim::fuzz::{build, case_strategy, fuzz, to_toml, FaultKind, FuzzConfig, GenOptions};
-use heartsim::models::joinmarket::Profile;
+use heartsim::models::joinmarket::{Profile, MODEL};
+use heartsim::models::ALL;
 use heartsim::scenario::{Scenario, ScenarioFile};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -29,13 +30,13 @@ fn out_dir(name: &str) -> PathBuf {
 #[test]
 fn ten_thousand_generated_scenarios_are_valid_and_round_trip() {
     let mut runner = runner(1);
-    let strategy = case_strategy(&GenOptions::default());
+    let strategy = case_strategy(&GenOptions::new(MODEL));
     let mut faults = 0;
     for i in 0..10_000 {
         let case = strategy.new_tree(&mut runner).expect("a case").current();
         let file = build(&case);
         let text = to_toml(&file);
-        if let Err(e) = Scenario::parse(Path::new("generated.toml"), &text) {
+        if let Err(e) = Scenario::parse(ALL, Path::new("generated.toml"), &text) {
             panic!("case {i} is invalid:\n{e}\n{text}");
         }
         faults += file.faults.len();
@@ -53,7 +54,7 @@ fn swarm_cases_use_only_their_chosen_fault_kinds() {
     let mut runner = runner(2);
     let opts = GenOptions {
         faults: vec![FaultKind::Pause, FaultKind::Break],
-        ..GenOptions::default()
+        ..GenOptions::new(MODEL)
     };
     let strategy = case_strategy(&opts);
     let mut seen = std::collections::BTreeSet::new();
@@ -80,8 +81,8 @@ fn current_profiles_keep_every_invariant() {
     for profile in [Profile::JoinmarketNg, Profile::JoinmarketRs] {
         let config = FuzzConfig {
             gen: GenOptions {
-                profile: Some(profile),
-                ..GenOptions::default()
+                profile: Some(profile.name()),
+                ..GenOptions::new(MODEL)
             },
             cases: budget(),
             seed: 11,
@@ -91,7 +92,7 @@ fn current_profiles_keep_every_invariant() {
             regressions: Some(
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("proptest-regressions/fuzz.txt"),
             ),
-            ..FuzzConfig::default()
+            ..FuzzConfig::new(MODEL)
         };
         if let Err(failure) = fuzz(&config, |_, _| {}) {
             panic!("{failure}");
@@ -108,18 +109,18 @@ fn crash_and_kill_campaigns_find_nothing_on_current_profiles() {
     for profile in [Profile::JoinmarketNg, Profile::JoinmarketRs] {
         let config = FuzzConfig {
             gen: GenOptions {
-                profile: Some(profile),
+                profile: Some(profile.name()),
                 faults: vec![
                     FaultKind::CrashRestart,
                     FaultKind::KillRestart,
                     FaultKind::Partition,
                 ],
-                ..GenOptions::default()
+                ..GenOptions::new(MODEL)
             },
             cases: budget(),
             seed: 11,
             out_dir: out_dir("fuzz-crash-kill"),
-            ..FuzzConfig::default()
+            ..FuzzConfig::new(MODEL)
         };
         if let Err(failure) = fuzz(&config, |_, _| {}) {
             panic!("{failure}");
@@ -132,14 +133,14 @@ fn crash_and_kill_campaigns_find_nothing_on_current_profiles() {
 fn reconnect_config(profile: Profile, dir: &str) -> FuzzConfig {
     FuzzConfig {
         gen: GenOptions {
-            profile: Some(profile),
+            profile: Some(profile.name()),
             faults: vec![FaultKind::StopStart],
-            ..GenOptions::default()
+            ..GenOptions::new(MODEL)
         },
         cases: 2_000,
         seed: 3,
         out_dir: out_dir(dir),
-        ..FuzzConfig::default()
+        ..FuzzConfig::new(MODEL)
     }
 }
 

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use heartsim::models::joinmarket::invariants::{check, Invariant};
+use heartsim::models::ALL;
 use heartsim::run::run;
 use heartsim::scenario::Scenario;
 use heartsim_sim::trace::{Level, Trace};
@@ -38,7 +39,7 @@ behaviour = "{behaviour}"
 {faults}
 "#
     );
-    Scenario::parse(Path::new("invariant.toml"), &text).expect("valid scenario")
+    Scenario::parse(ALL, Path::new("invariant.toml"), &text).expect("valid scenario")
 }
 
 fn partition(from_s: u64, heal_s: Option<u64>) -> String {

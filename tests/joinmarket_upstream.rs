@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use heartsim::models::joinmarket::location::onion_for;
-use heartsim::models::joinmarket::{Directory, Frame, Profile, Timers};
+use heartsim::models::joinmarket::{Directory, Frame, Profile, Setup, Timers};
+use heartsim::models::ALL;
 use heartsim::run::run;
 use heartsim::scenario::Scenario;
 use heartsim::sim::trace::{Level, Record};
@@ -245,7 +246,7 @@ fn load(name: &str) -> Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scenarios/joinmarket")
         .join(name);
-    Scenario::load(&path).expect("scenario parses")
+    Scenario::load(ALL, &path).expect("scenario parses")
 }
 
 fn jsonl(s: &Scenario, seed: Option<u64>) -> Vec<u8> {
@@ -258,7 +259,7 @@ fn jsonl(s: &Scenario, seed: Option<u64>) -> Vec<u8> {
 
 #[test]
 fn another_seed_with_drops_gives_another_trace_and_the_same_seed_the_same() {
-    let s = load("lossy-links-evict-healthy-peers-ng.toml");
+    let s = load("lossy-links-delay-pongs-but-evict-nobody-ng.toml");
     assert_eq!(jsonl(&s, Some(11)), jsonl(&s, Some(11)));
     assert_ne!(jsonl(&s, Some(11)), jsonl(&s, Some(12)));
 }
@@ -269,7 +270,9 @@ fn the_same_scenario_evicts_at_different_times_under_each_profile() {
     let base = load("silent-ping-maker-evicted-after-pong-wait-ng.toml");
     let evict_time = |profile: Profile| {
         let mut s = base.clone();
-        s.profile = profile;
+        s.setup_mut::<Setup>()
+            .expect("a joinmarket scenario")
+            .profile = profile;
         let out = run(&s, None, Level::Decision).unwrap();
         let t = out
             .trace

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use heartsim::models::ALL;
 use heartsim::run::{check, context, decision_text, describe, run, violations};
 use heartsim::scenario::Scenario;
 use heartsim::sim::trace::{Level, Record};
@@ -36,7 +37,7 @@ fn check_scenario(root: &Path, path: &Path) -> Result<(), Failed> {
         .unwrap_or(path)
         .display()
         .to_string();
-    let scenario = Scenario::load(path).map_err(|e| Failed::from(e.to_string()))?;
+    let scenario = Scenario::load(ALL, path).map_err(|e| Failed::from(e.to_string()))?;
     let outcome = run(&scenario, None, Level::Decision)
         .map_err(|e| format!("{e}\n  replay: {}", replay(&rel, scenario.seed)))?;
 
@@ -78,9 +79,7 @@ fn check_scenario(root: &Path, path: &Path) -> Result<(), Failed> {
     settings.set_prepend_module_to_snapshot(false);
     settings.set_description(format!(
         "{} (profile {}, seed {})",
-        scenario.name,
-        scenario.profile.name(),
-        scenario.seed
+        scenario.name, scenario.profile, scenario.seed
     ));
     settings.set_omit_expression(true);
     let text = decision_text(&outcome.trace);

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use heartsim::models::ALL;
 use heartsim::scenario::Scenario;
 
 /// A quarter each: responsive ping makers, responsive non-ping makers
@@ -46,5 +47,5 @@ reconnect_after = "30s"
 count = {q}
 "#
     );
-    Scenario::parse(Path::new("bench.toml"), &toml).expect("bench scenario is valid")
+    Scenario::parse(ALL, Path::new("bench.toml"), &toml).expect("bench scenario is valid")
 }

@@ -2,11 +2,16 @@
 //! swarm testing, and a runner that checks invariants on every case and
 //! shrinks a failure to a scenario file (docs/fuzzing.md).
 //!
-//! A case is generated as a [`Case`] of small, index-based choices (peers,
+//! A case is generated as a [`Case`] of small, index-based choices (nodes,
 //! fault episodes as fractions of the run) so that proptest can shrink it
-//! freely: removing a peer or an episode never makes the rest invalid. The
+//! freely: removing a node or an episode never makes the rest invalid. The
 //! case is then built into a [`ScenarioFile`], the type the TOML parser
 //! produces, so every case can be written as a file and read back.
+//!
+//! The model gives the nodes ([`Model::fuzz_hub`], [`Model::fuzz_node`])
+//! and its `[config]`; the network, lifecycle and clock fault episodes on
+//! them, and on the links between each node and the hub, are this
+//! module's, the same for every model.
 //!
 //! Swarm testing (Groce et al.; TigerBeetle's VOPR `options_swarm`): each
 //! case first picks a random subset of the enabled fault kinds and uses only
@@ -18,18 +23,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use proptest::prelude::*;
-use toml::Spanned;
 
 pub use runner::{
     check_file, first_divergence, fuzz, replay_command, CaseFailure, FuzzConfig, FuzzFailure,
     FuzzReport,
 };
 
-use crate::models::joinmarket::invariants::Invariant;
-use crate::models::joinmarket::Profile;
 use crate::scenario::{
-    ConfigSection, FaultSection, Header, LinkOverride, LinkSection, NameList, NodeSection,
-    ScenarioFile, FORMAT_VERSION, MODEL_JOINMARKET,
+    FaultSection, Header, LinkOverride, LinkSection, Model, NameList, NodeSection, ScenarioFile,
+    Transport, FORMAT_VERSION, S,
 };
 
 /// A kind of fault a case may use; `--faults` names them.
@@ -37,6 +39,8 @@ use crate::scenario::{
 pub enum FaultKind {
     Drop,
     Delay,
+    Duplicate,
+    Reorder,
     Partition,
     OneWayPartition,
     CrashRestart,
@@ -50,9 +54,11 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Drop,
         FaultKind::Delay,
+        FaultKind::Duplicate,
+        FaultKind::Reorder,
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::CrashRestart,
@@ -69,6 +75,8 @@ impl FaultKind {
         match self {
             FaultKind::Drop => "drop",
             FaultKind::Delay => "delay",
+            FaultKind::Duplicate => "duplicate",
+            FaultKind::Reorder => "reorder",
             FaultKind::Partition => "partition",
             FaultKind::OneWayPartition => "one-way-partition",
             FaultKind::CrashRestart => "crash",
@@ -85,6 +93,22 @@ impl FaultKind {
     pub fn from_name(name: &str) -> Option<FaultKind> {
         FaultKind::ALL.into_iter().find(|k| k.name() == name)
     }
+
+    /// Whether the kind means anything on `transport`: a connection
+    /// delivers every message once and in order.
+    pub fn applies_to(self, transport: Transport) -> bool {
+        transport == Transport::Datagrams
+            || !matches!(self, FaultKind::Duplicate | FaultKind::Reorder)
+    }
+
+    /// Every kind that applies to `model`.
+    pub fn all_for(model: &dyn Model) -> Vec<FaultKind> {
+        let transport = model.transport();
+        FaultKind::ALL
+            .into_iter()
+            .filter(|k| k.applies_to(transport))
+            .collect()
+    }
 }
 
 impl fmt::Display for FaultKind {
@@ -96,56 +120,38 @@ impl fmt::Display for FaultKind {
 /// What the generator may produce.
 #[derive(Clone, Debug)]
 pub struct GenOptions {
-    /// One profile, or any of them.
-    pub profile: Option<Profile>,
+    pub model: &'static dyn Model,
+    /// One of the model's profiles, or any of them.
+    pub profile: Option<&'static str>,
     /// The fault kinds a case's swarm is drawn from.
     pub faults: Vec<FaultKind>,
-    /// Peers per case, at most (the directory comes on top).
-    pub max_peers: usize,
+    /// Nodes per case besides the hub, at most (`--max-peers`).
+    pub max_nodes: usize,
     /// Fault episodes per node, at most.
     pub max_episodes_per_node: usize,
 }
 
-impl Default for GenOptions {
-    fn default() -> Self {
+impl GenOptions {
+    /// Any profile of `model`, every fault kind.
+    pub fn new(model: &'static dyn Model) -> Self {
         GenOptions {
+            model,
             profile: None,
-            faults: FaultKind::ALL.to_vec(),
-            max_peers: 4,
+            faults: FaultKind::all_for(model),
+            max_nodes: 4,
             max_episodes_per_node: 2,
         }
     }
 }
 
-/// The invariants a profile is expected to keep. eb812d4c evicts a
-/// connection twice after a failed send, as upstream does, so the
-/// one-eviction invariant is not asked of it.
-pub fn invariants_for(profile: Profile) -> Vec<Invariant> {
-    Invariant::ALL
-        .into_iter()
-        .filter(|i| {
-            !(profile == Profile::JoinmarketNgEb812d4c && *i == Invariant::OneEvictionPerConnection)
-        })
-        .collect()
-}
-
-/// One simulated peer, as generated, with the fault episodes on it and its
-/// links: removing a peer while shrinking takes its faults along and leaves
-/// every other peer's unchanged.
+/// One generated node with the fault episodes on it and its links:
+/// removing a node while shrinking takes its faults along and leaves every
+/// other node's unchanged.
 #[derive(Clone, Debug)]
-pub struct PeerGen {
-    /// Its name is `p<name_id>`, stable while others are shrunk away (a name
+pub struct NodeGen {
+    /// As the model made it; its name is made unique in the case (a name
     /// also names the link's random stream).
-    pub name_id: u16,
-    pub maker: bool,
-    pub ping: bool,
-    /// 0..6 responsive, 6..8 silent, 8 chatty.
-    pub behaviour: u8,
-    pub chat_every_s: u32,
-    pub chat_malformed: bool,
-    pub ping_directory_every_s: Option<u32>,
-    pub reconnect_after_s: Option<u32>,
-    pub start_s: u32,
+    pub section: NodeSection,
     pub episodes: Vec<EpisodeGen>,
 }
 
@@ -155,7 +161,7 @@ pub struct PeerGen {
 pub struct EpisodeGen {
     /// Index into the case's swarm (modulo its size).
     pub kind: usize,
-    /// For links: true is directory -> peer.
+    /// For links: true is hub -> node.
     pub to_peer: bool,
     /// Start, in millionths of the run (faults land on any millisecond, so
     /// they can fall inside a message's flight).
@@ -167,65 +173,20 @@ pub struct EpisodeGen {
     pub negative: bool,
 }
 
-/// Heartbeat timers for joinmarket-ng profiles (joinmarket-rs hard-codes
-/// them). Hard eviction comes after two full probe rounds, as with the
-/// upstream defaults, so that a prompt peer is always probed first.
-#[derive(Clone, Debug)]
-pub struct TimersGen {
-    pub sweep_s: u32,
-    pub idle_s: u32,
-    pub pong_s: u32,
-    pub hard_extra_s: u32,
-}
-
 /// Everything one case is made of, before it becomes a scenario file.
 #[derive(Clone, Debug)]
 pub struct Case {
-    pub profile: Profile,
+    pub model: &'static dyn Model,
+    pub profile: &'static str,
     pub seed: u64,
     pub duration_min: u32,
-    pub timers: Option<TimersGen>,
+    /// The model's `[config]` keys (none: no `[config]`).
+    pub config: toml::Table,
     pub swarm: Vec<FaultKind>,
     pub latency_ms: u32,
-    pub peers: Vec<PeerGen>,
-    /// Episodes on the directory itself (node and clock faults only).
-    pub directory_episodes: Vec<EpisodeGen>,
-}
-
-fn peer_gen(max_episodes: usize) -> impl Strategy<Value = PeerGen> {
-    (
-        (
-            1u16..=999,
-            any::<bool>(),
-            prop::bool::weighted(0.8),
-            0u8..9,
-            5u32..=600,
-            any::<bool>(),
-        ),
-        (
-            prop::option::weighted(0.15, 1u32..=120),
-            prop::option::weighted(0.6, 1u32..=120),
-            prop_oneof![4 => Just(0u32), 1 => 0u32..=300],
-            prop::collection::vec(episode_gen(), 0..=max_episodes),
-        ),
-    )
-        .prop_map(
-            |(
-                (name_id, maker, ping, behaviour, chat_every_s, chat_malformed),
-                (pde, reconnect, start_s, episodes),
-            )| PeerGen {
-                name_id,
-                maker,
-                ping,
-                behaviour,
-                chat_every_s,
-                chat_malformed,
-                ping_directory_every_s: pde,
-                reconnect_after_s: reconnect,
-                start_s,
-                episodes,
-            },
-        )
+    pub nodes: Vec<NodeGen>,
+    /// Episodes on the hub itself (node and clock faults only).
+    pub hub_episodes: Vec<EpisodeGen>,
 }
 
 fn episode_gen() -> impl Strategy<Value = EpisodeGen> {
@@ -250,52 +211,54 @@ fn episode_gen() -> impl Strategy<Value = EpisodeGen> {
         )
 }
 
-fn timers_gen() -> impl Strategy<Value = TimersGen> {
-    (10u32..=120, 30u32..=900, 5u32..=60, 0u32..=600).prop_map(
-        |(sweep_s, idle_s, pong_s, hard_extra_s)| TimersGen {
-            sweep_s,
-            idle_s,
-            pong_s,
-            hard_extra_s,
-        },
-    )
-}
-
 /// Cases under `opts`.
 pub fn case_strategy(opts: &GenOptions) -> impl Strategy<Value = Case> {
-    let profiles: Vec<Profile> = match opts.profile {
+    let model = opts.model;
+    let profiles: Vec<&'static str> = match opts.profile {
         Some(p) => vec![p],
-        None => Profile::ALL.to_vec(),
+        None => model.profiles().iter().map(|p| p.name).collect(),
     };
     let kinds = opts.faults.clone();
     let n_kinds = kinds.len();
-    let (max_peers, per_node) = (opts.max_peers.max(1), opts.max_episodes_per_node);
+    let (max_nodes, per_node) = (opts.max_nodes.max(1), opts.max_episodes_per_node);
+    let node = (
+        model.fuzz_node(),
+        prop::collection::vec(episode_gen(), 0..=per_node),
+    )
+        .prop_map(|(section, episodes)| NodeGen { section, episodes });
     (
         prop::sample::select(profiles),
         // TOML integers are i64: a seed must fit to be written to a file.
         0..=i64::MAX as u64,
         20u32..=90,
-        timers_gen(),
+        model.fuzz_config(),
         // The swarm: each enabled kind in or out with even odds.
         prop::collection::vec(any::<bool>(), n_kinds),
         prop_oneof![1 => Just(0u32), 3 => 1u32..=3000],
-        prop::collection::vec(peer_gen(per_node), 1..=max_peers),
+        prop::collection::vec(node, 1..=max_nodes),
         prop::collection::vec(episode_gen(), 0..=per_node),
     )
         .prop_map(
-            move |(profile, seed, duration_min, timers, mask, latency_ms, peers, dir_eps)| Case {
-                profile,
-                seed,
-                duration_min,
-                timers: (profile != Profile::JoinmarketRs).then_some(timers),
-                swarm: kinds
-                    .iter()
-                    .zip(mask)
-                    .filter_map(|(k, on)| on.then_some(*k))
-                    .collect(),
-                latency_ms,
-                peers,
-                directory_episodes: dir_eps,
+            move |(profile, seed, duration_min, config, mask, latency_ms, nodes, hub_episodes)| {
+                Case {
+                    model,
+                    profile,
+                    seed,
+                    duration_min,
+                    config: if model.fuzz_keeps_config(profile) {
+                        config
+                    } else {
+                        toml::Table::new()
+                    },
+                    swarm: kinds
+                        .iter()
+                        .zip(mask)
+                        .filter_map(|(k, on)| on.then_some(*k))
+                        .collect(),
+                    latency_ms,
+                    nodes,
+                    hub_episodes,
+                }
             },
         )
 }
@@ -305,8 +268,8 @@ pub fn scenario_strategy(opts: &GenOptions) -> impl Strategy<Value = ScenarioFil
     case_strategy(opts).prop_map(|c| build(&c))
 }
 
-fn sp<T>(v: T) -> Spanned<T> {
-    Spanned::new(0..0, v)
+fn sp<T>(v: T) -> S<T> {
+    S::new(0..0, v)
 }
 
 fn secs(s: u64) -> String {
@@ -342,13 +305,13 @@ enum Slot {
     Link(String, bool),
 }
 
-/// The names of a case's peers: `p<name_id>`, made unique in order.
-fn peer_names(case: &Case) -> Vec<String> {
+/// The names of a case's nodes, made unique in order (`p7`, `p7x`, ...).
+fn node_names(case: &Case) -> Vec<String> {
     let mut seen = BTreeSet::new();
-    case.peers
+    case.nodes
         .iter()
-        .map(|p| {
-            let mut name = format!("p{}", p.name_id);
+        .map(|n| {
+            let mut name = n.section.name.get_ref().clone();
             while !seen.insert(name.clone()) {
                 name.push('x');
             }
@@ -361,60 +324,36 @@ fn peer_names(case: &Case) -> Vec<String> {
 /// same state, or start before their node, are left out, so any case
 /// (and any shrink of one) is a valid scenario.
 pub fn build(case: &Case) -> ScenarioFile {
+    let model = case.model;
     let duration_s = u64::from(case.duration_min) * 60;
-    let names = peer_names(case);
+    let names = node_names(case);
+    let hub = model.fuzz_hub();
+    let hub_name = hub.name.get_ref().clone();
 
-    let mut nodes = vec![NodeSection {
-        name: sp("dir".to_string()),
-        kind: sp("directory".to_string()),
-        count: None,
-        ping: false,
-        behaviour: None,
-        chat_every: None,
-        chat_line: None,
-        ping_directory_every: None,
-        reconnect_after: None,
-        start: None,
-        clock_drift_ppm: None,
-        location: None,
-    }];
-    for (p, name) in case.peers.iter().zip(&names) {
-        let behaviour = match p.behaviour {
-            0..=5 => None,
-            6 | 7 => Some("silent"),
-            _ => Some("chatty"),
-        };
-        let chatty = behaviour == Some("chatty");
-        nodes.push(NodeSection {
-            name: sp(name.clone()),
-            kind: sp(if p.maker { "maker" } else { "taker" }.to_string()),
-            count: None,
-            ping: p.ping,
-            behaviour: behaviour.map(|b| sp(b.to_string())),
-            chat_every: chatty.then(|| sp(secs(u64::from(p.chat_every_s)))),
-            chat_line: (chatty && p.chat_malformed).then(|| sp("malformed".to_string())),
-            ping_directory_every: p.ping_directory_every_s.map(|s| sp(secs(u64::from(s)))),
-            reconnect_after: p.reconnect_after_s.map(|s| sp(secs(u64::from(s)))),
-            start: (p.start_s > 0).then(|| sp(secs(u64::from(p.start_s)))),
-            clock_drift_ppm: None,
-            location: None,
-        });
-    }
-
+    let mut nodes = vec![hub];
     let mut b = Builder {
         case,
+        hub: &hub_name,
         duration_ms: duration_s * 1000,
         faults: Vec::new(),
         links: Vec::new(),
         busy: BTreeMap::new(),
     };
-    for ep in &case.directory_episodes {
-        b.episode(ep, "dir", 0, None);
+    for ep in &case.hub_episodes {
+        b.episode(ep, &hub_name, 0, None);
     }
-    for (p, name) in case.peers.iter().zip(&names) {
-        for ep in &p.episodes {
-            b.episode(ep, name, u64::from(p.start_s), Some(name));
+    for (n, name) in case.nodes.iter().zip(&names) {
+        let started_ms = n.section.start.as_ref().map_or(0, |s| {
+            s.get_ref()
+                .parse::<heartsim_sim::Duration>()
+                .map_or(0, |d| d.as_us() / 1000)
+        });
+        for ep in &n.episodes {
+            b.episode(ep, name, started_ms, Some(name));
         }
+        let mut section = n.section.clone();
+        section.name = sp(name.clone());
+        nodes.push(section);
     }
     let Builder {
         mut faults, links, ..
@@ -428,28 +367,21 @@ pub fn build(case: &Case) -> ScenarioFile {
         version: sp(FORMAT_VERSION),
         scenario: Header {
             name: format!(
-                "fuzz case: {} peers, swarm [{}]",
-                case.peers.len(),
+                "fuzz case: {} nodes around {hub_name}, swarm [{}]",
+                case.nodes.len(),
                 swarm.into_iter().collect::<Vec<_>>().join(", ")
             ),
-            model: sp(MODEL_JOINMARKET.to_string()),
-            profile: sp(case.profile.name().to_string()),
+            model: sp(model.name().to_string()),
+            profile: sp(case.profile.to_string()),
             seed: case.seed,
             duration: sp(format!("{}m", case.duration_min)),
-            invariants: invariants_for(case.profile)
+            invariants: model
+                .fuzz_invariants(case.profile)
                 .into_iter()
-                .map(|i| sp(i.name().to_string()))
+                .map(|i| sp(i.to_string()))
                 .collect(),
         },
-        config: case.timers.as_ref().map(|t| {
-            let hard = t.idle_s + 2 * (t.sweep_s + t.pong_s) + 1 + t.hard_extra_s;
-            ConfigSection {
-                sweep_interval: Some(sp(secs(u64::from(t.sweep_s)))),
-                idle_threshold: Some(sp(secs(u64::from(t.idle_s)))),
-                hard_evict: Some(sp(secs(u64::from(hard)))),
-                pong_wait: Some(sp(secs(u64::from(t.pong_s)))),
-            }
-        }),
+        config: (!case.config.is_empty()).then(|| case.config.clone()),
         limits: None,
         network: Some(LinkSection {
             latency: Some(sp(format!("{}ms", case.latency_ms))),
@@ -465,6 +397,7 @@ pub fn build(case: &Case) -> ScenarioFile {
 /// Turns episodes into `[[fault]]`s and `[[link]]`s.
 struct Builder<'a> {
     case: &'a Case,
+    hub: &'a str,
     duration_ms: u64,
     faults: Vec<FaultSection>,
     links: Vec<LinkOverride>,
@@ -482,10 +415,10 @@ impl Builder<'_> {
         true
     }
 
-    /// One episode on `node` (started at `started_s`); `peer` is the peer
-    /// whose links link kinds act on (`None` for the directory, which gets
-    /// node and clock faults only).
-    fn episode(&mut self, ep: &EpisodeGen, node: &str, started_s: u64, peer: Option<&String>) {
+    /// One episode on `node` (started at `started_ms`); `peer` is the node
+    /// whose links to the hub link kinds act on (`None` for the hub, which
+    /// gets node and clock faults only).
+    fn episode(&mut self, ep: &EpisodeGen, node: &str, started_ms: u64, peer: Option<&String>) {
         // Times are in milliseconds from here on.
         let swarm = &self.case.swarm;
         if swarm.is_empty() {
@@ -494,12 +427,12 @@ impl Builder<'_> {
         let kind = swarm[ep.kind % swarm.len()];
         let at = u64::from(ep.at_ppm) * self.duration_ms / 1_000_000;
         let end = (at + u64::from(ep.len_s) * 1000).min(self.duration_ms - 1000);
-        if at <= started_s * 1000 || at >= end {
+        if at <= started_ms || at >= end {
             return;
         }
         let (from, to) = match (peer, ep.to_peer) {
-            (Some(p), true) => ("dir".to_string(), p.clone()),
-            (Some(p), false) => (p.clone(), "dir".to_string()),
+            (Some(p), true) => (self.hub.to_string(), p.clone()),
+            (Some(p), false) => (p.clone(), self.hub.to_string()),
             (None, _) => (String::new(), String::new()),
         };
         let link_fault = |at_ms: u64, kind: &str| {
@@ -560,7 +493,7 @@ impl Builder<'_> {
             }
             FaultKind::Partition => {
                 let mut f = empty_fault(at, "partition");
-                f.groups = Some(sp(vec![vec!["dir".to_string()], vec![node.to_string()]]));
+                f.groups = Some(sp(vec![vec![self.hub.to_string()], vec![node.to_string()]]));
                 self.faults.push(f);
                 self.faults.push(empty_fault(end, "heal"));
             }
@@ -580,13 +513,17 @@ impl Builder<'_> {
                 self.faults.push(link_fault(end, "repair"));
             }
             k => {
-                // Drop, delay: a bad link for a while (from the start, for
-                // an early episode), then clean again. (Duplication and
-                // reordering are datagram faults; the directory speaks TCP.)
+                // Drop, delay, duplicate, reorder: a bad link for a while
+                // (from the start, for an early episode), then clean again.
                 let pct = 1 + ep.size % 40;
                 let mut section = LinkSection::default();
                 match k {
                     FaultKind::Drop => section.drop = Some(sp(format!("{pct}/100"))),
+                    FaultKind::Duplicate => section.duplicate = Some(sp(format!("{pct}/100"))),
+                    FaultKind::Reorder => {
+                        section.reorder = Some(sp(format!("{pct}/100")));
+                        section.reorder_delay = Some(sp(format!("{}ms", 1 + ep.size * 40)));
+                    }
                     _ => {
                         let lo = u64::from(self.case.latency_ms);
                         let hi = lo + u64::from(ep.size) * 60;

@@ -15,7 +15,7 @@ use proptest::test_runner::{
 
 use super::{scenario_strategy, to_toml, GenOptions};
 use crate::run::{run, violations};
-use crate::scenario::{Scenario, ScenarioFile};
+use crate::scenario::{Model, Scenario, ScenarioFile};
 use crate::sim::trace::{Level, Trace};
 
 /// How one case failed.
@@ -79,11 +79,16 @@ fn jsonl(trace: &Trace) -> Vec<u8> {
     bytes
 }
 
-/// Check one generated file: it must validate, run within its limits and
-/// keep its invariants; with `twice`, a second run must give the same bytes.
-pub fn check_file(file: &ScenarioFile, twice: bool) -> Result<(), CaseFailure> {
+/// Check one generated file of `model`: it must validate, run within its
+/// limits and keep its invariants; with `twice`, a second run must give the
+/// same bytes.
+pub fn check_file(
+    model: &'static dyn Model,
+    file: &ScenarioFile,
+    twice: bool,
+) -> Result<(), CaseFailure> {
     let text = to_toml(file);
-    let scenario = Scenario::parse(Path::new("generated.toml"), &text)
+    let scenario = Scenario::parse(&[model], Path::new("generated.toml"), &text)
         .map_err(|e| CaseFailure::Invalid(format!("{e}\n{text}")))?;
     let level = if twice { Level::Net } else { Level::Decision };
     let outcome = run(&scenario, None, level).map_err(|e| CaseFailure::Limit(e.to_string()))?;
@@ -169,10 +174,11 @@ pub struct FuzzConfig {
     pub regressions: Option<PathBuf>,
 }
 
-impl Default for FuzzConfig {
-    fn default() -> Self {
+impl FuzzConfig {
+    /// 256 cases of `model` from seed 0, any profile and fault kind.
+    pub fn new(model: &'static dyn Model) -> Self {
         FuzzConfig {
-            gen: GenOptions::default(),
+            gen: GenOptions::new(model),
             cases: 256,
             seed: 0,
             check_determinism: false,
@@ -284,7 +290,7 @@ pub fn fuzz(
     let done = Cell::new(0u32);
     let strategy = scenario_strategy(&config.gen);
     let result = runner.run(&strategy, |file| {
-        let outcome = check_file(&file, config.check_determinism);
+        let outcome = check_file(config.gen.model, &file, config.check_determinism);
         done.set(done.get() + 1);
         progress(done.get(), outcome.is_err());
         outcome.map_err(|f| TestCaseError::fail(f.to_string()))
@@ -294,8 +300,8 @@ pub fn fuzz(
             cases: config.cases,
         }),
         Err(TestError::Fail(_, minimal)) => {
-            let failure =
-                check_file(&minimal, config.check_determinism).expect_err("the minimal case fails");
+            let failure = check_file(config.gen.model, &minimal, config.check_determinism)
+                .expect_err("the minimal case fails");
             let text = to_toml(&minimal);
             let seed = minimal.scenario.seed;
             let stem = format!("{}-{}", minimal.scenario.model.get_ref(), config.seed);

@@ -1,3 +1,11 @@
-//! The pure heartbeat machines, one module per upstream system.
+//! The models, one folder each, and the registry that lists them. Adding a
+//! model is its folder, its `mod` line here and its element of [`ALL`]
+//! (docs/adding-a-model.md).
+
+use crate::scenario::Model;
 
 pub mod joinmarket;
+
+/// Every model this build has, in the order `heartsim models` lists them
+/// (the first is `heartsim fuzz`'s default).
+pub static ALL: &[&dyn Model] = &[joinmarket::MODEL];

@@ -2,28 +2,41 @@
 //!
 //! Reading is two steps. [`ScenarioFile`] is the file as written (serde,
 //! unknown keys rejected, every value that needs checking kept with its
-//! span); [`ScenarioFile::validate`] resolves names and checks meaning,
-//! producing a [`Scenario`] or a [`ScenarioError`] that points at the
-//! offending text. Every key is documented in `docs/scenario-format.md`.
+//! span); validation resolves names and checks meaning, producing a
+//! [`Scenario`] or a [`ScenarioError`] that points at the offending text.
+//!
+//! This layer reads what every scenario has (`version`, `[scenario]`,
+//! `[limits]`, `[network]`, `[[link]]`, `[[fault]]`, `[[expect]]` and the
+//! common `[[node]]` keys) and hands the rest, `[config]` and each node's
+//! other keys, to the model the file names, with their spans ([`model`]).
+//! It knows no model: the caller passes the registry. Every key is
+//! documented in `docs/scenario-format.md`; `docs/schema/` has the JSON
+//! Schema of each model's files ([`schema`]).
 
 mod error;
+pub mod model;
+pub mod schema;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Range;
+use std::ops::{Deref, Range};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use heartsim_sim::clock::{Clock, MAX_DRIFT_PPM};
 use heartsim_sim::net::{Latency, LinkConfig, Partition};
 use heartsim_sim::rng::Ratio;
 use heartsim_sim::{Duration, Fault, Limits, NodeId, Timestamp};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::de::IntoDeserializer;
 use serde::{Deserialize, Serialize};
+use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 pub use error::{Diagnostic, ScenarioError};
-
-use crate::models::joinmarket::invariants::Invariant;
-use crate::models::joinmarket::{Behaviour, ChatLine, PeerSpec, Profile, Timers};
+pub use model::{
+    AnySetup, Model, Profile, Raw, SectionSchemas, Sections, Setup, Transport, Violation,
+    WrittenNode,
+};
 
 /// The only format version this build reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -31,23 +44,59 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MAX_DURATION: Duration = Duration::from_secs(400 * 24 * 3600);
 /// Most nodes a scenario may declare, `count` expansions included.
 pub const MAX_NODES: usize = 100_000;
-pub const MODEL_JOINMARKET: &str = "joinmarket-directory";
-/// Why `duplicate` and `reorder` are refused: the directory and its peers
-/// speak TCP (see docs/streams.md).
-const STREAMS_DELIVER_ONCE_IN_ORDER: &str = "the directory and its peers speak TCP, which delivers every frame once and in order: duplication and reordering do not apply (lost and late packets do: use drop and latency)";
 
-type S<T> = Spanned<T>;
+/// A value with the byte range it was written at ([`toml::Spanned`]); its
+/// JSON Schema is the value's.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct S<T>(Spanned<T>);
+
+impl<T> S<T> {
+    pub fn new(span: Range<usize>, value: T) -> Self {
+        S(Spanned::new(span, value))
+    }
+    pub fn into_inner(self) -> T {
+        self.0.into_inner()
+    }
+}
+
+impl<T> Deref for S<T> {
+    type Target = Spanned<T>;
+    fn deref(&self) -> &Spanned<T> {
+        &self.0
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for S<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+}
+
 /// Resolves a time written in the file to a timestamp within the scenario.
 type AtFn<'a> = dyn Fn(&S<String>, &str) -> Result<Timestamp, ScenarioError> + 'a;
 
-/// A scenario file exactly as written.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// A scenario file exactly as written. The model's keys (`[config]`, and a
+/// node's keys beyond the common ones) are kept as TOML; the model reads
+/// them (with their spans) when the file is validated.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     pub version: S<u32>,
     pub scenario: Header,
-    #[serde(default)]
-    pub config: Option<ConfigSection>,
+    /// The model's settings (see its docs page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub config: Option<toml::Table>,
     #[serde(default)]
     pub limits: Option<LimitsSection>,
     #[serde(default)]
@@ -62,14 +111,20 @@ pub struct ScenarioFile {
     pub expects: Vec<ExpectSection>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Header {
+    /// What this scenario shows.
     pub name: String,
+    /// Which model runs (`heartsim models` lists them).
     pub model: S<String>,
+    /// Which upstream variant of the model.
     pub profile: S<String>,
+    /// Seeds every random draw; `--seed` overrides it.
     #[serde(default)]
+    #[schemars(range(max = 9_223_372_036_854_775_807u64))]
     pub seed: u64,
+    /// Simulated time to run, like "40m" (at most 400 days).
     pub duration: S<String>,
     /// Named trace properties `heartsim run` checks besides the
     /// `[[expect]]`s (docs/fuzzing.md).
@@ -77,24 +132,14 @@ pub struct Header {
     pub invariants: Vec<S<String>>,
 }
 
-/// Heartbeat timers (joinmarket-ng's `HeartbeatConfig`); all must be > 0.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigSection {
-    pub sweep_interval: Option<S<String>>,
-    pub idle_threshold: Option<S<String>>,
-    pub hard_evict: Option<S<String>>,
-    pub pong_wait: Option<S<String>>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     pub max_events: Option<S<u64>>,
     pub max_queue: Option<S<u64>>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkSection {
     pub latency: Option<S<String>>,
@@ -104,7 +149,7 @@ pub struct LinkSection {
     pub reorder_delay: Option<S<String>>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkOverride {
     pub from: S<String>,
@@ -116,26 +161,26 @@ pub struct LinkOverride {
     pub reorder_delay: Option<S<String>>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// A `[[node]]` table: the keys every model's nodes have, and the model's.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 pub struct NodeSection {
+    /// Unique; with `count`, the prefix of `<name>1`, `<name>2`, ...
     pub name: S<String>,
+    /// What the node is; the model says which kinds it has.
     pub kind: S<String>,
+    /// Declare this many nodes alike.
     pub count: Option<S<u64>>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub ping: bool,
-    pub behaviour: Option<S<String>>,
-    pub chat_every: Option<S<String>>,
-    pub chat_line: Option<S<String>>,
-    pub ping_directory_every: Option<S<String>>,
-    pub reconnect_after: Option<S<String>>,
+    /// When the node starts (default "0s").
     pub start: Option<S<String>>,
+    /// Its monotonic clock's drift, within ±500000 ppm.
     pub clock_drift_ppm: Option<S<i64>>,
-    /// The handshake's `location-string`, verbatim (malformed ones included).
-    pub location: Option<String>,
+    /// The model's keys (unknown ones are the model's to reject).
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub keys: toml::Table,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSection {
     pub at: S<String>,
@@ -154,7 +199,7 @@ pub struct FaultSection {
 }
 
 /// One name or a list of names.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum NameList {
     One(String),
@@ -170,7 +215,7 @@ impl NameList {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectSection {
     pub at: Option<S<String>>,
@@ -186,16 +231,12 @@ pub struct ExpectSection {
 // ---------------------------------------------------------------------------
 // The validated scenario.
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeRole {
-    Directory,
-    Peer(Arc<PeerSpec>),
-}
-
+/// A node after `count` expansion: what every model's nodes have.
 #[derive(Debug, Clone)]
 pub struct NodeDef {
     pub name: String,
-    pub role: NodeRole,
+    /// As written; its meaning is the model's.
+    pub kind: String,
     pub start_at: Option<Timestamp>,
     pub clock: Clock,
 }
@@ -229,56 +270,115 @@ pub struct Expect {
 pub struct Scenario {
     pub path: PathBuf,
     pub name: String,
-    pub profile: Profile,
+    /// [`Model::name`] of its model.
+    pub model: &'static str,
+    /// [`Profile::name`] of one of its model's profiles.
+    pub profile: &'static str,
     pub seed: u64,
     pub duration: Duration,
-    pub timers: Timers,
     pub limits: Limits,
     pub network: LinkConfig,
     pub links: Vec<(NodeId, NodeId, LinkConfig)>,
     pub nodes: Vec<NodeDef>,
-    pub directory: NodeId,
     pub faults: Vec<(Timestamp, Fault)>,
     pub expects: Vec<Expect>,
-    pub invariants: Vec<Invariant>,
+    /// [`Model::invariants`] names that `heartsim run` checks.
+    pub invariants: Vec<&'static str>,
+    /// What the model made of its sections: machines and invariants.
+    pub setup: Box<dyn AnySetup>,
 }
 
 impl Scenario {
-    /// Read and validate a scenario file.
-    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    /// Read and validate a scenario file of one of `models`.
+    pub fn load(models: &[&'static dyn Model], path: &Path) -> Result<Scenario, ScenarioError> {
         let source = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Scenario::parse(path, &source)
+        Scenario::parse(models, path, &source)
     }
 
-    /// Validate `source` as if read from `path` (which only names it in errors).
-    pub fn parse(path: &Path, source: &str) -> Result<Scenario, ScenarioError> {
-        let file: ScenarioFile = toml::from_str(source).map_err(|e| {
-            let message = e.message().trim_end().to_string();
-            error::at(path, source, e.span(), message)
-        })?;
-        file.validate(path, source)
+    /// Validate `source` as if read from `path` (which only names it in
+    /// errors), as a scenario of one of `models`.
+    pub fn parse(
+        models: &[&'static dyn Model],
+        path: &Path,
+        source: &str,
+    ) -> Result<Scenario, ScenarioError> {
+        let ctx = Context { path, source };
+        let doc = DeTable::parse(source).map_err(|e| ctx.toml(&e))?;
+        let file: ScenarioFile = ctx.read(doc.clone())?;
+        // The model's sections, with their spans: `[config]`, and the keys
+        // of each node that are not common ones (serde put those in `keys`).
+        let mut doc = doc.into_inner();
+        let config = doc.remove("config");
+        let written: Vec<Raw<'_>> = match doc.remove("node").map(Spanned::into_inner) {
+            Some(DeValue::Array(tables)) => tables
+                .iter()
+                .zip(&file.nodes)
+                .map(|(table, section)| {
+                    let keys: DeTable<'_> = match table.get_ref() {
+                        DeValue::Table(t) => t
+                            .iter()
+                            .filter(|(k, _)| section.keys.contains_key(k.get_ref().as_ref()))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                        _ => DeTable::new(),
+                    };
+                    Spanned::new(table.span(), DeValue::Table(keys))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        file.validate(models, &ctx, config, written)
     }
 
     pub fn node_id(&self, name: &str) -> Option<NodeId> {
         self.nodes.iter().position(|n| n.name == name).map(NodeId)
     }
+
+    /// The model's [`Setup`], if it is a `T`.
+    pub fn setup<T: Setup>(&self) -> Option<&T> {
+        self.setup.as_any().downcast_ref()
+    }
+
+    /// The model's [`Setup`], if it is a `T`, to change (tests do).
+    pub fn setup_mut<T: Setup>(&mut self) -> Option<&mut T> {
+        self.setup.as_any_mut().downcast_mut()
+    }
 }
 
-/// Validation context: turns a span and a message into an error.
-struct Ctx<'a> {
+/// The file being validated: turns a span and a message into an error
+/// that names file, line and column. Models check their sections with it.
+pub struct Context<'a> {
     path: &'a Path,
     source: &'a str,
 }
 
-impl Ctx<'_> {
-    fn err<T>(&self, span: Range<usize>, message: impl Into<String>) -> Result<T, ScenarioError> {
+impl<'a> Context<'a> {
+    pub fn err<T>(
+        &self,
+        span: Range<usize>,
+        message: impl Into<String>,
+    ) -> Result<T, ScenarioError> {
         Err(error::at(self.path, self.source, Some(span), message))
     }
 
-    fn duration(&self, s: &S<String>, what: &str) -> Result<Duration, ScenarioError> {
+    fn toml(&self, e: &toml::de::Error) -> ScenarioError {
+        error::at(self.path, self.source, e.span(), e.message().trim_end())
+    }
+
+    /// Read a section (a [`Raw`], or the whole document) into `T`: serde,
+    /// with `T`'s spans and errors at the offending key or value.
+    pub fn read<T: Deserialize<'a>>(
+        &self,
+        raw: impl IntoDeserializer<'a, toml::de::Error>,
+    ) -> Result<T, ScenarioError> {
+        T::deserialize(raw.into_deserializer()).map_err(|e| self.toml(&e))
+    }
+
+    /// A duration within [`MAX_DURATION`].
+    pub fn duration(&self, s: &S<String>, what: &str) -> Result<Duration, ScenarioError> {
         match s.get_ref().parse::<Duration>() {
             Ok(d) if d > MAX_DURATION => self.err(
                 s.span(),
@@ -293,7 +393,8 @@ impl Ctx<'_> {
         }
     }
 
-    fn positive(&self, s: &S<String>, what: &str) -> Result<Duration, ScenarioError> {
+    /// A duration within [`MAX_DURATION`], greater than zero.
+    pub fn positive(&self, s: &S<String>, what: &str) -> Result<Duration, ScenarioError> {
         let d = self.duration(s, what)?;
         if d == Duration::ZERO {
             return self.err(s.span(), format!("{what} must be greater than zero"));
@@ -332,7 +433,14 @@ impl Ctx<'_> {
         }
     }
 
-    fn link(&self, base: LinkConfig, section: &LinkSection) -> Result<LinkConfig, ScenarioError> {
+    /// A link config over `base`. A model that speaks over connections
+    /// refuses duplication and reordering, which no connection shows it.
+    fn link(
+        &self,
+        base: LinkConfig,
+        section: &LinkSection,
+        model: &dyn Model,
+    ) -> Result<LinkConfig, ScenarioError> {
         let mut config = base;
         if let Some(l) = &section.latency {
             config.latency = self.latency(l)?;
@@ -340,16 +448,28 @@ impl Ctx<'_> {
         if let Some(d) = &section.drop {
             config.drop = self.ratio(d, "drop")?;
         }
+        let streams = model.transport() == Transport::Streams;
+        let refuse = |key: &str, s: &S<String>| {
+            self.err(
+                s.span(),
+                format!(
+                    "{key}: {} speaks over connections (TCP), which deliver every message \
+                     once and in order, so {key} does not apply (packet loss and latency do: \
+                     use drop and latency)",
+                    model.name()
+                ),
+            )
+        };
         if let Some(d) = &section.duplicate {
             config.duplicate = self.ratio(d, "duplicate")?;
-            if !config.duplicate.is_never() {
-                return self.err(d.span(), STREAMS_DELIVER_ONCE_IN_ORDER);
+            if streams && !config.duplicate.is_never() {
+                return refuse("duplicate", d);
             }
         }
         if let Some(r) = &section.reorder {
             config.reorder = self.ratio(r, "reorder")?;
-            if !config.reorder.is_never() {
-                return self.err(r.span(), STREAMS_DELIVER_ONCE_IN_ORDER);
+            if streams && !config.reorder.is_never() {
+                return refuse("reorder", r);
             }
         }
         if let Some(d) = &section.reorder_delay {
@@ -362,7 +482,7 @@ impl Ctx<'_> {
 /// Node names to ids, with the spans to blame.
 struct Names<'a> {
     ids: BTreeMap<&'a str, NodeId>,
-    ctx: &'a Ctx<'a>,
+    ctx: &'a Context<'a>,
 }
 
 impl Names<'_> {
@@ -391,8 +511,15 @@ impl Names<'_> {
 }
 
 impl ScenarioFile {
-    pub fn validate(&self, path: &Path, source: &str) -> Result<Scenario, ScenarioError> {
-        let ctx = Ctx { path, source };
+    /// Check the file, and hand its model its sections.
+    fn validate(
+        &self,
+        models: &[&'static dyn Model],
+        ctx: &Context<'_>,
+        config: Option<Raw<'_>>,
+        written: Vec<Raw<'_>>,
+    ) -> Result<Scenario, ScenarioError> {
+        let (path, source) = (ctx.path, ctx.source);
         if *self.version.get_ref() != FORMAT_VERSION {
             return ctx.err(
                 self.version.span(),
@@ -403,17 +530,23 @@ impl ScenarioFile {
             );
         }
         let h = &self.scenario;
-        if h.model.get_ref() != MODEL_JOINMARKET {
+        let Some(model) = model::find(models, h.model.get_ref()) else {
+            let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
             return ctx.err(
                 h.model.span(),
                 format!(
-                    "unknown model {:?}: expected \"{MODEL_JOINMARKET}\"",
-                    h.model.get_ref()
+                    "unknown model {:?}: expected one of {}",
+                    h.model.get_ref(),
+                    names.join(", ")
                 ),
             );
-        }
-        let Some(profile) = Profile::from_name(h.profile.get_ref()) else {
-            let names: Vec<&str> = Profile::ALL.iter().map(|p| p.name()).collect();
+        };
+        let Some(profile) = model
+            .profiles()
+            .iter()
+            .find(|p| p.name == h.profile.get_ref())
+        else {
+            let names: Vec<&str> = model.profiles().iter().map(|p| p.name).collect();
             return ctx.err(
                 h.profile.span(),
                 format!(
@@ -426,8 +559,8 @@ impl ScenarioFile {
         let duration = ctx.positive(&h.duration, "duration")?;
         let mut invariants = Vec::new();
         for name in &h.invariants {
-            let Some(inv) = Invariant::from_name(name.get_ref()) else {
-                let known: Vec<&str> = Invariant::ALL.iter().map(|i| i.name()).collect();
+            let known = model.invariants();
+            let Some(inv) = known.iter().find(|i| **i == name.get_ref()) else {
                 return ctx.err(
                     name.span(),
                     format!(
@@ -437,7 +570,7 @@ impl ScenarioFile {
                     ),
                 );
             };
-            invariants.push(inv);
+            invariants.push(*inv);
         }
         let at = |s: &S<String>, what: &str| -> Result<Timestamp, ScenarioError> {
             let d = ctx.duration(s, what)?;
@@ -454,28 +587,6 @@ impl ScenarioFile {
             Ok(Timestamp::ZERO + d)
         };
 
-        let mut timers = Timers::default();
-        if let Some(c) = &self.config {
-            for (field, slot, name) in [
-                (
-                    &c.sweep_interval,
-                    &mut timers.sweep_interval,
-                    "sweep_interval",
-                ),
-                (
-                    &c.idle_threshold,
-                    &mut timers.idle_threshold,
-                    "idle_threshold",
-                ),
-                (&c.hard_evict, &mut timers.hard_evict, "hard_evict"),
-                (&c.pong_wait, &mut timers.pong_wait, "pong_wait"),
-            ] {
-                if let Some(s) = field {
-                    *slot = ctx.positive(s, name)?;
-                }
-            }
-        }
-
         let mut limits = Limits {
             end: Timestamp::ZERO + duration,
             ..Limits::default()
@@ -490,14 +601,14 @@ impl ScenarioFile {
         }
 
         let network = match &self.network {
-            Some(n) => ctx.link(LinkConfig::default(), n)?,
+            Some(n) => ctx.link(LinkConfig::default(), n, model)?,
             None => LinkConfig::default(),
         };
 
         // Nodes, with `count` expanded.
         let mut nodes = Vec::new();
         let mut spans = Vec::new();
-        let mut directory = None;
+        let mut ranges = Vec::new();
         for n in &self.nodes {
             let count = match &n.count {
                 None => None,
@@ -522,70 +633,6 @@ impl ScenarioFile {
                     Ok,
                 )?,
             };
-            let role = match n.kind.get_ref().as_str() {
-                "directory" => {
-                    if count.is_some() {
-                        return ctx.err(n.kind.span(), "a directory cannot have a count");
-                    }
-                    if directory.is_some() {
-                        return ctx.err(n.kind.span(), "only one node may be the directory");
-                    }
-                    directory = Some(NodeId(nodes.len()));
-                    None
-                }
-                "maker" | "taker" | "directory-peer" => Some(n.kind.get_ref().as_str()),
-                other => {
-                    return ctx.err(n.kind.span(), format!("unknown node kind {other:?}: expected directory, maker, taker or directory-peer"));
-                }
-            };
-            let behaviour = match n
-                .behaviour
-                .as_ref()
-                .map(|b| (b.get_ref().as_str(), b.span()))
-            {
-                None | Some(("responsive", _)) => Behaviour::Responsive,
-                Some(("silent", _)) => Behaviour::Silent,
-                Some(("chatty", span)) => {
-                    let Some(every) = &n.chat_every else {
-                        return ctx.err(
-                            span,
-                            "behaviour \"chatty\" needs chat_every, like chat_every = \"5m\"",
-                        );
-                    };
-                    let line = match n
-                        .chat_line
-                        .as_ref()
-                        .map(|l| (l.get_ref().as_str(), l.span()))
-                    {
-                        None | Some(("pubmsg", _)) => ChatLine::PubMsg,
-                        Some(("malformed", _)) => ChatLine::Malformed,
-                        Some((other, span)) => {
-                            return ctx.err(
-                                span,
-                                format!(
-                                    "unknown chat_line {other:?}: expected pubmsg or malformed"
-                                ),
-                            );
-                        }
-                    };
-                    Behaviour::Chatty {
-                        every: ctx.positive(every, "chat_every")?,
-                        line,
-                    }
-                }
-                Some((other, span)) => {
-                    return ctx.err(
-                        span,
-                        format!(
-                            "unknown behaviour {other:?}: expected responsive, silent or chatty"
-                        ),
-                    );
-                }
-            };
-            let optional =
-                |s: &Option<S<String>>, what| s.as_ref().map(|s| ctx.positive(s, what)).transpose();
-            let ping_directory_every = optional(&n.ping_directory_every, "ping_directory_every")?;
-            let reconnect_after = optional(&n.reconnect_after, "reconnect_after")?;
             let names: Vec<String> = match count {
                 None => vec![n.name.get_ref().clone()],
                 Some(c) => (1..=c)
@@ -595,40 +642,17 @@ impl ScenarioFile {
             if nodes.len() + names.len() > MAX_NODES {
                 return ctx.err(n.name.span(), format!("more than {MAX_NODES} nodes"));
             }
+            let first = nodes.len();
             for name in names {
-                let role = match role {
-                    None => NodeRole::Directory,
-                    Some(kind) => NodeRole::Peer(Arc::new(PeerSpec {
-                        directory: NodeId(usize::MAX), // resolved below
-                        nick: name.as_str().into(),
-                        maker: kind == "maker",
-                        ping: n.ping,
-                        is_directory: kind == "directory-peer",
-                        location: match &n.location {
-                            Some(loc) => loc.as_str().into(),
-                            None => PeerSpec::default_location(&name, kind == "maker"),
-                        },
-                        behaviour,
-                        ping_directory_every,
-                        reconnect_after,
-                    })),
-                };
                 nodes.push(NodeDef {
                     name,
-                    role,
+                    kind: n.kind.get_ref().clone(),
                     start_at,
                     clock,
                 });
                 spans.push(n.name.span());
             }
-        }
-        let Some(directory) = directory else {
-            return ctx.err(0..0, "no node has kind = \"directory\": a joinmarket-directory scenario needs exactly one");
-        };
-        for node in &mut nodes {
-            if let NodeRole::Peer(spec) = &mut node.role {
-                Arc::make_mut(spec).directory = directory;
-            }
+            ranges.push(first..nodes.len());
         }
         let mut ids = BTreeMap::new();
         for (i, node) in nodes.iter().enumerate() {
@@ -639,7 +663,21 @@ impl ScenarioFile {
                 );
             }
         }
-        let names = Names { ids, ctx: &ctx };
+        let setup = model.validate(&Sections {
+            ctx,
+            profile: profile.name,
+            invariants: &invariants,
+            config,
+            nodes: self
+                .nodes
+                .iter()
+                .zip(written)
+                .zip(ranges)
+                .map(|((section, keys), ids)| WrittenNode { section, keys, ids })
+                .collect(),
+            defs: &nodes,
+        })?;
+        let names = Names { ids, ctx };
 
         let mut links = Vec::new();
         for l in &self.links {
@@ -652,10 +690,10 @@ impl ScenarioFile {
                 reorder: l.reorder.clone(),
                 reorder_delay: l.reorder_delay.clone(),
             };
-            links.push((from, to, ctx.link(network, &section)?));
+            links.push((from, to, ctx.link(network, &section, model)?));
         }
 
-        let faults = self.faults(&ctx, &names, &nodes, network, &at)?;
+        let faults = self.faults(ctx, model, &names, &nodes, network, &at)?;
 
         let mut expects = Vec::new();
         for e in &self.expects {
@@ -716,18 +754,18 @@ impl ScenarioFile {
         Ok(Scenario {
             path: path.to_path_buf(),
             name: h.name.clone(),
-            profile,
+            model: model.name(),
+            profile: profile.name,
             seed: h.seed,
             duration,
-            timers,
             limits,
             network,
             links,
             nodes,
-            directory,
             faults,
             expects,
             invariants,
+            setup,
         })
     }
 
@@ -735,7 +773,8 @@ impl ScenarioFile {
     /// happen: no heal without a partition, no restart of a running node.
     fn faults(
         &self,
-        ctx: &Ctx<'_>,
+        ctx: &Context<'_>,
+        model: &dyn Model,
         names: &Names<'_>,
         nodes: &[NodeDef],
         network: LinkConfig,
@@ -835,7 +874,7 @@ impl ScenarioFile {
                     Fault::Link {
                         from,
                         to,
-                        config: ctx.link(network, &section)?,
+                        config: ctx.link(network, &section, model)?,
                     }
                 }
                 "break" => {

@@ -350,7 +350,8 @@ impl Directory {
                     is_ping: false,
                     since: now.mono,
                 });
-                self.profile.send(out, conn.stream, self.probe.clone(), token);
+                self.profile
+                    .send(out, conn.stream, self.probe.clone(), token);
                 return;
             }
             // Non-ping taker or watcher: no probe; hard-evicted later.
@@ -603,7 +604,13 @@ impl Directory {
                 // `self._peers[key] = peer`: the old entry is simply gone.
                 self.unregister(owner);
             } else {
-                close(out, stream, from, kind::REJECT, "nick already registered".into());
+                close(
+                    out,
+                    stream,
+                    from,
+                    kind::REJECT,
+                    "nick already registered".into(),
+                );
                 return;
             }
         }

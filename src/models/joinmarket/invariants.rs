@@ -16,8 +16,9 @@ use heartsim_sim::trace::{Record, Trace};
 use heartsim_sim::{Duration, Fault, NodeId, Timestamp};
 
 use super::location::Location;
+use super::setup::Setup;
 use super::{kind, Behaviour, PeerSpec, Profile};
-use crate::scenario::{NodeRole, Scenario};
+use crate::scenario::{Scenario, Violation};
 
 /// A named property of directory traces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,7 +54,7 @@ impl Invariant {
         Invariant::HealthyPeerStaysRegisteredAfterHeal,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Invariant::HealthyPeerNeverEvicted => "healthy-peer-never-evicted",
             Invariant::DirectoryPeerNeverEvicted => "directory-peer-never-evicted",
@@ -76,50 +77,34 @@ impl fmt::Display for Invariant {
     }
 }
 
-/// One broken invariant, with the records that show it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation {
-    pub invariant: Invariant,
-    pub message: String,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invariant {} violated: {}", self.invariant, self.message)
-    }
-}
-
-/// Check `invariants` on a finished run of `scenario`.
+/// Check `invariants` on a finished run of `scenario`, a
+/// joinmarket-directory scenario (this panics on another model's).
 pub fn check(scenario: &Scenario, trace: &Trace, invariants: &[Invariant]) -> Vec<Violation> {
+    let jm: &Setup = scenario
+        .setup()
+        .expect("invariants of a joinmarket-directory scenario");
     let decisions: Vec<&Record> = trace.decisions().collect();
     let mut out = Vec::new();
     for &inv in invariants {
         let found = match inv {
             Invariant::HealthyPeerNeverEvicted => {
-                healthy_never_evicted(scenario, trace, &decisions)
+                healthy_never_evicted(scenario, jm, trace, &decisions)
             }
-            Invariant::DirectoryPeerNeverEvicted => {
-                directory_never_evicted(scenario, trace, &decisions)
-            }
+            Invariant::DirectoryPeerNeverEvicted => directory_never_evicted(jm, trace, &decisions),
             Invariant::OneEvictionPerConnection => one_eviction(trace, &decisions),
-            Invariant::SilentPeerEvictedAfterHeal => silent_evicted(scenario, trace, &decisions),
+            Invariant::SilentPeerEvictedAfterHeal => {
+                silent_evicted(scenario, jm, trace, &decisions)
+            }
             Invariant::HealthyPeerStaysRegisteredAfterHeal => {
-                healthy_stays_registered(scenario, trace, &decisions)
+                healthy_stays_registered(scenario, jm, trace, &decisions)
             }
         };
         out.extend(found.into_iter().map(|message| Violation {
-            invariant: inv,
+            invariant: inv.name(),
             message,
         }));
     }
     out
-}
-
-fn peer_spec(scenario: &Scenario, n: NodeId) -> Option<&PeerSpec> {
-    match &scenario.nodes[n.0].role {
-        NodeRole::Peer(spec) => Some(spec),
-        NodeRole::Directory => None,
-    }
 }
 
 /// Whether an eviction record removed a connection (eb812d4c also records
@@ -144,11 +129,11 @@ fn clean(config: &LinkConfig, max_latency: Duration) -> bool {
 /// Whether peer `p` answers every probe in time over clean links, whatever
 /// the faults: the part of `HealthyPeerNeverEvicted` that is about the peer
 /// and the timing config.
-fn answers_probes(scenario: &Scenario, p: NodeId) -> bool {
-    let Some(spec) = peer_spec(scenario, p) else {
+fn answers_probes(jm: &Setup, p: NodeId) -> bool {
+    let Some(spec) = jm.peer(p) else {
         return false;
     };
-    let t = &scenario.timers;
+    let t = &jm.timers;
     if spec.behaviour != Behaviour::Responsive {
         return false; // not responsive
     }
@@ -156,7 +141,7 @@ fn answers_probes(scenario: &Scenario, p: NodeId) -> bool {
         return false; // a directory peer
     }
     let maker = matches!(
-        scenario.profile.parse_location(&spec.location),
+        jm.profile.parse_location(&spec.location),
         Location::Maker(_)
     );
     if !spec.ping && !maker {
@@ -178,8 +163,8 @@ fn answers_probes(scenario: &Scenario, p: NodeId) -> bool {
 
 /// The latency under which a PONG comes back well inside the wait, even on
 /// a fast directory clock.
-fn max_clean_latency(scenario: &Scenario) -> Duration {
-    Duration::from_us(scenario.timers.pong_wait.as_us() / 4)
+fn max_clean_latency(jm: &Setup) -> Duration {
+    Duration::from_us(jm.timers.pong_wait.as_us() / 4)
 }
 
 /// The configured link `from -> to` before any fault.
@@ -193,12 +178,12 @@ fn initial_link(scenario: &Scenario, from: NodeId, to: NodeId) -> LinkConfig {
 }
 
 /// Whether peer `p` counts as healthy (see `HealthyPeerNeverEvicted`).
-fn is_healthy(scenario: &Scenario, p: NodeId) -> bool {
-    if !answers_probes(scenario, p) {
+fn is_healthy(scenario: &Scenario, jm: &Setup, p: NodeId) -> bool {
+    if !answers_probes(jm, p) {
         return false;
     }
-    let dir = scenario.directory;
-    let max_latency = max_clean_latency(scenario);
+    let dir = jm.directory;
+    let max_latency = max_clean_latency(jm);
     let links = [(dir, p), (p, dir)];
     if links
         .iter()
@@ -234,12 +219,12 @@ fn separates(rules: &[heartsim_sim::net::Partition], a: NodeId, b: NodeId) -> bo
 /// Whether peer `p` answers every probe and, once the last fault has
 /// happened, it and the directory run and its links are clean: every fault
 /// on them has been undone (see `HealthyPeerStaysRegisteredAfterHeal`).
-fn healthy_after_heal(scenario: &Scenario, p: NodeId) -> bool {
-    if !answers_probes(scenario, p) {
+fn healthy_after_heal(scenario: &Scenario, jm: &Setup, p: NodeId) -> bool {
+    if !answers_probes(jm, p) {
         return false;
     }
-    let dir = scenario.directory;
-    let max_latency = max_clean_latency(scenario);
+    let dir = jm.directory;
+    let max_latency = max_clean_latency(jm);
     let links = [(dir, p), (p, dir)];
     let mut config: BTreeMap<(NodeId, NodeId), LinkConfig> = links
         .iter()
@@ -288,10 +273,15 @@ fn healthy_after_heal(scenario: &Scenario, p: NodeId) -> bool {
         && config.values().all(|c| clean(c, max_latency))
 }
 
-fn healthy_never_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> Vec<String> {
+fn healthy_never_evicted(
+    scenario: &Scenario,
+    jm: &Setup,
+    trace: &Trace,
+    decisions: &[&Record],
+) -> Vec<String> {
     let healthy: BTreeSet<NodeId> = (0..scenario.nodes.len())
         .map(NodeId)
-        .filter(|&n| is_healthy(scenario, n))
+        .filter(|&n| is_healthy(scenario, jm, n))
         .collect();
     decisions
         .iter()
@@ -317,17 +307,13 @@ fn healthy_never_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Recor
         .collect()
 }
 
-fn directory_never_evicted(
-    scenario: &Scenario,
-    trace: &Trace,
-    decisions: &[&Record],
-) -> Vec<String> {
+fn directory_never_evicted(jm: &Setup, trace: &Trace, decisions: &[&Record]) -> Vec<String> {
     decisions
         .iter()
         .filter(|r| {
             removed_a_connection(r)
                 && r.peer
-                    .and_then(|p| peer_spec(scenario, p))
+                    .and_then(|p| jm.peer(p))
                     .is_some_and(|s| s.is_directory)
         })
         .map(|r| format!("a directory peer was evicted:\n    {}", line(trace, r)))
@@ -365,10 +351,10 @@ fn one_eviction(trace: &Trace, decisions: &[&Record]) -> Vec<String> {
 }
 
 /// How long after the last fault a silent peer may stay registered.
-pub fn silent_eviction_bound(scenario: &Scenario) -> Duration {
-    let t = &scenario.timers;
+pub fn silent_eviction_bound(scenario: &Scenario, jm: &Setup) -> Duration {
+    let t = &jm.timers;
     let base = t.hard_evict + t.sweep_interval + t.pong_wait + t.sweep_interval + t.pong_wait;
-    let dir = scenario.directory;
+    let dir = jm.directory;
     // A slow directory clock stretches every timer.
     let slowest_ppm = scenario
         .faults
@@ -393,7 +379,7 @@ pub fn silent_eviction_bound(scenario: &Scenario) -> Duration {
             _ => None,
         })
         .sum();
-    let back_us = if scenario.profile == Profile::JoinmarketRs {
+    let back_us = if jm.profile == Profile::JoinmarketRs {
         0
     } else {
         back_us
@@ -417,24 +403,30 @@ fn last_fault(scenario: &Scenario) -> Timestamp {
         .unwrap_or(Timestamp::ZERO)
 }
 
-fn silent_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> Vec<String> {
+fn silent_evicted(
+    scenario: &Scenario,
+    jm: &Setup,
+    trace: &Trace,
+    decisions: &[&Record],
+) -> Vec<String> {
     let end = Timestamp::ZERO + scenario.duration;
     let last_fault = last_fault(scenario);
-    let dir = scenario.directory;
+    let dir = jm.directory;
     // A directory that crashed or stopped forgot every registration before.
     let dir_reset = |after: Timestamp| {
-        scenario
-            .faults
-            .iter()
-            .any(|(t, f)| *t >= after && matches!(f, Fault::Crash(n) | Fault::Kill(n) | Fault::Stop(n) if *n == dir))
+        scenario.faults.iter().any(|(t, f)| {
+            *t >= after
+                && matches!(f, Fault::Crash(n) | Fault::Kill(n) | Fault::Stop(n) if *n == dir)
+        })
     };
-    let bound = silent_eviction_bound(scenario);
+    let bound = silent_eviction_bound(scenario, jm);
     let mut out = Vec::new();
     for (i, r) in decisions.iter().enumerate() {
         let Some(p) = r.peer else { continue };
         // Silent: says nothing after its handshake (a peer that PINGs the
         // directory keeps itself fresh, whatever its behaviour).
-        let silent = peer_spec(scenario, p)
+        let silent = jm
+            .peer(p)
             .is_some_and(|s| s.behaviour == Behaviour::Silent && s.ping_directory_every.is_none());
         if r.kind != kind::REGISTER || !silent {
             continue;
@@ -464,18 +456,19 @@ fn silent_evicted(scenario: &Scenario, trace: &Trace, decisions: &[&Record]) -> 
 
 fn healthy_stays_registered(
     scenario: &Scenario,
+    jm: &Setup,
     trace: &Trace,
     decisions: &[&Record],
 ) -> Vec<String> {
     let last_fault = last_fault(scenario);
     // Evictions the faults caused land within the same bound a silent peer
     // gets; after that, only the model can evict a healthy peer.
-    let Some(settled) = last_fault.checked_add(silent_eviction_bound(scenario)) else {
+    let Some(settled) = last_fault.checked_add(silent_eviction_bound(scenario, jm)) else {
         return Vec::new();
     };
     let healthy: BTreeSet<NodeId> = (0..scenario.nodes.len())
         .map(NodeId)
-        .filter(|&n| healthy_after_heal(scenario, n))
+        .filter(|&n| healthy_after_heal(scenario, jm, n))
         .collect();
     decisions
         .iter()

@@ -6,19 +6,102 @@
 //! reproduces, point by point, is in `docs/models/joinmarket-directory.md`.
 
 mod directory;
+mod fuzz;
 pub mod invariants;
 pub mod location;
 mod peer;
+mod setup;
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use heartsim_sim::{Deadline, Duration, Input, Machine, Now, Outbox};
+use proptest::strategy::BoxedStrategy;
+use schemars::{JsonSchema, SchemaGenerator};
 
 pub use directory::Directory;
 use location::Location;
 pub use peer::{Behaviour, ChatLine, Peer, PeerSpec};
+pub use setup::{ConfigSection, NodeKeys, Role, Setup};
+
+use crate::scenario::{self, AnySetup, NodeSection, ScenarioError, SectionSchemas, Sections};
+
+/// The model, as the registry lists it.
+pub const MODEL: &dyn scenario::Model = &JoinmarketDirectory;
+
+/// The JoinMarket directory server's heartbeat and its peers.
+pub struct JoinmarketDirectory;
+
+const PROFILES: [scenario::Profile; 3] = [
+    Profile::JoinmarketRs.entry(),
+    Profile::JoinmarketNg.entry(),
+    Profile::JoinmarketNgEb812d4c.entry(),
+];
+
+const INVARIANTS: [&str; 5] = {
+    let mut names = [""; 5];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = invariants::Invariant::ALL[i].name();
+        i += 1;
+    }
+    names
+};
+
+impl scenario::Model for JoinmarketDirectory {
+    fn name(&self) -> &'static str {
+        "joinmarket-directory"
+    }
+    fn about(&self) -> &'static str {
+        "The JoinMarket directory server's heartbeat (sweeps, PINGs, evictions) and simulated peers."
+    }
+    fn docs(&self) -> &'static str {
+        "docs/models/joinmarket-directory.md"
+    }
+    fn profiles(&self) -> &'static [scenario::Profile] {
+        &PROFILES
+    }
+    fn invariants(&self) -> &'static [&'static str] {
+        &INVARIANTS
+    }
+    /// Both upstreams serve peers over TCP (through Tor).
+    fn transport(&self) -> scenario::Transport {
+        scenario::Transport::Streams
+    }
+    fn validate(&self, sections: &Sections<'_>) -> Result<Box<dyn AnySetup>, ScenarioError> {
+        Ok(Box::new(setup::validate(sections)?))
+    }
+    fn schema(&self, generator: &mut SchemaGenerator) -> SectionSchemas {
+        SectionSchemas {
+            config: Some(generator.subschema_for::<ConfigSection>()),
+            node: NodeKeys::json_schema(generator),
+        }
+    }
+    fn fuzz_hub(&self) -> NodeSection {
+        fuzz::hub()
+    }
+    fn fuzz_node(&self) -> BoxedStrategy<NodeSection> {
+        fuzz::peer()
+    }
+    fn fuzz_config(&self) -> BoxedStrategy<toml::Table> {
+        fuzz::config()
+    }
+    /// joinmarket-rs hard-codes its timers: its cases keep the defaults.
+    fn fuzz_keeps_config(&self, profile: &str) -> bool {
+        profile != Profile::JoinmarketRs.name()
+    }
+    /// eb812d4c evicts a connection twice after a failed send, as upstream
+    /// does, so the one-eviction invariant is not asked of it.
+    fn fuzz_invariants(&self, profile: &str) -> Vec<&'static str> {
+        let skip = (profile == Profile::JoinmarketNgEb812d4c.name())
+            .then_some(invariants::Invariant::OneEvictionPerConnection.name());
+        INVARIANTS
+            .into_iter()
+            .filter(|i| Some(*i) != skip)
+            .collect()
+    }
+}
 
 /// `{"type": 798, "line": ""}`: moved from 797, which collides with the
 /// reference client's local-only CONNECT_IN.
@@ -105,11 +188,30 @@ impl Profile {
         Profile::JoinmarketNgEb812d4c,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Profile::JoinmarketRs => "joinmarket-rs",
             Profile::JoinmarketNg => "joinmarket-ng",
             Profile::JoinmarketNgEb812d4c => "joinmarket-ng-eb812d4c",
+        }
+    }
+
+    /// As the registry lists it.
+    const fn entry(self) -> scenario::Profile {
+        let about = match self {
+            Profile::JoinmarketRs => {
+                "Rust: sweeps on a fixed interval grid, `elapsed() >= T`, monotonic clock"
+            }
+            Profile::JoinmarketNg => {
+                "Python, HEAD: sleep then sweep, idle strictly past T, wall clock"
+            }
+            Profile::JoinmarketNgEb812d4c => {
+                "Python at eb812d4c: pending PONGs keyed by peer, never cleared on disconnect"
+            }
+        };
+        scenario::Profile {
+            name: self.name(),
+            about,
         }
     }
 

@@ -1,0 +1,484 @@
+//! The `heartsim` command line, over the models a binary registers
+//! (`src/main.rs` passes [`crate::models::ALL`]). Interface documented in
+//! `docs/cli.md`.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::builder::PossibleValuesParser;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::fuzz::{fuzz, FaultKind, FuzzConfig, GenOptions};
+#[cfg(madsim)]
+use crate::run::run_madsim;
+use crate::run::{check, context, describe, run, violations, Outcome};
+use crate::scenario::{model, Model, Scenario};
+use crate::sim::trace::{Level, Record};
+
+#[derive(Parser)]
+#[command(
+    name = "heartsim",
+    version,
+    about = "Deterministic simulation of heartbeat and liveness protocols"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenario files, print their traces and check their [[expect]]s.
+    ///
+    /// Exit status: 0 if every expectation holds, 1 if one fails or a run hits
+    /// a limit, 2 if a file cannot be read or is not a valid scenario.
+    Run {
+        /// Scenario files (TOML, version = 1).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Trace format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Print decisions only (the model's decisions, such as evictions,
+        /// and faults), not every send and delivery.
+        #[arg(long)]
+        decisions: bool,
+        /// Write the trace to this file instead of standard output.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Overwrite the --trace file if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Which engine runs the scenario: `main` (the discrete-event
+        /// engine) or `madsim` (the machines in their async driver on a
+        /// madsim runtime; needs a build with RUSTFLAGS="--cfg madsim").
+        #[arg(long, value_enum, default_value_t = EngineArg::Main)]
+        engine: EngineArg,
+    },
+    /// Generate scenarios, run them, check their invariants; stop at the
+    /// first failure and write it, shrunk, as a scenario file.
+    ///
+    /// Exit status: 0 if every case passed, 1 if one failed (the message has
+    /// the seed and the command that replays it), 2 on bad arguments.
+    Fuzz {
+        /// Which model (default: the one --profile belongs to, else the
+        /// first `heartsim models` lists).
+        #[arg(long)]
+        model: Option<String>,
+        /// One of the model's profiles (default: any).
+        #[arg(long)]
+        profile: Option<String>,
+        /// How many cases to generate.
+        #[arg(long, default_value_t = 1000)]
+        cases: u32,
+        /// Seeds the generator: the same seed explores the same cases.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Fault kinds each case's swarm is drawn from, comma-separated
+        /// (default: all that apply to the model). Kinds: drop, delay,
+        /// duplicate and reorder (datagram models only), partition,
+        /// one-way-partition, crash, kill, stop, pause, clock-jump,
+        /// clock-drift, stall, break.
+        #[arg(long, value_delimiter = ',', value_parser = parse_fault_kind)]
+        faults: Vec<FaultKind>,
+        /// Most nodes per case besides the model's hub (a directory's peers,
+        /// say).
+        #[arg(long, default_value_t = 4)]
+        max_peers: usize,
+        /// Run every case twice and compare the traces byte for byte.
+        #[arg(long)]
+        check_determinism: bool,
+        /// Where a failing case is written.
+        #[arg(long, default_value = "target/heartsim/failures")]
+        out: PathBuf,
+        /// A proptest regression file: seeds that failed before are tried
+        /// first, and a new failing seed is appended to it.
+        #[arg(long)]
+        regressions: Option<PathBuf>,
+    },
+    /// List the models, their profiles and invariants.
+    Models,
+}
+
+fn parse_fault_kind(s: &str) -> Result<FaultKind, String> {
+    FaultKind::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}
+
+/// What `--engine madsim` says in a build without the madsim engine.
+const NO_MADSIM: &str = "this heartsim was built without the madsim engine; build and run it with\n  \
+     RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/madsim cargo run -- run --engine madsim FILE...";
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum EngineArg {
+    Main,
+    Madsim,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Text,
+    Jsonl,
+}
+
+/// `tracing` timestamps in simulated time, so `RUST_LOG=debug` lines up
+/// with the trace.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match crate::sim::current_time() {
+            Some(t) => write!(w, "{t:>12}"),
+            None => write!(w, "{:>12}", "-"),
+        }
+    }
+}
+
+/// The clap command, with `--model` and `--profile` values from `models`.
+fn command(models: &[&'static dyn Model]) -> clap::Command {
+    let names: Vec<&'static str> = models.iter().map(|m| m.name()).collect();
+    let profiles: Vec<&'static str> = models
+        .iter()
+        .flat_map(|m| m.profiles().iter().map(|p| p.name))
+        .collect();
+    let by_model: Vec<String> = models
+        .iter()
+        .map(|m| {
+            let names: Vec<&str> = m.profiles().iter().map(|p| p.name).collect();
+            format!("{}: {}", m.name(), names.join(" | "))
+        })
+        .collect();
+    Cli::command().mut_subcommand("fuzz", |fuzz| {
+        fuzz.mut_arg("model", |a| {
+            a.value_parser(PossibleValuesParser::new(names))
+        })
+        .mut_arg("profile", |a| {
+            a.value_parser(PossibleValuesParser::new(profiles))
+                .help(format!(
+                    "One of the model's profiles (default: any). {}",
+                    by_model.join("; ")
+                ))
+        })
+    })
+}
+
+/// Run the command line over `models` (the registry, or a test's own).
+pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_timer(SimTime)
+        .with_writer(io::stderr)
+        .init();
+    let cli = Cli::from_arg_matches(&command(models).get_matches()).unwrap_or_else(|e| e.exit());
+    match cli.command {
+        Command::Run {
+            files,
+            seed,
+            format,
+            decisions,
+            trace,
+            force,
+            engine,
+        } => run_files(
+            models, &files, seed, format, decisions, trace, force, engine,
+        ),
+        Command::Models => {
+            print!("{}", list_models(models));
+            ExitCode::SUCCESS
+        }
+        Command::Fuzz {
+            model,
+            profile,
+            cases,
+            seed,
+            faults,
+            max_peers,
+            check_determinism,
+            out,
+            regressions,
+        } => {
+            let (model, profile) = match fuzz_target(models, model.as_deref(), profile.as_deref()) {
+                Ok(target) => target,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let transport = model.transport();
+            if let Some(k) = faults.iter().find(|k| !k.applies_to(transport)) {
+                eprintln!(
+                    "error: --faults {k}: {} speaks over connections (TCP), which deliver \
+                     every message once and in order; {k} applies to datagram models only",
+                    model.name()
+                );
+                return ExitCode::from(2);
+            }
+            let config = FuzzConfig {
+                gen: GenOptions {
+                    profile,
+                    faults: if faults.is_empty() {
+                        FaultKind::all_for(model)
+                    } else {
+                        faults
+                    },
+                    max_nodes: max_peers,
+                    ..GenOptions::new(model)
+                },
+                cases,
+                seed,
+                check_determinism,
+                out_dir: out,
+                regressions,
+                ..FuzzConfig::new(model)
+            };
+            fuzz_command(&config)
+        }
+    }
+}
+
+/// The model and profile `heartsim fuzz` was asked for.
+fn fuzz_target(
+    models: &[&'static dyn Model],
+    model: Option<&str>,
+    profile: Option<&str>,
+) -> Result<(&'static dyn Model, Option<&'static str>), String> {
+    let owner = |p: &str| {
+        models
+            .iter()
+            .copied()
+            .find(|m| m.profiles().iter().any(|q| q.name == p))
+    };
+    let model = match (model, profile) {
+        (Some(name), _) => model::find(models, name).ok_or(format!("unknown model {name:?}"))?,
+        (None, Some(p)) => owner(p).ok_or(format!("unknown profile {p:?}"))?,
+        (None, None) => *models.first().ok_or("no models registered")?,
+    };
+    let profile = match profile {
+        None => None,
+        Some(p) => match model.profiles().iter().find(|q| q.name == p) {
+            Some(q) => Some(q.name),
+            None => {
+                let names: Vec<&str> = model.profiles().iter().map(|q| q.name).collect();
+                return Err(format!(
+                    "{p:?} is not a profile of {}: expected one of {}",
+                    model.name(),
+                    names.join(", ")
+                ));
+            }
+        },
+    };
+    Ok((model, profile))
+}
+
+/// `heartsim models`.
+fn list_models(models: &[&'static dyn Model]) -> String {
+    let mut out = String::new();
+    for m in models {
+        out += &format!(
+            "{}\n  {}\n  docs: {}\n  profiles:\n",
+            m.name(),
+            m.about(),
+            m.docs()
+        );
+        for p in m.profiles() {
+            out += &format!("    {:<24} {}\n", p.name, p.about);
+        }
+        out += &format!("  invariants: {}\n", m.invariants().join(", "));
+    }
+    out
+}
+
+fn fuzz_command(config: &FuzzConfig) -> ExitCode {
+    let bar = ProgressBar::new(u64::from(config.cases));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} cases  {per_sec}  {elapsed_precise}  {msg}",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_message("0 failures");
+    let failing = std::cell::Cell::new(false);
+    let result = fuzz(config, |done, failed| {
+        if failed && !failing.replace(true) {
+            bar.set_message("failure found: shrinking");
+        }
+        if !failing.get() {
+            bar.set_position(u64::from(done));
+        }
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            println!(
+                "fuzz: {} cases, no failure (seed {})",
+                report.cases, config.seed
+            );
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            println!("{failure}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_files(
+    models: &[&'static dyn Model],
+    files: &[PathBuf],
+    seed: Option<u64>,
+    format: Format,
+    decisions_only: bool,
+    trace_path: Option<PathBuf>,
+    force: bool,
+    engine: EngineArg,
+) -> ExitCode {
+    if cfg!(not(madsim)) && engine == EngineArg::Madsim {
+        eprintln!("error: {NO_MADSIM}");
+        return ExitCode::from(2);
+    }
+    // Validate every file before running any: a typo in the fifth file
+    // should not cost the time of running the first four.
+    let mut scenarios = Vec::new();
+    for path in files {
+        match Scenario::load(models, path) {
+            Ok(s) => scenarios.push(s),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut sink: Box<dyn Write> = match &trace_path {
+        None => Box::new(io::stdout().lock()),
+        Some(p) => {
+            let mut options = OpenOptions::new();
+            options.write(true);
+            if force {
+                options.create(true).truncate(true);
+            } else {
+                options.create_new(true);
+            }
+            match options.open(p) {
+                Ok(f) => Box::new(io::BufWriter::new(f)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    eprintln!(
+                        "error: {} exists; pass --force to overwrite it",
+                        p.display()
+                    );
+                    return ExitCode::from(2);
+                }
+                Err(e) => {
+                    eprintln!("error: cannot write {}: {e}", p.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    // In jsonl mode stdout carries only the trace; verdicts go to stderr.
+    let jsonl_on_stdout = format == Format::Jsonl && trace_path.is_none();
+    let mut failed = false;
+    for scenario in &scenarios {
+        let keep = if decisions_only {
+            Level::Decision
+        } else {
+            Level::Net
+        };
+        let seed_used = seed.unwrap_or(scenario.seed);
+        let replay = match engine {
+            EngineArg::Main => format!(
+                "cargo run --release -- run {} --seed {seed_used}",
+                scenario.path.display()
+            ),
+            EngineArg::Madsim => format!(
+                "RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/madsim cargo run --release -- run --engine madsim {} --seed {seed_used}",
+                scenario.path.display()
+            ),
+        };
+        let mut report: Vec<String> = vec![format!(
+            "== {} ({}, seed {seed_used}): {}",
+            scenario.path.display(),
+            scenario.profile,
+            scenario.name
+        )];
+        let outcome: Result<Outcome, String> = match engine {
+            EngineArg::Main => run(scenario, seed, keep).map_err(|e| e.to_string()),
+            #[cfg(madsim)]
+            EngineArg::Madsim => run_madsim(scenario, seed, keep).map_err(|e| e.to_string()),
+            #[cfg(not(madsim))]
+            EngineArg::Madsim => Err(NO_MADSIM.to_string()),
+        };
+        match outcome {
+            Err(error) => {
+                failed = true;
+                report.push(format!("error: {error}\n  replay: {replay}"));
+            }
+            Ok(outcome) => {
+                let records: Vec<&Record> = outcome.trace.records().collect();
+                let written = match format {
+                    Format::Jsonl => outcome.trace.write_jsonl(&records, &mut sink),
+                    Format::Text => {
+                        if !jsonl_on_stdout && trace_path.is_none() {
+                            let _ = writeln!(sink, "{}", report[0]);
+                        }
+                        outcome.trace.write_text(&records, &mut sink)
+                    }
+                };
+                if let Err(e) = written.and_then(|()| sink.flush()) {
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        return ExitCode::SUCCESS;
+                    }
+                    eprintln!("error: writing the trace: {e}");
+                    return ExitCode::from(2);
+                }
+                for v in check(scenario, &outcome.trace) {
+                    let what = describe(&outcome.trace, v.expect);
+                    match &v.failure {
+                        None => report.push(format!("  ok    {what}")),
+                        Some(why) => {
+                            failed = true;
+                            report.push(format!("  FAIL  {what}\n        {why}"));
+                            let ctx = context(&outcome.trace, v.expect, 4);
+                            if !ctx.is_empty() {
+                                report.push(format!("        trace around it:\n{ctx}"));
+                            }
+                            report.push(format!("        replay: {replay}"));
+                        }
+                    }
+                }
+                for inv in &scenario.invariants {
+                    report.push(format!("  check invariant {inv}"));
+                }
+                for v in violations(scenario, &outcome.trace) {
+                    failed = true;
+                    let body = v.message.replace('\n', "\n        ");
+                    report.push(format!("  FAIL  invariant {}: {body}", v.invariant));
+                    report.push(format!("        replay: {replay}"));
+                }
+                report.push(format!(
+                    "  {} events, {} sends, peak queue {}",
+                    outcome.stats.events, outcome.stats.sends, outcome.stats.peak_queue
+                ));
+            }
+        }
+        let text = report.join("\n");
+        if jsonl_on_stdout || trace_path.is_some() {
+            eprintln!("{text}");
+        } else {
+            let _ = writeln!(sink, "{}", report[1..].join("\n"));
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
