@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use crate::clock::{Clock, Now};
 use crate::net::{Fate, LinkConfig, Network, Partition};
@@ -355,11 +355,11 @@ enum Event<M> {
         to: NodeId,
         packet: Packet<M>,
     },
-    /// A connection endpoint's retransmission timer.
+    /// A connection endpoint's retransmission timer (kept apart from the
+    /// queue, in `rto_queue`, so that a cancelled one costs nothing).
     Rto {
         conn: ConnId,
         node: NodeId,
-        generation: u64,
     },
     /// An input from the stream medium for one process of `node`: parked
     /// like a delivery by a held link or a paused node.
@@ -461,6 +461,12 @@ pub struct Engine<M: Machine, F: FnMut(NodeId) -> M> {
     stats: Stats,
     outbox: Outbox<M::Msg>,
     streams: Streams<M::Msg>,
+    /// Armed retransmission timers, `(at, seq, conn, node)`: ordered with
+    /// the queue by `(time, seq)`, and cancellable, since nearly every one
+    /// is cancelled by its ACK.
+    rto_queue: BTreeSet<(Timestamp, u64, ConnId, NodeId)>,
+    /// Each endpoint's armed timer, `(at, seq)`, to find it in `rto_queue`.
+    rto_armed: BTreeMap<(ConnId, NodeId), (Timestamp, u64)>,
     /// Inputs still to hand to the node being dispatched (kept between
     /// dispatches so that an event allocates nothing for them).
     pending: VecDeque<Input<M::Msg>>,
@@ -510,6 +516,8 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             stats: Stats::default(),
             outbox: Outbox::new(NodeId(0)),
             streams: Streams::new(TcpConfig::default()),
+            rto_queue: BTreeSet::new(),
+            rto_armed: BTreeMap::new(),
             pending: VecDeque::new(),
         };
         // Node starts are faults like any other, queued first so that at
@@ -569,14 +577,31 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         result
     }
 
+    /// The next event: the earliest by `(time, seq)` of the queue's head
+    /// and the earliest retransmission timer.
+    fn pop_next(&mut self) -> Option<(Timestamp, Event<M::Msg>)> {
+        let queued = self.queue.peek().map(|Reverse(q)| (q.t, q.seq));
+        let rto = self.rto_queue.first().map(|&(t, seq, ..)| (t, seq));
+        let next = match (queued, rto) {
+            (None, None) => return None,
+            (Some(q), Some(r)) if r < q => r,
+            (None, Some(r)) => r,
+            (Some(q), _) => q,
+        };
+        if next.0 > self.limits.end {
+            return None;
+        }
+        if rto == Some(next) {
+            let (t, _, conn, node) = self.rto_queue.pop_first()?;
+            self.rto_armed.remove(&(conn, node));
+            return Some((t, Event::Rto { conn, node }));
+        }
+        let Reverse(Queued { t, event, .. }) = self.queue.pop()?;
+        Some((t, event))
+    }
+
     fn drive(&mut self) -> Result<(), LimitError> {
-        while let Some(Reverse(next)) = self.queue.peek() {
-            if next.t > self.limits.end {
-                break;
-            }
-            let Some(Reverse(Queued { t, event, .. })) = self.queue.pop() else {
-                break;
-            };
+        while let Some((t, event)) = self.pop_next() {
             self.now = t;
             SIM_NOW.with(|c| c.set(Some(t)));
             self.stats.events += 1;
@@ -587,7 +612,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 });
             }
             self.step(event);
-            let len = self.queue.len();
+            let len = self.queue.len() + self.rto_queue.len();
             self.stats.peak_queue = self.stats.peak_queue.max(len);
             if len > self.limits.max_queue {
                 return Err(LimitError::Queue {
@@ -722,13 +747,12 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                     (node.listening && node.machine.is_some()).then_some(node.incarnation);
                 self.streams.on_packet(self.now, to, from, listener, packet);
                 self.carry_out_stream_effects();
+                // ACKs that no same-instant answer carried leave alone.
+                self.streams.flush_acks(self.now);
+                self.carry_out_stream_effects();
             }
-            Event::Rto {
-                conn,
-                node,
-                generation,
-            } => {
-                self.streams.on_timer(self.now, conn, node, generation);
+            Event::Rto { conn, node } => {
+                self.streams.on_timer(self.now, conn, node);
                 self.carry_out_stream_effects();
             }
             Event::Stream {
@@ -771,7 +795,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
     /// Do what the stream layer asked: packets onto the network, inputs to
     /// machines (now, or parked), timers into the queue.
     fn carry_out_stream_effects(&mut self) {
-        let mut effects: Vec<Effect<M::Msg>> = self.streams.effects().collect();
+        let mut effects = self.streams.take_effects();
         for effect in effects.drain(..) {
             match effect {
                 Effect::Transmit {
@@ -791,19 +815,16 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                     incarnation,
                     input,
                 }),
-                Effect::Timer {
-                    conn,
-                    node,
-                    at,
-                    generation,
-                } => self.push(
-                    at,
-                    Event::Rto {
-                        conn,
-                        node,
-                        generation,
-                    },
-                ),
+                Effect::Timer { conn, node, at } => {
+                    if let Some((t, seq)) = self.rto_armed.remove(&(conn, node)) {
+                        self.rto_queue.remove(&(t, seq, conn, node));
+                    }
+                    if let Some(at) = at {
+                        self.seq += 1;
+                        self.rto_armed.insert((conn, node), (at, self.seq));
+                        self.rto_queue.insert((at, self.seq, conn, node));
+                    }
+                }
                 Effect::Note {
                     node,
                     peer,
@@ -824,6 +845,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 }
             }
         }
+        self.streams.return_effects(effects);
     }
 
     fn transmit_packet(

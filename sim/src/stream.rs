@@ -199,12 +199,12 @@ pub(crate) enum Effect<M> {
         peer: NodeId,
         input: Input<M>,
     },
-    /// Arm the endpoint's retransmission timer (a later one replaces it).
+    /// Set (`Some`) or cancel (`None`) the endpoint's retransmission
+    /// timer; a new one replaces the old.
     Timer {
         conn: ConnId,
         node: NodeId,
-        at: Timestamp,
-        generation: u64,
+        at: Option<Timestamp>,
     },
     /// A net-level trace record: `kind` at `node` about `peer`.
     Note {
@@ -306,7 +306,6 @@ struct Endpoint<M> {
     /// (`tp->retrans_stamp`); for a SYN, when the first SYN went out.
     retrans_stamp: Option<Timestamp>,
     timer: Option<Timestamp>,
-    timer_generation: u64,
     /// Segments the last expiry found outstanding: resent as ACKs advance.
     lost_until: u64,
     // Receive half.
@@ -315,6 +314,10 @@ struct Endpoint<M> {
     ts_recent: Option<Timestamp>,
     /// The peer's FIN was delivered.
     fin_received: bool,
+    /// An ACK is owed for a segment that arrived now, echoing this TSval:
+    /// it rides on the first segment this end sends at the same instant,
+    /// or leaves alone when the instant's work is done (`flush_acks`).
+    ack_due: Option<Timestamp>,
 }
 
 impl<M> Endpoint<M> {
@@ -331,12 +334,12 @@ impl<M> Endpoint<M> {
             retransmits: 0,
             retrans_stamp: None,
             timer: None,
-            timer_generation: 0,
             lost_until: 0,
             rcv_nxt: 1,
             out_of_order: BTreeMap::new(),
             ts_recent: None,
             fin_received: false,
+            ack_due: None,
         }
     }
 }
@@ -353,6 +356,8 @@ pub(crate) enum WriteRefused {
 pub(crate) struct Streams<M> {
     pub config: TcpConfig,
     endpoints: BTreeMap<(ConnId, NodeId), Endpoint<M>>,
+    /// Endpoints that owe an ACK (see `Endpoint::ack_due`).
+    acks_due: Vec<(ConnId, NodeId)>,
     effects: Vec<Effect<M>>,
 }
 
@@ -361,13 +366,52 @@ impl<M: Clone> Streams<M> {
         Streams {
             config,
             endpoints: BTreeMap::new(),
+            acks_due: Vec::new(),
             effects: Vec::new(),
         }
     }
 
-    /// Take what the last operations asked for, in order.
-    pub fn effects(&mut self) -> std::vec::Drain<'_, Effect<M>> {
-        self.effects.drain(..)
+    /// What the last operations asked for, in order: the caller drains it
+    /// and hands the (empty) buffer back with `return_effects`, so that no
+    /// packet allocates.
+    pub fn take_effects(&mut self) -> Vec<Effect<M>> {
+        std::mem::take(&mut self.effects)
+    }
+    pub fn return_effects(&mut self, mut buffer: Vec<Effect<M>>) {
+        buffer.clear();
+        if self.effects.is_empty() {
+            self.effects = buffer;
+        }
+    }
+
+    /// Send the ACKs still owed once everything due at this instant has
+    /// run (no same-instant answer carried them).
+    pub fn flush_acks(&mut self, now: Timestamp) {
+        let mut due = std::mem::take(&mut self.acks_due);
+        for &(conn, node) in &due {
+            let echo = self
+                .endpoints
+                .get_mut(&(conn, node))
+                .and_then(|ep| ep.ack_due.take());
+            if let Some(echo) = echo {
+                self.transmit(now, conn, node, Kind::Ack, Some(echo));
+            }
+        }
+        due.clear();
+        if self.acks_due.is_empty() {
+            self.acks_due = due;
+        }
+    }
+
+    /// Owe an ACK for a segment stamped `ts` (see `Endpoint::ack_due`).
+    fn owe_ack(&mut self, conn: ConnId, node: NodeId, ts: Timestamp) {
+        let ep = self
+            .endpoints
+            .get_mut(&(conn, node))
+            .expect("caller holds it");
+        if ep.ack_due.replace(ts).is_none() {
+            self.acks_due.push((conn, node));
+        }
     }
 
     /// The peer of `node`'s end of `conn`, if it still exists.
@@ -505,7 +549,13 @@ impl<M: Clone> Streams<M> {
                             input: Input::Connected { conn, peer: from },
                         });
                     }
-                    self.transmit(now, conn, node, Kind::Ack, Some(packet.ts));
+                    self.effects.push(Effect::Timer {
+                        conn,
+                        node,
+                        at: None,
+                    });
+                    // The handshake's ACK rides on the first data, if any.
+                    self.owe_ack(conn, node, packet.ts);
                     self.flush(now, conn, node);
                 } else {
                     // A duplicate: our ACK was lost; ACK again.
@@ -622,16 +672,24 @@ impl<M: Clone> Streams<M> {
         if outstanding {
             self.arm(now, conn, node);
         } else {
-            self.remove_if_done(conn, node);
+            self.effects.push(Effect::Timer {
+                conn,
+                node,
+                at: None,
+            });
+            self.remove_if_done(now, conn, node);
         }
     }
 
     /// Closed by its process, everything it wrote (and its FIN)
     /// acknowledged, and the peer's FIN in: the connection is over (what
     /// would follow is TIME_WAIT, not modelled).
-    fn remove_if_done(&mut self, conn: ConnId, node: NodeId) {
+    fn remove_if_done(&mut self, now: Timestamp, conn: ConnId, node: NodeId) {
         let ep = &self.endpoints[&(conn, node)];
         if ep.owner.is_none() && ep.segments.is_empty() && ep.fin_received {
+            if let Some(echo) = ep.ack_due {
+                self.transmit(now, conn, node, Kind::Ack, Some(echo));
+            }
             self.endpoints.remove(&(conn, node));
         }
     }
@@ -695,23 +753,23 @@ impl<M: Clone> Streams<M> {
                 }
             }
         }
-        self.transmit(now, conn, node, Kind::Ack, Some(ts));
+        self.owe_ack(conn, node, ts);
         if fin {
             self.endpoints
                 .get_mut(&(conn, node))
                 .expect("held")
                 .fin_received = true;
-            self.remove_if_done(conn, node);
+            self.remove_if_done(now, conn, node);
         }
     }
 
     /// The retransmission timer of `node`'s end of `conn` fired.
-    pub fn on_timer(&mut self, now: Timestamp, conn: ConnId, node: NodeId, generation: u64) {
+    pub fn on_timer(&mut self, now: Timestamp, conn: ConnId, node: NodeId) {
         let config = self.config;
         let Some(ep) = self.endpoints.get_mut(&(conn, node)) else {
             return;
         };
-        if ep.timer_generation != generation || ep.timer.is_none_or(|t| t > now) {
+        if ep.timer.is_none_or(|t| t > now) {
             return;
         }
         ep.timer = None;
@@ -817,11 +875,13 @@ impl<M: Clone> Streams<M> {
             Some(m) => Kind::Data(seq, m.clone()),
             None => Kind::Fin(seq),
         };
+        // Carries the ACK this end owes, if any.
+        let echo = ep.ack_due.take().or(ep.ts_recent);
         let packet = Packet {
             conn,
             kind,
             ts: now,
-            echo: ep.ts_recent,
+            echo,
             ack: Some(ep.rcv_nxt),
         };
         let to = ep.peer;
@@ -917,12 +977,10 @@ impl<M: Clone> Streams<M> {
             .expect("caller holds it");
         let at = now + ep.rto;
         ep.timer = Some(at);
-        ep.timer_generation += 1;
         self.effects.push(Effect::Timer {
             conn,
             node,
-            at,
-            generation: ep.timer_generation,
+            at: Some(at),
         });
     }
 
