@@ -344,6 +344,95 @@ impl<M> Endpoint<M> {
     }
 }
 
+/// Both ends of every connection, indexed by connection id (ids are handed
+/// out densely, from 1): a lookup is an index, not a tree walk, which is
+/// most of what a packet costs.
+struct Table<M> {
+    conns: Vec<Ends<M>>,
+}
+
+struct Ends<M> {
+    /// The node of each end: the connecting one first.
+    nodes: [NodeId; 2],
+    ends: [Option<Box<Endpoint<M>>>; 2],
+}
+
+impl<M> Default for Table<M> {
+    fn default() -> Self {
+        Table { conns: Vec::new() }
+    }
+}
+
+impl<M> fmt::Debug for Table<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Table({} endpoints)", self.iter().count())
+    }
+}
+
+impl<M> Table<M> {
+    fn slot(&self, &(conn, node): &(ConnId, NodeId)) -> Option<(usize, usize)> {
+        let i = usize::try_from(conn.0).ok()?;
+        let ends = self.conns.get(i)?;
+        let side = ends.nodes.iter().position(|n| *n == node)?;
+        Some((i, side))
+    }
+    fn get(&self, key: &(ConnId, NodeId)) -> Option<&Endpoint<M>> {
+        let (i, side) = self.slot(key)?;
+        self.conns[i].ends[side].as_deref()
+    }
+    fn get_mut(&mut self, key: &(ConnId, NodeId)) -> Option<&mut Endpoint<M>> {
+        let (i, side) = self.slot(key)?;
+        self.conns[i].ends[side].as_deref_mut()
+    }
+    fn remove(&mut self, key: &(ConnId, NodeId)) -> Option<Endpoint<M>> {
+        let (i, side) = self.slot(key)?;
+        self.conns[i].ends[side].take().map(|b| *b)
+    }
+    /// Insert `node`'s end of `conn`, whose other end is on `ep.peer`.
+    fn insert(&mut self, (conn, node): (ConnId, NodeId), ep: Endpoint<M>) {
+        let i = usize::try_from(conn.0).expect("connection ids fit in memory");
+        if self.conns.len() <= i {
+            self.conns.resize_with(i + 1, || Ends {
+                nodes: [node, ep.peer],
+                ends: [None, None],
+            });
+        }
+        let slot = &mut self.conns[i];
+        if slot.ends.iter().all(Option::is_none) {
+            slot.nodes = [node, ep.peer];
+        }
+        if let Some(side) = slot.nodes.iter().position(|n| *n == node) {
+            slot.ends[side] = Some(Box::new(ep));
+        }
+    }
+    /// Every endpoint, by connection id, connecting end first.
+    fn iter(&self) -> impl Iterator<Item = ((ConnId, NodeId), &Endpoint<M>)> {
+        self.conns.iter().enumerate().flat_map(|(i, ends)| {
+            ends.nodes
+                .iter()
+                .zip(&ends.ends)
+                .filter_map(move |(n, ep)| Some(((ConnId(i as u64), *n), ep.as_deref()?)))
+        })
+    }
+    /// Drop every endpoint whose key fails `keep`.
+    fn retain(&mut self, keep: impl Fn((ConnId, NodeId)) -> bool) {
+        for (i, ends) in self.conns.iter_mut().enumerate() {
+            for (n, ep) in ends.nodes.iter().zip(&mut ends.ends) {
+                if ep.is_some() && !keep((ConnId(i as u64), *n)) {
+                    *ep = None;
+                }
+            }
+        }
+    }
+}
+
+impl<M> std::ops::Index<&(ConnId, NodeId)> for Table<M> {
+    type Output = Endpoint<M>;
+    fn index(&self, key: &(ConnId, NodeId)) -> &Endpoint<M> {
+        self.get(key).expect("an endpoint the caller holds")
+    }
+}
+
 /// Why a write could not be queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WriteRefused {
@@ -355,7 +444,7 @@ pub(crate) enum WriteRefused {
 #[derive(Debug)]
 pub(crate) struct Streams<M> {
     pub config: TcpConfig,
-    endpoints: BTreeMap<(ConnId, NodeId), Endpoint<M>>,
+    endpoints: Table<M>,
     /// Endpoints that owe an ACK (see `Endpoint::ack_due`).
     acks_due: Vec<(ConnId, NodeId)>,
     effects: Vec<Effect<M>>,
@@ -365,7 +454,7 @@ impl<M: Clone> Streams<M> {
     pub fn new(config: TcpConfig) -> Self {
         Streams {
             config,
-            endpoints: BTreeMap::new(),
+            endpoints: Table::default(),
             acks_due: Vec::new(),
             effects: Vec::new(),
         }
@@ -479,7 +568,7 @@ impl<M: Clone> Streams<M> {
             .endpoints
             .iter()
             .filter(|((_, n), ep)| *n == node && ep.owner == Some(owner))
-            .map(|((c, _), _)| *c)
+            .map(|((c, _), _)| c)
             .collect();
         for conn in mine {
             let ep = &self.endpoints[&(conn, node)];
@@ -496,7 +585,7 @@ impl<M: Clone> Streams<M> {
 
     /// The host of `node` went down: every endpoint on it vanishes, silently.
     pub fn host_down(&mut self, node: NodeId) {
-        self.endpoints.retain(|(_, n), _| *n != node);
+        self.endpoints.retain(|(_, n)| n != node);
     }
 
     /// A packet from `from` reaches the (up) host of `node`. `listener`:
