@@ -24,7 +24,6 @@ use heartsim::sim::{Clock, ConnId, Duration, NodeId, Now, Timestamp};
 
 const A: NodeId = NodeId(0);
 const B: NodeId = NodeId(1);
-const C: NodeId = NodeId(2);
 
 /// What a scripted node does at a time (on its monotonic clock).
 #[derive(Clone, Debug)]
@@ -361,7 +360,10 @@ fn a_paused_listener_agrees() {
     both(
         &Setup {
             scripts: vec![
-                vec![(ms(1_500), Act::Connect(B)), (ms(1_500), Act::Write("wake"))],
+                vec![
+                    (ms(1_500), Act::Connect(B)),
+                    (ms(1_500), Act::Write("wake")),
+                ],
                 vec![(ms(0), Act::Listen)],
             ],
             faults: vec![(ms(1_000), Fault::Pause(B)), (ms(3_000), Fault::Resume(B))],
@@ -385,7 +387,10 @@ fn connection_ids_are_unique_in_the_run_and_agree_at_both_ends() {
             scripts: vec![
                 vec![(ms(0), Act::Connect(B)), (ms(1_000), Act::Write("from a"))],
                 vec![(ms(0), Act::Listen)],
-                vec![(ms(500), Act::Connect(B)), (ms(1_000), Act::Write("from c"))],
+                vec![
+                    (ms(500), Act::Connect(B)),
+                    (ms(1_000), Act::Write("from c")),
+                ],
             ],
             ..Setup::default()
         },
@@ -405,7 +410,10 @@ fn connection_ids_are_unique_in_the_run_and_agree_at_both_ends() {
 fn refused(setup: &Setup) -> String {
     match setup.on_madsim() {
         Err(MadsimError::Unsupported(why)) => why,
-        other => panic!("expected a refusal, got {:?}", other.map(|t| decision_text(&t))),
+        other => panic!(
+            "expected a refusal, got {:?}",
+            other.map(|t| decision_text(&t))
+        ),
     }
 }
 
@@ -453,11 +461,17 @@ fn a_crash_before_any_connection_and_datagram_runs_are_not_refused() {
     // b crashes and comes back before anyone connects: nothing to tell apart.
     both(
         &Setup {
-            scripts: vec![vec![(ms(3_000), Act::Connect(B))], vec![(ms(0), Act::Listen)]],
+            scripts: vec![
+                vec![(ms(3_000), Act::Connect(B))],
+                vec![(ms(0), Act::Listen)],
+            ],
             faults: vec![(ms(1_000), Fault::Crash(B)), (ms(2_000), Fault::Restart(B))],
             ..Setup::default()
         },
-        &["0:00:03.100 a connected conn#1", "0:00:03.150 b accepted conn#1"],
+        &[
+            "0:00:03.100 a connected conn#1",
+            "0:00:03.150 b accepted conn#1",
+        ],
     );
 }
 

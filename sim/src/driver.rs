@@ -15,16 +15,25 @@
 //!             record      -> the sink, stamped with the global time
 //!             send        -> endpoint.send_to(addr of `to`, TAG, encoded frame)
 //!             awaited/try -> as send; Input::SendDone is the next input
+//!             listen      -> TcpListener on the node's port + 1, a task accepts
+//!             connect     -> a task connects: Input::Connected / ConnectFailed
+//!             write(conn) -> one length-prefixed frame on the stream (queued
+//!                            until connected); a dead peer -> SendDone Ok, Reset
+//!             close/reset -> drop the stream (reset: an ABORT frame first)
 //!     if the input was Stop: return
 //!     wait for the first of (in this priority when several are ready):
 //!         a control message  -> Stop, or re-read the deadline (clock changed)
+//!         a connection event -> Accepted / Data / Closed / Reset (from the
+//!                               connection tasks), or Connected / ConnectFailed
 //!         a frame            -> Input::Recv { from, msg }
 //!         poll_timeout()     -> Input::Timeout, slept until on the node's clock
 //! }
 //! ```
 //!
-//! Everything the machine does not own stays out here: the socket, the
-//! clock, and the encoding (JSON via serde, one datagram per message).
+//! Everything the machine does not own stays out here: the sockets, the
+//! clock, and the encoding (JSON via serde, one datagram per message, one
+//! frame per message on a connection). How connections map onto madsim's
+//! `TcpStream`, and what is refused, is in `docs/engines.md`, "Connections".
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -149,7 +158,7 @@ impl Shared {
 pub const CONNECT_TO_DOWN_HOST: &str =
     "a connect to a host that is down (not started yet, or crashed): madsim \
      refuses it at once, as no node has the address (madsim 0.2.34 \
-     src/sim/net/network.rs:778-783, mod.rs:351-354), where TCP retries its \
+     src/sim/net/network.rs:272-290, mod.rs:351-354), where TCP retries its \
      SYN for 127 s (docs/streams.md)";
 
 /// Lock a mutex nobody can have poisoned: drivers do not panic while
@@ -276,7 +285,11 @@ where
                         if !admit_streams(&io) {
                             return;
                         }
-                        if !lock(&io.shared.hosts_up).get(to.0).copied().unwrap_or(false) {
+                        if !lock(&io.shared.hosts_up)
+                            .get(to.0)
+                            .copied()
+                            .unwrap_or(false)
+                        {
                             refuse(&io.shared, CONNECT_TO_DOWN_HOST.into());
                             return;
                         }
@@ -343,7 +356,10 @@ pub(crate) fn refuse(shared: &Shared, why: String) {
 /// A message as a frame's payload, or the run fails as unsupported.
 fn encode<T: Serialize>(io: &NodeIo, msg: &T) -> Result<Vec<u8>, ()> {
     serde_json::to_vec(msg).map_err(|e| {
-        refuse(&io.shared, format!("a message that does not serialize ({e})"));
+        refuse(
+            &io.shared,
+            format!("a message that does not serialize ({e})"),
+        );
     })
 }
 
@@ -462,9 +478,13 @@ enum ConnEvent {
         payload: Vec<u8>,
     },
     /// End of stream: the peer closed, or its process is gone.
-    Eof { conn: ConnId },
+    Eof {
+        conn: ConnId,
+    },
     /// The peer aborted (`ABORT`), or the stream failed.
-    Aborted { conn: ConnId },
+    Aborted {
+        conn: ConnId,
+    },
 }
 
 enum ConnState {

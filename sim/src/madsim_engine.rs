@@ -14,7 +14,9 @@
 //!                       covers it; later: Handle::restart
 //!         restart    -> Handle::kill, then Handle::restart (a new machine)
 //!         stop       -> Control::Stop to the driver (Input::Stop, then it returns)
-//!         crash      -> Handle::kill (its sockets go with it)
+//!         crash      -> Handle::kill (its sockets go with it; refused once a
+//!                       connection was opened: peers would read end of stream)
+//!         kill       -> Handle::kill (peers' connections read end of stream)
 //!         partition  -> NetSim::clog_link for every blocked direction; heal unclogs
 //!         pause/resume      -> Handle::pause / Handle::resume
 //!         clock jump/drift  -> change the node's clock, Control::ClockChanged
@@ -24,7 +26,9 @@
 //!
 //! What madsim cannot express is refused with
 //! [`MadsimError::Unsupported`]: per-link configs, duplication, reordering,
-//! held and stalled links. Where the two engines must differ even on
+//! held and stalled links; and, once a machine uses connections, loss,
+//! partitions, `break`, crashes and connects to a host that is down
+//! ([`unsupported_with_connections`], `docs/engines.md`, "Connections"). Where the two engines must differ even on
 //! supported scenarios (madsim's socket jitter and its order of same-instant
 //! tasks), see `docs/engines.md`.
 
