@@ -115,6 +115,15 @@ impl<M> Outbox<M> {
             next_conn: 1,
         }
     }
+    /// An outbox whose connection ids start at `first`. A driver that
+    /// keeps one outbox per node (the async driver) takes `first` from a
+    /// run-wide counter, so that ids stay unique in the run.
+    pub fn with_first_conn(node: NodeId, first: u64) -> Self {
+        Outbox {
+            next_conn: first,
+            ..Outbox::new(node)
+        }
+    }
     /// Fire-and-forget send: a datagram to a node, or a write on a
     /// connection (which the stream delivers or resets, never loses).
     pub fn send(&mut self, to: impl Into<Dest>, msg: M) {

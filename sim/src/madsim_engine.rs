@@ -14,7 +14,9 @@
 //!                       covers it; later: Handle::restart
 //!         restart    -> Handle::kill, then Handle::restart (a new machine)
 //!         stop       -> Control::Stop to the driver (Input::Stop, then it returns)
-//!         crash      -> Handle::kill (its sockets go with it)
+//!         crash      -> Handle::kill (its sockets go with it; refused once a
+//!                       connection was opened: peers would read end of stream)
+//!         kill       -> Handle::kill (peers' connections read end of stream)
 //!         partition  -> NetSim::clog_link for every blocked direction; heal unclogs
 //!         pause/resume      -> Handle::pause / Handle::resume
 //!         clock jump/drift  -> change the node's clock, Control::ClockChanged
@@ -24,7 +26,9 @@
 //!
 //! What madsim cannot express is refused with
 //! [`MadsimError::Unsupported`]: per-link configs, duplication, reordering,
-//! held and stalled links. Where the two engines must differ even on
+//! held and stalled links; and, once a machine uses connections, loss,
+//! partitions, `break`, crashes and connects to a host that is down
+//! ([`unsupported_with_connections`], `docs/engines.md`, "Connections"). Where the two engines must differ even on
 //! supported scenarios (madsim's socket jitter and its order of same-instant
 //! tasks), see `docs/engines.md`.
 
@@ -39,7 +43,7 @@ use madsim::time::sleep_until;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::driver::{drive, lock, AddressBook, Control, NodeIo, Shared};
+use crate::driver::{drive, lock, refuse, AddressBook, Control, NodeIo, Shared};
 use crate::engine::fault_record;
 use crate::net::{Latency, LinkConfig};
 use crate::time::Timestamp;
@@ -105,6 +109,48 @@ pub fn unsupported(world: &World) -> Option<String> {
     })
 }
 
+/// What of `world` madsim cannot express once a machine opens connections
+/// (checked at the first connection operation, so that datagram-only runs
+/// are unaffected). See `docs/engines.md`, "Connections", for the madsim
+/// source each reason rests on. Two more are refused during the run:
+/// [`CONNECT_TO_DOWN_HOST`](crate::driver::CONNECT_TO_DOWN_HOST) and
+/// [`CRASH_WITH_CONNECTIONS`].
+pub fn unsupported_with_connections(world: &World) -> Option<String> {
+    if !world.network.drop.is_never() {
+        return Some(
+            "loss with connections: madsim's TCP never loses data; its reader retries a \
+             lost segment after 1 ms, doubling to at most 10 s (madsim 0.2.34 \
+             src/sim/net/mod.rs:385-399), where TCP waits an RTO of at least 200 ms, and \
+             madsim refuses a connect whose one try is lost (mod.rs:351-354)"
+                .into(),
+        );
+    }
+    world.faults.iter().find_map(|(_, f)| match f {
+        Fault::Partition(_) => Some(
+            "partitions with connections: across a clogged link madsim refuses a connect \
+             at once (madsim 0.2.34 src/sim/net/mod.rs:351-354) and holds data, retrying \
+             after 1 ms doubling to at most 10 s and never giving up (mod.rs:385-399); TCP \
+             retries a SYN for 127 s and data on its RTO grid, and gives up after 924.6 s"
+                .into(),
+        ),
+        Fault::Break { .. } => Some(
+            "the break fault with connections: the driver cannot drop one end of a madsim \
+             stream without its peer reading end of stream"
+                .into(),
+        ),
+        _ => None,
+    })
+}
+
+/// Why a crash (or the reboot a restart of a running node is) fails a run
+/// that uses connections.
+pub const CRASH_WITH_CONNECTIONS: &str =
+    "a crash (or a restart of a running node, which reboots it) while connections are in \
+     use: madsim can only kill the node, which drops its streams, so its peers read end of \
+     stream at once (madsim 0.2.34 src/sim/task/mod.rs:362-371, tcp/stream.rs:151-157); a \
+     crashed host is silent, and its peers retransmit until a RST after the restart or \
+     924.6 s";
+
 fn madsim_config(net: &LinkConfig) -> madsim::Config {
     let mut config = madsim::Config::default();
     let (lo, hi) = match net.latency {
@@ -134,12 +180,12 @@ where
     }
     let names: Vec<String> = world.nodes.iter().map(|n| n.name.clone()).collect();
     let shared = Arc::new(Shared {
-        trace: Mutex::new(Trace::new(names, world.keep)),
-        broken: Mutex::new(BTreeSet::new()),
-        stats: Mutex::new(Stats::default()),
-        max_events: world.limits.max_events,
-        limit_hit: Mutex::new(None),
-        unsupported: Mutex::new(None),
+        stream_refusal: unsupported_with_connections(world),
+        ..Shared::new(
+            Trace::new(names, world.keep),
+            world.nodes.len(),
+            world.limits.max_events,
+        )
     });
     let runtime = Runtime::with_seed_and_config(world.seed, madsim_config(&world.network));
     let factory = Arc::new(factory);
@@ -148,8 +194,8 @@ where
     if let Some(limit) = *lock(&shared.limit_hit) {
         return Err(limit.into());
     }
-    if let Some(what) = *lock(&shared.unsupported) {
-        return Err(MadsimError::Unsupported(what.into()));
+    if let Some(what) = lock(&shared.unsupported).take() {
+        return Err(MadsimError::Unsupported(what));
     }
     let stats = *lock(&shared.stats);
     let trace = std::mem::replace(
@@ -199,13 +245,28 @@ where
         .collect();
     faults.sort_by_key(|(t, _)| *t); // stable: same-time faults keep their order
     let mut clogged: BTreeSet<(NodeId, NodeId)> = BTreeSet::new();
+    // Whose process runs (a restart of a running node reboots its host).
+    let mut running = vec![false; world.nodes.len()];
     let at = |t: Timestamp| epoch + std::time::Duration::from_micros(t.as_us());
     for (t, fault) in faults {
         if t > world.limits.end {
             break;
         }
-        sleep_until(at(t)).await;
-        if lock(&shared.limit_hit).is_some() {
+        // madsim sleeps at least 1 ms even for a deadline that has come:
+        // faults due at one time are applied together.
+        if at(t) > madsim::time::TimeHandle::current().now_instant() {
+            sleep_until(at(t)).await;
+        }
+        if lock(&shared.limit_hit).is_some() || lock(&shared.unsupported).is_some() {
+            return;
+        }
+        let reboot = match &fault {
+            Fault::Crash(_) => true,
+            Fault::Restart(n) => running[n.0],
+            _ => false,
+        };
+        if reboot && *lock(&shared.streams_used) {
+            refuse(&shared, CRASH_WITH_CONNECTIONS.into());
             return;
         }
         {
@@ -216,6 +277,8 @@ where
         let madsim_id = |slots: &[Slot], n: NodeId| slots[n.0].handle.as_ref().map(NodeHandle::id);
         match fault {
             Fault::Start(n) | Fault::Restart(n) => {
+                running[n.0] = true;
+                lock(&shared.hosts_up)[n.0] = true;
                 match madsim_id(&slots, n) {
                     None => {
                         let built = build_node(
@@ -241,13 +304,21 @@ where
                 }
             }
             Fault::Stop(n) => {
+                running[n.0] = false;
                 if let Some(tx) = lock(&slots[n.0].control).take() {
                     let _ = tx.unbounded_send(Control::Stop);
                 }
             }
-            // Without connections, a process that dies and a host that dies
-            // look the same to its peers.
+            // madsim can only kill a node: its tasks and sockets go, its
+            // peers' streams read end of stream. For `kill` (the process
+            // dies, the host stays up) that is what TCP does. A host that
+            // dies is silent instead: without connections nobody can tell
+            // the difference, and with them the run was refused above.
             Fault::Crash(n) | Fault::Kill(n) => {
+                running[n.0] = false;
+                if matches!(fault, Fault::Crash(_)) {
+                    lock(&shared.hosts_up)[n.0] = false;
+                }
                 if let Some(id) = madsim_id(&slots, n) {
                     handle.kill(id);
                 }
