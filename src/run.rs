@@ -58,7 +58,8 @@ impl<T: Setup> AnySetup for T {
             scenario.limits,
             keep,
             factory(self),
-        );
+        )
+        .with_tcp(scenario.tcp);
         engine.run()?;
         let stats = engine.stats();
         Ok((engine.into_trace(), stats))

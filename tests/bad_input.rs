@@ -385,3 +385,43 @@ fn madsim_engine_in_a_normal_build_says_how_to_get_one() {
     assert!(stderr.contains(r#"RUSTFLAGS="--cfg madsim""#), "{stderr}");
     assert!(out.stdout.is_empty(), "nothing run");
 }
+
+#[test]
+fn tcp_constants_are_bounded_and_checked() {
+    let with_tcp = |body: &str| {
+        GOOD.replace(
+            "[[node]]\nname = \"dir\"",
+            &format!("[tcp]\n{body}\n\n[[node]]\nname = \"dir\""),
+        )
+    };
+    for (body, needle, want) in [
+        ("rto_min = \"0s\"", "rto_min = ", "rto_min must be within"),
+        ("rto_max = \"2h\"", "rto_max = ", "rto_max must be within"),
+        (
+            "rto_min = \"2s\"\nrto_max = \"1s\"",
+            "rto_max = ",
+            "rto_max must be at least rto_min",
+        ),
+        (
+            "retries2 = 1000",
+            "retries2 = ",
+            "retries2 must be at most 255",
+        ),
+        ("syn_retries = \"6\"", "syn_retries = ", "invalid type"),
+        ("keepalive = true", "keepalive = ", "unknown field"),
+    ] {
+        let src = with_tcp(body);
+        let (line, _, msg, _) = error_of(&src);
+        assert_eq!(line, line_of(&src, needle), "{body}: {msg}");
+        assert!(msg.contains(want), "{body}: {msg}");
+    }
+    let s = Scenario::parse(
+        ALL,
+        Path::new("ok.toml"),
+        &with_tcp("retries2 = 8\nrto_min = \"100ms\""),
+    )
+    .expect("valid");
+    assert_eq!(s.tcp.retries2, 8);
+    // (2^9 - 1) x 100 ms.
+    assert_eq!(s.tcp.data_timeout().as_us(), 51_100_000);
+}

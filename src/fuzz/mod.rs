@@ -383,6 +383,7 @@ pub fn build(case: &Case) -> ScenarioFile {
         },
         config: (!case.config.is_empty()).then(|| case.config.clone()),
         limits: None,
+        tcp: None,
         network: Some(LinkSection {
             latency: Some(sp(format!("{}ms", case.latency_ms))),
             ..LinkSection::default()

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use heartsim_sim::clock::{Clock, MAX_DRIFT_PPM};
 use heartsim_sim::net::{Latency, LinkConfig, Partition};
 use heartsim_sim::rng::Ratio;
-use heartsim_sim::{Duration, Fault, Limits, NodeId, Timestamp};
+use heartsim_sim::{Duration, Fault, Limits, NodeId, TcpConfig, Timestamp};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::IntoDeserializer;
 use serde::{Deserialize, Serialize};
@@ -101,6 +101,9 @@ pub struct ScenarioFile {
     pub limits: Option<LimitsSection>,
     #[serde(default)]
     pub network: Option<LinkSection>,
+    /// The connection medium's constants (docs/streams.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpSection>,
     #[serde(default, rename = "link", skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkOverride>,
     #[serde(default, rename = "node", skip_serializing_if = "Vec::is_empty")]
@@ -138,6 +141,30 @@ pub struct LimitsSection {
     pub max_events: Option<S<u64>>,
     pub max_queue: Option<S<u64>>,
 }
+
+/// `[tcp]`: Linux's defaults unless set (docs/streams.md says where each
+/// comes from and what it does).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSection {
+    /// RTO before the first RTT sample (`TCP_TIMEOUT_INIT`), default "1s";
+    /// also the base of the connect give-up time.
+    pub rto_initial: Option<S<String>>,
+    /// Floor of the RTO's variance term (`TCP_RTO_MIN`), default "200ms";
+    /// also the base of the data give-up time.
+    pub rto_min: Option<S<String>>,
+    /// Cap of the RTO backoff (`TCP_RTO_MAX`), default "120s".
+    pub rto_max: Option<S<String>>,
+    /// `net.ipv4.tcp_retries2`, default 15: a connection gives up after the
+    /// time 15 doubling retransmissions from `rto_min` take (924.6 s).
+    pub retries2: Option<S<u32>>,
+    /// `net.ipv4.tcp_syn_retries`, default 6: a connect gives up after 127 s.
+    pub syn_retries: Option<S<u32>>,
+}
+
+/// Bounds on `[tcp]`, which keep every give-up time finite and exact.
+const TCP_RTO_BOUNDS: (Duration, Duration) = (Duration::from_ms(1), Duration::from_secs(3600));
+const TCP_MAX_RETRIES: u32 = 255;
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -278,6 +305,7 @@ pub struct Scenario {
     pub duration: Duration,
     pub limits: Limits,
     pub network: LinkConfig,
+    pub tcp: TcpConfig,
     pub links: Vec<(NodeId, NodeId, LinkConfig)>,
     pub nodes: Vec<NodeDef>,
     pub faults: Vec<(Timestamp, Fault)>,
@@ -394,6 +422,52 @@ impl<'a> Context<'a> {
     }
 
     /// A duration within [`MAX_DURATION`], greater than zero.
+    fn tcp(&self, section: &TcpSection) -> Result<TcpConfig, ScenarioError> {
+        let mut config = TcpConfig::default();
+        let (lo, hi) = TCP_RTO_BOUNDS;
+        let rto = |s: &Option<S<String>>, what: &str, slot: &mut Duration| {
+            if let Some(s) = s {
+                let d = self.duration(s, what)?;
+                if d < lo || d > hi {
+                    return self.err(
+                        s.span(),
+                        format!("{what} must be within {lo}..{hi} (got {})", s.get_ref()),
+                    );
+                }
+                *slot = d;
+            }
+            Ok(())
+        };
+        rto(&section.rto_initial, "rto_initial", &mut config.rto_initial)?;
+        rto(&section.rto_min, "rto_min", &mut config.rto_min)?;
+        rto(&section.rto_max, "rto_max", &mut config.rto_max)?;
+        if config.rto_max < config.rto_min || config.rto_max < config.rto_initial {
+            let span = section
+                .rto_max
+                .as_ref()
+                .or(section.rto_min.as_ref())
+                .or(section.rto_initial.as_ref())
+                .map(|s| s.span())
+                .unwrap_or_default();
+            return self.err(span, "rto_max must be at least rto_min and rto_initial");
+        }
+        for (s, what, slot) in [
+            (&section.retries2, "retries2", &mut config.retries2),
+            (&section.syn_retries, "syn_retries", &mut config.syn_retries),
+        ] {
+            if let Some(s) = s {
+                if *s.get_ref() > TCP_MAX_RETRIES {
+                    return self.err(
+                        s.span(),
+                        format!("{what} must be at most {TCP_MAX_RETRIES}"),
+                    );
+                }
+                *slot = *s.get_ref();
+            }
+        }
+        Ok(config)
+    }
+
     pub fn positive(&self, s: &S<String>, what: &str) -> Result<Duration, ScenarioError> {
         let d = self.duration(s, what)?;
         if d == Duration::ZERO {
@@ -604,6 +678,10 @@ impl ScenarioFile {
             Some(n) => ctx.link(LinkConfig::default(), n, model)?,
             None => LinkConfig::default(),
         };
+        let tcp = match &self.tcp {
+            Some(t) => ctx.tcp(t)?,
+            None => TcpConfig::default(),
+        };
 
         // Nodes, with `count` expanded.
         let mut nodes = Vec::new();
@@ -760,6 +838,7 @@ impl ScenarioFile {
             duration,
             limits,
             network,
+            tcp,
             links,
             nodes,
             faults,
