@@ -43,6 +43,14 @@ fn directory_after(profile: Profile, frame: Frame) -> (Directory, Outbox<Frame>)
     d.handle(at(0), Input::Start, &mut out);
     d.handle(
         at(0),
+        Input::Accepted {
+            conn: STREAM,
+            peer: PEER,
+        },
+        &mut out,
+    );
+    d.handle(
+        at(0),
         Input::Data {
             conn: STREAM,
             peer: PEER,

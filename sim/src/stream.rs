@@ -643,8 +643,9 @@ impl<M: Clone> Streams<M> {
                         node,
                         at: None,
                     });
-                    // The handshake's ACK rides on the first data, if any.
-                    self.owe_ack(conn, node, packet.ts);
+                    // The kernel ACKs the SYN-ACK at once; what the process
+                    // writes goes after it (`connect()` returns first).
+                    self.transmit(now, conn, node, Kind::Ack, Some(packet.ts));
                     self.flush(now, conn, node);
                 } else {
                     // A duplicate: our ACK was lost; ACK again.

@@ -120,6 +120,11 @@ pub struct Directory {
     conns: BTreeMap<ConnId, Conn>,
     /// The registered connection on each TCP connection.
     by_stream: BTreeMap<StreamId, ConnId>,
+    /// Accepted connections whose handshake has not come yet, by the
+    /// monotonic deadline upstream gives it (`handshake_timeout`).
+    awaiting_handshake: BTreeMap<StreamId, (Timestamp, NodeId)>,
+    /// The same, by deadline.
+    handshake_deadlines: BTreeSet<(Timestamp, StreamId)>,
     /// Every key seen so far, interned.
     key_ids: BTreeMap<Arc<str>, KeyId>,
     /// The registry: which connection owns each peer key.
@@ -143,6 +148,8 @@ impl Directory {
             probe: Frame::orderbook_probe(nick),
             conns: BTreeMap::new(),
             by_stream: BTreeMap::new(),
+            awaiting_handshake: BTreeMap::new(),
+            handshake_deadlines: BTreeSet::new(),
             key_ids: BTreeMap::new(),
             by_key: BTreeMap::new(),
             idle_index: BTreeSet::new(),
@@ -206,6 +213,7 @@ impl Directory {
             // `finally` runs `_cleanup_peer`; joinmarket-rs's read loop ends
             // and the peer is removed. Both close their end.
             Input::Closed { conn, peer } => {
+                self.forget_handshake(conn);
                 self.lost(conn, peer, "peer closed".into(), out);
                 out.close(conn);
             }
@@ -213,18 +221,35 @@ impl Directory {
             // `ConnectionResetError`/`TimeoutError`, Rust an `io::Error`),
             // and the same cleanup runs.
             Input::Reset { conn, peer, error } => {
+                self.forget_handshake(conn);
                 self.lost(conn, peer, error.to_string().into(), out);
             }
-            // The directory dials nobody; a peer's connection is nothing
-            // to it until its handshake.
-            Input::Accepted { .. }
-            | Input::Connected { .. }
-            | Input::ConnectFailed { .. }
-            | Input::Recv { .. } => {}
+            // A new connection has `handshake_timeout` to send its
+            // handshake, or it is closed.
+            Input::Accepted { conn, peer } => {
+                let deadline = now.mono + self.profile.handshake_timeout();
+                self.awaiting_handshake.insert(conn, (deadline, peer));
+                self.handshake_deadlines.insert((deadline, conn));
+            }
+            // The directory dials nobody.
+            Input::Connected { .. } | Input::ConnectFailed { .. } | Input::Recv { .. } => {}
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Deadline> {
+        let handshake = self.handshake_deadlines.first().map(|&(at, _)| Deadline {
+            at,
+            reason: "handshake timeout",
+        });
+        let phase = self.phase_deadline();
+        match (handshake, phase) {
+            (Some(h), Some(p)) if h.at < p.at => Some(h),
+            (h, None) => h,
+            (_, p) => p,
+        }
+    }
+
+    fn phase_deadline(&self) -> Option<Deadline> {
         match &self.phase {
             Phase::Sleeping { until } => Some(Deadline {
                 at: *until,
@@ -247,6 +272,18 @@ impl Directory {
     }
 
     fn on_timeout(&mut self, now: Now, out: &mut Outbox<Frame>) {
+        // Python `asyncio.wait_for(connection.receive(), timeout=30.0)`
+        // (`server.py` `_perform_handshake`), Rust `tokio::time::timeout(
+        // HANDSHAKE_TIMEOUT_SECS = 10, ..)` (`peer.rs`): then the handler
+        // returns and the connection is closed.
+        while let Some(&(at, stream)) = self.handshake_deadlines.first() {
+            if at > now.mono {
+                break;
+            }
+            if let Some(peer) = self.forget_handshake(stream) {
+                close(out, stream, peer, kind::REJECT, "handshake timeout".into());
+            }
+        }
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Sleeping { until } if now.mono >= until => self.start_sweep(now, out),
             Phase::Waiting { until, sweep } if now.mono >= until => {
@@ -399,6 +436,13 @@ impl Directory {
             return; // a write abandoned on timeout, completing late
         }
         sweep.awaiting = None;
+        // joinmarket-rs's heartbeat sees only the channel's answer
+        // (`router.rs` `send_to_peer` -> `SendResult`, `heartbeat.rs`),
+        // which is Ok while the peer's task runs; a socket error ends that
+        // task (`peer.rs`: the write or flush error breaks the loop, then
+        // the peer is deregistered), which reaches this machine as the
+        // connection's `Reset`, right after.
+        let result = if self.profile.is_ng() { result } else { Ok(()) };
         if !is_ping {
             // `!orderbook` failures are logged only, in every profile.
             if let (Err(e), Some(conn)) = (result, self.conns.get(&id)) {
@@ -413,15 +457,10 @@ impl Directory {
         let pk = self.pending_key(conn.key, id);
         // What the sweep adds to its pinged list.
         let pinged = match (self.profile, result) {
-            (Profile::JoinmarketRs, Ok(())) => {
+            (Profile::JoinmarketRs, _) => {
                 // `SendResult::Ok => router.add_pong_pending(nick)`.
                 self.pending.insert(pk);
                 Some(pk)
-            }
-            (Profile::JoinmarketRs, Err(e)) => {
-                // ChannelFull: warn; NotFound: ignored. Never evicted.
-                out.record(kind::SEND_ERROR, Some(node), Some(e.log_text()), None);
-                None
             }
             (Profile::JoinmarketNg, Ok(())) => Some(pk),
             (Profile::JoinmarketNg, Err(e)) => {
@@ -520,6 +559,11 @@ impl Directory {
         out: &mut Outbox<Frame>,
     ) {
         let Some(&id) = self.by_stream.get(&stream) else {
+            if self.forget_handshake(stream).is_none() {
+                // After the connection was dropped from the registry (a
+                // rejection or eviction closed it): ignored.
+                return;
+            }
             if let Frame::Handshake {
                 nick,
                 location,
@@ -528,9 +572,18 @@ impl Directory {
             } = frame
             {
                 self.on_handshake(now, stream, from, &nick, &location, ping, directory, out);
+            } else {
+                // The first line must be a handshake: Python "Expected
+                // handshake, got ..." returns None, Rust "Expected handshake
+                // type 793" returns; both close the connection.
+                close(
+                    out,
+                    stream,
+                    from,
+                    kind::REJECT,
+                    "expected a handshake".into(),
+                );
             }
-            // Anything else before a handshake, or after the connection
-            // was dropped from the registry, is ignored.
             return;
         };
         // Every line refreshes last_seen before it is parsed.
@@ -572,7 +625,10 @@ impl Directory {
                 }
                 out.send(stream, Frame::Pong);
             }
-            Frame::PubMsg(_) | Frame::Malformed | Frame::Handshake { .. } => {}
+            Frame::PubMsg(_)
+            | Frame::Malformed
+            | Frame::Handshake { .. }
+            | Frame::HandshakeReply => {}
         }
     }
 
@@ -632,6 +688,10 @@ impl Directory {
         self.by_stream.insert(stream, id);
         self.by_key.insert(key, id);
         self.idle_index.insert((last_seen, id));
+        // Every upstream answers an accepted handshake with one line
+        // (`DN_HANDSHAKE`, type 795): Python `server.py` `connection.send(
+        // response_bytes)`, Rust `send_dn_handshake`.
+        out.send(stream, Frame::HandshakeReply);
         let role = if matches!(location, Location::Maker(_)) {
             "maker"
         } else {
@@ -665,6 +725,13 @@ impl Directory {
         };
         close(out, conn.stream, conn.node, kind::EVICT, reason);
         self.unregister(id);
+    }
+
+    /// Stop waiting for `stream`'s handshake; its peer, if it was awaited.
+    fn forget_handshake(&mut self, stream: StreamId) -> Option<NodeId> {
+        let (deadline, peer) = self.awaiting_handshake.remove(&stream)?;
+        self.handshake_deadlines.remove(&(deadline, stream));
+        Some(peer)
     }
 
     /// The peer's connection ended under the directory (EOF, reset, time

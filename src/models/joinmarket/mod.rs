@@ -108,6 +108,8 @@ impl scenario::Model for JoinmarketDirectory {
 pub const PING_TYPE: u16 = 798;
 pub const PONG_TYPE: u16 = 799;
 pub const PUBMSG_TYPE: u16 = 687;
+/// The directory's handshake answer (`MessageType.DN_HANDSHAKE`).
+pub const DN_HANDSHAKE_TYPE: u16 = 795;
 /// Location of a peer that serves no onion: a taker (or a watcher, which
 /// the directory cannot tell apart from a taker).
 pub const NOT_SERVING_ONION: &str = "NOT-SERVING-ONION";
@@ -131,6 +133,8 @@ pub enum Frame {
     /// A line that fails to parse. It still refreshes `last_seen`: both
     /// upstreams stamp the peer before parsing.
     Malformed,
+    /// The directory's answer to an accepted handshake (`DN_HANDSHAKE`).
+    HandshakeReply,
 }
 
 impl Frame {
@@ -161,6 +165,10 @@ impl fmt::Display for Frame {
             Frame::Pong => write!(f, r#"{{"type": {PONG_TYPE}, "line": ""}}"#),
             Frame::PubMsg(line) => write!(f, r#"{{"type": {PUBMSG_TYPE}, "line": "{line}"}}"#),
             Frame::Malformed => f.write_str("<malformed line>"),
+            Frame::HandshakeReply => write!(
+                f,
+                r#"{{"type": {DN_HANDSHAKE_TYPE}, "line": "{{\"accepted\": true}}"}}"#
+            ),
         }
     }
 }
@@ -275,7 +283,8 @@ impl Profile {
     }
 
     /// Every profile refuses a directory node as a client at handshake:
-    /// Python raises `HandshakeError` (a rejection response, then close);
+    /// Python raises `HandshakeError` and closes without a reply (`server.py`
+    /// `_perform_handshake`, `except HandshakeError: return None`);
     /// joinmarket-rs `HandshakeError::DirectoryNotAccepted` (silent close).
     /// The registry's own "skip directory peers" rule is therefore never
     /// reached through the server. The reason is each upstream's message.
@@ -292,12 +301,22 @@ impl Profile {
     /// joinmarket-rs `try_send`s into the peer's 128-frame channel and never
     /// blocks (the channel filling up, `ChannelFull`, is not modelled: a
     /// stalled peer is evicted by pong timeout long before 128 frames queue).
+    /// The channel accepts while the peer's task runs, so a socket error
+    /// never reaches the rs heartbeat: see `Directory::on_send_done`.
     fn send(self, out: &mut Outbox<Frame>, to: heartsim_sim::ConnId, frame: Frame, token: u64) {
         if self.is_ng() {
             out.send_awaited(to, frame, token);
         } else {
             out.try_send(to, frame, token);
         }
+    }
+
+    /// How long a new connection has to send its handshake before it is
+    /// closed: Python `asyncio.wait_for(connection.receive(), timeout=30.0)`
+    /// (`server.py` `_perform_handshake`, HEAD and eb812d4c); Rust
+    /// `HANDSHAKE_TIMEOUT_SECS = 10` (`peer.rs`).
+    fn handshake_timeout(self) -> Duration {
+        Duration::from_secs(if self.is_ng() { 30 } else { 10 })
     }
 
     /// HEAD wraps every directory write in `asyncio.wait_for(..., 30.0)`
