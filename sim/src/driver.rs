@@ -246,7 +246,13 @@ impl<M: Clone> Kernel<M> {
     /// Do what the stream layer asked: packets to send (after the
     /// instant's work), inputs for the process that owns the endpoint,
     /// timers into the table, notes into a net-level trace.
-    fn absorb(&mut self, process: &Process<impl Sized>, inputs: &mut VecDeque<Input<M>>, at: Timestamp, shared: &Shared) {
+    fn absorb(
+        &mut self,
+        process: &Process<impl Sized>,
+        inputs: &mut VecDeque<Input<M>>,
+        at: Timestamp,
+        shared: &Shared,
+    ) {
         let mut effects = self.streams.take_effects();
         for effect in effects.drain(..) {
             match effect {
@@ -309,7 +315,8 @@ impl<M: Clone> Kernel<M> {
     /// close, each with a FIN after what was written.
     fn process_gone(&mut self, now: Timestamp, process: &mut Process<impl Sized>) {
         if process.machine.take().is_some() {
-            self.streams.process_gone(now, self.node, process.incarnation);
+            self.streams
+                .process_gone(now, self.node, process.incarnation);
         }
         process.paused = false;
         self.listening = false;
@@ -419,7 +426,9 @@ where
                         }
                     }
                     Output::Listen => kernel.listening = true,
-                    Output::Connect { conn, to } => kernel.streams.connect(t, conn, node, owner, to),
+                    Output::Connect { conn, to } => {
+                        kernel.streams.connect(t, conn, node, owner, to)
+                    }
                     Output::Close(conn) => kernel.streams.close(t, conn, node, owner),
                     Output::Reset(conn) => kernel.streams.reset(t, conn, node, owner),
                 }
