@@ -81,6 +81,7 @@ impl<T: Setup> AnySetup for T {
             limits: scenario.limits,
             keep,
             seed,
+            tcp: scenario.tcp,
         };
         madsim_engine::run(&world, factory(self))
     }

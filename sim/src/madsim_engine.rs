@@ -10,27 +10,29 @@
 //! block_on(supervisor):
 //!     for each fault in (time, order) order: sleep until its time, then
 //!         start      -> first time: build the madsim node (its init task is the
-//!                       driver with a fresh machine) and clog it if a partition
-//!                       covers it; later: Handle::restart
-//!         restart    -> Handle::kill, then Handle::restart (a new machine)
-//!         stop       -> Control::Stop to the driver (Input::Stop, then it returns)
-//!         crash      -> Handle::kill (its sockets go with it; refused once a
-//!                       connection was opened: peers would read end of stream)
-//!         kill       -> Handle::kill (peers' connections read end of stream)
+//!                       driver: a fresh kernel and machine) and clog it if a
+//!                       partition covers it; after a crash: Handle::restart;
+//!                       host up: Control::Start (a fresh machine, same kernel)
+//!         restart    -> as start; of a running node: a reboot (kill, restart)
+//!         stop       -> Control::Stop (Input::Stop, then the process is gone)
+//!         kill       -> Control::Kill (the process is gone, the kernel stays:
+//!                       FINs, then RSTs and refused connects)
+//!         crash      -> Handle::kill: the host and its endpoint go (silence)
 //!         partition  -> NetSim::clog_link for every blocked direction; heal unclogs
-//!         pause/resume      -> Handle::pause / Handle::resume
+//!         pause/resume      -> Control::Pause / Control::Resume (the machine
+//!                              only: the kernel keeps acknowledging)
 //!         clock jump/drift  -> change the node's clock, Control::ClockChanged
 //!         break/repair      -> the shared broken-link set the driver checks
 //!     sleep until the end; dropping the runtime drops every node
 //! ```
 //!
-//! What madsim cannot express is refused with
-//! [`MadsimError::Unsupported`]: per-link configs, duplication, reordering,
-//! held and stalled links; and, once a machine uses connections, loss,
-//! partitions, `break`, crashes and connects to a host that is down
-//! ([`unsupported_with_connections`], `docs/engines.md`, "Connections"). Where the two engines must differ even on
-//! supported scenarios (madsim's socket jitter and its order of same-instant
-//! tasks), see `docs/engines.md`.
+//! Connections are the main engine's stream stack in each node's driver,
+//! its packets madsim datagrams (`docs/engines.md`, "Connections"). What
+//! madsim cannot express is refused with [`MadsimError::Unsupported`]:
+//! per-link configs, duplication, reordering, held and stalled links.
+//! Where the two engines must differ even on supported scenarios (madsim's
+//! socket jitter and its order of same-instant tasks), see
+//! `docs/engines.md`.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -43,12 +45,12 @@ use madsim::time::sleep_until;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::driver::{drive, lock, refuse, AddressBook, Control, NodeIo, Shared};
+use crate::driver::{drive, lock, AddressBook, Control, NodeIo, Shared};
 use crate::engine::fault_record;
 use crate::net::{Latency, LinkConfig};
 use crate::time::Timestamp;
 use crate::trace::{Level, Trace};
-use crate::{Clock, Fault, LimitError, Limits, Machine, NodeId, NodeSpec, Stats};
+use crate::{Clock, Fault, LimitError, Limits, Machine, NodeId, NodeSpec, Stats, TcpConfig};
 
 /// Why a scenario did not run on madsim.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +73,8 @@ pub struct World {
     pub limits: Limits,
     pub keep: Level,
     pub seed: u64,
+    /// The stream medium's constants (`[tcp]`).
+    pub tcp: TcpConfig,
 }
 
 /// Every node listens on this port of its own address.
@@ -109,48 +113,6 @@ pub fn unsupported(world: &World) -> Option<String> {
     })
 }
 
-/// What of `world` madsim cannot express once a machine opens connections
-/// (checked at the first connection operation, so that datagram-only runs
-/// are unaffected). See `docs/engines.md`, "Connections", for the madsim
-/// source each reason rests on. Two more are refused during the run:
-/// [`CONNECT_TO_DOWN_HOST`](crate::driver::CONNECT_TO_DOWN_HOST) and
-/// [`CRASH_WITH_CONNECTIONS`].
-pub fn unsupported_with_connections(world: &World) -> Option<String> {
-    if !world.network.drop.is_never() {
-        return Some(
-            "loss with connections: madsim's TCP never loses data; its reader retries a \
-             lost segment after 1 ms, doubling to at most 10 s (madsim 0.2.34 \
-             src/sim/net/mod.rs:385-399), where TCP waits an RTO of at least 200 ms, and \
-             madsim refuses a connect whose one try is lost (mod.rs:351-354)"
-                .into(),
-        );
-    }
-    world.faults.iter().find_map(|(_, f)| match f {
-        Fault::Partition(_) => Some(
-            "partitions with connections: across a clogged link madsim refuses a connect \
-             at once (madsim 0.2.34 src/sim/net/mod.rs:351-354) and holds data, retrying \
-             after 1 ms doubling to at most 10 s and never giving up (mod.rs:385-399); TCP \
-             retries a SYN for 127 s and data on its RTO grid, and gives up after 924.6 s"
-                .into(),
-        ),
-        Fault::Break { .. } => Some(
-            "the break fault with connections: the driver cannot drop one end of a madsim \
-             stream without its peer reading end of stream"
-                .into(),
-        ),
-        _ => None,
-    })
-}
-
-/// Why a crash (or the reboot a restart of a running node is) fails a run
-/// that uses connections.
-pub const CRASH_WITH_CONNECTIONS: &str =
-    "a crash (or a restart of a running node, which reboots it) while connections are in \
-     use: madsim can only kill the node, which drops its streams, so its peers read end of \
-     stream at once (madsim 0.2.34 src/sim/task/mod.rs:362-371, tcp/stream.rs:151-157); a \
-     crashed host is silent, and its peers retransmit until a RST after the restart or \
-     924.6 s";
-
 fn madsim_config(net: &LinkConfig) -> madsim::Config {
     let mut config = madsim::Config::default();
     let (lo, hi) = match net.latency {
@@ -180,12 +142,8 @@ where
     }
     let names: Vec<String> = world.nodes.iter().map(|n| n.name.clone()).collect();
     let shared = Arc::new(Shared {
-        stream_refusal: unsupported_with_connections(world),
-        ..Shared::new(
-            Trace::new(names, world.keep),
-            world.nodes.len(),
-            world.limits.max_events,
-        )
+        tcp: world.tcp,
+        ..Shared::new(Trace::new(names, world.keep), world.limits.max_events)
     });
     let runtime = Runtime::with_seed_and_config(world.seed, madsim_config(&world.network));
     let factory = Arc::new(factory);
@@ -209,8 +167,12 @@ where
 struct Slot {
     handle: Option<NodeHandle>,
     clock: Arc<Mutex<Clock>>,
-    /// The running driver's control channel (replaced at every start).
+    /// The running driver's control channel (replaced at every boot).
     control: Arc<Mutex<Option<UnboundedSender<Control>>>>,
+    /// The host is up (built, not crashed): its driver runs.
+    host_up: bool,
+    /// Its process runs (a restart of a running node reboots its host).
+    running: bool,
 }
 
 async fn supervise<M, F>(world: World, shared: Arc<Shared>, factory: Arc<F>)
@@ -232,6 +194,8 @@ where
             handle: None,
             clock: Arc::new(Mutex::new(n.clock)),
             control: Arc::new(Mutex::new(None)),
+            host_up: false,
+            running: false,
         })
         .collect();
     // Node starts first, so that at equal times a node starts before
@@ -245,8 +209,6 @@ where
         .collect();
     faults.sort_by_key(|(t, _)| *t); // stable: same-time faults keep their order
     let mut clogged: BTreeSet<(NodeId, NodeId)> = BTreeSet::new();
-    // Whose process runs (a restart of a running node reboots its host).
-    let mut running = vec![false; world.nodes.len()];
     let at = |t: Timestamp| epoch + std::time::Duration::from_micros(t.as_us());
     for (t, fault) in faults {
         if t > world.limits.end {
@@ -260,79 +222,68 @@ where
         if lock(&shared.limit_hit).is_some() || lock(&shared.unsupported).is_some() {
             return;
         }
-        let reboot = match &fault {
-            Fault::Crash(_) => true,
-            Fault::Restart(n) => running[n.0],
-            _ => false,
-        };
-        if reboot && *lock(&shared.streams_used) {
-            refuse(&shared, CRASH_WITH_CONNECTIONS.into());
-            return;
-        }
         {
             let mut trace = lock(&shared.trace);
             let record = fault_record(&fault, t, &trace);
             trace.push(record);
         }
-        let madsim_id = |slots: &[Slot], n: NodeId| slots[n.0].handle.as_ref().map(NodeHandle::id);
         match fault {
             Fault::Start(n) | Fault::Restart(n) => {
-                running[n.0] = true;
-                lock(&shared.hosts_up)[n.0] = true;
-                match madsim_id(&slots, n) {
+                let reboot = matches!(fault, Fault::Restart(_)) && slots[n.0].running;
+                let slot = &mut slots[n.0];
+                slot.running = true;
+                match slot.handle.as_ref().map(NodeHandle::id) {
                     None => {
                         let built = build_node(
                             &handle,
                             n,
                             &world.nodes[n.0].name,
-                            &slots[n.0],
+                            slot,
                             &book,
                             &shared,
                             epoch,
                             &factory,
                         );
-                        slots[n.0].handle = Some(built);
+                        slot.handle = Some(built);
+                        slot.host_up = true;
                         // A partition made before this node existed in
                         // madsim covers it too (clogging is idempotent).
                         apply_clogs(&net, &slots, &clogged, true);
                     }
-                    Some(id) => {
-                        // Kill first: a restart alone keeps the old socket bound.
+                    // The host is down, or a running node is rebooted: a
+                    // fresh driver, with an empty kernel (peers' packets on
+                    // old connections are answered with RST). Kill first:
+                    // a restart alone keeps the old socket bound.
+                    Some(id) if reboot || !slot.host_up => {
+                        slot.host_up = true;
                         handle.kill(id);
                         handle.restart(id);
                     }
+                    // The host is up: a fresh process on it.
+                    Some(_) => control(slot, Control::Start),
                 }
             }
             Fault::Stop(n) => {
-                running[n.0] = false;
-                if let Some(tx) = lock(&slots[n.0].control).take() {
-                    let _ = tx.unbounded_send(Control::Stop);
+                slots[n.0].running = false;
+                control(&slots[n.0], Control::Stop);
+            }
+            Fault::Kill(n) => {
+                slots[n.0].running = false;
+                control(&slots[n.0], Control::Kill);
+            }
+            // The host dies: its tasks and its endpoint go, so what is
+            // sent to it is lost (madsim 0.2.34 src/sim/task/mod.rs:362-371,
+            // src/sim/net/network.rs:142-147).
+            Fault::Crash(n) => {
+                let slot = &mut slots[n.0];
+                slot.running = false;
+                slot.host_up = false;
+                if let Some(h) = &slot.handle {
+                    handle.kill(h.id());
                 }
             }
-            // madsim can only kill a node: its tasks and sockets go, its
-            // peers' streams read end of stream. For `kill` (the process
-            // dies, the host stays up) that is what TCP does. A host that
-            // dies is silent instead: without connections nobody can tell
-            // the difference, and with them the run was refused above.
-            Fault::Crash(n) | Fault::Kill(n) => {
-                running[n.0] = false;
-                if matches!(fault, Fault::Crash(_)) {
-                    lock(&shared.hosts_up)[n.0] = false;
-                }
-                if let Some(id) = madsim_id(&slots, n) {
-                    handle.kill(id);
-                }
-            }
-            Fault::Pause(n) => {
-                if let Some(id) = madsim_id(&slots, n) {
-                    handle.pause(id);
-                }
-            }
-            Fault::Resume(n) => {
-                if let Some(id) = madsim_id(&slots, n) {
-                    handle.resume(id);
-                }
-            }
+            Fault::Pause(n) => control(&slots[n.0], Control::Pause),
+            Fault::Resume(n) => control(&slots[n.0], Control::Resume),
             Fault::Partition(rules) => {
                 for rule in &rules {
                     for &from in &rule.from {
@@ -349,13 +300,13 @@ where
             }
             Fault::ClockJump { node, by_us } => {
                 lock(&slots[node.0].clock).jump(by_us);
-                clock_changed(&slots[node.0]);
+                control(&slots[node.0], Control::ClockChanged);
             }
             Fault::ClockDrift { node, ppm } => {
                 // Validated when the scenario was read.
                 let changed = lock(&slots[node.0].clock).set_drift(t, ppm);
                 debug_assert!(changed, "drift {ppm} out of range");
-                clock_changed(&slots[node.0]);
+                control(&slots[node.0], Control::ClockChanged);
             }
             Fault::Break { from, to } => {
                 lock(&shared.broken).insert((from, to));
@@ -389,9 +340,13 @@ fn apply_clogs(net: &NetSim, slots: &[Slot], links: &BTreeSet<(NodeId, NodeId)>,
     }
 }
 
-fn clock_changed(slot: &Slot) {
+/// Tell the node's driver (if its host is up).
+fn control(slot: &Slot, what: Control) {
+    if !slot.host_up {
+        return;
+    }
     if let Some(tx) = &*lock(&slot.control) {
-        let _ = tx.unbounded_send(Control::ClockChanged);
+        let _ = tx.unbounded_send(what);
     }
 }
 
@@ -419,25 +374,26 @@ where
         .name(name)
         .ip(addr.ip())
         .init(move || {
-            // Every (re)start: a fresh machine and a fresh control channel.
+            // Every boot: a fresh driver (kernel and machine) and a fresh
+            // control channel.
             let (tx, rx) = unbounded();
             *lock(&control) = Some(tx);
-            let machine = factory(node);
             let (book, shared, clock) = (book.clone(), shared.clone(), clock.clone());
+            let factory = factory.clone();
             async move {
                 let Ok(endpoint) = Endpoint::bind(addr).await else {
                     return; // cannot happen: a node's address is its own
                 };
                 let io = NodeIo {
                     node,
-                    endpoint,
+                    endpoint: Arc::new(endpoint),
                     book,
                     clock,
                     epoch,
                     control: rx,
                     shared,
                 };
-                drive(machine, io).await;
+                drive(move || factory(node), io).await;
             }
         })
         .build()

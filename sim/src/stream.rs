@@ -45,7 +45,9 @@ use crate::time::{Duration, Timestamp};
 use crate::NodeId;
 
 /// One connection, the same id at both ends; unique in the run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ConnId(pub u64);
 
 impl fmt::Display for ConnId {
@@ -140,8 +142,9 @@ impl TcpConfig {
     }
 }
 
-/// What a packet carries beyond its header.
-#[derive(Clone, Debug)]
+/// What a packet carries beyond its header. Serializable for hosts that
+/// put packets on a real (or madsim's) network: the async driver.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Kind<M> {
     Syn,
     SynAck,
@@ -153,7 +156,7 @@ pub(crate) enum Kind<M> {
 
 /// One packet on the wire. `ts`/`echo` are TCP timestamps (TSval/TSecr);
 /// `ack` is the cumulative acknowledgement: the next sequence expected.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Packet<M> {
     pub conn: ConnId,
     pub kind: Kind<M>,

@@ -10,7 +10,9 @@ use std::str::FromStr;
 
 /// A point in simulated time: microseconds since the scenario started (or since
 /// a clock's epoch, for a node's wall clock).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Timestamp(u64);
 
 /// A span of simulated time in microseconds.
