@@ -171,6 +171,7 @@ fn relay_madsim() -> Done {
         limits,
         keep: Level::Decision,
         seed: 1,
+        tcp: Default::default(),
     };
     relay_done(run(&world, relay).expect("runs on madsim").1)
 }
