@@ -678,6 +678,13 @@ impl<M: Clone> Streams<M> {
                 }
                 if let Some(ack) = packet.ack {
                     self.on_ack(now, conn, node, ack, packet.echo);
+                    if self.endpoints.get(&(conn, node)).is_none() {
+                        // That ACK finished a connection both ends had
+                        // closed: what the packet carries is a copy of
+                        // something already received (the peer's FIN came
+                        // before), sent again before our ACK reached it.
+                        return;
+                    }
                 }
                 match packet.kind {
                     Kind::Data(seq, msg) => {

@@ -14,7 +14,7 @@ use proptest::test_runner::{
 };
 
 use super::{scenario_strategy, to_toml, GenOptions};
-use crate::run::{run, violations};
+use crate::run::{run, violations, Outcome};
 use crate::scenario::{Model, Scenario, ScenarioFile};
 use crate::sim::trace::{Level, Trace};
 
@@ -34,6 +34,8 @@ pub enum CaseFailure {
         first: String,
         second: String,
     },
+    /// The engine or a machine panicked: always a heartsim bug.
+    Panic(String),
 }
 
 impl CaseFailure {
@@ -48,6 +50,7 @@ impl CaseFailure {
                 .unwrap_or("invariant violated")
                 .to_string(),
             CaseFailure::Nondeterministic { .. } => "nondeterministic trace".into(),
+            CaseFailure::Panic(_) => "panic".into(),
         }
     }
 }
@@ -66,6 +69,7 @@ impl fmt::Display for CaseFailure {
                 f,
                 "the same case gave two different traces; first divergence at jsonl line {line}:\n  run 1: {first}\n  run 2: {second}"
             ),
+            CaseFailure::Panic(why) => write!(f, "heartsim panicked (a heartsim bug): {why}"),
         }
     }
 }
@@ -77,6 +81,22 @@ fn jsonl(trace: &Trace) -> Vec<u8> {
         .write_jsonl(&records, &mut bytes)
         .expect("writing to memory cannot fail");
     bytes
+}
+
+/// Run a case; a panic is a failure like any other (shrunk, written,
+/// replayable), not the end of the campaign.
+fn run_caught(scenario: &Scenario, level: Level) -> Result<Outcome, CaseFailure> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(scenario, None, level))) {
+        Ok(outcome) => outcome.map_err(|e| CaseFailure::Limit(e.to_string())),
+        Err(payload) => {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            Err(CaseFailure::Panic(why))
+        }
+    }
 }
 
 /// Check one generated file of `model`: it must validate, run within its
@@ -91,7 +111,7 @@ pub fn check_file(
     let scenario = Scenario::parse(&[model], Path::new("generated.toml"), &text)
         .map_err(|e| CaseFailure::Invalid(format!("{e}\n{text}")))?;
     let level = if twice { Level::Net } else { Level::Decision };
-    let outcome = run(&scenario, None, level).map_err(|e| CaseFailure::Limit(e.to_string()))?;
+    let outcome = run_caught(&scenario, level)?;
     let broken = violations(&scenario, &outcome.trace);
     if !broken.is_empty() {
         return Err(CaseFailure::Invariants(
@@ -99,7 +119,7 @@ pub fn check_file(
         ));
     }
     if twice {
-        let again = run(&scenario, None, level).map_err(|e| CaseFailure::Limit(e.to_string()))?;
+        let again = run_caught(&scenario, level)?;
         let (a, b) = (jsonl(&outcome.trace), jsonl(&again.trace));
         if let Some((line, first, second)) = first_divergence(&a, &b) {
             return Err(CaseFailure::Nondeterministic {
