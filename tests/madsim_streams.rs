@@ -13,103 +13,18 @@
 
 #![cfg(madsim)]
 
-use std::borrow::Cow;
-
 use heartsim::run::{decision_differences, decision_text, ENGINE_TOLERANCE};
-use heartsim::sim::engine::{Deadline, Engine, Fault, Input, Limits, Machine, NodeSpec, Outbox};
+use heartsim::sim::engine::{Engine, Fault, Limits, NodeSpec};
 use heartsim::sim::madsim_engine::{self, MadsimError, World};
 use heartsim::sim::net::{Latency, LinkConfig, Network, Partition};
 use heartsim::sim::rng::Ratio;
+use heartsim::sim::script::{Act, Script};
 use heartsim::sim::trace::Record;
 use heartsim::sim::trace::{Level, Trace};
-use heartsim::sim::{Clock, ConnId, Duration, NodeId, Now, Timestamp};
+use heartsim::sim::{Clock, Duration, NodeId, Timestamp};
 
 const A: NodeId = NodeId(0);
 const B: NodeId = NodeId(1);
-
-/// What a scripted node does at a time (on its monotonic clock).
-#[derive(Clone, Debug)]
-enum Act {
-    Listen,
-    Connect(NodeId),
-    /// Write on the node's newest connection (awaited: its `SendDone` is
-    /// recorded).
-    Write(&'static str),
-    Close,
-    Reset,
-}
-
-/// Does its script and records every input it gets as a decision, so that
-/// the engines' decision traces can be compared.
-struct Script {
-    acts: Vec<(Timestamp, Act)>,
-    conn: Option<ConnId>,
-}
-
-impl Machine for Script {
-    type Msg = String;
-    fn handle(&mut self, now: Now, input: Input<String>, out: &mut Outbox<String>) {
-        let line = match &input {
-            Input::Connected { conn, .. } => Some(format!("connected {conn}")),
-            Input::Accepted { conn, .. } => {
-                self.conn = Some(*conn);
-                Some(format!("accepted {conn}"))
-            }
-            Input::ConnectFailed { error, .. } => Some(format!("connect-failed {error}")),
-            Input::Data { msg, .. } => Some(format!("data {msg}")),
-            Input::Closed { .. } => Some("closed".into()),
-            Input::Reset { error, .. } => Some(format!("reset {error}")),
-            Input::SendDone { result, .. } => Some(format!("done {result:?}")),
-            Input::Stop => Some("stop".into()),
-            _ => None,
-        };
-        let peer = match &input {
-            Input::Connected { peer, .. }
-            | Input::Accepted { peer, .. }
-            | Input::ConnectFailed { peer, .. }
-            | Input::Data { peer, .. }
-            | Input::Closed { peer, .. }
-            | Input::Reset { peer, .. } => Some(*peer),
-            _ => None,
-        };
-        if let Some(line) = line {
-            out.record("in", peer, None, Some(line.into()));
-        }
-        if matches!(input, Input::Start | Input::Timeout) {
-            while self.acts.first().is_some_and(|(t, _)| *t <= now.mono) {
-                let (_, act) = self.acts.remove(0);
-                match act {
-                    Act::Listen => out.listen(),
-                    Act::Connect(to) => self.conn = Some(out.connect(to)),
-                    Act::Write(m) => {
-                        if let Some(c) = self.conn {
-                            out.send_awaited(c, m.to_string(), 0);
-                        }
-                    }
-                    Act::Close => {
-                        if let Some(c) = self.conn {
-                            out.close(c);
-                        }
-                    }
-                    Act::Reset => {
-                        if let Some(c) = self.conn {
-                            out.reset(c);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    fn poll_timeout(&self) -> Option<Deadline> {
-        self.acts.first().map(|(at, _)| Deadline {
-            at: *at,
-            reason: "act",
-        })
-    }
-    fn describe(msg: &String) -> Cow<'static, str> {
-        Cow::Owned(msg.clone())
-    }
-}
 
 fn ms(ms: u64) -> Timestamp {
     Timestamp::ZERO + Duration::from_ms(ms)
@@ -164,10 +79,7 @@ impl Setup {
     }
     fn factory(&self) -> impl Fn(NodeId) -> Script + Send + Sync + 'static {
         let scripts = self.scripts.clone();
-        move |me| Script {
-            acts: scripts[me.0].clone(),
-            conn: None,
-        }
+        move |me| Script::new(scripts[me.0].clone())
     }
     fn on_main(&self) -> Trace {
         let world = self.world();

@@ -41,6 +41,7 @@ pub mod engine;
 pub mod madsim_engine;
 pub mod net;
 pub mod rng;
+pub mod script;
 pub mod stream;
 pub mod time;
 pub mod trace;

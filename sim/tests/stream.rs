@@ -2,81 +2,15 @@
 //! derived by hand from the rules in `docs/streams.md` (one-way latency
 //! 50 ms, so the first RTT sample is 100 ms and the RTO 300 ms).
 
-use std::borrow::Cow;
-
 use heartsim_sim::net::{Latency, LinkConfig, Network, Partition};
+use heartsim_sim::script::{Act, Script};
 use heartsim_sim::trace::Level;
 use heartsim_sim::{
-    Clock, ConnId, Deadline, Duration, Engine, Fault, Input, Limits, Machine, NodeId, NodeSpec,
-    Now, Outbox, TcpConfig, Timestamp,
+    Clock, Duration, Engine, Fault, Limits, NodeId, NodeSpec, TcpConfig, Timestamp,
 };
 
 const A: NodeId = NodeId(0);
 const B: NodeId = NodeId(1);
-
-/// What a scripted node does at a time (on its monotonic clock).
-#[derive(Clone, Debug)]
-enum Act {
-    Listen,
-    Connect(NodeId),
-    /// Write on the node's newest connection.
-    Write(&'static str),
-    Close,
-    Reset,
-}
-
-/// Does its script, and records every input it gets.
-struct Script {
-    acts: Vec<(Timestamp, Act)>,
-    conn: Option<ConnId>,
-}
-
-impl Machine for Script {
-    type Msg = &'static str;
-    fn handle(&mut self, now: Now, input: Input<&'static str>, out: &mut Outbox<&'static str>) {
-        let line = match &input {
-            Input::Connected { .. } => Some("connected".to_string()),
-            Input::Accepted { conn, .. } => {
-                self.conn = Some(*conn);
-                Some("accepted".into())
-            }
-            Input::ConnectFailed { error, .. } => Some(format!("connect-failed {error}")),
-            Input::Data { msg, .. } => Some(format!("data {msg}")),
-            Input::Closed { .. } => Some("closed".into()),
-            Input::Reset { error, .. } => Some(format!("reset {error}")),
-            Input::SendDone { result, .. } => Some(format!("done {result:?}")),
-            _ => None,
-        };
-        if let Some(line) = line {
-            out.record("in", None, None, Some(line.into()));
-        }
-        if matches!(input, Input::Start | Input::Timeout) {
-            while self.acts.first().is_some_and(|(t, _)| *t <= now.mono) {
-                let (_, act) = self.acts.remove(0);
-                match act {
-                    Act::Listen => out.listen(),
-                    Act::Connect(to) => self.conn = Some(out.connect(to)),
-                    Act::Write(m) => {
-                        if let Some(c) = self.conn {
-                            out.send_awaited(c, m, 0);
-                        }
-                    }
-                    Act::Close => out.close(self.conn.expect("a connection")),
-                    Act::Reset => out.reset(self.conn.expect("a connection")),
-                }
-            }
-        }
-    }
-    fn poll_timeout(&self) -> Option<Deadline> {
-        self.acts.first().map(|(at, _)| Deadline {
-            at: *at,
-            reason: "act",
-        })
-    }
-    fn describe(msg: &&'static str) -> Cow<'static, str> {
-        Cow::Borrowed(msg)
-    }
-}
 
 fn ms(ms: u64) -> Timestamp {
     Timestamp::ZERO + Duration::from_ms(ms)
@@ -134,10 +68,7 @@ fn run_with(world: World, keep: Level) -> (Vec<String>, Vec<String>) {
         world.faults,
         limits,
         keep,
-        move |me| Script {
-            acts: if me == A { a.clone() } else { b.clone() },
-            conn: None,
-        },
+        move |me| Script::new(if me == A { a.clone() } else { b.clone() }),
     )
     .with_tcp(world.tcp);
     engine.run().expect("within limits");
@@ -190,8 +121,8 @@ fn connect_takes_one_round_trip_and_accept_comes_with_the_first_data() {
         got,
         [
             "0:00:00.000 a done Ok(())",
-            "0:00:00.100 a connected",
-            "0:00:00.150 b accepted",
+            "0:00:00.100 a connected conn#1",
+            "0:00:00.150 b accepted conn#1",
             "0:00:00.150 b data hello",
         ]
     );
@@ -312,8 +243,8 @@ fn a_killed_peer_is_seen_at_once_and_a_write_to_it_is_reset() {
     assert_eq!(
         got,
         [
-            "0:00:00.100 a connected",
-            "0:00:00.150 b accepted",
+            "0:00:00.100 a connected conn#1",
+            "0:00:00.150 b accepted conn#1",
             "0:00:02.050 a closed",
             "0:00:03.000 a done Ok(())",
             "0:00:03.100 a reset connection reset",
@@ -369,7 +300,7 @@ fn connect_gets_through_when_a_partition_heals_on_the_syn_grid() {
         faults: vec![(Timestamp::ZERO, partition(A, B)), (ms(5_000), Fault::Heal)],
         ..World::default()
     });
-    assert_eq!(got[0], "0:00:07.100 a connected");
+    assert_eq!(got[0], "0:00:07.100 a connected conn#1");
 }
 
 #[test]
@@ -388,11 +319,11 @@ fn old_and_new_connections_never_mix() {
     assert_eq!(
         got,
         [
-            "0:00:00.100 a connected",
-            "0:00:00.150 b accepted",
+            "0:00:00.100 a connected conn#1",
+            "0:00:00.150 b accepted conn#1",
             "0:00:01.050 a closed",
-            "0:00:01.100 a connected",
-            "0:00:01.150 b accepted",
+            "0:00:01.100 a connected conn#2",
+            "0:00:01.150 b accepted conn#2",
             "0:00:01.200 a done Ok(())",
             "0:00:01.250 b data on the new one",
         ]
@@ -497,8 +428,8 @@ fn a_killed_process_restarted_on_its_live_host_listens_again() {
         [
             "0:00:02.050 a closed",
             "0:00:03.100 a connect-failed connection refused",
-            "0:00:05.100 a connected",
-            "0:00:05.150 b accepted",
+            "0:00:05.100 a connected conn#3",
+            "0:00:05.150 b accepted conn#3",
         ]
     );
 }
