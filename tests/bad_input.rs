@@ -425,3 +425,60 @@ fn tcp_constants_are_bounded_and_checked() {
     // (2^9 - 1) x 100 ms.
     assert_eq!(s.tcp.data_timeout().as_us(), 51_100_000);
 }
+
+/// The message of `source`'s error, which must be on the line with `needle`.
+fn message_at(source: &str, needle: &str) -> String {
+    let (line, _, msg, _) = error_of(source);
+    assert_eq!(line, line_of(source, needle), "{msg}");
+    msg
+}
+
+#[test]
+fn expectations_that_could_never_match_are_errors_with_suggestions() {
+    let event = format!("{GOOD}\n[[expect]]\nnever = true\nevent = \"evcit\"\n");
+    assert_eq!(
+        message_at(&event, "evcit"),
+        "event \"evcit\" is not a record kind of joinmarket-directory or the engine, so this \
+         [[expect]] could never match; did you mean \"evict\"? (the kinds: docs/trace-format.md)"
+    );
+    let reason =
+        format!("{GOOD}\n[[expect]]\nnever = true\nevent = \"evict\"\nreason = \"pong timeuot\"\n");
+    assert_eq!(
+        message_at(&reason, "timeuot"),
+        "reason \"pong timeuot\" is not one that \"evict\" records give, so this [[expect]] \
+         could never match; did you mean \"pong timeout\"? (\"evict\" reasons: \"idle timeout\", \
+         \"pong timeout\", \"send failed: connection reset\", \"send failed: broken pipe\", \
+         \"send failed: \")"
+    );
+    let far = reason.replace("pong timeuot", "bored");
+    assert!(
+        !message_at(&far, "bored").contains("did you mean"),
+        "no suggestion when nothing is near"
+    );
+    let none = format!("{GOOD}\n[[expect]]\nat = \"1m\"\nevent = \"sweep\"\nreason = \"pong\"\n");
+    assert_eq!(
+        message_at(&none, "reason = \"pong\""),
+        "\"sweep\" records have no reason, so this [[expect]] could never match"
+    );
+    let net = format!("{GOOD}\n[[expect]]\nnever = true\nevent = \"send\"\n");
+    assert_eq!(
+        message_at(&net, "event = \"send\""),
+        "event \"send\" is a network-level record; an [[expect]] reads decision records only \
+         (docs/trace-format.md)"
+    );
+    let node = format!("{GOOD}\n[[expect]]\nnever = true\nevent = \"evict\"\npeer = \"alcie\"\n");
+    assert_eq!(
+        message_at(&node, "alcie"),
+        "unknown node \"alcie\": expected one of the [[node]] names (alice, dir); did you mean \
+         \"alice\"?"
+    );
+    // The part before ": " and a family's head are reasons an expect may name.
+    for ok in ["send failed", "send failed: ", "send failed: broken pipe"] {
+        let src = reason.replace("pong timeuot", ok);
+        Scenario::parse(ALL, Path::new("ok.toml"), &src).expect(ok);
+    }
+    let family = format!(
+        "{GOOD}\n[[expect]]\nnever = true\nevent = \"reject\"\nreason = \"invalid onion address in location-string\"\n"
+    );
+    Scenario::parse(ALL, Path::new("ok.toml"), &family).expect("a family's head");
+}

@@ -16,6 +16,7 @@
 mod error;
 pub mod model;
 pub mod schema;
+pub mod vocabulary;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -252,7 +253,7 @@ pub struct ExpectSection {
     pub event: S<String>,
     pub node: Option<S<String>>,
     pub peer: Option<S<String>>,
-    pub reason: Option<String>,
+    pub reason: Option<S<String>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -565,11 +566,17 @@ impl Names<'_> {
             Some(id) => Ok(*id),
             None => {
                 let known: Vec<&str> = self.ids.keys().copied().take(12).collect();
+                let more = if self.ids.len() > known.len() {
+                    ", ..."
+                } else {
+                    ""
+                };
                 self.ctx.err(
                     span,
                     format!(
-                        "unknown node {name:?}: expected one of the [[node]] names ({})",
-                        known.join(", ")
+                        "unknown node {name:?}: expected one of the [[node]] names ({}{more}){}",
+                        known.join(", "),
+                        vocabulary::did_you_mean(name, self.ids.keys().copied())
                     ),
                 )
             }
@@ -808,6 +815,12 @@ impl ScenarioFile {
                     );
                 }
             };
+            let kind = vocabulary::check_event(model, e.event.get_ref())
+                .or_else(|why| ctx.err(e.event.span(), why))?;
+            if let Some(r) = &e.reason {
+                vocabulary::check_reason(model, kind, r.get_ref())
+                    .or_else(|why| ctx.err(r.span(), why))?;
+            }
             let node = e
                 .node
                 .as_ref()
@@ -824,7 +837,7 @@ impl ScenarioFile {
                 event: e.event.get_ref().clone(),
                 node,
                 peer,
-                reason: e.reason.clone(),
+                reason: e.reason.as_ref().map(|r| r.get_ref().clone()),
                 line,
             });
         }
