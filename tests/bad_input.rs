@@ -679,3 +679,21 @@ fn bytes_that_are_not_utf8_are_located() {
         format!("the file is not UTF-8: byte 0xff at offset {at} starts no character")
     );
 }
+
+/// Found by tests/parser_fuzz.rs: `i64::MIN.abs()` overflowed (a panic in
+/// debug builds, and a drift accepted in release builds).
+#[test]
+fn the_most_negative_drift_is_out_of_range() {
+    let src = GOOD.replace(
+        "behaviour = \"silent\"",
+        "behaviour = \"silent\"\nclock_drift_ppm = -9223372036854775808",
+    );
+    assert_eq!(
+        message_at(&src, "clock_drift_ppm"),
+        "clock_drift_ppm must be within ±500000"
+    );
+    let fault = format!(
+        "{GOOD}\n[[fault]]\nat = \"1m\"\nkind = \"clock-drift\"\nnode = \"alice\"\nppm = -9223372036854775808\n"
+    );
+    assert_eq!(message_at(&fault, "ppm = -9"), "ppm must be within ±500000");
+}

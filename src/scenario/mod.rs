@@ -895,7 +895,10 @@ impl ScenarioFile {
             let count = match &n.count {
                 None => None,
                 Some(c) if *c.get_ref() == 0 || *c.get_ref() > MAX_NODES as u64 => {
-                    return ctx.err(c.span(), format!("count must be between 1 and {MAX_NODES}"));
+                    return ctx.err(
+                        c.span(),
+                        format!("count must be between 1 and {MAX_NODES} (MAX_NODES)"),
+                    );
                 }
                 Some(c) => Some(*c.get_ref()),
             };
@@ -1207,7 +1210,7 @@ impl ScenarioFile {
                     let Some(ppm) = &f.ppm else {
                         return ctx.err(f.kind.span(), "clock-drift needs ppm = 200 (or -200)");
                     };
-                    if ppm.get_ref().abs() > MAX_DRIFT_PPM {
+                    if ppm.get_ref().unsigned_abs() > MAX_DRIFT_PPM.unsigned_abs() {
                         return ctx.err(ppm.span(), format!("ppm must be within ±{MAX_DRIFT_PPM}"));
                     }
                     Fault::ClockDrift {
