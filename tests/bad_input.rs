@@ -425,3 +425,275 @@ fn tcp_constants_are_bounded_and_checked() {
     // (2^9 - 1) x 100 ms.
     assert_eq!(s.tcp.data_timeout().as_us(), 51_100_000);
 }
+
+/// The message of `source`'s error, which must be on the line with `needle`.
+fn message_at(source: &str, needle: &str) -> String {
+    let (line, _, msg, _) = error_of(source);
+    assert_eq!(line, line_of(source, needle), "{msg}");
+    msg
+}
+
+#[test]
+fn expectations_that_could_never_match_are_errors_with_suggestions() {
+    let event = format!("{GOOD}\n[[expect]]\nnever = true\nevent = \"evcit\"\n");
+    assert_eq!(
+        message_at(&event, "evcit"),
+        "event \"evcit\" is not a record kind of joinmarket-directory or the engine, so this \
+         [[expect]] could never match; did you mean \"evict\"? (the kinds: docs/trace-format.md)"
+    );
+    let reason =
+        format!("{GOOD}\n[[expect]]\nnever = true\nevent = \"evict\"\nreason = \"pong timeuot\"\n");
+    assert_eq!(
+        message_at(&reason, "timeuot"),
+        "reason \"pong timeuot\" is not one that \"evict\" records give, so this [[expect]] \
+         could never match; did you mean \"pong timeout\"? (\"evict\" reasons: \"idle timeout\", \
+         \"pong timeout\", \"send failed: connection reset\", \"send failed: broken pipe\", \
+         \"send failed: \")"
+    );
+    let far = reason.replace("pong timeuot", "bored");
+    assert!(
+        !message_at(&far, "bored").contains("did you mean"),
+        "no suggestion when nothing is near"
+    );
+    let none = format!("{GOOD}\n[[expect]]\nat = \"1m\"\nevent = \"sweep\"\nreason = \"pong\"\n");
+    assert_eq!(
+        message_at(&none, "reason = \"pong\""),
+        "\"sweep\" records have no reason, so this [[expect]] could never match"
+    );
+    let net = format!("{GOOD}\n[[expect]]\nnever = true\nevent = \"send\"\n");
+    assert_eq!(
+        message_at(&net, "event = \"send\""),
+        "event \"send\" is a network-level record; an [[expect]] reads decision records only \
+         (docs/trace-format.md)"
+    );
+    let node = format!("{GOOD}\n[[expect]]\nnever = true\nevent = \"evict\"\npeer = \"alcie\"\n");
+    assert_eq!(
+        message_at(&node, "alcie"),
+        "unknown node \"alcie\": expected one of the [[node]] names (alice, dir); did you mean \
+         \"alice\"?"
+    );
+    // The part before ": " and a family's head are reasons an expect may name.
+    for ok in ["send failed", "send failed: ", "send failed: broken pipe"] {
+        let src = reason.replace("pong timeuot", ok);
+        Scenario::parse(ALL, Path::new("ok.toml"), &src).expect(ok);
+    }
+    let family = format!(
+        "{GOOD}\n[[expect]]\nnever = true\nevent = \"reject\"\nreason = \"invalid onion address in location-string\"\n"
+    );
+    Scenario::parse(ALL, Path::new("ok.toml"), &family).expect("a family's head");
+}
+
+#[test]
+fn node_names_are_printable_bounded_and_not_reserved() {
+    let named = |name: &str| GOOD.replace("name = \"alice\"", &format!("name = \"{name}\""));
+    let rule = "a node name is 1 to 64 letters, digits, '-', '_' or '.'";
+    let net = named("net");
+    assert_eq!(
+        message_at(&net, "name = \"net\""),
+        "node name \"net\" is reserved: the trace names network-wide records \"net\""
+    );
+    let nul = named("a\\u0000b");
+    assert_eq!(
+        message_at(&nul, "a\\u0000b"),
+        format!("node name \"a\\0b\" has a control character (U+0000) at character 2: {rule}")
+    );
+    let space = named("al ice");
+    assert_eq!(
+        message_at(&space, "al ice"),
+        format!("node name \"al ice\" has whitespace (U+0020) at character 3: {rule}")
+    );
+    let tab = named("alice\\t");
+    assert_eq!(
+        message_at(&tab, "alice\\t"),
+        format!("node name \"alice\\t\" has whitespace (U+0009) at character 6: {rule}")
+    );
+    let arrow = named("a->b");
+    assert_eq!(
+        message_at(&arrow, "a->b"),
+        format!("node name \"a->b\" has '>' at character 3: {rule}")
+    );
+    let empty = named("");
+    assert_eq!(
+        message_at(&empty, "name = \"\""),
+        format!("a node name cannot be empty: {rule}")
+    );
+    let long = named(&"x".repeat(65));
+    assert_eq!(
+        message_at(&long, "xxxx"),
+        format!("node name \"xxxxxxxxxxxxxxxx\"... is 65 characters long: {rule}")
+    );
+    // `count` appends a number: the prefix "net" is fine, a name past the
+    // length bound is not.
+    let nets = GOOD.replace("name = \"alice\"", "name = \"net\"\ncount = 2");
+    Scenario::parse(ALL, Path::new("ok.toml"), &nets).expect("net1 and net2 are names");
+    let counted = GOOD.replace(
+        "name = \"alice\"",
+        &format!("name = \"{}\"\ncount = 10", "y".repeat(63)),
+    );
+    assert_eq!(
+        message_at(&counted, "yyyy"),
+        format!("with count = 10: node name \"yyyyyyyyyyyyyyyy\"... is 65 characters long: {rule}")
+    );
+    // Unicode letters are names.
+    let accented = named("zoë");
+    Scenario::parse(ALL, Path::new("ok.toml"), &accented).expect("a letter");
+}
+
+#[test]
+fn partitions_say_what_is_wrong_with_their_groups() {
+    let partition = |keys: &str| {
+        format!(
+            "{GOOD}\n[[node]]\nname = \"bob\"\nkind = \"taker\"\n\n[[fault]]\nat = \"1m\"\nkind = \"partition\"\n{keys}\n"
+        )
+    };
+    let cases = [
+        (
+            "groups = [[\"dir\", \"alice\"], [\"alice\"]]",
+            "\"alice\" is in group 1 and group 2: a node can be in one group only",
+        ),
+        (
+            "groups = [[], [\"alice\", \"alice\"]]",
+            "group 1 is empty: every group of a partition names at least one node",
+        ),
+        (
+            "groups = [[\"dir\"], [\"alice\", \"alice\"]]",
+            "\"alice\" is listed twice in group 2",
+        ),
+        (
+            "groups = [[\"dir\"]]",
+            "a symmetric partition needs at least two groups",
+        ),
+        (
+            "groups = [[\"dir\"], [\"alice\"], [\"bob\"], [], [], [], [], [], [], [], [], [], [], [], [], [], []]",
+            "17 groups: a symmetric partition has at most 16 (MAX_GROUPS)",
+        ),
+        (
+            "from = []\nto = [\"dir\"]",
+            "from is empty: a one-way partition needs at least one node in from and one in to",
+        ),
+        (
+            "from = \"dir\"\nto = []",
+            "to is empty: a one-way partition needs at least one node in from and one in to",
+        ),
+        (
+            "from = [\"dir\", \"dir\"]\nto = \"alice\"",
+            "\"dir\" is listed twice in from",
+        ),
+        (
+            "from = [\"dir\", \"bob\"]\nto = [\"alice\", \"bob\"]",
+            "\"bob\" is in both from and to: a one-way partition blocks messages from some \
+             nodes to others",
+        ),
+    ];
+    for (keys, want) in cases {
+        let src = partition(keys);
+        // The error points at the value it names.
+        let needle = match want
+            .split_once(" is empty")
+            .or(want.split_once("twice in "))
+        {
+            Some((_, "from")) | Some(("from", _)) => "from =",
+            _ => keys.lines().last().expect("a line"),
+        };
+        assert_eq!(message_at(&src, needle), want, "{keys}");
+    }
+    let ok = partition("groups = [[\"dir\"], [\"alice\", \"bob\"]]");
+    Scenario::parse(ALL, Path::new("ok.toml"), &ok).expect("a good partition");
+}
+
+#[test]
+fn input_is_bounded_and_each_bound_is_named() {
+    // File size: checked before parsing, at 1:1, without echoing the text.
+    let big = format!("{GOOD}\n#{}\n", "x".repeat(1 << 20));
+    let (line, col, msg, rendered) = error_of(&big);
+    assert_eq!((line, col), (1, 1));
+    assert_eq!(
+        msg,
+        "the file is larger than 1048576 bytes (1 MiB), the most a scenario file may hold \
+         (MAX_FILE_BYTES)"
+    );
+    assert!(rendered.len() < 300, "{rendered}");
+    let path = std::env::temp_dir().join(format!("heartsim-big-{}.toml", std::process::id()));
+    std::fs::write(&path, &big).expect("written");
+    let err = Scenario::load(ALL, &path).expect_err("too large");
+    std::fs::remove_file(&path).ok();
+    assert_eq!(err.diagnostic().map(|d| d.line), Some(1));
+
+    let tables = |table: &str, n: usize| {
+        let mut src = GOOD.to_string();
+        for i in 0..n {
+            src += &format!("\n[[{table}]]\n");
+            src += match table {
+                "fault" => "at = \"1m\"\nkind = \"heal\"\n",
+                "link" => "from = \"dir\"\nto = \"alice\"\n",
+                _ => "never = true\nevent = \"evict\"\n",
+            };
+            if i + 1 == n {
+                src += "# the last\n";
+            }
+        }
+        src
+    };
+    for (table, max, name, key) in [
+        ("fault", 10_000, "MAX_FAULTS", "kind"),
+        ("link", 10_000, "MAX_LINKS", "from"),
+        ("expect", 10_000, "MAX_EXPECTS", "event"),
+    ] {
+        let src = tables(table, max + 1);
+        let (line, _, msg, _) = error_of(&src);
+        assert_eq!(
+            msg,
+            format!(
+                "more than {max} [[{table}]] tables: a scenario may have at most {max} ({name})"
+            )
+        );
+        let last = src.lines().count() - 1;
+        assert!(
+            src.lines().nth(line - 1).expect("line").starts_with(key) && line + 2 >= last,
+            "points at the last table: line {line} of {last}"
+        );
+    }
+
+    let nodes = GOOD.replace("name = \"alice\"", "name = \"alice\"\ncount = 99999");
+    let more = format!("{nodes}\n[[node]]\nname = \"bob\"\nkind = \"taker\"\n");
+    assert_eq!(
+        message_at(&more, "name = \"bob\""),
+        "more than 100000 nodes (count included): a scenario may declare at most 100000 \
+         (MAX_NODES)"
+    );
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_located() {
+    let mut bytes = GOOD.as_bytes().to_vec();
+    let at = GOOD.find("silent").expect("there");
+    bytes[at] = 0xff;
+    let err = Scenario::from_bytes(ALL, Path::new("broken.toml"), &bytes).expect_err("not UTF-8");
+    let d = err.diagnostic().expect("a position");
+    assert_eq!(
+        (d.line, d.column),
+        (line_of(GOOD, "silent"), "behaviour = \"".len() + 1)
+    );
+    assert_eq!(
+        d.message,
+        format!("the file is not UTF-8: byte 0xff at offset {at} starts no character")
+    );
+}
+
+/// Found by tests/parser_fuzz.rs: `i64::MIN.abs()` overflowed (a panic in
+/// debug builds, and a drift accepted in release builds).
+#[test]
+fn the_most_negative_drift_is_out_of_range() {
+    let src = GOOD.replace(
+        "behaviour = \"silent\"",
+        "behaviour = \"silent\"\nclock_drift_ppm = -9223372036854775808",
+    );
+    assert_eq!(
+        message_at(&src, "clock_drift_ppm"),
+        "clock_drift_ppm must be within ±500000"
+    );
+    let fault = format!(
+        "{GOOD}\n[[fault]]\nat = \"1m\"\nkind = \"clock-drift\"\nnode = \"alice\"\nppm = -9223372036854775808\n"
+    );
+    assert_eq!(message_at(&fault, "ppm = -9"), "ppm must be within ±500000");
+}

@@ -13,11 +13,12 @@ use std::process::{Command, ExitCode, Output};
 
 use heartsim::run::{check, run, violations};
 use heartsim::scenario::schema::schema;
+use heartsim::scenario::vocabulary;
 use heartsim::scenario::{
     self, AnySetup, Model, NodeSection, Profile, Scenario, ScenarioError, SectionSchemas, Sections,
     Violation, S,
 };
-use heartsim::sim::trace::{Level, Trace};
+use heartsim::sim::trace::{Level, Reason, RecordKind, Trace};
 use heartsim::sim::{Deadline, Duration, Input, Machine, NodeId, Now, Outbox, Timestamp};
 use libtest_mimic::{Arguments, Failed, Trial};
 use proptest::prelude::*;
@@ -80,6 +81,21 @@ impl Model for TinyHeartbeat {
     }
     fn invariants(&self) -> &'static [&'static str] {
         &[ALIVE_ONLY_AFTER_DEAD]
+    }
+
+    fn records(&self) -> &'static [RecordKind] {
+        const RECORDS: &[RecordKind] = &[
+            RecordKind::decision(ALIVE, &[], "the monitor heard a sender again"),
+            RecordKind::decision(
+                DEAD,
+                &[Reason::Is("silent")],
+                "the monitor declared a sender dead",
+            ),
+        ];
+        RECORDS
+    }
+    fn deadlines(&self) -> &'static [&'static str] {
+        &["beat", "silence"]
     }
 
     fn validate(&self, s: &Sections<'_>) -> Result<Box<dyn AnySetup>, ScenarioError> {
@@ -406,6 +422,25 @@ fn scenario_runs_through_the_format_and_its_invariant() -> Result<(), Failed> {
         }
     }
     assert_eq!(violations(&s, &out.trace), vec![]);
+    // With network records kept, every record is one the model and the
+    // engine declare.
+    let net = run(&s, None, Level::Net).map_err(|e| e.to_string())?;
+    let undeclared: Vec<String> = net
+        .trace
+        .records()
+        .filter_map(|r| vocabulary::undeclared(&TinyHeartbeat, &net.trace, r))
+        .collect();
+    assert_eq!(undeclared, Vec::<String>::new());
+    // Its expectations are checked against its kinds.
+    let typo = SCENARIO.replace("count = 1\nevent = \"dead\"", "count = 1\nevent = \"daed\"");
+    let err = Scenario::parse(MODELS, Path::new("tiny.toml"), &typo).expect_err("a typo");
+    assert_eq!(
+        err.diagnostic().map(|d| d.message.as_str()),
+        Some(
+            "event \"daed\" is not a record kind of tiny-heartbeat or the engine, so this \
+             [[expect]] could never match; did you mean \"dead\"? (the kinds: docs/trace-format.md)"
+        )
+    );
     // The same run under the chatty profile breaks the invariant.
     let chatty = SCENARIO.replace(FIXED, CHATTY);
     let s =

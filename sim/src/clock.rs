@@ -36,7 +36,7 @@ pub struct Clock {
 impl Clock {
     /// `None` if the drift is outside `±MAX_DRIFT_PPM`.
     pub fn new(drift_ppm: i64, wall_offset_us: i64) -> Option<Clock> {
-        (drift_ppm.abs() <= MAX_DRIFT_PPM).then_some(Clock {
+        (drift_ppm.unsigned_abs() <= MAX_DRIFT_PPM.unsigned_abs()).then_some(Clock {
             drift_ppm,
             wall_offset_us,
             ..Clock::default()
@@ -99,7 +99,7 @@ impl Clock {
     /// unchanged: a drift change bends the clock, it never jumps it. `false`
     /// (and no change) if the drift is outside `±MAX_DRIFT_PPM`.
     pub fn set_drift(&mut self, at: Timestamp, drift_ppm: i64) -> bool {
-        if drift_ppm.abs() > MAX_DRIFT_PPM {
+        if drift_ppm.unsigned_abs() > MAX_DRIFT_PPM.unsigned_abs() {
             return false;
         }
         self.anchor_mono_us = self.mono_us(at);

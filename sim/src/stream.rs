@@ -42,6 +42,7 @@ use std::fmt;
 
 use crate::engine::Input;
 use crate::time::{Duration, Timestamp};
+use crate::trace::kind;
 use crate::NodeId;
 
 /// One connection, the same id at both ends; unique in the run.
@@ -616,7 +617,7 @@ impl<M: Clone> Streams<M> {
                 } else {
                     ConnError::Reset
                 };
-                self.note(node, from, "reset", "RST received");
+                self.note(node, from, kind::RESET, "RST received");
                 self.fail(conn, node, ep, error);
             }
             Kind::Syn => {
@@ -714,12 +715,12 @@ impl<M: Clone> Streams<M> {
                 self.transmit(now, conn, node, Kind::SynAck, Some(packet.ts));
             }
             (Kind::Syn, None) => {
-                self.note(node, from, "refused", "nobody listening");
+                self.note(node, from, kind::REFUSED, "nobody listening");
                 self.send_rst(now, conn, node, from);
             }
             (Kind::Rst, _) => {}
             _ => {
-                self.note(node, from, "stale", "no such connection here");
+                self.note(node, from, kind::STALE, "no such connection here");
                 self.send_rst(now, conn, node, from);
             }
         }
@@ -811,7 +812,7 @@ impl<M: Clone> Streams<M> {
         if ep.owner.is_none() && msg.is_some() && seq >= ep.rcv_nxt {
             // New data for an endpoint its process closed: RST.
             self.endpoints.remove(&(conn, node));
-            self.note(node, peer, "reset", "data after close");
+            self.note(node, peer, kind::RESET, "data after close");
             self.send_rst(now, conn, node, peer);
             return;
         }
@@ -878,7 +879,7 @@ impl<M: Clone> Streams<M> {
             let first = ep.retrans_stamp.unwrap_or(now);
             if ep.retransmits > 0 && now.saturating_since(first) >= config.syn_timeout() {
                 let ep = self.endpoints.remove(&(conn, node)).expect("found above");
-                self.note(node, peer, "timed-out", "SYN retries exhausted");
+                self.note(node, peer, kind::TIMED_OUT, "SYN retries exhausted");
                 return self.fail(conn, node, ep, ConnError::TimedOut);
             }
             ep.retransmits += 1;
@@ -896,7 +897,7 @@ impl<M: Clone> Streams<M> {
             let first = ep.retrans_stamp.unwrap_or(head_sent);
             if now.saturating_since(first) >= config.data_timeout() {
                 let ep = self.endpoints.remove(&(conn, node)).expect("found above");
-                self.note(node, peer, "timed-out", "retransmissions exhausted");
+                self.note(node, peer, kind::TIMED_OUT, "retransmissions exhausted");
                 return self.fail(conn, node, ep, ConnError::TimedOut);
             }
         } else {

@@ -58,7 +58,179 @@ pub mod kind {
     pub const EOF: &str = "eof";
     pub const CONN_ERROR: &str = "conn-error";
     pub const RETRANSMIT: &str = "retransmit";
+    pub const REFUSED: &str = "refused";
+    pub const RESET: &str = "reset";
+    pub const STALE: &str = "stale";
+    pub const TIMED_OUT: &str = "timed-out";
 }
+
+/// A reason a record kind can give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Exactly this text.
+    Is(&'static str),
+    /// This text, then what the second describes:
+    /// `Family("loss (", "<packet>)")`.
+    Family(&'static str, &'static str),
+    /// One of the machine's `Deadline::reason`s (the model declares them).
+    Deadline,
+}
+
+/// A record kind someone writes, and every reason it gives: the vocabulary
+/// `[[expect]]`s are checked against (`docs/trace-format.md` lists it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordKind {
+    pub kind: &'static str,
+    pub level: Level,
+    /// Empty: its records have no reason.
+    pub reasons: &'static [Reason],
+    /// What it records, and its `msg`; one line.
+    pub about: &'static str,
+}
+
+impl RecordKind {
+    /// A decision record of a model.
+    pub const fn decision(
+        kind: &'static str,
+        reasons: &'static [Reason],
+        about: &'static str,
+    ) -> Self {
+        RecordKind {
+            kind,
+            level: Level::Decision,
+            reasons,
+            about,
+        }
+    }
+
+    const fn net(kind: &'static str, reasons: &'static [Reason], about: &'static str) -> Self {
+        RecordKind {
+            kind,
+            level: Level::Net,
+            reasons,
+            about,
+        }
+    }
+}
+
+const DROP_REASONS: &[Reason] = &[
+    Reason::Is("loss"),
+    Reason::Is("partition"),
+    Reason::Is("node down"),
+    Reason::Family("loss (", "<packet>)"),
+    Reason::Family("partition (", "<packet>)"),
+    Reason::Family("host down (", "<packet>)"),
+];
+/// A packet's label (`SYN`, `SYN-ACK`, `ACK`, `data`, `FIN`, `RST`) and
+/// the retransmission's number.
+const RETRANSMIT_REASONS: &[Reason] = &[
+    Reason::Family("SYN #", "<n>"),
+    Reason::Family("SYN-ACK #", "<n>"),
+    Reason::Family("ACK #", "<n>"),
+    Reason::Family("data #", "<n>"),
+    Reason::Family("FIN #", "<n>"),
+    Reason::Family("RST #", "<n>"),
+];
+
+/// Every record kind the engine writes (both engines write the same).
+pub const ENGINE_KINDS: &[RecordKind] = &[
+    RecordKind::net(
+        kind::SEND,
+        &[],
+        "a message left its node (msg: the message)",
+    ),
+    RecordKind::net(
+        kind::DELIVER,
+        &[],
+        "a message reached its node (msg: the message)",
+    ),
+    RecordKind::net(
+        kind::DROP,
+        DROP_REASONS,
+        "a message or packet was lost (msg: the message)",
+    ),
+    RecordKind::net(kind::DUPLICATE, &[], "the network duplicated a datagram"),
+    RecordKind::net(
+        kind::SEND_FAILED,
+        &[Reason::Is("connection reset"), Reason::Is("broken pipe")],
+        "a send failed at once",
+    ),
+    RecordKind::net(kind::TIMER, &[Reason::Deadline], "a node's timer fired"),
+    RecordKind::net(
+        kind::CONNECT,
+        &[],
+        "a connect began (msg: the connection, `conn#7`)",
+    ),
+    RecordKind::net(kind::CONNECTED, &[], "a connect was established"),
+    RecordKind::net(kind::ACCEPTED, &[], "a listener accepted a connection"),
+    RecordKind::net(kind::EOF, &[], "the peer's FIN was read"),
+    RecordKind::net(
+        kind::CONN_ERROR,
+        &[],
+        "a connection failed (msg: how, e.g. `connection refused`)",
+    ),
+    RecordKind::net(
+        kind::RETRANSMIT,
+        RETRANSMIT_REASONS,
+        "a packet was sent again (msg: the frame)",
+    ),
+    RecordKind::net(
+        kind::REFUSED,
+        &[Reason::Is("nobody listening")],
+        "the stack answered a SYN with a RST",
+    ),
+    RecordKind::net(
+        kind::RESET,
+        &[Reason::Is("RST received"), Reason::Is("data after close")],
+        "the stack reset a connection",
+    ),
+    RecordKind::net(
+        kind::STALE,
+        &[Reason::Is("no such connection here")],
+        "a packet for an unknown connection",
+    ),
+    RecordKind::net(
+        kind::TIMED_OUT,
+        &[
+            Reason::Is("SYN retries exhausted"),
+            Reason::Is("retransmissions exhausted"),
+        ],
+        "the stack gave a connection up",
+    ),
+    RecordKind::decision(kind::START, &[], "fault: a node started"),
+    RecordKind::decision(kind::STOP, &[], "fault: a node stopped gracefully"),
+    RecordKind::decision(kind::KILL, &[], "fault: a node's process died"),
+    RecordKind::decision(kind::CRASH, &[], "fault: a node's host died"),
+    RecordKind::decision(kind::RESTART, &[], "fault: a node started again"),
+    RecordKind::decision(
+        kind::PARTITION,
+        &[],
+        "fault (node `net`; msg: `a,b->c,d ...`)",
+    ),
+    RecordKind::decision(
+        kind::HEAL,
+        &[],
+        "fault: every partition removed (node `net`)",
+    ),
+    RecordKind::decision(kind::CLOCK_JUMP, &[], "fault (msg: `+1h`, `-5m`)"),
+    RecordKind::decision(kind::CLOCK_DRIFT, &[], "fault (msg: `<ppm>ppm`)"),
+    RecordKind::decision(kind::PAUSE, &[], "fault: SIGSTOP"),
+    RecordKind::decision(kind::RESUME, &[], "fault: SIGCONT"),
+    RecordKind::decision(
+        kind::LINK,
+        &[],
+        "fault (node `net`; msg: `from->to` and the link)",
+    ),
+    RecordKind::decision(kind::BREAK, &[], "fault (node `net`; msg: `from->to`)"),
+    RecordKind::decision(kind::REPAIR, &[], "fault (node `net`; msg: `from->to`)"),
+    RecordKind::decision(kind::HOLD, &[], "fault (node `net`; msg: `from->to`)"),
+    RecordKind::decision(kind::STALL, &[], "fault (node `net`; msg: `from->to`)"),
+    RecordKind::decision(kind::RELEASE, &[], "fault (node `net`; msg: `from->to`)"),
+];
+
+/// What the trace prints for a network-wide record's node (`Record::node`
+/// `None`): no node may be named so.
+pub const NET: &str = "net";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -141,7 +313,7 @@ impl Trace {
     }
 
     pub fn node_name(&self, node: Option<NodeId>) -> &str {
-        node.map_or("net", |n| self.name(n))
+        node.map_or(NET, |n| self.name(n))
     }
 
     pub fn names(&self) -> &[String] {

@@ -16,6 +16,7 @@
 mod error;
 pub mod model;
 pub mod schema;
+pub mod vocabulary;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +45,59 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MAX_DURATION: Duration = Duration::from_secs(400 * 24 * 3600);
 /// Most nodes a scenario may declare, `count` expansions included.
 pub const MAX_NODES: usize = 100_000;
+/// Largest scenario file, in bytes.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// Most `[[fault]]`, `[[link]]` and `[[expect]]` tables a scenario may have.
+pub const MAX_FAULTS: usize = 10_000;
+pub const MAX_LINKS: usize = 10_000;
+pub const MAX_EXPECTS: usize = 10_000;
+/// Most groups a symmetric partition may have (its rules grow with the
+/// square of the groups).
+pub const MAX_GROUPS: usize = 16;
+/// Longest node name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Why `name` cannot name a node, if it cannot: it must be 1 to
+/// [`MAX_NAME_CHARS`] letters, digits, `-`, `_` or `.`, and not the
+/// trace's `net`. `prefix`: the name of a `[[node]]` with `count`, which
+/// gets a number appended.
+fn name_problem(name: &str, prefix: bool) -> Option<String> {
+    const RULE: &str = "a node name is 1 to 64 letters, digits, '-', '_' or '.'";
+    if name.is_empty() {
+        return Some(format!("a node name cannot be empty: {RULE}"));
+    }
+    if !prefix && name == heartsim_sim::trace::NET {
+        return Some(format!(
+            "node name {name:?} is reserved: the trace names network-wide records {:?}",
+            heartsim_sim::trace::NET
+        ));
+    }
+    if let Some((i, c)) = name
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        let what = if c.is_whitespace() {
+            format!("whitespace (U+{:04X})", u32::from(c))
+        } else if c.is_control() {
+            format!("a control character (U+{:04X})", u32::from(c))
+        } else {
+            format!("{c:?}")
+        };
+        return Some(format!(
+            "node name {name:?} has {what} at character {}: {RULE}",
+            i + 1
+        ));
+    }
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Some(format!(
+            "node name {:?}... is {chars} characters long: {RULE}",
+            name.chars().take(16).collect::<String>()
+        ));
+    }
+    None
+}
 
 /// A value with the byte range it was written at ([`toml::Spanned`]); its
 /// JSON Schema is the value's.
@@ -252,7 +306,7 @@ pub struct ExpectSection {
     pub event: S<String>,
     pub node: Option<S<String>>,
     pub peer: Option<S<String>>,
-    pub reason: Option<String>,
+    pub reason: Option<S<String>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -319,11 +373,44 @@ pub struct Scenario {
 impl Scenario {
     /// Read and validate a scenario file of one of `models`.
     pub fn load(models: &[&'static dyn Model], path: &Path) -> Result<Scenario, ScenarioError> {
-        let source = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+        use std::io::Read as _;
+        let io = |source| ScenarioError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        Scenario::parse(models, path, &source)
+        };
+        // Read one byte past the limit, never the whole of a huge file.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
+            .map_err(io)?;
+        Scenario::from_bytes(models, path, &bytes)
+    }
+
+    /// Validate `bytes` as if read from `path`: at most [`MAX_FILE_BYTES`]
+    /// of UTF-8.
+    pub fn from_bytes(
+        models: &[&'static dyn Model],
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<Scenario, ScenarioError> {
+        if bytes.len() > MAX_FILE_BYTES {
+            return Err(too_large(path));
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(source) => Scenario::parse(models, path, source),
+            Err(e) => {
+                let at = e.valid_up_to();
+                Err(error::at(
+                    path,
+                    &String::from_utf8_lossy(bytes),
+                    Some(at..at),
+                    format!(
+                        "the file is not UTF-8: byte 0x{:02x} at offset {at} starts no character",
+                        bytes[at]
+                    ),
+                ))
+            }
+        }
     }
 
     /// Validate `source` as if read from `path` (which only names it in
@@ -333,6 +420,9 @@ impl Scenario {
         path: &Path,
         source: &str,
     ) -> Result<Scenario, ScenarioError> {
+        if source.len() > MAX_FILE_BYTES {
+            return Err(too_large(path));
+        }
         let ctx = Context { path, source };
         let doc = DeTable::parse(source).map_err(|e| ctx.toml(&e))?;
         let file: ScenarioFile = ctx.read(doc.clone())?;
@@ -374,6 +464,20 @@ impl Scenario {
     pub fn setup_mut<T: Setup>(&mut self) -> Option<&mut T> {
         self.setup.as_any_mut().downcast_mut()
     }
+}
+
+/// The error for a file over [`MAX_FILE_BYTES`], at its start (without
+/// rendering its text).
+fn too_large(path: &Path) -> ScenarioError {
+    error::at(
+        path,
+        "",
+        None,
+        format!(
+            "the file is larger than {MAX_FILE_BYTES} bytes (1 MiB), the most a scenario file \
+             may hold (MAX_FILE_BYTES)"
+        ),
+    )
 }
 
 /// The file being validated: turns a span and a message into an error
@@ -565,16 +669,99 @@ impl Names<'_> {
             Some(id) => Ok(*id),
             None => {
                 let known: Vec<&str> = self.ids.keys().copied().take(12).collect();
+                let more = if self.ids.len() > known.len() {
+                    ", ..."
+                } else {
+                    ""
+                };
                 self.ctx.err(
                     span,
                     format!(
-                        "unknown node {name:?}: expected one of the [[node]] names ({})",
-                        known.join(", ")
+                        "unknown node {name:?}: expected one of the [[node]] names ({}{more}){}",
+                        known.join(", "),
+                        vocabulary::did_you_mean(name, self.ids.keys().copied())
                     ),
                 )
             }
         }
     }
+    /// A symmetric partition's groups: at least two, at most
+    /// [`MAX_GROUPS`], none empty, every node in one group once.
+    fn groups(&self, g: &S<Vec<Vec<String>>>) -> Result<Vec<Vec<NodeId>>, ScenarioError> {
+        let span = g.span();
+        let count = g.get_ref().len();
+        if count < 2 {
+            return self
+                .ctx
+                .err(span, "a symmetric partition needs at least two groups");
+        }
+        if count > MAX_GROUPS {
+            return self.ctx.err(
+                span,
+                format!(
+                    "{count} groups: a symmetric partition has at most {MAX_GROUPS} (MAX_GROUPS)"
+                ),
+            );
+        }
+        let mut seen: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let mut groups = Vec::new();
+        for (i, group) in g.get_ref().iter().enumerate() {
+            if group.is_empty() {
+                return self.ctx.err(
+                    span,
+                    format!(
+                        "group {} is empty: every group of a partition names at least one node",
+                        i + 1
+                    ),
+                );
+            }
+            let mut ids = Vec::new();
+            for name in group {
+                let id = self.id(name, span.clone())?;
+                match seen.insert(id, i) {
+                    Some(j) if j == i => {
+                        return self
+                            .ctx
+                            .err(span, format!("{name:?} is listed twice in group {}", i + 1));
+                    }
+                    Some(j) => {
+                        return self.ctx.err(
+                            span,
+                            format!(
+                                "{name:?} is in group {} and group {}: a node can be in one group only",
+                                j + 1,
+                                i + 1
+                            ),
+                        );
+                    }
+                    None => ids.push(id),
+                }
+            }
+            groups.push(ids);
+        }
+        Ok(groups)
+    }
+
+    /// One side of a one-way partition: at least one node, each once.
+    fn side(&self, s: &S<NameList>, what: &str) -> Result<BTreeSet<NodeId>, ScenarioError> {
+        let names = s.get_ref().names();
+        if names.is_empty() {
+            return self.ctx.err(
+                s.span(),
+                format!("{what} is empty: a one-way partition needs at least one node in from and one in to"),
+            );
+        }
+        let mut set = BTreeSet::new();
+        for name in names {
+            if !set.insert(self.id(name, s.span())?) {
+                return self
+                    .ctx
+                    .err(s.span(), format!("{name:?} is listed twice in {what}"));
+            }
+        }
+        Ok(set)
+    }
+
     fn list(&self, s: &S<NameList>) -> Result<Vec<NodeId>, ScenarioError> {
         s.get_ref()
             .names()
@@ -602,6 +789,23 @@ impl ScenarioFile {
                     self.version.get_ref()
                 ),
             );
+        }
+        let too_many = |what: &str, span: Range<usize>, max: usize, name: &str| {
+            ctx.err(
+                span,
+                format!(
+                    "more than {max} [[{what}]] tables: a scenario may have at most {max} ({name})"
+                ),
+            )
+        };
+        if let Some(f) = self.faults.get(MAX_FAULTS) {
+            return too_many("fault", f.kind.span(), MAX_FAULTS, "MAX_FAULTS");
+        }
+        if let Some(l) = self.links.get(MAX_LINKS) {
+            return too_many("link", l.from.span(), MAX_LINKS, "MAX_LINKS");
+        }
+        if let Some(e) = self.expects.get(MAX_EXPECTS) {
+            return too_many("expect", e.event.span(), MAX_EXPECTS, "MAX_EXPECTS");
         }
         let h = &self.scenario;
         let Some(model) = model::find(models, h.model.get_ref()) else {
@@ -691,7 +895,10 @@ impl ScenarioFile {
             let count = match &n.count {
                 None => None,
                 Some(c) if *c.get_ref() == 0 || *c.get_ref() > MAX_NODES as u64 => {
-                    return ctx.err(c.span(), format!("count must be between 1 and {MAX_NODES}"));
+                    return ctx.err(
+                        c.span(),
+                        format!("count must be between 1 and {MAX_NODES} (MAX_NODES)"),
+                    );
                 }
                 Some(c) => Some(*c.get_ref()),
             };
@@ -711,14 +918,28 @@ impl ScenarioFile {
                     Ok,
                 )?,
             };
+            let written = n.name.get_ref();
+            if let Some(problem) = name_problem(written, count.is_some()) {
+                return ctx.err(n.name.span(), problem);
+            }
+            if nodes.len() + count.unwrap_or(1) as usize > MAX_NODES {
+                return ctx.err(
+                    n.name.span(),
+                    format!(
+                        "more than {MAX_NODES} nodes (count included): a scenario may declare \
+                         at most {MAX_NODES} (MAX_NODES)"
+                    ),
+                );
+            }
             let names: Vec<String> = match count {
-                None => vec![n.name.get_ref().clone()],
-                Some(c) => (1..=c)
-                    .map(|i| format!("{}{i}", n.name.get_ref()))
-                    .collect(),
+                None => vec![written.clone()],
+                Some(c) => (1..=c).map(|i| format!("{written}{i}")).collect(),
             };
-            if nodes.len() + names.len() > MAX_NODES {
-                return ctx.err(n.name.span(), format!("more than {MAX_NODES} nodes"));
+            if let Some(problem) = names.last().and_then(|last| name_problem(last, false)) {
+                return ctx.err(
+                    n.name.span(),
+                    format!("with count = {}: {problem}", names.len()),
+                );
             }
             let first = nodes.len();
             for name in names {
@@ -808,6 +1029,12 @@ impl ScenarioFile {
                     );
                 }
             };
+            let kind = vocabulary::check_event(model, e.event.get_ref())
+                .or_else(|why| ctx.err(e.event.span(), why))?;
+            if let Some(r) = &e.reason {
+                vocabulary::check_reason(model, kind, r.get_ref())
+                    .or_else(|why| ctx.err(r.span(), why))?;
+            }
             let node = e
                 .node
                 .as_ref()
@@ -824,7 +1051,7 @@ impl ScenarioFile {
                 event: e.event.get_ref().clone(),
                 node,
                 peer,
-                reason: e.reason.clone(),
+                reason: e.reason.as_ref().map(|r| r.get_ref().clone()),
                 line,
             });
         }
@@ -897,25 +1124,25 @@ impl ScenarioFile {
                 "heal" => Fault::Heal,
                 "partition" => match (&f.groups, &f.from, &f.to) {
                     (Some(g), None, None) => {
-                        let mut groups = Vec::new();
-                        for group in g.get_ref() {
-                            groups.push(
-                                group
-                                    .iter()
-                                    .map(|n| names.id(n, g.span()))
-                                    .collect::<Result<Vec<_>, _>>()?,
+                        Fault::Partition(Partition::symmetric(&names.groups(g)?))
+                    }
+                    (None, Some(from), Some(to)) => {
+                        let (from_ids, to_ids) = (names.side(from, "from")?, names.side(to, "to")?);
+                        if let Some(both) = from_ids.intersection(&to_ids).next() {
+                            return ctx.err(
+                                to.span(),
+                                format!(
+                                    "{:?} is in both from and to: a one-way partition blocks \
+                                     messages from some nodes to others",
+                                    nodes[both.0].name
+                                ),
                             );
                         }
-                        if groups.len() < 2 {
-                            return ctx
-                                .err(g.span(), "a symmetric partition needs at least two groups");
-                        }
-                        Fault::Partition(Partition::symmetric(&groups))
+                        Fault::Partition(vec![Partition {
+                            from: from_ids,
+                            to: to_ids,
+                        }])
                     }
-                    (None, Some(from), Some(to)) => Fault::Partition(vec![Partition {
-                        from: names.list(from)?.into_iter().collect(),
-                        to: names.list(to)?.into_iter().collect(),
-                    }]),
                     _ => {
                         return ctx.err(f.kind.span(), "a partition needs groups = [[...], [...]] (symmetric) or from/to (one-way)");
                     }
@@ -983,7 +1210,7 @@ impl ScenarioFile {
                     let Some(ppm) = &f.ppm else {
                         return ctx.err(f.kind.span(), "clock-drift needs ppm = 200 (or -200)");
                     };
-                    if ppm.get_ref().abs() > MAX_DRIFT_PPM {
+                    if ppm.get_ref().unsigned_abs() > MAX_DRIFT_PPM.unsigned_abs() {
                         return ctx.err(ppm.span(), format!("ppm must be within ±{MAX_DRIFT_PPM}"));
                     }
                     Fault::ClockDrift {

@@ -13,7 +13,7 @@ use std::any::Any;
 use std::fmt;
 use std::ops::Range;
 
-use heartsim_sim::trace::{Level, Trace};
+use heartsim_sim::trace::{Level, RecordKind, Trace};
 use heartsim_sim::{LimitError, Machine, NodeId, Stats};
 use proptest::strategy::{BoxedStrategy, Just, Strategy};
 use schemars::{Schema, SchemaGenerator};
@@ -57,6 +57,15 @@ pub trait Model: Sync {
     fn profiles(&self) -> &'static [Profile];
     /// `[scenario] invariants` values: the properties its [`Setup`] checks.
     fn invariants(&self) -> &'static [&'static str];
+    /// The record kinds its machines write (`Outbox::record`), each with
+    /// every reason it gives. `[[expect]]`s are checked against these and
+    /// the engine's ([`heartsim_sim::trace::ENGINE_KINDS`]), and
+    /// `tests/declarations.rs` fails on any record a run writes that is not
+    /// declared.
+    fn records(&self) -> &'static [RecordKind];
+    /// Every `Deadline::reason` its machines give: the reasons of the
+    /// engine's `timer` records.
+    fn deadlines(&self) -> &'static [&'static str];
     /// What its machines speak over (which network faults apply).
     fn transport(&self) -> Transport {
         Transport::Datagrams

@@ -16,6 +16,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
+use heartsim_sim::trace::{Reason, RecordKind};
 use heartsim_sim::{Deadline, Duration, Input, Machine, Now, Outbox};
 use proptest::strategy::BoxedStrategy;
 use schemars::{JsonSchema, SchemaGenerator};
@@ -64,6 +65,20 @@ impl scenario::Model for JoinmarketDirectory {
     }
     fn invariants(&self) -> &'static [&'static str] {
         &INVARIANTS
+    }
+    fn records(&self) -> &'static [RecordKind] {
+        RECORDS
+    }
+    fn deadlines(&self) -> &'static [&'static str] {
+        &[
+            "handshake timeout",
+            "sweep",
+            "pong wait",
+            "send timeout",
+            "reconnect",
+            "chat",
+            "ping directory",
+        ]
     }
     /// Both upstreams serve peers over TCP (through Tor).
     fn transport(&self) -> scenario::Transport {
@@ -379,6 +394,88 @@ pub mod kind {
     /// or `connection timed out`).
     pub const CONNECTION_LOST: &str = "connection-lost";
 }
+
+/// Every record this model writes, with its reasons (see [`kind`]).
+const RECORDS: &[RecordKind] = {
+    use heartsim_sim::trace::Reason::{Family, Is};
+    /// How a connection ends under the reader (`ConnError`'s messages).
+    const LOST: &[Reason] = &[Is("connection reset"), Is("connection timed out")];
+    &[
+        RecordKind::decision(
+            kind::REGISTER,
+            &[],
+            "the directory registered a peer (msg: `maker` or `taker`, plus ` ping`)",
+        ),
+        RecordKind::decision(
+            kind::REJECT,
+            &[
+                Is("handshake timeout"),
+                Is("expected a handshake"),
+                Is("nick already registered"),
+                Is("Directory nodes not accepted as clients"),
+                Is("directory nodes not accepted as peers"),
+                Family("invalid onion address in location-string: ", "<why>"),
+            ],
+            "the directory refused a connection at handshake",
+        ),
+        RecordKind::decision(
+            kind::DISCONNECT,
+            &[
+                Is("PING rate limit exceeded"),
+                Is("peer closed"),
+                Is("connection reset"),
+                Is("connection timed out"),
+            ],
+            "a registered peer's connection ended",
+        ),
+        RecordKind::decision(kind::SWEEP, &[], "the directory's heartbeat sweep began"),
+        RecordKind::decision(kind::PING, &[], "the directory sent a peer a PING"),
+        RecordKind::decision(kind::PROBE, &[], "the directory sent a peer `!orderbook`"),
+        RecordKind::decision(
+            kind::WAIT,
+            &[],
+            "the sweep began its PONG wait (msg: `<n> pinged`)",
+        ),
+        RecordKind::decision(
+            kind::PONG,
+            &[Is("cleared"), Is("unsolicited")],
+            "a PONG reached the directory",
+        ),
+        RecordKind::decision(
+            kind::EVICT,
+            &[
+                Is("idle timeout"),
+                Is("pong timeout"),
+                Is("send failed: connection reset"),
+                Is("send failed: broken pipe"),
+                // joinmarket-ng HEAD's send timeout: Python's
+                // `TimeoutError` has an empty message.
+                Is("send failed: "),
+            ],
+            "the directory evicted a peer (msg `no current connection`: an eb812d4c eviction of a key no connection owns)",
+        ),
+        RecordKind::decision(
+            kind::SEND_ERROR,
+            &[
+                Is("connection reset"),
+                Is("broken pipe"),
+                Is("send timed out"),
+            ],
+            "a probe's send failed (upstream only logs it)",
+        ),
+        RecordKind::decision(kind::RECONNECT, &[], "a simulated peer connects again"),
+        RecordKind::decision(
+            kind::CONNECT_FAILED,
+            &[Is("connection refused"), Is("connection timed out")],
+            "a simulated peer's connect failed",
+        ),
+        RecordKind::decision(
+            kind::CONNECTION_LOST,
+            LOST,
+            "a simulated peer's connection was reset under it",
+        ),
+    ]
+};
 
 /// A node of a JoinMarket scenario: the directory or one simulated peer.
 #[derive(Debug)]
