@@ -625,10 +625,19 @@ impl Directory {
                 }
                 out.send(stream, Frame::Pong);
             }
+            Frame::Malformed if self.profile.is_ng() => {
+                // Python parses after stamping `last_seen`: the envelope
+                // raises, `except Exception: ... break`, and the handler's
+                // `finally` runs `_cleanup_peer` (HEAD `server.py`
+                // `_handle_peer_messages`; eb812d4c the same loop).
+                // joinmarket-rs logs the bad line and reads on.
+                close(out, stream, from, kind::DISCONNECT, "malformed line".into());
+                self.unregister(id);
+            }
             Frame::PubMsg(_)
             | Frame::Malformed
             | Frame::Handshake { .. }
-            | Frame::HandshakeReply => {}
+            | Frame::HandshakeReply { .. } => {}
         }
     }
 
@@ -660,13 +669,11 @@ impl Directory {
                 // `self._peers[key] = peer`: the old entry is simply gone.
                 self.unregister(owner);
             } else {
-                close(
-                    out,
-                    stream,
-                    from,
-                    kind::REJECT,
-                    "nick already registered".into(),
-                );
+                let (reason, reply) = self.profile.duplicate_rejection(nick);
+                if reply {
+                    out.send(stream, Frame::HandshakeReply { accepted: false });
+                }
+                close(out, stream, from, kind::REJECT, reason.into());
                 return;
             }
         }
@@ -691,7 +698,7 @@ impl Directory {
         // Every upstream answers an accepted handshake with one line
         // (`DN_HANDSHAKE`, type 795): Python `server.py` `connection.send(
         // response_bytes)`, Rust `send_dn_handshake`.
-        out.send(stream, Frame::HandshakeReply);
+        out.send(stream, Frame::HandshakeReply { accepted: true });
         let role = if matches!(location, Location::Maker(_)) {
             "maker"
         } else {

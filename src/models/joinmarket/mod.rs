@@ -148,8 +148,10 @@ pub enum Frame {
     /// A line that fails to parse. It still refreshes `last_seen`: both
     /// upstreams stamp the peer before parsing.
     Malformed,
-    /// The directory's answer to an accepted handshake (`DN_HANDSHAKE`).
-    HandshakeReply,
+    /// The directory's answer to a handshake (`DN_HANDSHAKE`).
+    HandshakeReply {
+        accepted: bool,
+    },
 }
 
 impl Frame {
@@ -180,9 +182,9 @@ impl fmt::Display for Frame {
             Frame::Pong => write!(f, r#"{{"type": {PONG_TYPE}, "line": ""}}"#),
             Frame::PubMsg(line) => write!(f, r#"{{"type": {PUBMSG_TYPE}, "line": "{line}"}}"#),
             Frame::Malformed => f.write_str("<malformed line>"),
-            Frame::HandshakeReply => write!(
+            Frame::HandshakeReply { accepted } => write!(
                 f,
-                r#"{{"type": {DN_HANDSHAKE_TYPE}, "line": "{{\"accepted\": true}}"}}"#
+                r#"{{"type": {DN_HANDSHAKE_TYPE}, "line": "{{\"accepted\": {accepted}}}"}}"#
             ),
         }
     }
@@ -295,6 +297,21 @@ impl Profile {
     /// `AdmissionError::DuplicateNick`; eb812d4c overwrites `_peers[key]`.
     fn replaces_duplicate_key(self) -> bool {
         self == Profile::JoinmarketNgEb812d4c
+    }
+
+    /// Why a duplicate nick is refused, and whether a rejection line goes
+    /// out before the close. HEAD: `PeerOwnershipConflictError(f"Peer nick
+    /// already registered: {peer.nick}")` (`peer_registry.py`), answered
+    /// with a `DN_HANDSHAKE` whose motd reads `Rejected: ...` (`server.py`
+    /// `_perform_handshake`); joinmarket-rs: `AdmissionError::DuplicateNick`,
+    /// `"nick already connected: {0}"` (`admission.rs`), logged, and the
+    /// connection dropped without a word (`peer.rs`).
+    fn duplicate_rejection(self, nick: &str) -> (String, bool) {
+        if self.is_ng() {
+            (format!("Peer nick already registered: {nick}"), true)
+        } else {
+            (format!("nick already connected: {nick}"), false)
+        }
     }
 
     /// Every profile refuses a directory node as a client at handshake:
@@ -411,7 +428,8 @@ const RECORDS: &[RecordKind] = {
             &[
                 Is("handshake timeout"),
                 Is("expected a handshake"),
-                Is("nick already registered"),
+                Family("Peer nick already registered: ", "<nick>"),
+                Family("nick already connected: ", "<nick>"),
                 Is("Directory nodes not accepted as clients"),
                 Is("directory nodes not accepted as peers"),
                 Family("invalid onion address in location-string: ", "<why>"),
@@ -422,6 +440,7 @@ const RECORDS: &[RecordKind] = {
             kind::DISCONNECT,
             &[
                 Is("PING rate limit exceeded"),
+                Is("malformed line"),
                 Is("peer closed"),
                 Is("connection reset"),
                 Is("connection timed out"),
