@@ -189,19 +189,18 @@ fn pending_is_set_before_the_send_returns_only_in_ng_head() {
 
 #[test]
 fn malformed_maker_location_is_a_taker_in_python_and_rejected_in_rust() {
-    // Python `_parse_location` checks the port only and falls back to "not
-    // serving"; joinmarket-rs requires a v3 onion and disconnects silently.
+    // Python `_parse_location` checks the port and falls back to "not
+    // serving"; then `PeerInfo` validates the host as a v3 onion and the
+    // handshake fails silently. joinmarket-rs requires a v3 onion and
+    // disconnects silently.
     let valid = onion_for("alice");
-    for (location, ng_role, rs_verdict) in [
-        (valid.as_str(), Some("maker"), Ok("maker")),
-        ("garbage:5222", Some("maker"), Err("wrong length")),
-        ("garbage", Some("taker"), Err("missing port")),
-        (
-            "alice.onion:99999",
-            Some("taker"),
-            Err("invalid port number"),
-        ),
-        ("NOT-SERVING-ONION", Some("taker"), Ok("taker")),
+    let not_onion = "Invalid handshake format: onion_address";
+    for (location, ng_verdict, rs_verdict) in [
+        (valid.as_str(), Ok("maker"), Ok("maker")),
+        ("garbage:5222", Err(not_onion), Err("wrong length")),
+        ("garbage", Ok("taker"), Err("missing port")),
+        ("alice.onion:99999", Ok("taker"), Err("invalid port number")),
+        ("NOT-SERVING-ONION", Ok("taker"), Ok("taker")),
     ] {
         for profile in Profile::ALL {
             let (d, out) = directory_after(profile, handshake_at(false, location));
@@ -221,7 +220,14 @@ fn malformed_maker_location_is_a_taker_in_python_and_rejected_in_rust() {
                     assert!(out.closes().any(|c| c == STREAM));
                     assert_eq!(d.registered(), 0);
                 }
-                (_, got) => assert_eq!(got.ok(), ng_role, "{profile:?} {location}"),
+                (_, Ok(role)) => assert_eq!(Ok(role), ng_verdict, "{profile:?} {location}"),
+                (_, Err(why)) => {
+                    let want = ng_verdict.expect_err(location);
+                    assert!(why.starts_with(want), "{profile:?} {location}: {why}");
+                    assert!(out.closes().any(|c| c == STREAM));
+                    assert!(out.sends().next().is_none(), "no reply: {profile:?}");
+                    assert_eq!(d.registered(), 0);
+                }
             }
         }
     }
@@ -292,4 +298,34 @@ fn the_same_scenario_evicts_at_different_times_under_each_profile() {
     assert_eq!(evict_time(Profile::JoinmarketNg), Some(690));
     assert_eq!(evict_time(Profile::JoinmarketNgEb812d4c), Some(690));
     assert_eq!(evict_time(Profile::JoinmarketRs), Some(630));
+}
+
+#[test]
+fn python_refuses_a_nick_longer_than_64_characters_silently() {
+    // `PeerInfo.nick` has `max_length=64` (jmcore/models.py).
+    for (len, refused) in [(64, false), (65, true)] {
+        let frame = Frame::Handshake {
+            nick: Arc::from("n".repeat(len)),
+            location: Arc::from(onion_for("alice")),
+            ping: true,
+            directory: false,
+        };
+        for profile in [Profile::JoinmarketNg, Profile::JoinmarketNgEb812d4c] {
+            let (d, out) = directory_after(profile, frame.clone());
+            let r = out.records().next().expect("a record");
+            if refused {
+                assert_eq!(r.kind, "reject", "{profile:?}");
+                assert_eq!(
+                    r.reason.as_deref(),
+                    Some(
+                        "Invalid handshake format: nick: String should have at most 64 characters"
+                    )
+                );
+                assert!(out.sends().next().is_none(), "rejected without a reply");
+            } else {
+                assert_eq!(r.kind, "register", "{profile:?}");
+            }
+            assert_eq!(d.registered(), usize::from(!refused));
+        }
+    }
 }

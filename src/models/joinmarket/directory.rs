@@ -653,7 +653,7 @@ impl Directory {
         directory: bool,
         out: &mut Outbox<Frame>,
     ) {
-        let location = self.profile.parse_location(location);
+        let location = self.profile.parse_location(nick, location);
         let rejection = match &location {
             _ if directory => Some(Cow::Borrowed(self.profile.directory_rejection())),
             Location::Rejected(why) => Some(Cow::Owned(why.clone())),

@@ -141,7 +141,7 @@ fn answers_probes(jm: &Setup, p: NodeId) -> bool {
         return false; // a directory peer
     }
     let maker = matches!(
-        jm.profile.parse_location(&spec.location),
+        jm.profile.parse_location(&spec.nick, &spec.location),
         Location::Maker(_)
     );
     if !spec.ping && !maker {

@@ -43,6 +43,46 @@ pub fn parse_python(location: &str) -> Location {
     }
 }
 
+/// Python then builds `PeerInfo(nick=..., onion_address=host, ...)` from
+/// the handshake (`handshake_handler.py` `process_handshake`), and pydantic
+/// validates it (`jmcore/models.py`): `nick` `max_length=64`,
+/// `onion_address` `pattern=r"^[a-z2-7]{56}\.onion$|^NOT-SERVING-ONION$"`.
+/// A `ValidationError` is a `ValueError`: it becomes `HandshakeError(
+/// "Invalid handshake format: ...")`, and `server.py` returns without a
+/// reply, closing the connection. Only a bad or missing port fell back to a
+/// taker, in `parse_python`. (The messages are pydantic's, one field each,
+/// nick first as pydantic reports in field order.)
+pub fn python_peer_info(nick: &str, location: Location) -> Location {
+    let invalid = |what: &str| Location::Rejected(format!("Invalid handshake format: {what}"));
+    if nick.chars().count() > 64 {
+        return invalid("nick: String should have at most 64 characters");
+    }
+    match &location {
+        Location::Maker(loc) => {
+            let host = loc.rsplit_once(':').map_or(&**loc, |(host, _)| host);
+            if is_v3_onion_shape(host) {
+                location
+            } else {
+                invalid(
+                    "onion_address: String should match pattern \
+                     '^[a-z2-7]{56}\\.onion$|^NOT-SERVING-ONION$'",
+                )
+            }
+        }
+        _ => location,
+    }
+}
+
+/// `^[a-z2-7]{56}\.onion$`: the shape of a v3 onion, checksum unchecked.
+fn is_v3_onion_shape(host: &str) -> bool {
+    host.strip_suffix(".onion").is_some_and(|label| {
+        label.len() == 56
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+    })
+}
+
 /// Digits only, no leading zero: the number prints as written.
 fn is_canonical_number(s: &str) -> bool {
     !s.starts_with('0') && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())

@@ -277,10 +277,11 @@ impl Profile {
         }
     }
 
-    /// Maker, taker or rejected: see [`location`].
-    fn parse_location(self, location: &Arc<str>) -> Location {
+    /// Maker, taker or rejected: see [`location`]. Python also validates
+    /// the `PeerInfo` it builds from the handshake, nick included.
+    fn parse_location(self, nick: &str, location: &Arc<str>) -> Location {
         if self.is_ng() {
-            location::parse_python(location)
+            location::python_peer_info(nick, location::parse_python(location))
         } else {
             location::parse_rust(location)
         }
@@ -433,6 +434,7 @@ const RECORDS: &[RecordKind] = {
                 Is("Directory nodes not accepted as clients"),
                 Is("directory nodes not accepted as peers"),
                 Family("invalid onion address in location-string: ", "<why>"),
+                Family("Invalid handshake format: ", "<pydantic validation error>"),
             ],
             "the directory refused a connection at handshake",
         ),
