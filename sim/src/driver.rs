@@ -282,15 +282,14 @@ impl<M: Clone> Kernel<M> {
                 } => {
                     let mut trace = lock(&shared.trace);
                     if trace.wants(Level::Net) {
-                        trace.push(Record {
-                            t: at,
-                            node: Some(node),
+                        trace.push(Record::net(
+                            at,
+                            node,
                             kind,
-                            peer: Some(peer),
-                            reason: Some(reason.into()),
-                            msg: None,
-                            level: Level::Net,
-                        });
+                            Some(peer),
+                            Some(reason.into()),
+                            None,
+                        ));
                     }
                 }
             }

@@ -684,15 +684,14 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                     return;
                 }
                 if self.trace.wants(Level::Net) {
-                    self.trace.push(Record {
-                        t: self.now,
-                        node: Some(to),
-                        kind: kind::DELIVER,
-                        peer: Some(from),
-                        reason: None,
-                        msg: Some(M::describe(&msg)),
-                        level: Level::Net,
-                    });
+                    self.trace.push(Record::net(
+                        self.now,
+                        to,
+                        kind::DELIVER,
+                        Some(from),
+                        None,
+                        Some(M::describe(&msg)),
+                    ));
                 }
                 self.dispatch(to, Input::Recv { from, msg });
             }
@@ -706,15 +705,14 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 // it came due.
                 if n.paused.is_none() {
                     if self.trace.wants(Level::Net) {
-                        self.trace.push(Record {
-                            t: self.now,
-                            node: Some(node),
-                            kind: kind::TIMER,
-                            peer: None,
-                            reason: Some(Cow::Borrowed(armed.reason)),
-                            msg: None,
-                            level: Level::Net,
-                        });
+                        self.trace.push(Record::net(
+                            self.now,
+                            node,
+                            kind::TIMER,
+                            None,
+                            Some(Cow::Borrowed(armed.reason)),
+                            None,
+                        ));
                     }
                     self.dispatch(node, Input::Timeout);
                 }
@@ -786,15 +784,8 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                         }
                         _ => (kind::DELIVER, None),
                     };
-                    self.trace.push(Record {
-                        t: self.now,
-                        node: Some(node),
-                        kind,
-                        peer: Some(peer),
-                        reason: None,
-                        msg,
-                        level: Level::Net,
-                    });
+                    self.trace
+                        .push(Record::net(self.now, node, kind, Some(peer), None, msg));
                 }
                 self.dispatch(node, input);
             }
@@ -841,15 +832,14 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                     reason,
                 } => {
                     if self.trace.wants(Level::Net) {
-                        self.trace.push(Record {
-                            t: self.now,
-                            node: Some(node),
+                        self.trace.push(Record::net(
+                            self.now,
+                            node,
                             kind,
-                            peer: Some(peer),
-                            reason: Some(Cow::Borrowed(reason)),
-                            msg: None,
-                            level: Level::Net,
-                        });
+                            Some(peer),
+                            Some(Cow::Borrowed(reason)),
+                            None,
+                        ));
                     }
                 }
             }
@@ -867,15 +857,14 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         if let Some(n) = retransmission {
             if self.trace.wants(Level::Net) {
                 let reason = format!("{} #{n}", packet.label());
-                self.trace.push(Record {
-                    t: self.now,
-                    node: Some(from),
-                    kind: kind::RETRANSMIT,
-                    peer: Some(to),
-                    reason: Some(Cow::Owned(reason)),
-                    msg: packet.msg().map(M::describe),
-                    level: Level::Net,
-                });
+                self.trace.push(Record::net(
+                    self.now,
+                    from,
+                    kind::RETRANSMIT,
+                    Some(to),
+                    Some(Cow::Owned(reason)),
+                    packet.msg().map(M::describe),
+                ));
             }
         }
         let names = &self.trace;
@@ -910,15 +899,14 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         packet: &Packet<M::Msg>,
     ) {
         if self.trace.wants(Level::Net) {
-            self.trace.push(Record {
-                t: self.now,
-                node: Some(from),
+            self.trace.push(Record::net(
+                self.now,
+                from,
                 kind,
-                peer: Some(to),
-                reason: Some(Cow::Owned(format!("{reason} ({})", packet.label()))),
-                msg: packet.msg().map(M::describe),
-                level: Level::Net,
-            });
+                Some(to),
+                Some(Cow::Owned(format!("{reason} ({})", packet.label()))),
+                packet.msg().map(M::describe),
+            ));
         }
     }
 
@@ -1045,15 +1033,14 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         msg: &M::Msg,
     ) {
         if self.trace.wants(Level::Net) {
-            self.trace.push(Record {
-                t: self.now,
-                node: Some(from),
+            self.trace.push(Record::net(
+                self.now,
+                from,
                 kind,
-                peer: Some(to),
-                reason: (!reason.is_empty()).then_some(Cow::Borrowed(reason)),
-                msg: Some(M::describe(msg)),
-                level: Level::Net,
-            });
+                Some(to),
+                (!reason.is_empty()).then_some(Cow::Borrowed(reason)),
+                Some(M::describe(msg)),
+            ));
         }
     }
 
@@ -1093,15 +1080,14 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                     Output::Connect { conn, to } => {
                         let owner = self.nodes[n.0].incarnation;
                         if self.trace.wants(Level::Net) {
-                            self.trace.push(Record {
-                                t: self.now,
-                                node: Some(n),
-                                kind: kind::CONNECT,
-                                peer: Some(to),
-                                reason: None,
-                                msg: Some(Cow::Owned(conn.to_string())),
-                                level: Level::Net,
-                            });
+                            self.trace.push(Record::net(
+                                self.now,
+                                n,
+                                kind::CONNECT,
+                                Some(to),
+                                None,
+                                Some(Cow::Owned(conn.to_string())),
+                            ));
                         }
                         self.streams.connect(self.now, conn, n, owner, to);
                         self.carry_out_stream_effects();
@@ -1189,15 +1175,8 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             Err(_) => (kind::SEND_FAILED, Some(Cow::Borrowed("broken pipe"))),
         };
         if let Some(msg) = described {
-            self.trace.push(Record {
-                t: self.now,
-                node: Some(n),
-                kind,
-                peer,
-                reason,
-                msg: Some(msg),
-                level: Level::Net,
-            });
+            self.trace
+                .push(Record::net(self.now, n, kind, peer, reason, Some(msg)));
         }
         self.carry_out_stream_effects();
         (peer, result.map(|_| ()).map_err(|_| SendError::BrokenPipe))

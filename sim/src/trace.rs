@@ -244,6 +244,28 @@ pub struct Record {
     pub level: Level,
 }
 
+impl Record {
+    /// A network-level record (hidden by `--decisions`, never in snapshots).
+    pub fn net(
+        t: Timestamp,
+        node: NodeId,
+        kind: &'static str,
+        peer: Option<NodeId>,
+        reason: Option<Cow<'static, str>>,
+        msg: Option<Cow<'static, str>>,
+    ) -> Record {
+        Record {
+            t,
+            node: Some(node),
+            kind,
+            peer,
+            reason,
+            msg,
+            level: Level::Net,
+        }
+    }
+}
+
 /// Records per storage chunk. A long run grows the trace chunk by chunk, so
 /// it never copies what it holds to double a `Vec` (which at a million
 /// records briefly needs twice the memory and dominated large runs).
