@@ -112,3 +112,46 @@ fn silent_peer_still_registered_after_the_bound_is_flagged() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].contains("silent p"), "{}", found[0]);
 }
+
+fn load(name: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios/joinmarket")
+        .join(name);
+    let text = std::fs::read_to_string(&path).expect("scenario file");
+    Scenario::parse(ALL, &path, &text).expect("valid scenario")
+}
+
+/// eb812d4c's old connection unregisters the key's new owner and leaves
+/// its connection open (issue 18, point 5): the invariant catches it. (The
+/// liveness bound does not: by the trace, mallory was disconnected.) The
+/// same peers under HEAD (nicks differ, so no shared key) break
+/// neither.
+#[test]
+fn registration_left_behind_is_flagged_in_eb812d4c_only() {
+    let eb8 = load("old-connection-closing-unregisters-its-replacement-ng-eb812d4c.toml");
+    let t = trace(&eb8);
+    let found = flagged(&eb8, &t, Invariant::NoRegistrationLeftBehind);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("mallory was unregistered"),
+        "{}",
+        found[0]
+    );
+
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "scenarios/joinmarket/old-connection-closing-unregisters-its-replacement-ng-eb812d4c.toml",
+    ))
+    .expect("scenario file")
+    .replace(
+        r#"profile = "joinmarket-ng-eb812d4c""#,
+        r#"profile = "joinmarket-ng""#,
+    );
+    let head = Scenario::parse(ALL, Path::new("head.toml"), &text).expect("valid scenario");
+    let t = trace(&head);
+    for inv in [
+        Invariant::NoRegistrationLeftBehind,
+        Invariant::SilentPeerEvictedAfterHeal,
+    ] {
+        assert_eq!(flagged(&head, &t, inv), Vec::<String>::new(), "{inv}");
+    }
+}

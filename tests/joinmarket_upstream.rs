@@ -36,7 +36,8 @@ fn handshake_at(ping: bool, location: &str) -> Frame {
     }
 }
 
-/// A directory started at t=0 that got `frame` from PEER at once.
+/// A directory started at t=0 that got `frame` from PEER at once, past
+/// joinmarket-ng's 50 ms registration sleep.
 fn directory_after(profile: Profile, frame: Frame) -> (Directory, Outbox<Frame>) {
     let mut d = Directory::new(profile, Timers::default(), "dir");
     let mut out = Outbox::new(NodeId(0));
@@ -58,6 +59,14 @@ fn directory_after(profile: Profile, frame: Frame) -> (Directory, Outbox<Frame>)
         },
         &mut out,
     );
+    // joinmarket-ng registers 50 ms after its reply.
+    if let Some(deadline) = d.poll_timeout().filter(|d| d.reason == "handshaked") {
+        let now = Now {
+            mono: deadline.at,
+            wall: deadline.at,
+        };
+        d.handle(now, Input::Timeout, &mut out);
+    }
     (d, out)
 }
 
@@ -328,4 +337,292 @@ fn python_refuses_a_nick_longer_than_64_characters_silently() {
             assert_eq!(d.registered(), usize::from(!refused));
         }
     }
+}
+
+fn at_ms(ms: u64) -> Now {
+    let t = Timestamp::from_us(ms * 1000);
+    Now { mono: t, wall: t }
+}
+
+/// What a directory did, step by step: `(ms, record or send)`, the records
+/// of a step before its sends. Awaited sends are answered with success at
+/// once (and marked with their connection).
+#[derive(Default)]
+struct Log(Vec<(u64, String)>);
+
+impl Log {
+    fn step(&mut self, d: &mut Directory, ms: u64, input: Input<Frame>) -> Outbox<Frame> {
+        let mut out = Outbox::new(NodeId(0));
+        d.handle(at_ms(ms), input, &mut out);
+        for r in out.records() {
+            let reason = r.reason.as_deref().unwrap_or("");
+            let msg = r
+                .msg
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
+            self.0.push((
+                ms,
+                format!("{} {reason}", r.kind).trim_end().to_string() + &msg,
+            ));
+        }
+        let mut awaited = Vec::new();
+        for (to, msg, token) in out.sends() {
+            let mut line = format!("send {msg}");
+            if let (heartsim::sim::Dest::Conn(conn), Some(token)) = (to, token) {
+                line += &format!(" on {}", conn.0);
+                awaited.push((to, token));
+            }
+            self.0.push((ms, line));
+        }
+        for (to, token) in awaited {
+            self.step(
+                d,
+                ms,
+                Input::SendDone {
+                    to,
+                    token,
+                    result: Ok(()),
+                },
+            );
+        }
+        out
+    }
+
+    /// Fire the directory's deadlines before `ms`.
+    fn run_until(&mut self, d: &mut Directory, ms: u64) {
+        while let Some(deadline) = d.poll_timeout().filter(|t| t.at < at_ms(ms).mono) {
+            self.step(d, deadline.at.as_us() / 1000, Input::Timeout);
+        }
+    }
+
+    /// Fire the directory's deadlines before 1 s.
+    fn settle(&mut self, d: &mut Directory) {
+        self.run_until(d, 1000);
+    }
+}
+
+/// Issue 18, point 10: joinmarket-ng answers the handshake, sleeps 0.05 s,
+/// and only then marks the peer HANDSHAKED (HEAD `server.py` ~321-334,
+/// eb812d4c ~225-239); its handler reads nothing meanwhile. joinmarket-rs
+/// registers right after its reply and reads on.
+#[test]
+fn python_registers_50ms_after_its_reply_and_reads_what_came_meanwhile_after() {
+    for profile in Profile::ALL {
+        let mut d = Directory::new(profile, Timers::default(), "dir");
+        let mut log = Log::default();
+        log.step(&mut d, 0, Input::Start);
+        log.step(
+            &mut d,
+            0,
+            Input::Accepted {
+                conn: STREAM,
+                peer: PEER,
+            },
+        );
+        log.step(
+            &mut d,
+            0,
+            Input::Data {
+                conn: STREAM,
+                peer: PEER,
+                msg: handshake(true),
+            },
+        );
+        log.step(
+            &mut d,
+            10,
+            Input::Data {
+                conn: STREAM,
+                peer: PEER,
+                msg: Frame::Ping,
+            },
+        );
+        log.step(
+            &mut d,
+            20,
+            Input::Closed {
+                conn: STREAM,
+                peer: PEER,
+            },
+        );
+        log.settle(&mut d);
+        let reply = format!("send {}", Frame::HandshakeReply { accepted: true });
+        let pong = format!("send {}", Frame::Pong);
+        let expected: Vec<(u64, String)> = if profile == Profile::JoinmarketRs {
+            vec![
+                (0, "register (maker ping)".into()),
+                (0, reply),
+                (10, pong),
+                (20, "disconnect peer closed".into()),
+            ]
+        } else {
+            vec![
+                (0, reply),
+                (50, "register (maker ping)".into()),
+                (50, "disconnect peer closed".into()),
+                (50, pong),
+            ]
+        };
+        assert_eq!(log.0, expected, "{profile:?}");
+        assert_eq!(d.registered(), 0);
+    }
+}
+
+/// Point 10 and the registries: HEAD reserves the nick before the sleep, so
+/// a second handshake for it during the sleep is refused; eb812d4c registers
+/// only after the sleep, so the second connection overwrites the first 50 ms
+/// after its own handshake, and the first stays open.
+#[test]
+fn a_duplicate_during_the_50ms_sleep_is_refused_by_head_and_overwrites_in_eb812d4c() {
+    const OTHER: ConnId = ConnId(2);
+    for profile in [Profile::JoinmarketNg, Profile::JoinmarketNgEb812d4c] {
+        let mut d = Directory::new(profile, Timers::default(), "dir");
+        let mut log = Log::default();
+        let mut closes = Vec::new();
+        log.step(&mut d, 0, Input::Start);
+        for (ms, conn) in [(0, STREAM), (20, OTHER)] {
+            log.step(&mut d, ms, Input::Accepted { conn, peer: PEER });
+            let out = log.step(
+                &mut d,
+                ms,
+                Input::Data {
+                    conn,
+                    peer: PEER,
+                    msg: handshake(true),
+                },
+            );
+            closes.extend(out.closes());
+        }
+        log.settle(&mut d);
+        let records: Vec<(u64, String)> = log
+            .0
+            .into_iter()
+            .filter(|(_, l)| !l.starts_with("send"))
+            .collect();
+        if profile == Profile::JoinmarketNg {
+            assert_eq!(
+                records,
+                vec![
+                    (20, "reject Peer nick already registered: alice".into()),
+                    (50, "register (maker ping)".into())
+                ]
+            );
+            assert_eq!(closes, vec![OTHER]);
+        } else {
+            assert_eq!(
+                records,
+                vec![
+                    (50, "register (maker ping)".into()),
+                    (70, "register (maker ping)".into())
+                ]
+            );
+            assert!(closes.is_empty(), "the old connection stays open");
+        }
+        assert_eq!(d.registered(), 1, "{profile:?}");
+    }
+}
+
+/// Issue 18, point 5: under eb812d4c a handshake for a held key overwrites
+/// the entry in place (`self._peers[key] = peer` keeps the dict position),
+/// and the old connection's reader still acts on the key: its lines refresh
+/// the new entry, its PONG clears the key's pending PONG, and its close
+/// unregisters the new peer, whose connection stays open
+/// (`server.py@eb8` `_handle_peer_messages`, `_cleanup_peer`).
+#[test]
+fn eb812d4c_old_connection_keeps_acting_on_its_key() {
+    const BOB: NodeId = NodeId(2);
+    const BOB_STREAM: ConnId = ConnId(2);
+    const NEW: NodeId = NodeId(3);
+    const NEW_STREAM: ConnId = ConnId(3);
+    let bob = Frame::Handshake {
+        nick: Arc::from("bob"),
+        location: Arc::from(onion_for("bob")),
+        ping: true,
+        directory: false,
+    };
+    let mut d = Directory::new(Profile::JoinmarketNgEb812d4c, Timers::default(), "dir");
+    let mut log = Log::default();
+    log.step(&mut d, 0, Input::Start);
+    for (ms, conn, peer, frame) in [
+        (0, STREAM, PEER, handshake(true)),
+        (1_000, BOB_STREAM, BOB, bob),
+        // Same onion as alice: the same eb812d4c key.
+        (2_000, NEW_STREAM, NEW, handshake(true)),
+    ] {
+        log.step(&mut d, ms, Input::Accepted { conn, peer });
+        log.step(
+            &mut d,
+            ms,
+            Input::Data {
+                conn,
+                peer,
+                msg: frame,
+            },
+        );
+        log.run_until(&mut d, ms + 100);
+    }
+    assert_eq!(d.registered(), 2, "the new connection replaced alice's");
+    // The first sweep that finds both idle (past 600 s since 1.050 and
+    // 2.050) is at 11:00: it PINGs in dict order, the overwritten key (now
+    // on the new connection) first, then bob.
+    log.0.clear();
+    log.run_until(&mut d, 660_001);
+    let ping = Frame::Ping.to_string();
+    let sends: Vec<&str> = log
+        .0
+        .iter()
+        .filter(|(_, l)| l.starts_with("send"))
+        .map(|(_, l)| l.as_str())
+        .collect();
+    assert_eq!(
+        sends,
+        vec![format!("send {ping} on 3"), format!("send {ping} on 2")]
+    );
+    // The PONG comes on alice's old connection: it clears the key's pending
+    // PONG, so only bob is evicted after the wait.
+    log.0.clear();
+    log.step(
+        &mut d,
+        661_000,
+        Input::Data {
+            conn: STREAM,
+            peer: PEER,
+            msg: Frame::Pong,
+        },
+    );
+    log.run_until(&mut d, 690_001);
+    let records: Vec<&str> = log
+        .0
+        .iter()
+        .filter(|(_, l)| !l.starts_with("send"))
+        .map(|(_, l)| l.as_str())
+        .collect();
+    assert_eq!(records, vec!["pong cleared", "evict pong timeout"]);
+    assert_eq!(d.registered(), 1);
+    // alice's old connection closes: its cleanup unregisters the key, that
+    // is the new peer, whose connection stays open.
+    log.0.clear();
+    let out = log.step(
+        &mut d,
+        700_000,
+        Input::Closed {
+            conn: STREAM,
+            peer: PEER,
+        },
+    );
+    assert_eq!(
+        log.0,
+        vec![(
+            700_000,
+            "disconnect peer closed (its connection stays open)".to_string()
+        )]
+    );
+    assert_eq!(out.closes().collect::<Vec<_>>(), vec![STREAM]);
+    assert_eq!(out.records().next().and_then(|r| r.peer), Some(NEW));
+    assert_eq!(d.registered(), 0);
+    // Never swept again: no PING, no hard eviction, though it stays silent.
+    log.0.clear();
+    log.run_until(&mut d, 4 * 3600 * 1000);
+    assert!(log.0.iter().all(|(_, l)| l == "sweep"), "{:?}", log.0);
 }

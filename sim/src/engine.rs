@@ -389,6 +389,27 @@ struct Held<M> {
     writes: Vec<(u32, Dest, u64)>,
 }
 
+impl<Msg> Held<Msg> {
+    /// Bytes of stream data parked at the link's end: read by no one yet.
+    fn unread_bytes<M: Machine<Msg = Msg>>(&self) -> u64 {
+        self.parked
+            .iter()
+            .map(|e| match e {
+                Event::Stream {
+                    input: Input::Data { msg, .. },
+                    ..
+                } => wire_len::<M>(msg),
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// A message's size on a stream: its description, one line with `\r\n`.
+fn wire_len<M: Machine>(msg: &M::Msg) -> u64 {
+    M::describe(msg).len() as u64 + 2
+}
+
 struct Queued<M> {
     t: Timestamp,
     seq: u64,
@@ -1103,6 +1124,20 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                         self.carry_out_stream_effects();
                     }
                     Output::Send { to, msg, wait } => {
+                        // A blocking write on a stalled connection waits
+                        // only once the unread bytes pass the buffers.
+                        let fits = match (to, wait) {
+                            (Dest::Conn(conn), Wait::Write(_)) => self
+                                .streams
+                                .peer(conn, n)
+                                .and_then(|p| self.held.get(&(n, p)))
+                                .filter(|h| h.stall)
+                                .map(|h| {
+                                    h.unread_bytes::<M>() + wire_len::<M>(&msg)
+                                        <= self.streams.config.unread_limit
+                                }),
+                            _ => None,
+                        };
                         let (peer, result) = match to {
                             Dest::Node(to) => (Some(to), self.transmit(n, to, msg)),
                             Dest::Conn(conn) => self.write(n, conn, msg),
@@ -1124,7 +1159,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                             Wait::No => None,
                             Wait::Write(token) if result.is_ok() => {
                                 let held = peer.and_then(|p| self.held.get_mut(&(n, p)));
-                                match held.filter(|h| h.stall) {
+                                match held.filter(|h| h.stall && fits != Some(true)) {
                                     Some(held) => {
                                         let incarnation = self.nodes[n.0].incarnation;
                                         held.writes.push((incarnation, to, token));

@@ -105,6 +105,12 @@ pub struct TcpConfig {
     pub retries2: u32,
     /// `net.ipv4.tcp_syn_retries`.
     pub syn_retries: u32,
+    /// How many bytes a connection holds that its reader has not read
+    /// before a blocking write waits (a `stall`): the receiver's socket
+    /// buffer (`tcp_rmem` default 131072), the sender's (`tcp_wmem` default
+    /// 16384) and the writer's own buffer up to its high-water mark
+    /// (asyncio's 64 KiB, which joinmarket-ng sets, `server.py` ~202).
+    pub unread_limit: u64,
 }
 
 impl Default for TcpConfig {
@@ -115,6 +121,7 @@ impl Default for TcpConfig {
             rto_max: Duration::from_secs(120),
             retries2: 15,
             syn_retries: 6,
+            unread_limit: 131_072 + 16_384 + 65_536,
         }
     }
 }

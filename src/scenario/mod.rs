@@ -214,11 +214,16 @@ pub struct TcpSection {
     pub retries2: Option<S<u32>>,
     /// `net.ipv4.tcp_syn_retries`, default 6: a connect gives up after 127 s.
     pub syn_retries: Option<S<u32>>,
+    /// Bytes a connection holds unread before a blocking write on a
+    /// stalled link waits, default 212992 (socket buffers plus asyncio's
+    /// 64 KiB high-water mark).
+    pub unread_limit: Option<S<u64>>,
 }
 
 /// Bounds on `[tcp]`, which keep every give-up time finite and exact.
 const TCP_RTO_BOUNDS: (Duration, Duration) = (Duration::from_ms(1), Duration::from_secs(3600));
 const TCP_MAX_RETRIES: u32 = 255;
+const TCP_MAX_UNREAD: u64 = 1 << 30;
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -568,6 +573,16 @@ impl<'a> Context<'a> {
                 }
                 *slot = *s.get_ref();
             }
+        }
+        if let Some(s) = &section.unread_limit {
+            let v = *s.get_ref();
+            if !(1..=TCP_MAX_UNREAD).contains(&v) {
+                return self.err(
+                    s.span(),
+                    format!("unread_limit must be within 1..={TCP_MAX_UNREAD} bytes"),
+                );
+            }
+            config.unread_limit = v;
         }
         Ok(config)
     }

@@ -47,6 +47,22 @@ struct Conn {
     last_seen: Timestamp,
     /// joinmarket-rs: times of recent PINGs from this peer.
     ping_times: VecDeque<Timestamp>,
+    /// Where the sweep visits it: its own id, except under eb812d4c, where
+    /// a registration that overwrites a key keeps the old entry's place
+    /// (`self._peers[key] = peer` keeps a dict key's position,
+    /// `peer_registry.py@eb8` `register`).
+    order: ConnId,
+}
+
+/// joinmarket-ng: a connection whose handshake was answered, in the
+/// `await asyncio.sleep(0.05)` before it becomes HANDSHAKED (HEAD
+/// `server.py` `_perform_handshake` ~321-334; eb812d4c ~225-239). Its
+/// handler task is asleep, so whatever arrives on it meanwhile is read
+/// after the sleep, in order.
+#[derive(Debug)]
+struct Settling {
+    id: ConnId,
+    held: Vec<Input<Frame>>,
 }
 
 /// What the pending-PONG set is keyed by: `(key, conn)` where pending is
@@ -125,6 +141,16 @@ pub struct Directory {
     awaiting_handshake: BTreeMap<StreamId, (Timestamp, NodeId)>,
     /// The same, by deadline.
     handshake_deadlines: BTreeSet<(Timestamp, StreamId)>,
+    /// joinmarket-ng: connections in the 50 ms before HANDSHAKED.
+    settling: BTreeMap<StreamId, Settling>,
+    /// The same, by deadline.
+    settle_deadlines: BTreeSet<(Timestamp, StreamId)>,
+    /// eb812d4c: open connections whose reader still acts on a key they no
+    /// longer hold (the key was overwritten by a newer handshake, or its
+    /// registration was removed by another connection's cleanup). Upstream's
+    /// reader loop keeps the `peer_key` it handshook with (`server.py@eb8`
+    /// `_handle_peer_messages`, `_cleanup_peer`).
+    stale_readers: BTreeMap<StreamId, (KeyId, NodeId)>,
     /// Every key seen so far, interned.
     key_ids: BTreeMap<Arc<str>, KeyId>,
     /// The registry: which connection owns each peer key.
@@ -150,6 +176,9 @@ impl Directory {
             by_stream: BTreeMap::new(),
             awaiting_handshake: BTreeMap::new(),
             handshake_deadlines: BTreeSet::new(),
+            settling: BTreeMap::new(),
+            settle_deadlines: BTreeSet::new(),
+            stale_readers: BTreeMap::new(),
             key_ids: BTreeMap::new(),
             by_key: BTreeMap::new(),
             idle_index: BTreeSet::new(),
@@ -163,7 +192,7 @@ impl Directory {
 
     /// Number of registered peer connections.
     pub fn registered(&self) -> usize {
-        self.by_key.len()
+        self.idle_index.len()
     }
 
     /// Whether a PONG is pending for `node`'s newest registered
@@ -186,6 +215,14 @@ impl Directory {
     }
 
     pub fn handle(&mut self, now: Now, input: Input<Frame>, out: &mut Outbox<Frame>) {
+        if let Input::Data { conn, .. } | Input::Closed { conn, .. } | Input::Reset { conn, .. } =
+            &input
+        {
+            if let Some(settling) = self.settling.get_mut(conn) {
+                settling.held.push(input);
+                return;
+            }
+        }
         match input {
             Input::Start => {
                 // Both upstreams serve on a TCP listener.
@@ -215,6 +252,7 @@ impl Directory {
             Input::Closed { conn, peer } => {
                 self.forget_handshake(conn);
                 self.lost(conn, peer, "peer closed".into(), out);
+                self.stale_reader_ended(conn, "peer closed".into(), out);
                 out.close(conn);
             }
             // A RST or a retransmission timeout: the read raises (Python
@@ -223,6 +261,7 @@ impl Directory {
             Input::Reset { conn, peer, error } => {
                 self.forget_handshake(conn);
                 self.lost(conn, peer, error.to_string().into(), out);
+                self.stale_reader_ended(conn, error.to_string().into(), out);
             }
             // A new connection has `handshake_timeout` to send its
             // handshake, or it is closed.
@@ -241,12 +280,14 @@ impl Directory {
             at,
             reason: "handshake timeout",
         });
-        let phase = self.phase_deadline();
-        match (handshake, phase) {
-            (Some(h), Some(p)) if h.at < p.at => Some(h),
-            (h, None) => h,
-            (_, p) => p,
-        }
+        let settle = self.settle_deadlines.first().map(|&(at, _)| Deadline {
+            at,
+            reason: "handshaked",
+        });
+        [settle, handshake, self.phase_deadline()]
+            .into_iter()
+            .flatten()
+            .min_by_key(|d| d.at)
     }
 
     fn phase_deadline(&self) -> Option<Deadline> {
@@ -272,6 +313,22 @@ impl Directory {
     }
 
     fn on_timeout(&mut self, now: Now, out: &mut Outbox<Frame>) {
+        // The 50 ms sleep ends: `update_status(HANDSHAKED)`, then the
+        // handler reads what came meanwhile.
+        while let Some(&(at, stream)) = self.settle_deadlines.first() {
+            if at > now.mono {
+                break;
+            }
+            self.settle_deadlines.pop_first();
+            let settling = self
+                .settling
+                .remove(&stream)
+                .expect("a settle deadline has its connection");
+            self.register(now, settling.id, out);
+            for input in settling.held {
+                self.handle(now, input, out);
+            }
+        }
         // Python `asyncio.wait_for(connection.receive(), timeout=30.0)`
         // (`server.py` `_perform_handshake`), Rust `tokio::time::timeout(
         // HANDSHAKE_TIMEOUT_SECS = 10, ..)` (`peer.rs`): then the handler
@@ -341,7 +398,7 @@ impl Directory {
             })
             .map(|(_, id)| *id)
             .collect();
-        due.sort_unstable();
+        due.sort_unstable_by_key(|id| self.conns[id].order);
         due
     }
 
@@ -559,6 +616,9 @@ impl Directory {
         out: &mut Outbox<Frame>,
     ) {
         let Some(&id) = self.by_stream.get(&stream) else {
+            if let Some(&(key, _)) = self.stale_readers.get(&stream) {
+                return self.on_stale_frame(now, stream, key, from, frame, out);
+            }
             if self.forget_handshake(stream).is_none() {
                 // After the connection was dropped from the registry (a
                 // rejection or eviction closed it): ignored.
@@ -664,22 +724,18 @@ impl Directory {
             return;
         }
         let key = self.intern(self.profile.registry_key(nick, &location));
-        if let Some(&owner) = self.by_key.get(&key) {
-            if self.profile.replaces_duplicate_key() {
-                // `self._peers[key] = peer`: the old entry is simply gone.
-                self.unregister(owner);
-            } else {
-                let (reason, reply) = self.profile.duplicate_rejection(nick);
-                if reply {
-                    out.send(stream, Frame::HandshakeReply { accepted: false });
-                }
-                close(out, stream, from, kind::REJECT, reason.into());
-                return;
+        // eb812d4c overwrites a held key when it registers, after its sleep
+        // (see `register`); the others refuse the duplicate now.
+        if self.by_key.contains_key(&key) && !self.profile.replaces_duplicate_key() {
+            let (reason, reply) = self.profile.duplicate_rejection(nick);
+            if reply {
+                out.send(stream, Frame::HandshakeReply { accepted: false });
             }
+            close(out, stream, from, kind::REJECT, reason.into());
+            return;
         }
         let id = self.next_conn;
         self.next_conn += 1;
-        let last_seen = self.profile.last_seen_clock(now);
         self.conns.insert(
             id,
             Conn {
@@ -688,29 +744,142 @@ impl Directory {
                 key,
                 ping,
                 maker: matches!(location, Location::Maker(_)),
-                last_seen,
+                last_seen: self.profile.last_seen_clock(now),
                 ping_times: VecDeque::new(),
+                order: id,
             },
         );
         self.by_stream.insert(stream, id);
-        self.by_key.insert(key, id);
-        self.idle_index.insert((last_seen, id));
         // Every upstream answers an accepted handshake with one line
         // (`DN_HANDSHAKE`, type 795): Python `server.py` `connection.send(
         // response_bytes)`, Rust `send_dn_handshake`.
         out.send(stream, Frame::HandshakeReply { accepted: true });
-        let role = if matches!(location, Location::Maker(_)) {
-            "maker"
-        } else {
-            "taker"
-        };
-        let features = if ping { " ping" } else { "" };
+        match self.profile.handshaked_after() {
+            None => self.register(now, id, out),
+            Some(sleep) => {
+                if !self.profile.replaces_duplicate_key() {
+                    // HEAD reserves the nick before it answers
+                    // (`_register_peer`, `server.py` ~304), with status
+                    // CONNECTED: not swept until HANDSHAKED.
+                    self.by_key.insert(key, id);
+                }
+                let until = now.mono + sleep;
+                self.settling.insert(
+                    stream,
+                    Settling {
+                        id,
+                        held: Vec::new(),
+                    },
+                );
+                self.settle_deadlines.insert((until, stream));
+            }
+        }
+    }
+
+    /// The connection becomes a registered, swept peer: joinmarket-rs right
+    /// after its reply (`register_peer_meta`, `peer.rs` ~335, `last_seen:
+    /// Instant::now()`); joinmarket-ng when `update_status(HANDSHAKED)`
+    /// stamps `last_seen` (`peer_registry.py` `update_status`), 50 ms
+    /// after the reply.
+    fn register(&mut self, now: Now, id: ConnId, out: &mut Outbox<Frame>) {
+        let key = self.conns[&id].key;
+        if let Some(&owner) = self.by_key.get(&key).filter(|&&o| o != id) {
+            // eb812d4c: `self._peers[key] = peer` overwrites the entry in
+            // place; the old connection stays open and its reader keeps the
+            // key (`peer_registry.py@eb8` `register`, ~25-37).
+            let old = self.conns.remove(&owner).expect("owner is live");
+            self.idle_index.remove(&(old.last_seen, owner));
+            self.by_stream.remove(&old.stream);
+            self.stale_readers.insert(old.stream, (key, old.node));
+            self.conns
+                .get_mut(&id)
+                .expect("registering a live conn")
+                .order = old.order;
+        }
+        self.by_key.insert(key, id);
+        let last_seen = self.profile.last_seen_clock(now);
+        let conn = self.conns.get_mut(&id).expect("registering a live conn");
+        conn.last_seen = last_seen;
+        self.idle_index.insert((last_seen, id));
+        let role = if conn.maker { "maker" } else { "taker" };
+        let features = if conn.ping { " ping" } else { "" };
         out.record(
             kind::REGISTER,
-            Some(from),
+            Some(conn.node),
             None,
             Some(Cow::Owned(format!("{role}{features}"))),
         );
+    }
+
+    /// eb812d4c: a line on a connection whose key was taken over. Upstream
+    /// acts on the key, whoever holds it now (`server.py@eb8`
+    /// `_handle_peer_messages` ~276-316, `message_router.py@eb8`
+    /// `route_message`).
+    fn on_stale_frame(
+        &mut self,
+        now: Now,
+        stream: StreamId,
+        key: KeyId,
+        from: NodeId,
+        frame: Frame,
+        out: &mut Outbox<Frame>,
+    ) {
+        // `update_last_seen(peer_key)` refreshes the key's current entry.
+        let owner = self.by_key.get(&key).copied();
+        if let Some(owner) = owner {
+            self.touch(owner, now);
+        }
+        match frame {
+            // `_handle_pong(from_key)`: the key's pending PONG is cleared.
+            Frame::Pong => {
+                let reason = if self.pending.remove(&(key, 0)) {
+                    "cleared"
+                } else {
+                    "unsolicited"
+                };
+                out.record(kind::PONG, Some(from), Some(reason.into()), None);
+            }
+            // `_handle_ping` answers through `send_callback(from_key)`,
+            // which writes to the connection the key maps to now; with no
+            // mapping it raises and the PONG is dropped.
+            Frame::Ping => {
+                if let Some(owner) = owner {
+                    out.send(self.conns[&owner].stream, Frame::Pong);
+                }
+            }
+            Frame::Malformed => {
+                self.stale_reader_ended(stream, "malformed line".into(), out);
+                out.close(stream);
+            }
+            Frame::PubMsg(_) | Frame::Handshake { .. } | Frame::HandshakeReply { .. } => {}
+        }
+    }
+
+    /// eb812d4c: a stale reader's loop ended. Its `_cleanup_peer` unregisters
+    /// its key (`server.py@eb8` ~340-361), removing whoever holds it now,
+    /// whose connection stays open and whose reader goes on under a key it
+    /// no longer holds: it is never swept again.
+    fn stale_reader_ended(
+        &mut self,
+        stream: StreamId,
+        reason: Cow<'static, str>,
+        out: &mut Outbox<Frame>,
+    ) {
+        let Some((key, _)) = self.stale_readers.remove(&stream) else {
+            return;
+        };
+        let Some(&owner) = self.by_key.get(&key) else {
+            return;
+        };
+        let conn = &self.conns[&owner];
+        out.record(
+            kind::DISCONNECT,
+            Some(conn.node),
+            Some(reason),
+            Some(kind::LEFT_OPEN.into()),
+        );
+        self.stale_readers.insert(conn.stream, (key, conn.node));
+        self.unregister(owner);
     }
 
     fn intern(&mut self, key: Arc<str>) -> KeyId {

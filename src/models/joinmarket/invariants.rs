@@ -43,15 +43,21 @@ pub enum Invariant {
     /// back: simulated peers, like upstream clients, reconnect only when
     /// they see the directory close them.
     HealthyPeerStaysRegisteredAfterHeal,
+    /// The directory never unregisters a peer while leaving its connection
+    /// open: such a peer is connected, unswept and never evicted.
+    /// eb812d4c breaks it, as upstream does: an old connection's cleanup
+    /// unregisters the key's new owner (issue 18, point 5).
+    NoRegistrationLeftBehind,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 5] = [
+    pub const ALL: [Invariant; 6] = [
         Invariant::HealthyPeerNeverEvicted,
         Invariant::DirectoryPeerNeverEvicted,
         Invariant::OneEvictionPerConnection,
         Invariant::SilentPeerEvictedAfterHeal,
         Invariant::HealthyPeerStaysRegisteredAfterHeal,
+        Invariant::NoRegistrationLeftBehind,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -63,11 +69,28 @@ impl Invariant {
             Invariant::HealthyPeerStaysRegisteredAfterHeal => {
                 "healthy-peer-stays-registered-after-heal"
             }
+            Invariant::NoRegistrationLeftBehind => "no-registration-left-behind",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Invariant> {
         Invariant::ALL.into_iter().find(|i| i.name() == name)
+    }
+}
+
+/// The invariants a profile breaks because its upstream does: the fuzzer
+/// does not ask them of it (each is shown by a scenario instead).
+/// eb812d4c evicts a connection twice after a failed send
+/// (`send-failure-ng-eb812d4c`), and lets an old connection's cleanup
+/// unregister the key's new owner
+/// (`old-connection-closing-unregisters-its-replacement-ng-eb812d4c`).
+pub fn upstream_breaks(profile: Profile) -> &'static [Invariant] {
+    match profile {
+        Profile::JoinmarketNgEb812d4c => &[
+            Invariant::OneEvictionPerConnection,
+            Invariant::NoRegistrationLeftBehind,
+        ],
+        Profile::JoinmarketNg | Profile::JoinmarketRs => &[],
     }
 }
 
@@ -98,6 +121,7 @@ pub fn check(scenario: &Scenario, trace: &Trace, invariants: &[Invariant]) -> Ve
             Invariant::HealthyPeerStaysRegisteredAfterHeal => {
                 healthy_stays_registered(scenario, jm, trace, &decisions)
             }
+            Invariant::NoRegistrationLeftBehind => left_behind(trace, &decisions),
         };
         out.extend(found.into_iter().map(|message| Violation {
             invariant: inv.name(),
@@ -317,6 +341,20 @@ fn directory_never_evicted(jm: &Setup, trace: &Trace, decisions: &[&Record]) -> 
                     .is_some_and(|s| s.is_directory)
         })
         .map(|r| format!("a directory peer was evicted:\n    {}", line(trace, r)))
+        .collect()
+}
+
+fn left_behind(trace: &Trace, decisions: &[&Record]) -> Vec<String> {
+    decisions
+        .iter()
+        .filter(|r| r.kind == kind::DISCONNECT && r.msg.as_deref() == Some(kind::LEFT_OPEN))
+        .map(|r| {
+            format!(
+                "{} was unregistered by another connection's cleanup; its own connection stays open, unswept:\n    {}",
+                r.peer.map_or("?", |p| trace.name(p)),
+                line(trace, r)
+            )
+        })
         .collect()
 }
 
