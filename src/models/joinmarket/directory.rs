@@ -85,10 +85,21 @@ enum Phase {
 
 #[derive(Debug)]
 struct Sweep {
-    /// The one "now" of a joinmarket-ng sweep; in joinmarket-rs each phase
-    /// calls `elapsed()` afresh, which is the same instant here because no
-    /// simulated time passes between the phases.
-    queue: VecDeque<ConnId>,
+    /// The one "now" of the sweep, on the profile's clock: joinmarket-ng
+    /// computes both cutoffs from it once (`heartbeat.py` `_sweep`);
+    /// joinmarket-rs calls `elapsed()` in each phase, the same instant
+    /// unless a phase blocks, which it never does.
+    t: Timestamp,
+    /// Step 1: peers to hard-evict, in order.
+    hard: VecDeque<ConnId>,
+    /// Step 2's queue, built once step 1 is done (re-queried then, as
+    /// upstream calls `get_peers_idle_since` after the evictions).
+    queue: Option<VecDeque<ConnId>>,
+    /// HEAD: closing an evicted connection whose write never drained
+    /// (`writer.close(); await writer.wait_closed()`, `jmcore/network.py`
+    /// `close`, no timeout) holds the sweep until the bytes go or the
+    /// connection fails.
+    closing: Option<StreamId>,
     /// A send whose outcome the sweep awaits.
     awaiting: Option<Awaiting>,
     /// joinmarket-ng's `pinged_owners` (who step 4 may evict); for
@@ -159,6 +170,9 @@ pub struct Directory {
     /// visits only the peers that are due, not all of them.
     idle_index: BTreeSet<(Timestamp, ConnId)>,
     pending: BTreeSet<PendingKey>,
+    /// HEAD: writes abandoned by the 30 s send timeout, still in asyncio's
+    /// buffer: `asyncio.wait_for` cancels the `drain()`, not the bytes.
+    undrained: BTreeMap<StreamId, u64>,
     phase: Phase,
     /// joinmarket-rs: the next tick of the `interval_at` grid.
     next_tick: Timestamp,
@@ -183,6 +197,7 @@ impl Directory {
             by_key: BTreeMap::new(),
             idle_index: BTreeSet::new(),
             pending: BTreeSet::new(),
+            undrained: BTreeMap::new(),
             phase: Phase::Idle,
             next_tick: Timestamp::ZERO,
             next_conn: 1,
@@ -259,6 +274,10 @@ impl Directory {
             // `ConnectionResetError`/`TimeoutError`, Rust an `io::Error`),
             // and the same cleanup runs.
             Input::Reset { conn, peer, error } => {
+                // The transport fails: `wait_closed()` returns.
+                if self.undrained.remove(&conn).is_some() {
+                    self.closed(now, conn, out);
+                }
                 self.forget_handshake(conn);
                 self.lost(conn, peer, error.to_string().into(), out);
                 self.stale_reader_ended(conn, error.to_string().into(), out);
@@ -302,7 +321,7 @@ impl Directory {
             }),
             Phase::Probing(sweep) => {
                 let timeout = self.profile.send_timeout()?;
-                let awaiting = sweep.awaiting?;
+                let awaiting = sweep.awaiting.filter(|_| sweep.closing.is_none())?;
                 Some(Deadline {
                     at: awaiting.since + timeout,
                     reason: "send timeout",
@@ -349,38 +368,53 @@ impl Directory {
             }
             Phase::Probing(sweep) => {
                 let timed_out = match (sweep.awaiting, self.profile.send_timeout()) {
-                    (Some(a), Some(timeout)) if now.mono >= a.since + timeout => Some(a.token),
+                    (Some(a), Some(timeout)) if now.mono >= a.since + timeout => Some(a),
                     _ => None,
                 };
                 self.phase = Phase::Probing(sweep);
-                if let Some(token) = timed_out {
-                    self.on_send_done(now, token, Err(SendFailure::Timeout), out);
+                if let Some(a) = timed_out {
+                    // The bytes stay queued: the write is abandoned, not undone.
+                    if let Some(conn) = self.conns.get(&a.conn) {
+                        self.undrained.insert(conn.stream, a.token);
+                    }
+                    self.on_send_done(now, a.token, Err(SendFailure::Timeout), out);
                 }
             }
             other => self.phase = other,
         }
     }
 
-    /// Steps 1 and 2 of the sweep; step 2 continues in `probe_next`.
+    /// Steps 1 and 2 of the sweep, carried on by `probe_next`.
     fn start_sweep(&mut self, now: Now, out: &mut Outbox<Frame>) {
         out.record(kind::SWEEP, None, None, None);
         let t = self.profile.last_seen_clock(now);
-
-        // Step 1: hard-evict peers idle past hard_evict; clear pending first.
-        for id in self.idle_since(t, self.timers.hard_evict) {
-            let pk = self.pending_key(self.conns[&id].key, id);
-            self.pending.remove(&pk);
-            self.evict_conn(id, "idle timeout".into(), out);
-        }
-
-        // Step 2: peers idle past idle_threshold, re-queried after step 1.
-        let queue = self.idle_since(t, self.timers.idle_threshold).into();
         self.phase = Phase::Probing(Sweep {
-            queue,
+            t,
+            hard: self.idle_since(t, self.timers.hard_evict).into(),
+            queue: None,
+            closing: None,
             awaiting: None,
             pinged: Vec::new(),
         });
         self.probe_next(now, out);
+    }
+
+    fn sweep_mut(&mut self) -> &mut Sweep {
+        match &mut self.phase {
+            Phase::Probing(sweep) => sweep,
+            _ => unreachable!("called while probing"),
+        }
+    }
+
+    /// HEAD: an abandoned write to `stream` drained, or the connection
+    /// failed: a sweep held in closing it goes on.
+    fn closed(&mut self, now: Now, stream: StreamId, out: &mut Outbox<Frame>) {
+        if let Phase::Probing(sweep) = &mut self.phase {
+            if sweep.closing == Some(stream) {
+                sweep.closing = None;
+                self.probe_next(now, out);
+            }
+        }
     }
 
     /// Heartbeat-eligible connections idle past `threshold` at `t`, in
@@ -405,10 +439,35 @@ impl Directory {
     /// Walk the probe queue until a send must be awaited or the queue is
     /// empty; then wait for PONGs or end the sweep.
     fn probe_next(&mut self, now: Now, out: &mut Outbox<Frame>) {
-        let Phase::Probing(sweep) = &mut self.phase else {
+        let Phase::Probing(sweep) = &self.phase else {
             return;
         };
-        while let Some(id) = sweep.queue.pop_front() {
+        if sweep.closing.is_some() {
+            return;
+        }
+        // Step 1: hard-evict peers idle past hard_evict; clear pending first.
+        while let Some(id) = self.sweep_mut().hard.pop_front() {
+            let Some(conn) = self.conns.get(&id) else {
+                continue;
+            };
+            let pk = self.pending_key(conn.key, id);
+            self.pending.remove(&pk);
+            if let Some(stream) = self.evict_conn(id, "idle timeout".into(), out) {
+                self.sweep_mut().closing = Some(stream);
+                return;
+            }
+        }
+        // Step 2: peers idle past idle_threshold, re-queried after step 1.
+        if self.sweep_mut().queue.is_none() {
+            let t = self.sweep_mut().t;
+            let due = self.idle_since(t, self.timers.idle_threshold);
+            self.sweep_mut().queue = Some(due.into());
+        }
+        let Phase::Probing(sweep) = &mut self.phase else {
+            unreachable!("still sweeping");
+        };
+        let queue = sweep.queue.as_mut().expect("built above");
+        while let Some(id) = queue.pop_front() {
             // Skip peers evicted since the queue was built (step 1, or a
             // send failure earlier in this loop).
             let Some(conn) = self.conns.get(&id) else {
@@ -477,6 +536,17 @@ impl Directory {
         result: Result<(), SendFailure>,
         out: &mut Outbox<Frame>,
     ) {
+        let awaited = matches!(&self.phase,
+            Phase::Probing(s) if s.awaiting.is_some_and(|a| a.token == token));
+        if !awaited {
+            // HEAD: a write abandoned on timeout drained at last.
+            let drained = self.undrained.iter().find(|&(_, &t)| t == token);
+            if let Some((&stream, _)) = drained {
+                self.undrained.remove(&stream);
+                self.closed(now, stream, out);
+            }
+            return;
+        }
         let Phase::Probing(sweep) = &mut self.phase else {
             return;
         };
@@ -522,7 +592,13 @@ impl Directory {
             (Profile::JoinmarketNg, Ok(())) => Some(pk),
             (Profile::JoinmarketNg, Err(e)) => {
                 self.pending.remove(&pk);
-                self.evict_conn(id, format!("send failed: {e}").into(), out);
+                let reason = format!("send failed: {e}").into();
+                if let Some(stream) = self.evict_conn(id, reason, out) {
+                    if let Phase::Probing(sweep) = &mut self.phase {
+                        sweep.closing = Some(stream);
+                    }
+                    return;
+                }
                 None
             }
             (Profile::JoinmarketNgEb812d4c, result) => {
@@ -574,6 +650,9 @@ impl Directory {
                     if self.profile == Profile::JoinmarketNg {
                         // HEAD's `_evict_peer` returns unless the connection
                         // is still the key's current owner.
+                        // Only PING peers are pending, and a PING whose
+                        // write was abandoned evicted its peer at once:
+                        // this close never waits.
                         if self.by_key.get(&key) == Some(&conn_id) {
                             self.evict_conn(conn_id, "pong timeout".into(), out);
                         }
@@ -581,7 +660,9 @@ impl Directory {
                         // eb812d4c evicts by key: whoever owns it now, even a
                         // connection made after the PING went out.
                         match self.by_key.get(&key).copied() {
-                            Some(owner) => self.evict_conn(owner, "pong timeout".into(), out),
+                            Some(owner) => {
+                                self.evict_conn(owner, "pong timeout".into(), out);
+                            }
                             None => out.record(
                                 kind::EVICT,
                                 Some(node),
@@ -895,12 +976,19 @@ impl Directory {
         conn.last_seen = t;
     }
 
-    fn evict_conn(&mut self, id: ConnId, reason: Cow<'static, str>, out: &mut Outbox<Frame>) {
-        let Some(conn) = self.conns.get(&id) else {
-            return;
-        };
-        close(out, conn.stream, conn.node, kind::EVICT, reason);
+    /// Evict a connection; `Some(stream)` if closing it blocks (HEAD, with
+    /// an abandoned write still queued on it).
+    fn evict_conn(
+        &mut self,
+        id: ConnId,
+        reason: Cow<'static, str>,
+        out: &mut Outbox<Frame>,
+    ) -> Option<StreamId> {
+        let conn = self.conns.get(&id)?;
+        let stream = conn.stream;
+        close(out, stream, conn.node, kind::EVICT, reason);
         self.unregister(id);
+        self.undrained.contains_key(&stream).then_some(stream)
     }
 
     /// Stop waiting for `stream`'s handshake; its peer, if it was awaited.
