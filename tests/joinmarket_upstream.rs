@@ -626,3 +626,60 @@ fn eb812d4c_old_connection_keeps_acting_on_its_key() {
     log.run_until(&mut d, 4 * 3600 * 1000);
     assert!(log.0.iter().all(|(_, l)| l == "sweep"), "{:?}", log.0);
 }
+
+/// Issue 18, point 8: joinmarket-rs counts `!orderbook` in its own bucket
+/// of 3 a minute, apart from the 30 other PUBMSGs (`peer.rs` ~604-640);
+/// Python has neither limit.
+#[test]
+fn rust_disconnects_a_4th_orderbook_within_a_minute_and_python_does_not() {
+    let orderbook = Frame::PubMsg("alice!PUBLIC!orderbook".into());
+    let offer = Frame::PubMsg("alice!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002".into());
+    for profile in Profile::ALL {
+        let (mut d, _) = directory(profile);
+        let mut log = Log::default();
+        // 20 offers and 3 `!orderbook`s in the first 30 s: within both
+        // buckets; the 4th `!orderbook`, at 59 s, is one too many.
+        for i in 0..20 {
+            let msg = offer.clone();
+            log.step(
+                &mut d,
+                1_000 + i * 1_000,
+                Input::Data {
+                    conn: STREAM,
+                    peer: PEER,
+                    msg,
+                },
+            );
+        }
+        for ms in [21_000, 22_000, 23_000, 59_000] {
+            let msg = orderbook.clone();
+            log.step(
+                &mut d,
+                ms,
+                Input::Data {
+                    conn: STREAM,
+                    peer: PEER,
+                    msg,
+                },
+            );
+        }
+        let records: Vec<&(u64, String)> = log
+            .0
+            .iter()
+            .filter(|(_, l)| !l.starts_with("send"))
+            .collect();
+        if profile == Profile::JoinmarketRs {
+            assert_eq!(
+                records,
+                vec![&(
+                    59_000,
+                    "disconnect !orderbook rate limit exceeded".to_string()
+                )]
+            );
+            assert_eq!(d.registered(), 0);
+        } else {
+            assert!(records.is_empty(), "{profile:?}: {records:?}");
+            assert_eq!(d.registered(), 1);
+        }
+    }
+}

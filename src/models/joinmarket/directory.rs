@@ -23,7 +23,7 @@ use heartsim_sim::{
 };
 
 use super::location::Location;
-use super::{kind, Frame, Profile, Timers, PING_RATE_WINDOW};
+use super::{kind, Frame, Profile, RateLimit, Timers};
 
 /// Connection id: increasing per accepted handshake, so ascending order is
 /// registration order (Python iterates its registry dict in insertion order;
@@ -45,8 +45,9 @@ struct Conn {
     maker: bool,
     /// On the profile's clock (wall for joinmarket-ng, monotonic for -rs).
     last_seen: Timestamp,
-    /// joinmarket-rs: times of recent PINGs from this peer.
-    ping_times: VecDeque<Timestamp>,
+    /// joinmarket-rs: times of recent PINGs, PUBMSGs and `!orderbook`s
+    /// from this peer, one window per [`RateLimit`].
+    recent: [VecDeque<Timestamp>; 3],
     /// Where the sweep visits it: its own id, except under eb812d4c, where
     /// a registration that overwrites a key keeps the old entry's place
     /// (`self._peers[key] = peer` keeps a dict key's position,
@@ -162,6 +163,8 @@ pub struct Directory {
     /// reader loop keeps the `peer_key` it handshook with (`server.py@eb8`
     /// `_handle_peer_messages`, `_cleanup_peer`).
     stale_readers: BTreeMap<StreamId, (KeyId, NodeId)>,
+    /// joinmarket-rs's Sybil guard: the key holding each maker onion host.
+    onion_hosts: BTreeMap<Arc<str>, KeyId>,
     /// Every key seen so far, interned.
     key_ids: BTreeMap<Arc<str>, KeyId>,
     /// The registry: which connection owns each peer key.
@@ -193,6 +196,7 @@ impl Directory {
             settling: BTreeMap::new(),
             settle_deadlines: BTreeSet::new(),
             stale_readers: BTreeMap::new(),
+            onion_hosts: BTreeMap::new(),
             key_ids: BTreeMap::new(),
             by_key: BTreeMap::new(),
             idle_index: BTreeSet::new(),
@@ -740,31 +744,22 @@ impl Directory {
                 out.record(kind::PONG, Some(from), Some(reason.into()), None);
             }
             Frame::Ping => {
-                if let Some(limit) = self.profile.ping_rate_limit() {
-                    let t = now.mono;
-                    let conn = self
-                        .conns
-                        .get_mut(&id)
-                        .expect("by_node points at a live conn");
-                    let cutoff = t.saturating_sub(PING_RATE_WINDOW);
-                    // `while front < cutoff: pop`; a PING exactly 60 s old counts.
-                    while conn.ping_times.front().is_some_and(|&p| p < cutoff) {
-                        conn.ping_times.pop_front();
-                    }
-                    if conn.ping_times.len() >= limit {
-                        close(
-                            out,
-                            stream,
-                            from,
-                            kind::DISCONNECT,
-                            "PING rate limit exceeded".into(),
-                        );
-                        self.unregister(id);
-                        return;
-                    }
-                    conn.ping_times.push_back(t);
+                if self.over_rate(now, id, RateLimit::Ping, out) {
+                    return;
                 }
                 out.send(stream, Frame::Pong);
+            }
+            // joinmarket-rs counts `!orderbook` in its own bucket and every
+            // other PUBMSG, unparseable ones too, in the general one
+            // (`peer.rs` ~604-640). Relaying is not modelled (issue 18,
+            // point 4).
+            Frame::PubMsg(ref line) => {
+                let limit = if line.ends_with("!orderbook") {
+                    RateLimit::Orderbook
+                } else {
+                    RateLimit::PubMsg
+                };
+                self.over_rate(now, id, limit, out);
             }
             Frame::Malformed if self.profile.is_ng() => {
                 // Python parses after stamping `last_seen`: the envelope
@@ -775,11 +770,38 @@ impl Directory {
                 close(out, stream, from, kind::DISCONNECT, "malformed line".into());
                 self.unregister(id);
             }
-            Frame::PubMsg(_)
-            | Frame::Malformed
-            | Frame::Handshake { .. }
-            | Frame::HandshakeReply { .. } => {}
+            Frame::Malformed | Frame::Handshake { .. } | Frame::HandshakeReply { .. } => {}
         }
+    }
+
+    /// joinmarket-rs's per-peer sliding windows: `while front < now - 60 s:
+    /// pop`, then `len >= limit` disconnects (so a line exactly 60 s old
+    /// still counts). True if the peer was disconnected.
+    fn over_rate(
+        &mut self,
+        now: Now,
+        id: ConnId,
+        limit: RateLimit,
+        out: &mut Outbox<Frame>,
+    ) -> bool {
+        let Some(max) = self.profile.rate_limit(limit) else {
+            return false;
+        };
+        let t = now.mono;
+        let conn = self.conns.get_mut(&id).expect("a live conn");
+        let window = &mut conn.recent[limit as usize];
+        let cutoff = t.saturating_sub(RateLimit::WINDOW);
+        while window.front().is_some_and(|&p| p < cutoff) {
+            window.pop_front();
+        }
+        if window.len() >= max {
+            let (stream, node) = (conn.stream, conn.node);
+            close(out, stream, node, kind::DISCONNECT, limit.reason().into());
+            self.unregister(id);
+            return true;
+        }
+        window.push_back(t);
+        false
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -815,8 +837,27 @@ impl Directory {
             close(out, stream, from, kind::REJECT, reason.into());
             return;
         }
+        // joinmarket-rs admission layer 2, makers only: one nick per onion
+        // host (`sybil_guard.rs` `register`, `admission.rs` ~82-88); the
+        // rejection is logged and the connection dropped without a reply.
+        let host = match &location {
+            Location::Maker(loc) if self.profile.sybil_guard() => {
+                let host: Arc<str> = loc.split(':').next().unwrap_or(loc).into();
+                if self.onion_hosts.get(&host).is_some_and(|&k| k != key) {
+                    let reason =
+                        "sybil guard rejected: onion address already has an active registration";
+                    close(out, stream, from, kind::REJECT, reason.into());
+                    return;
+                }
+                Some(host)
+            }
+            _ => None,
+        };
         let id = self.next_conn;
         self.next_conn += 1;
+        if let Some(host) = host {
+            self.onion_hosts.insert(host, key);
+        }
         self.conns.insert(
             id,
             Conn {
@@ -826,7 +867,7 @@ impl Directory {
                 ping,
                 maker: matches!(location, Location::Maker(_)),
                 last_seen: self.profile.last_seen_clock(now),
-                ping_times: VecDeque::new(),
+                recent: Default::default(),
                 order: id,
             },
         );
@@ -1027,6 +1068,8 @@ impl Directory {
         self.by_stream.remove(&conn.stream);
         if self.by_key.get(&conn.key) == Some(&id) {
             self.by_key.remove(&conn.key);
+            // `admission.release_peer` -> `sybil_guard.deregister(nick)`.
+            self.onion_hosts.retain(|_, k| *k != conn.key);
         }
     }
 }

@@ -369,9 +369,43 @@ impl Profile {
         self.is_ng().then_some(Duration::from_ms(50))
     }
 
-    /// joinmarket-rs disconnects a peer sending more than 6 PINGs a minute.
-    fn ping_rate_limit(self) -> Option<usize> {
-        (!self.is_ng()).then_some(6)
+    /// joinmarket-rs disconnects a peer that sends a 7th PING, a 31st
+    /// PUBMSG or a 4th `!orderbook` within a minute (`peer.rs`:
+    /// `MAX_PINGS_PER_MINUTE`, `MAX_PUBMSG_PER_MINUTE`,
+    /// `MAX_ORDERBOOK_PER_MINUTE`). joinmarket-ng's rate limiter
+    /// (messages per connection, token bucket) is not modelled.
+    fn rate_limit(self, limit: RateLimit) -> Option<usize> {
+        (!self.is_ng()).then_some(match limit {
+            RateLimit::Ping => 6,
+            RateLimit::PubMsg => 30,
+            RateLimit::Orderbook => 3,
+        })
+    }
+
+    /// joinmarket-rs admits one nick per maker onion host.
+    fn sybil_guard(self) -> bool {
+        !self.is_ng()
+    }
+}
+
+/// joinmarket-rs's per-peer rate-limit buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RateLimit {
+    Ping,
+    PubMsg,
+    Orderbook,
+}
+
+impl RateLimit {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    /// The `disconnect` reason: upstream's error text.
+    fn reason(self) -> &'static str {
+        match self {
+            RateLimit::Ping => "PING rate limit exceeded",
+            RateLimit::PubMsg => "pubmsg broadcast rate limit exceeded",
+            RateLimit::Orderbook => "!orderbook rate limit exceeded",
+        }
     }
 }
 
@@ -395,9 +429,6 @@ impl Default for Timers {
         }
     }
 }
-
-/// The PING rate-limit window of joinmarket-rs.
-const PING_RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Record kinds this model writes to the trace.
 pub mod kind {
@@ -444,6 +475,7 @@ const RECORDS: &[RecordKind] = {
                 Is("expected a handshake"),
                 Family("Peer nick already registered: ", "<nick>"),
                 Family("nick already connected: ", "<nick>"),
+                Is("sybil guard rejected: onion address already has an active registration"),
                 Is("Directory nodes not accepted as clients"),
                 Is("directory nodes not accepted as peers"),
                 Family("invalid onion address in location-string: ", "<why>"),
@@ -455,6 +487,8 @@ const RECORDS: &[RecordKind] = {
             kind::DISCONNECT,
             &[
                 Is("PING rate limit exceeded"),
+                Is("pubmsg broadcast rate limit exceeded"),
+                Is("!orderbook rate limit exceeded"),
                 Is("malformed line"),
                 Is("peer closed"),
                 Is("connection reset"),
