@@ -168,14 +168,16 @@ fn pong_after_eviction_has_no_effect() {
 
 #[test]
 fn pending_is_set_before_the_send_returns_only_in_ng_head() {
-    // HEAD adds the owner to pending before awaiting the send; eb812d4c and
-    // joinmarket-rs only after it returns. A PONG that arrives while the send
-    // is still being awaited is lost under eb812d4c (reference notes:
-    // "eb812d4c lost PONG").
+    // HEAD adds the owner to pending before awaiting the send; eb812d4c only
+    // after it returns. A PONG that arrives while the send is still being
+    // awaited is lost under eb812d4c (reference notes: "eb812d4c lost
+    // PONG"). joinmarket-rs's heartbeat awaits nothing: `try_send` into the
+    // peer's channel, then `add_pong_pending`, while the peer's task writes
+    // the frame (its write is the awaited send here).
     for (profile, pending_during_send) in [
         (Profile::JoinmarketNg, true),
         (Profile::JoinmarketNgEb812d4c, false),
-        (Profile::JoinmarketRs, false),
+        (Profile::JoinmarketRs, true),
     ] {
         let (mut d, mut out) = directory(profile);
         let first_ping_s = if profile == Profile::JoinmarketRs {
@@ -453,7 +455,8 @@ fn python_registers_50ms_after_its_reply_and_reads_what_came_meanwhile_after() {
             vec![
                 (0, "register (maker ping)".into()),
                 (0, reply),
-                (10, pong),
+                // The peer task's own write.
+                (10, format!("{pong} on 1")),
                 (20, "disconnect peer closed".into()),
             ]
         } else {

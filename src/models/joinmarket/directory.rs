@@ -55,6 +55,20 @@ struct Conn {
     order: ConnId,
 }
 
+/// joinmarket-rs: a peer task writing (`writer.write_all(..).await` then
+/// `flush`, inside a `select!` arm of its loop, `peer.rs` ~384-463). Until
+/// the write returns the task reads nothing and does not see its
+/// cancellation: an eviction meanwhile removes the peer's metadata at once
+/// (`router.rs` `collect_pong_timeouts`), but the connection stays open and
+/// the nick stays admitted until the task gets back to its loop.
+#[derive(Debug, Default)]
+struct Writing {
+    writes: u32,
+    held: Vec<Input<Frame>>,
+    /// The key it holds, if the heartbeat evicted it meanwhile.
+    evicted: Option<KeyId>,
+}
+
 /// joinmarket-ng: a connection whose handshake was answered, in the
 /// `await asyncio.sleep(0.05)` before it becomes HANDSHAKED (HEAD
 /// `server.py` `_perform_handshake` ~321-334; eb812d4c ~225-239). Its
@@ -176,6 +190,13 @@ pub struct Directory {
     /// HEAD: writes abandoned by the 30 s send timeout, still in asyncio's
     /// buffer: `asyncio.wait_for` cancels the `drain()`, not the bytes.
     undrained: BTreeMap<StreamId, u64>,
+    /// joinmarket-rs: each peer task's writes in progress, by token.
+    task_writes: BTreeMap<u64, StreamId>,
+    /// joinmarket-rs: peer tasks inside a write (see [`Writing`]).
+    writing: BTreeMap<StreamId, Writing>,
+    /// joinmarket-rs: nicks an evicted peer's task still holds in admission
+    /// (and its onion in the Sybil guard) until the task exits.
+    reserved: BTreeSet<KeyId>,
     phase: Phase,
     /// joinmarket-rs: the next tick of the `interval_at` grid.
     next_tick: Timestamp,
@@ -202,6 +223,9 @@ impl Directory {
             idle_index: BTreeSet::new(),
             pending: BTreeSet::new(),
             undrained: BTreeMap::new(),
+            task_writes: BTreeMap::new(),
+            writing: BTreeMap::new(),
+            reserved: BTreeSet::new(),
             phase: Phase::Idle,
             next_tick: Timestamp::ZERO,
             next_conn: 1,
@@ -241,6 +265,14 @@ impl Directory {
                 settling.held.push(input);
                 return;
             }
+            // A socket error wakes the blocked write: not held.
+            if let (Some(writing), false) = (
+                self.writing.get_mut(conn),
+                matches!(input, Input::Reset { .. }),
+            ) {
+                writing.held.push(input);
+                return;
+            }
         }
         match input {
             Input::Start => {
@@ -262,6 +294,9 @@ impl Directory {
             }
             Input::Timeout => self.on_timeout(now, out),
             Input::Data { conn, peer, msg } => self.on_frame(now, conn, peer, msg, out),
+            Input::SendDone { token, .. } if self.task_writes.contains_key(&token) => {
+                self.task_write_done(now, token, out);
+            }
             Input::SendDone { token, result, .. } => {
                 self.on_send_done(now, token, result.map_err(SendFailure::Net), out);
             }
@@ -281,6 +316,13 @@ impl Directory {
                 // The transport fails: `wait_closed()` returns.
                 if self.undrained.remove(&conn).is_some() {
                     self.closed(now, conn, out);
+                }
+                // joinmarket-rs: the write fails and the task exits.
+                if let Some(Writing {
+                    evicted: Some(key), ..
+                }) = self.writing.remove(&conn)
+                {
+                    self.release(key);
                 }
                 self.forget_handshake(conn);
                 self.lost(conn, peer, error.to_string().into(), out);
@@ -477,6 +519,28 @@ impl Directory {
             let Some(conn) = self.conns.get(&id) else {
                 continue;
             };
+            if self.profile.sends_through_a_channel() && (conn.ping || conn.maker) {
+                // joinmarket-rs `router.send_to_peer` -> `try_send` into the
+                // peer's channel, Ok while its task runs; then
+                // `add_pong_pending` for a PING (`heartbeat.rs`). The task
+                // writes the frame (see `task_write`).
+                let (stream, node, key, ping) = (conn.stream, conn.node, conn.key, conn.ping);
+                let frame = if ping {
+                    out.record(kind::PING, Some(node), None, None);
+                    sweep.pinged.push(((key, id), node));
+                    self.pending.insert((key, id));
+                    Frame::Ping
+                } else {
+                    out.record(kind::PROBE, Some(node), None, Some("!orderbook".into()));
+                    self.probe.clone()
+                };
+                let token = self.next_token;
+                self.next_token += 1;
+                self.task_writes.insert(token, stream);
+                self.writing.entry(stream).or_default().writes += 1;
+                out.send_awaited(stream, frame, token);
+                continue;
+            }
             let token = self.next_token;
             if conn.ping {
                 self.next_token += 1;
@@ -491,7 +555,7 @@ impl Directory {
                     is_ping: true,
                     since: now.mono,
                 });
-                self.profile.send(out, conn.stream, Frame::Ping, token);
+                out.send_awaited(conn.stream, Frame::Ping, token);
                 return;
             } else if conn.maker {
                 self.next_token += 1;
@@ -507,8 +571,7 @@ impl Directory {
                     is_ping: false,
                     since: now.mono,
                 });
-                self.profile
-                    .send(out, conn.stream, self.probe.clone(), token);
+                out.send_awaited(conn.stream, self.probe.clone(), token);
                 return;
             }
             // Non-ping taker or watcher: no probe; hard-evicted later.
@@ -567,13 +630,6 @@ impl Directory {
             return; // a write abandoned on timeout, completing late
         }
         sweep.awaiting = None;
-        // joinmarket-rs's heartbeat sees only the channel's answer
-        // (`router.rs` `send_to_peer` -> `SendResult`, `heartbeat.rs`),
-        // which is Ok while the peer's task runs; a socket error ends that
-        // task (`peer.rs`: the write or flush error breaks the loop, then
-        // the peer is deregistered), which reaches this machine as the
-        // connection's `Reset`, right after.
-        let result = if self.profile.is_ng() { result } else { Ok(()) };
         if !is_ping {
             // `!orderbook` failures are logged only, in every profile.
             if let (Err(e), Some(conn)) = (result, self.conns.get(&id)) {
@@ -588,11 +644,7 @@ impl Directory {
         let pk = self.pending_key(conn.key, id);
         // What the sweep adds to its pinged list.
         let pinged = match (self.profile, result) {
-            (Profile::JoinmarketRs, _) => {
-                // `SendResult::Ok => router.add_pong_pending(nick)`.
-                self.pending.insert(pk);
-                Some(pk)
-            }
+            (Profile::JoinmarketRs, _) => unreachable!("joinmarket-rs never awaits a send"),
             (Profile::JoinmarketNg, Ok(())) => Some(pk),
             (Profile::JoinmarketNg, Err(e)) => {
                 self.pending.remove(&pk);
@@ -747,7 +799,17 @@ impl Directory {
                 if self.over_rate(now, id, RateLimit::Ping, out) {
                     return;
                 }
-                out.send(stream, Frame::Pong);
+                if self.profile.sends_through_a_channel() {
+                    // The task answers inline (`handle_message(.., &mut
+                    // writer)`): a write like any other.
+                    let token = self.next_token;
+                    self.next_token += 1;
+                    self.task_writes.insert(token, stream);
+                    self.writing.entry(stream).or_default().writes += 1;
+                    out.send_awaited(stream, Frame::Pong, token);
+                } else {
+                    out.send(stream, Frame::Pong);
+                }
             }
             // joinmarket-rs counts `!orderbook` in its own bucket and every
             // other PUBMSG, unparseable ones too, in the general one
@@ -829,7 +891,8 @@ impl Directory {
         let key = self.intern(self.profile.registry_key(nick, &location));
         // eb812d4c overwrites a held key when it registers, after its sleep
         // (see `register`); the others refuse the duplicate now.
-        if self.by_key.contains_key(&key) && !self.profile.replaces_duplicate_key() {
+        let held = self.by_key.contains_key(&key) || self.reserved.contains(&key);
+        if held && !self.profile.replaces_duplicate_key() {
             let (reason, reply) = self.profile.duplicate_rejection(nick);
             if reply {
                 out.send(stream, Frame::HandshakeReply { accepted: false });
@@ -1026,10 +1089,52 @@ impl Directory {
         out: &mut Outbox<Frame>,
     ) -> Option<StreamId> {
         let conn = self.conns.get(&id)?;
-        let stream = conn.stream;
+        let (stream, key) = (conn.stream, conn.key);
+        if let Some(writing) = self.writing.get_mut(&stream) {
+            // joinmarket-rs: the metadata goes now, the task later.
+            out.record(kind::EVICT, Some(conn.node), Some(reason), None);
+            writing.evicted = Some(key);
+            self.reserved.insert(key);
+            self.unregister(id);
+            return None;
+        }
         close(out, stream, conn.node, kind::EVICT, reason);
         self.unregister(id);
         self.undrained.contains_key(&stream).then_some(stream)
+    }
+
+    /// joinmarket-rs: a peer task's write returned. Back in its loop, it
+    /// reads what came meanwhile, or, if it was evicted, sees the
+    /// cancellation (`select!` picks among ready arms at random; the model
+    /// takes the cancellation), breaks, deregisters and drops the socket.
+    fn task_write_done(&mut self, now: Now, token: u64, out: &mut Outbox<Frame>) {
+        let stream = self
+            .task_writes
+            .remove(&token)
+            .expect("checked by the caller");
+        let Some(writing) = self.writing.get_mut(&stream) else {
+            return; // the connection failed meanwhile
+        };
+        writing.writes -= 1;
+        if writing.writes > 0 {
+            return;
+        }
+        let writing = self.writing.remove(&stream).expect("just seen");
+        if let Some(key) = writing.evicted {
+            out.close(stream);
+            self.release(key);
+            return;
+        }
+        for input in writing.held {
+            self.handle(now, input, out);
+        }
+    }
+
+    /// joinmarket-rs `admission.release_peer`: the nick and its onion are
+    /// free again.
+    fn release(&mut self, key: KeyId) {
+        self.reserved.remove(&key);
+        self.onion_hosts.retain(|_, k| *k != key);
     }
 
     /// Stop waiting for `stream`'s handshake; its peer, if it was awaited.
@@ -1068,8 +1173,11 @@ impl Directory {
         self.by_stream.remove(&conn.stream);
         if self.by_key.get(&conn.key) == Some(&id) {
             self.by_key.remove(&conn.key);
-            // `admission.release_peer` -> `sybil_guard.deregister(nick)`.
-            self.onion_hosts.retain(|_, k| *k != conn.key);
+            // `admission.release_peer` -> `sybil_guard.deregister(nick)`,
+            // unless an evicted task still holds the nick.
+            if !self.reserved.contains(&conn.key) {
+                self.onion_hosts.retain(|_, k| *k != conn.key);
+            }
         }
     }
 }

@@ -330,19 +330,15 @@ impl Profile {
         }
     }
 
-    /// How a sweep's PING or probe goes out. Python awaits the write
-    /// (`writer.write` + `await drain()`), so a stalled peer blocks the sweep;
-    /// joinmarket-rs `try_send`s into the peer's 128-frame channel and never
-    /// blocks (the channel filling up, `ChannelFull`, is not modelled: a
-    /// stalled peer is evicted by pong timeout long before 128 frames queue).
-    /// The channel accepts while the peer's task runs, so a socket error
-    /// never reaches the rs heartbeat: see `Directory::on_send_done`.
-    fn send(self, out: &mut Outbox<Frame>, to: heartsim_sim::ConnId, frame: Frame, token: u64) {
-        if self.is_ng() {
-            out.send_awaited(to, frame, token);
-        } else {
-            out.try_send(to, frame, token);
-        }
+    /// joinmarket-rs's heartbeat `try_send`s into each peer's 128-frame
+    /// channel and never waits; the peer's own task writes the frame to the
+    /// socket, and is blocked while that write waits (`peer.rs` ~384-463).
+    /// The channel accepts while the task runs, so a socket error never
+    /// reaches the heartbeat (it ends the task: a `Reset` here). Filling the
+    /// channel (`ChannelFull`) is not modelled. joinmarket-ng awaits the
+    /// write in the sweep (`writer.write` + `await drain()`).
+    fn sends_through_a_channel(self) -> bool {
+        !self.is_ng()
     }
 
     /// How long a new connection has to send its handshake before it is
