@@ -697,3 +697,45 @@ fn the_most_negative_drift_is_out_of_range() {
     );
     assert_eq!(message_at(&fault, "ppm = -9"), "ppm must be within ±500000");
 }
+
+#[test]
+fn nick_auth_is_checked() {
+    let with = |profile: &str, config: &str| {
+        GOOD.replace(
+            "profile = \"joinmarket-ng\"",
+            &format!("profile = \"{profile}\""),
+        )
+        .replace(
+            "[[node]]\nname = \"dir\"",
+            &format!("[config]\n{config}\n\n[[node]]\nname = \"dir\""),
+        )
+    };
+    let src = with("joinmarket-rs", "nick_auth = \"prefer_verified\"");
+    let (line, _, msg, _) = error_of(&src);
+    assert_eq!(line, line_of(&src, "nick_auth ="));
+    assert!(
+        msg.contains("nick_auth needs profile \"joinmarket-ng\""),
+        "{msg}"
+    );
+    let src = with("joinmarket-ng", "nick_auth = \"always\"");
+    let (_, _, msg, _) = error_of(&src);
+    assert!(
+        msg.contains("expected prefer_verified or require_verified"),
+        "{msg}"
+    );
+    let src = with(
+        "joinmarket-ng",
+        "nick_auth = \"require_verified\"\nnick_auth_timeout = \"31s\"",
+    );
+    let (line, _, msg, _) = error_of(&src);
+    assert_eq!(line, line_of(&src, "nick_auth_timeout"));
+    assert!(msg.contains("at most 30s"), "{msg}");
+    let src = with("joinmarket-ng", "nick_auth_timeout = \"5s\"");
+    let (_, _, msg, _) = error_of(&src);
+    assert!(msg.contains("nick_auth_timeout needs nick_auth"), "{msg}");
+    let ok = with(
+        "joinmarket-ng",
+        "nick_auth = \"require_verified\"\nnick_auth_timeout = \"50ms\"",
+    );
+    Scenario::parse(ALL, Path::new("ok.toml"), &ok).expect("valid");
+}

@@ -138,7 +138,12 @@ fn reconnect_config(profile: Profile, dir: &str) -> FuzzConfig {
             ..GenOptions::new(MODEL)
         },
         cases: 2_000,
-        seed: 3,
+        // Finds it within the budget (about one case in a thousand or two
+        // hits the window; seed 6 finds it; rerecord the regression file below
+        // if the generator changes: `heartsim fuzz --profile
+        // joinmarket-ng-eb812d4c --faults stop --cases 2000 --seed 6
+        // --regressions <file>`).
+        seed: 6,
         out_dir: out_dir(dir),
         ..FuzzConfig::new(MODEL)
     }
@@ -192,8 +197,8 @@ fn eb812d4c_regressions() -> PathBuf {
 
 #[test]
 fn eb812d4c_regression_seed_replays_the_failure_before_any_new_case() {
-    // One new case cannot find it (the fresh search needs 80): the failure
-    // comes from the committed seed.
+    // One new case cannot find it (the fresh search needs hundreds): the
+    // failure comes from the committed seed.
     let config = FuzzConfig {
         cases: 1,
         regressions: Some(eb812d4c_regressions()),

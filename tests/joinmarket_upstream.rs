@@ -33,6 +33,7 @@ fn handshake_at(ping: bool, location: &str) -> Frame {
         location: Arc::from(location),
         ping,
         directory: false,
+        nick_auth: false,
     }
 }
 
@@ -252,6 +253,7 @@ fn directory_nodes_are_refused_as_clients_by_every_profile() {
             location: Arc::from(onion_for("dir2")),
             ping: true,
             directory: true,
+            nick_auth: false,
         };
         let (d, out) = directory_after(profile, frame);
         let r = out.records().next().expect("a record");
@@ -320,6 +322,7 @@ fn python_refuses_a_nick_longer_than_64_characters_silently() {
             location: Arc::from(onion_for("alice")),
             ping: true,
             directory: false,
+            nick_auth: false,
         };
         for profile in [Profile::JoinmarketNg, Profile::JoinmarketNgEb812d4c] {
             let (d, out) = directory_after(profile, frame.clone());
@@ -543,6 +546,7 @@ fn eb812d4c_old_connection_keeps_acting_on_its_key() {
         location: Arc::from(onion_for("bob")),
         ping: true,
         directory: false,
+        nick_auth: false,
     };
     let mut d = Directory::new(Profile::JoinmarketNgEb812d4c, Timers::default(), "dir");
     let mut log = Log::default();
@@ -685,4 +689,124 @@ fn rust_disconnects_a_4th_orderbook_within_a_minute_and_python_does_not() {
             assert_eq!(d.registered(), 1);
         }
     }
+}
+
+/// Issue 18, point 7: HEAD's nick authentication (on when a directory id is
+/// configured). REQUIRE_VERIFIED refuses a peer that does not negotiate it
+/// with a rejection reply; a negotiating peer gets the reply and a
+/// challenge, and must answer with a proof: another line is `malformed`,
+/// silence past `nick_auth_timeout` is `expired` (`server.py`
+/// `_perform_handshake`, `_perform_nick_auth`). A proof registers at once,
+/// without the 50 ms sleep.
+#[test]
+fn head_nick_authentication_refuses_expires_and_registers() {
+    use heartsim::models::joinmarket::{AuthCode, NickAuth};
+    let with_auth = |nick_auth: bool| Frame::Handshake {
+        nick: Arc::from("alice"),
+        location: Arc::from(onion_for("alice")),
+        ping: true,
+        directory: false,
+        nick_auth,
+    };
+    let run = |require: bool, hello: Frame, then: Option<Frame>| {
+        let auth = NickAuth {
+            require,
+            timeout: heartsim::sim::Duration::from_secs(10),
+        };
+        let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir")
+            .with_nick_auth(Some(auth));
+        let mut log = Log::default();
+        log.step(&mut d, 0, Input::Start);
+        log.step(
+            &mut d,
+            0,
+            Input::Accepted {
+                conn: STREAM,
+                peer: PEER,
+            },
+        );
+        log.step(
+            &mut d,
+            0,
+            Input::Data {
+                conn: STREAM,
+                peer: PEER,
+                msg: hello,
+            },
+        );
+        if let Some(msg) = then {
+            log.step(
+                &mut d,
+                100,
+                Input::Data {
+                    conn: STREAM,
+                    peer: PEER,
+                    msg,
+                },
+            );
+        }
+        log.run_until(&mut d, 20_000);
+        (log.0, d.registered())
+    };
+    let reply = |accepted| format!("send {}", Frame::HandshakeReply { accepted });
+    let challenge = format!("send {}", Frame::NickAuthChallenge);
+    let result = |code| format!("send {}", Frame::NickAuthResult(code));
+
+    let (log, n) = run(true, with_auth(false), None);
+    assert_eq!(
+        log,
+        vec![
+            (0, "reject verified nick authentication required".into()),
+            (0, reply(false)),
+        ]
+    );
+    assert_eq!(n, 0);
+
+    let (log, n) = run(false, with_auth(true), Some(Frame::Ping));
+    assert_eq!(
+        log,
+        vec![
+            (0, reply(true)),
+            (0, challenge.clone()),
+            (
+                100,
+                "reject nick authentication payload was malformed".into()
+            ),
+            (100, result(AuthCode::Malformed)),
+        ]
+    );
+    assert_eq!(n, 0);
+
+    let (log, n) = run(false, with_auth(true), None);
+    assert_eq!(
+        log,
+        vec![
+            (0, reply(true)),
+            (0, challenge.clone()),
+            (10_000, "reject nick authentication timed out".into()),
+            (10_000, result(AuthCode::Expired)),
+        ]
+    );
+    assert_eq!(n, 0);
+
+    let (log, n) = run(false, with_auth(true), Some(Frame::NickAuthProof));
+    assert_eq!(
+        log,
+        vec![
+            (0, reply(true)),
+            (0, challenge),
+            (100, "register (maker ping verified)".into()),
+            (100, result(AuthCode::Ok)),
+        ]
+    );
+    assert_eq!(n, 1);
+
+    // PREFER_VERIFIED: a peer without nick_auth takes the unverified path,
+    // 50 ms sleep included.
+    let (log, n) = run(false, with_auth(false), None);
+    assert_eq!(
+        log,
+        vec![(0, reply(true)), (50, "register (maker ping)".into())]
+    );
+    assert_eq!(n, 1);
 }

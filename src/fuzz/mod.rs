@@ -245,11 +245,7 @@ pub fn case_strategy(opts: &GenOptions) -> impl Strategy<Value = Case> {
                     profile,
                     seed,
                     duration_min,
-                    config: if model.fuzz_keeps_config(profile) {
-                        config
-                    } else {
-                        toml::Table::new()
-                    },
+                    config: model.fuzz_config_for(profile, config),
                     swarm: kinds
                         .iter()
                         .zip(mask)

@@ -85,12 +85,14 @@ pub trait Model: Sync {
     /// name unique and adds fault episodes on it and on its links.
     fn fuzz_node(&self) -> BoxedStrategy<NodeSection>;
     /// `[config]` keys of a case (empty: no `[config]`); drawn for every
-    /// case and kept only under the profiles [`Model::fuzz_keeps_config`].
+    /// case, then fitted to its profile by [`Model::fuzz_config_for`].
     fn fuzz_config(&self) -> BoxedStrategy<toml::Table> {
         Just(toml::Table::new()).boxed()
     }
-    fn fuzz_keeps_config(&self, _profile: &str) -> bool {
-        true
+    /// The part of a drawn `[config]` that `profile` accepts (all of it by
+    /// default).
+    fn fuzz_config_for(&self, _profile: &str, config: toml::Table) -> toml::Table {
+        config
     }
     /// The invariants a profile is expected to keep under any faults.
     fn fuzz_invariants(&self, _profile: &str) -> Vec<&'static str> {

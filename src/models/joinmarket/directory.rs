@@ -23,7 +23,7 @@ use heartsim_sim::{
 };
 
 use super::location::Location;
-use super::{kind, Frame, Profile, RateLimit, Timers};
+use super::{kind, AuthCode, Frame, NickAuth, Profile, RateLimit, Timers};
 
 /// Connection id: increasing per accepted handshake, so ascending order is
 /// registration order (Python iterates its registry dict in insertion order;
@@ -53,6 +53,21 @@ struct Conn {
     /// (`self._peers[key] = peer` keeps a dict key's position,
     /// `peer_registry.py@eb8` `register`).
     order: ConnId,
+    /// HEAD with nick authentication: the verified pubkey (here: the node,
+    /// whose key is the same across its connections).
+    verified: Option<NodeId>,
+}
+
+/// HEAD: a connection that negotiated nick authentication, answered, sent
+/// its challenge, and waits for the proof (`_perform_nick_auth`).
+#[derive(Debug)]
+struct Authenticating {
+    deadline: Timestamp,
+    peer: NodeId,
+    nick: Arc<str>,
+    key: KeyId,
+    ping: bool,
+    maker: bool,
 }
 
 /// joinmarket-rs: a peer task writing (`writer.write_all(..).await` then
@@ -179,6 +194,12 @@ pub struct Directory {
     stale_readers: BTreeMap<StreamId, (KeyId, NodeId)>,
     /// joinmarket-rs's Sybil guard: the key holding each maker onion host.
     onion_hosts: BTreeMap<Arc<str>, KeyId>,
+    /// HEAD: nick authentication, when configured.
+    nick_auth: Option<NickAuth>,
+    /// HEAD: connections waiting for their nick-authentication proof.
+    authenticating: BTreeMap<StreamId, Authenticating>,
+    /// The same, by deadline.
+    auth_deadlines: BTreeSet<(Timestamp, StreamId)>,
     /// Every key seen so far, interned.
     key_ids: BTreeMap<Arc<str>, KeyId>,
     /// The registry: which connection owns each peer key.
@@ -218,6 +239,9 @@ impl Directory {
             settle_deadlines: BTreeSet::new(),
             stale_readers: BTreeMap::new(),
             onion_hosts: BTreeMap::new(),
+            nick_auth: None,
+            authenticating: BTreeMap::new(),
+            auth_deadlines: BTreeSet::new(),
             key_ids: BTreeMap::new(),
             by_key: BTreeMap::new(),
             idle_index: BTreeSet::new(),
@@ -231,6 +255,12 @@ impl Directory {
             next_conn: 1,
             next_token: 1,
         }
+    }
+
+    /// Turn on HEAD's nick authentication (`nick_auth_directory_id` set).
+    pub fn with_nick_auth(mut self, nick_auth: Option<NickAuth>) -> Self {
+        self.nick_auth = nick_auth;
+        self
     }
 
     /// Number of registered peer connections.
@@ -305,6 +335,7 @@ impl Directory {
             // and the peer is removed. Both close their end.
             Input::Closed { conn, peer } => {
                 self.forget_handshake(conn);
+                self.forget_auth(conn);
                 self.lost(conn, peer, "peer closed".into(), out);
                 self.stale_reader_ended(conn, "peer closed".into(), out);
                 out.close(conn);
@@ -325,6 +356,7 @@ impl Directory {
                     self.release(key);
                 }
                 self.forget_handshake(conn);
+                self.forget_auth(conn);
                 self.lost(conn, peer, error.to_string().into(), out);
                 self.stale_reader_ended(conn, error.to_string().into(), out);
             }
@@ -349,7 +381,11 @@ impl Directory {
             at,
             reason: "handshaked",
         });
-        [settle, handshake, self.phase_deadline()]
+        let auth = self.auth_deadlines.first().map(|&(at, _)| Deadline {
+            at,
+            reason: "nick auth timeout",
+        });
+        [settle, handshake, auth, self.phase_deadline()]
             .into_iter()
             .flatten()
             .min_by_key(|d| d.at)
@@ -392,6 +428,18 @@ impl Directory {
             self.register(now, settling.id, out);
             for input in settling.held {
                 self.handle(now, input, out);
+            }
+        }
+        // HEAD: `wait_for(connection.receive(), nick_auth_timeout)` gives
+        // up: an `expired` result, then the handler returns and closes.
+        while let Some(&(at, stream)) = self.auth_deadlines.first() {
+            if at > now.mono {
+                break;
+            }
+            if let Some(auth) = self.forget_auth(stream) {
+                out.send(stream, Frame::NickAuthResult(AuthCode::Expired));
+                let reason = "nick authentication timed out".into();
+                close(out, stream, auth.peer, kind::REJECT, reason);
             }
         }
         // Python `asyncio.wait_for(connection.receive(), timeout=30.0)`
@@ -753,6 +801,9 @@ impl Directory {
         out: &mut Outbox<Frame>,
     ) {
         let Some(&id) = self.by_stream.get(&stream) else {
+            if self.authenticating.contains_key(&stream) {
+                return self.on_auth_frame(now, stream, frame, out);
+            }
             if let Some(&(key, _)) = self.stale_readers.get(&stream) {
                 return self.on_stale_frame(now, stream, key, from, frame, out);
             }
@@ -766,9 +817,15 @@ impl Directory {
                 location,
                 ping,
                 directory,
+                nick_auth,
             } = frame
             {
-                self.on_handshake(now, stream, from, &nick, &location, ping, directory, out);
+                let features = Features {
+                    ping,
+                    directory,
+                    nick_auth,
+                };
+                self.on_handshake(now, stream, from, &nick, &location, features, out);
             } else {
                 // The first line must be a handshake: Python "Expected
                 // handshake, got ..." returns None, Rust "Expected handshake
@@ -832,7 +889,12 @@ impl Directory {
                 close(out, stream, from, kind::DISCONNECT, "malformed line".into());
                 self.unregister(id);
             }
-            Frame::Malformed | Frame::Handshake { .. } | Frame::HandshakeReply { .. } => {}
+            Frame::Malformed
+            | Frame::Handshake { .. }
+            | Frame::HandshakeReply { .. }
+            | Frame::NickAuthChallenge
+            | Frame::NickAuthProof
+            | Frame::NickAuthResult(_) => {}
         }
     }
 
@@ -874,10 +936,14 @@ impl Directory {
         from: NodeId,
         nick: &Arc<str>,
         location: &Arc<str>,
-        ping: bool,
-        directory: bool,
+        features: Features,
         out: &mut Outbox<Frame>,
     ) {
+        let Features {
+            ping,
+            directory,
+            nick_auth,
+        } = features;
         let location = self.profile.parse_location(nick, location);
         let rejection = match &location {
             _ if directory => Some(Cow::Borrowed(self.profile.directory_rejection())),
@@ -889,6 +955,39 @@ impl Directory {
             return;
         }
         let key = self.intern(self.profile.registry_key(nick, &location));
+        let maker = matches!(location, Location::Maker(_));
+        if let Some(auth) = self.nick_auth {
+            // `process_handshake`: under REQUIRE_VERIFIED a peer that does
+            // not negotiate is answered `accepted: false`, "Rejected:
+            // verified nick authentication required", and closed.
+            if auth.require && !nick_auth {
+                out.send(stream, Frame::HandshakeReply { accepted: false });
+                let reason = "verified nick authentication required".into();
+                close(out, stream, from, kind::REJECT, reason);
+                return;
+            }
+            // `negotiates_nick_auth`: the reply, then the challenge, then
+            // the proof is awaited; nothing is registered yet (`server.py`
+            // ~257-268, `_perform_nick_auth`).
+            if nick_auth {
+                out.send(stream, Frame::HandshakeReply { accepted: true });
+                out.send(stream, Frame::NickAuthChallenge);
+                let deadline = now.mono + auth.timeout;
+                self.authenticating.insert(
+                    stream,
+                    Authenticating {
+                        deadline,
+                        peer: from,
+                        nick: nick.clone(),
+                        key,
+                        ping,
+                        maker,
+                    },
+                );
+                self.auth_deadlines.insert((deadline, stream));
+                return;
+            }
+        }
         // eb812d4c overwrites a held key when it registers, after its sleep
         // (see `register`); the others refuse the duplicate now.
         let held = self.by_key.contains_key(&key) || self.reserved.contains(&key);
@@ -916,25 +1015,10 @@ impl Directory {
             }
             _ => None,
         };
-        let id = self.next_conn;
-        self.next_conn += 1;
         if let Some(host) = host {
             self.onion_hosts.insert(host, key);
         }
-        self.conns.insert(
-            id,
-            Conn {
-                node: from,
-                stream,
-                key,
-                ping,
-                maker: matches!(location, Location::Maker(_)),
-                last_seen: self.profile.last_seen_clock(now),
-                recent: Default::default(),
-                order: id,
-            },
-        );
-        self.by_stream.insert(stream, id);
+        let id = self.new_conn(now, stream, from, key, ping, maker, None);
         // Every upstream answers an accepted handshake with one line
         // (`DN_HANDSHAKE`, type 795): Python `server.py` `connection.send(
         // response_bytes)`, Rust `send_dn_handshake`.
@@ -959,6 +1043,93 @@ impl Directory {
                 self.settle_deadlines.insert((until, stream));
             }
         }
+    }
+
+    /// A connection entry for a handshake the directory accepts.
+    #[allow(clippy::too_many_arguments)]
+    fn new_conn(
+        &mut self,
+        now: Now,
+        stream: StreamId,
+        node: NodeId,
+        key: KeyId,
+        ping: bool,
+        maker: bool,
+        verified: Option<NodeId>,
+    ) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                node,
+                stream,
+                key,
+                ping,
+                maker,
+                last_seen: self.profile.last_seen_clock(now),
+                recent: Default::default(),
+                order: id,
+                verified,
+            },
+        );
+        self.by_stream.insert(stream, id);
+        id
+    }
+
+    /// HEAD: a line on a connection awaiting its nick-authentication proof.
+    /// A proof (always valid here) registers the peer as verified: it
+    /// replaces an unverified owner of the nick, or a verified one with the
+    /// same pubkey, whose connection is closed and pending PONG forgotten
+    /// (`peer_registry.py` `register` ~75-92, `server.py`
+    /// `_activate_registration`, `_close_displaced_connections`); then the
+    /// `ok` result and HANDSHAKED, with no 50 ms sleep on this path
+    /// (`server.py` ~269-296). Any other line is `malformed`.
+    fn on_auth_frame(&mut self, now: Now, stream: StreamId, frame: Frame, out: &mut Outbox<Frame>) {
+        let auth = self.forget_auth(stream).expect("checked by the caller");
+        if frame != Frame::NickAuthProof {
+            out.send(stream, Frame::NickAuthResult(AuthCode::Malformed));
+            let reason = "nick authentication payload was malformed".into();
+            close(out, stream, auth.peer, kind::REJECT, reason);
+            return;
+        }
+        if let Some(&owner) = self.by_key.get(&auth.key) {
+            let old = &self.conns[&owner];
+            if old.verified.is_some_and(|k| k != auth.peer) {
+                // Only another node could prove another key: simulated
+                // nodes never share a nick.
+                let reason = format!("Verified nick already registered: {}", auth.nick);
+                close(out, stream, auth.peer, kind::REJECT, reason.into());
+                return;
+            }
+            let (old_stream, old_node) = (old.stream, old.node);
+            let pk = self.pending_key(auth.key, owner);
+            self.pending.remove(&pk);
+            if self.settling.remove(&old_stream).is_some() {
+                self.settle_deadlines.retain(|&(_, s)| s != old_stream);
+            }
+            let reason = "displaced by a verified registration".into();
+            close(out, old_stream, old_node, kind::DISCONNECT, reason);
+            self.unregister(owner);
+        }
+        let id = self.new_conn(
+            now,
+            stream,
+            auth.peer,
+            auth.key,
+            auth.ping,
+            auth.maker,
+            Some(auth.peer),
+        );
+        self.by_key.insert(auth.key, id);
+        out.send(stream, Frame::NickAuthResult(AuthCode::Ok));
+        self.register(now, id, out);
+    }
+
+    fn forget_auth(&mut self, stream: StreamId) -> Option<Authenticating> {
+        let auth = self.authenticating.remove(&stream)?;
+        self.auth_deadlines.remove(&(auth.deadline, stream));
+        Some(auth)
     }
 
     /// The connection becomes a registered, swept peer: joinmarket-rs right
@@ -988,11 +1159,16 @@ impl Directory {
         self.idle_index.insert((last_seen, id));
         let role = if conn.maker { "maker" } else { "taker" };
         let features = if conn.ping { " ping" } else { "" };
+        let verified = if conn.verified.is_some() {
+            " verified"
+        } else {
+            ""
+        };
         out.record(
             kind::REGISTER,
             Some(conn.node),
             None,
-            Some(Cow::Owned(format!("{role}{features}"))),
+            Some(Cow::Owned(format!("{role}{features}{verified}"))),
         );
     }
 
@@ -1036,7 +1212,12 @@ impl Directory {
                 self.stale_reader_ended(stream, "malformed line".into(), out);
                 out.close(stream);
             }
-            Frame::PubMsg(_) | Frame::Handshake { .. } | Frame::HandshakeReply { .. } => {}
+            Frame::PubMsg(_)
+            | Frame::Handshake { .. }
+            | Frame::HandshakeReply { .. }
+            | Frame::NickAuthChallenge
+            | Frame::NickAuthProof
+            | Frame::NickAuthResult(_) => {}
         }
     }
 
@@ -1180,6 +1361,14 @@ impl Directory {
             }
         }
     }
+}
+
+/// What a handshake advertises.
+#[derive(Clone, Copy, Debug)]
+struct Features {
+    ping: bool,
+    directory: bool,
+    nick_auth: bool,
 }
 
 /// Record why the directory drops `node`'s connection, and close it.

@@ -53,12 +53,13 @@ pub fn peer() -> BoxedStrategy<NodeSection> {
             prop::option::weighted(0.15, 1u32..=120),
             prop::option::weighted(0.6, 1u32..=120),
             prop_oneof![4 => Just(0u32), 1 => 0u32..=300],
+            prop::bool::weighted(0.7),
         ),
     )
         .prop_map(
             |(
                 (name_id, maker, ping, behaviour, chat_every_s, chat_malformed),
-                (ping_directory_every_s, reconnect_after_s, start_s),
+                (ping_directory_every_s, reconnect_after_s, start_s, nick_auth),
             )| {
                 let behaviour = match behaviour {
                     0..=5 => None,
@@ -68,6 +69,7 @@ pub fn peer() -> BoxedStrategy<NodeSection> {
                 let chatty = behaviour == Some("chatty");
                 let keys = NodeKeys {
                     ping,
+                    nick_auth,
                     behaviour: behaviour.map(|b| sp(b.to_string())),
                     chat_every: chatty.then(|| sp(secs(chat_every_s))),
                     chat_line: (chatty && chat_malformed).then(|| sp("malformed".to_string())),
@@ -86,16 +88,28 @@ pub fn peer() -> BoxedStrategy<NodeSection> {
 /// Heartbeat timers. Hard eviction comes after two full probe rounds, as
 /// with the upstream defaults, so that a prompt peer is always probed first.
 pub fn config() -> BoxedStrategy<toml::Table> {
-    (10u32..=120, 30u32..=900, 5u32..=60, 0u32..=600)
-        .prop_map(|(sweep_s, idle_s, pong_s, hard_extra_s)| {
-            let hard = idle_s + 2 * (sweep_s + pong_s) + 1 + hard_extra_s;
-            let config = ConfigSection {
-                sweep_interval: Some(sp(secs(sweep_s))),
-                idle_threshold: Some(sp(secs(idle_s))),
-                hard_evict: Some(sp(secs(hard))),
-                pong_wait: Some(sp(secs(pong_s))),
-            };
-            toml::Table::try_from(&config).expect("timers are a TOML table")
-        })
+    let nick_auth = prop_oneof![
+        6 => Just(None),
+        2 => Just(Some("prefer_verified")),
+        1 => Just(Some("require_verified")),
+    ];
+    (
+        (10u32..=120, 30u32..=900, 5u32..=60, 0u32..=600),
+        (nick_auth, 1u32..=30),
+    )
+        .prop_map(
+            |((sweep_s, idle_s, pong_s, hard_extra_s), (nick_auth, auth_s))| {
+                let hard = idle_s + 2 * (sweep_s + pong_s) + 1 + hard_extra_s;
+                let config = ConfigSection {
+                    sweep_interval: Some(sp(secs(sweep_s))),
+                    idle_threshold: Some(sp(secs(idle_s))),
+                    hard_evict: Some(sp(secs(hard))),
+                    pong_wait: Some(sp(secs(pong_s))),
+                    nick_auth: nick_auth.map(|m| sp(m.to_string())),
+                    nick_auth_timeout: nick_auth.map(|_| sp(secs(auth_s))),
+                };
+                toml::Table::try_from(&config).expect("timers are a TOML table")
+            },
+        )
         .boxed()
 }

@@ -73,6 +73,7 @@ impl scenario::Model for JoinmarketDirectory {
         &[
             "handshake timeout",
             "handshaked",
+            "nick auth timeout",
             "sweep",
             "pong wait",
             "send timeout",
@@ -103,9 +104,18 @@ impl scenario::Model for JoinmarketDirectory {
     fn fuzz_config(&self) -> BoxedStrategy<toml::Table> {
         fuzz::config()
     }
-    /// joinmarket-rs hard-codes its timers: its cases keep the defaults.
-    fn fuzz_keeps_config(&self, profile: &str) -> bool {
-        profile != Profile::JoinmarketRs.name()
+    /// joinmarket-rs hard-codes its timers: its cases keep the defaults;
+    /// only HEAD has nick authentication.
+    fn fuzz_config_for(&self, profile: &str, mut config: toml::Table) -> toml::Table {
+        match Profile::from_name(profile) {
+            Some(Profile::JoinmarketNg) => config,
+            Some(Profile::JoinmarketNgEb812d4c) => {
+                config.remove("nick_auth");
+                config.remove("nick_auth_timeout");
+                config
+            }
+            _ => toml::Table::new(),
+        }
     }
     /// What upstream itself gets wrong is not asked of it: see
     /// [`invariants::upstream_breaks`].
@@ -135,12 +145,14 @@ pub const NOT_SERVING_ONION: &str = "NOT-SERVING-ONION";
 /// (The async driver carries them as serde JSON.)
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Frame {
-    /// The peer's handshake. `ping` is `features["ping"] is True`.
+    /// The peer's handshake. `ping` is `features["ping"] is True`,
+    /// `nick_auth` `features["nick_auth"] is True`.
     Handshake {
         nick: Arc<str>,
         location: Arc<str>,
         ping: bool,
         directory: bool,
+        nick_auth: bool,
     },
     Ping,
     Pong,
@@ -153,6 +165,43 @@ pub enum Frame {
     HandshakeReply {
         accepted: bool,
     },
+    /// joinmarket-ng HEAD nick authentication (JMP-0005): the directory's
+    /// challenge (`NICK_AUTH_CHALLENGE`, 803), the peer's signed proof
+    /// (`NICK_AUTH_PROOF`, 805), the verdict (`NICK_AUTH_RESULT`, 807).
+    NickAuthChallenge,
+    NickAuthProof,
+    NickAuthResult(AuthCode),
+}
+
+/// `NickAuthResult.code` (`server.py` `_send_nick_auth_result`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum AuthCode {
+    Ok,
+    Malformed,
+    Expired,
+}
+
+impl AuthCode {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthCode::Ok => "ok",
+            AuthCode::Malformed => "malformed",
+            AuthCode::Expired => "expired",
+        }
+    }
+}
+
+/// joinmarket-ng HEAD's nick authentication, on when a directory id is
+/// configured (`nick_auth_directory_id`; upstream's default is none, so it
+/// is off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NickAuth {
+    /// `NickAuthMode.REQUIRE_VERIFIED`: a peer that does not negotiate it is
+    /// refused; otherwise `PREFER_VERIFIED`.
+    pub require: bool,
+    /// `nick_auth_timeout` (default 30 s; `server.py` clamps it to
+    /// 0.1..=30 s): for the challenge's write and for the proof.
+    pub timeout: Duration,
 }
 
 impl Frame {
@@ -175,10 +224,17 @@ impl fmt::Display for Frame {
                 location,
                 ping,
                 directory,
-            } => write!(
-                f,
-                "handshake nick={nick} location={location} ping={ping} directory={directory}"
-            ),
+                nick_auth,
+            } => {
+                write!(
+                    f,
+                    "handshake nick={nick} location={location} ping={ping} directory={directory}"
+                )?;
+                if *nick_auth {
+                    f.write_str(" nick_auth=true")?;
+                }
+                Ok(())
+            }
             Frame::Ping => write!(f, r#"{{"type": {PING_TYPE}, "line": ""}}"#),
             Frame::Pong => write!(f, r#"{{"type": {PONG_TYPE}, "line": ""}}"#),
             Frame::PubMsg(line) => write!(f, r#"{{"type": {PUBMSG_TYPE}, "line": "{line}"}}"#),
@@ -186,6 +242,13 @@ impl fmt::Display for Frame {
             Frame::HandshakeReply { accepted } => write!(
                 f,
                 r#"{{"type": {DN_HANDSHAKE_TYPE}, "line": "{{\"accepted\": {accepted}}}"}}"#
+            ),
+            Frame::NickAuthChallenge => f.write_str(r#"{"type": 803, "line": "<challenge>"}"#),
+            Frame::NickAuthProof => f.write_str(r#"{"type": 805, "line": "<proof>"}"#),
+            Frame::NickAuthResult(code) => write!(
+                f,
+                r#"{{"type": 807, "line": "{{\"code\": \"{}\"}}"}}"#,
+                code.as_str()
             ),
         }
     }
@@ -462,7 +525,7 @@ const RECORDS: &[RecordKind] = {
         RecordKind::decision(
             kind::REGISTER,
             &[],
-            "the directory registered a peer (msg: `maker` or `taker`, plus ` ping`)",
+            "the directory registered a peer (msg: `maker` or `taker`, plus ` ping`, plus ` verified` after nick authentication)",
         ),
         RecordKind::decision(
             kind::REJECT,
@@ -473,6 +536,10 @@ const RECORDS: &[RecordKind] = {
                 Family("nick already connected: ", "<nick>"),
                 Is("sybil guard rejected: onion address already has an active registration"),
                 Is("Directory nodes not accepted as clients"),
+                Is("verified nick authentication required"),
+                Is("nick authentication timed out"),
+                Is("nick authentication payload was malformed"),
+                Family("Verified nick already registered: ", "<nick>"),
                 Is("directory nodes not accepted as peers"),
                 Family("invalid onion address in location-string: ", "<why>"),
                 Family("Invalid handshake format: ", "<pydantic validation error>"),
@@ -486,6 +553,7 @@ const RECORDS: &[RecordKind] = {
                 Is("pubmsg broadcast rate limit exceeded"),
                 Is("!orderbook rate limit exceeded"),
                 Is("malformed line"),
+                Is("displaced by a verified registration"),
                 Is("peer closed"),
                 Is("connection reset"),
                 Is("connection timed out"),

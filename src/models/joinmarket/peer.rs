@@ -42,6 +42,9 @@ pub struct PeerSpec {
     pub ping: bool,
     /// Handshake as a directory node.
     pub is_directory: bool,
+    /// Handshake `features["nick_auth"] = true`: answers the directory's
+    /// nick-authentication challenge with a proof.
+    pub nick_auth: bool,
     /// The handshake's `location-string` (see [`PeerSpec::default_location`]).
     pub location: Arc<str>,
     pub behaviour: Behaviour,
@@ -100,6 +103,7 @@ impl Peer {
                 location: self.spec.location.clone(),
                 ping: self.spec.ping,
                 directory: self.spec.is_directory,
+                nick_auth: self.spec.nick_auth,
             },
         );
         self.conn = Some(conn);
@@ -127,6 +131,11 @@ impl Peer {
             // The process exits; its kernel closes the connection (FIN).
             Input::Stop => self.conn = None,
             Input::Data { conn, msg, .. } if Some(conn) == self.conn => match msg {
+                // The client signs the challenge at once (whatever its
+                // heartbeat behaviour: that is its protocol stack).
+                Frame::NickAuthChallenge if self.spec.nick_auth => {
+                    out.send(conn, Frame::NickAuthProof);
+                }
                 Frame::Ping if self.spec.behaviour == Behaviour::Responsive => {
                     out.send(conn, Frame::Pong);
                 }

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use heartsim_sim::trace::Trace;
-use heartsim_sim::NodeId;
+use heartsim_sim::{Duration, NodeId};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::invariants::{self, Invariant};
-use super::{Behaviour, ChatLine, Directory, Node, Peer, PeerSpec, Profile, Timers};
-use crate::scenario::{self, Scenario, ScenarioError, Sections, Violation, S};
+use super::{Behaviour, ChatLine, Directory, NickAuth, Node, Peer, PeerSpec, Profile, Timers};
+use crate::scenario::{self, Context, Scenario, ScenarioError, Sections, Violation, S};
 
 /// Heartbeat timers (joinmarket-ng's `HeartbeatConfig`; joinmarket-rs
 /// hard-codes the defaults); all must be > 0.
@@ -29,6 +29,15 @@ pub struct ConfigSection {
     /// How long a probe waits for its PONG (default "30s").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pong_wait: Option<S<String>>,
+    /// joinmarket-ng HEAD only: nick authentication, as when
+    /// `nick_auth_directory_id` is set: "prefer_verified" or
+    /// "require_verified" (default: off, upstream's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nick_auth: Option<S<String>>,
+    /// How long the directory waits for a nick-authentication proof
+    /// (default "30s", at most "30s").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nick_auth_timeout: Option<S<String>>,
 }
 
 /// A node's keys beyond the common ones. `kind` is `directory` (exactly
@@ -39,6 +48,10 @@ pub struct NodeKeys {
     /// Handshake `features.ping = true`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ping: bool,
+    /// Handshake `features.nick_auth = true`: the peer proves its nick
+    /// when the directory asks (joinmarket-ng HEAD with `nick_auth` set).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nick_auth: bool,
     /// responsive (default) | silent | chatty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub behaviour: Option<S<String>>,
@@ -79,6 +92,7 @@ pub struct Setup {
     /// Indexed by node.
     pub roles: Vec<Role>,
     pub invariants: Vec<Invariant>,
+    pub nick_auth: Option<NickAuth>,
 }
 
 impl Setup {
@@ -96,11 +110,10 @@ impl scenario::Setup for Setup {
 
     fn machine(&self, node: NodeId) -> Node {
         match &self.roles[node.0] {
-            Role::Directory => Node::Directory(Box::new(Directory::new(
-                self.profile,
-                self.timers,
-                &self.directory_nick,
-            ))),
+            Role::Directory => Node::Directory(Box::new(
+                Directory::new(self.profile, self.timers, &self.directory_nick)
+                    .with_nick_auth(self.nick_auth),
+            )),
             Role::Peer(spec) => Node::Peer(Peer::new(spec.clone())),
         }
     }
@@ -121,8 +134,10 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
         .collect();
 
     let mut timers = Timers::default();
+    let mut nick_auth = None;
     if let Some(raw) = &s.config {
         let c: ConfigSection = ctx.read(raw.clone())?;
+        nick_auth = read_nick_auth(ctx, profile, &c)?;
         for (field, slot, name) in [
             (
                 &c.sweep_interval,
@@ -220,6 +235,7 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
                     maker: kind == "maker",
                     ping: n.ping,
                     is_directory: kind == "directory-peer",
+                    nick_auth: n.nick_auth,
                     location: match &n.location {
                         Some(loc) => loc.as_str().into(),
                         None => PeerSpec::default_location(&def.name, kind == "maker"),
@@ -249,5 +265,53 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
         directory_nick: s.defs[directory.0].name.clone(),
         roles,
         invariants,
+        nick_auth,
     })
+}
+
+/// `[config] nick_auth` and `nick_auth_timeout`: joinmarket-ng HEAD's
+/// `nick_auth_mode` with a directory id set; `nick_auth_timeout` has
+/// `gt=0, le=30` (`jmcore/settings.py`) and the server clamps it to at
+/// least 0.1 s (`server.py` ~113-114).
+fn read_nick_auth(
+    ctx: &Context<'_>,
+    profile: Profile,
+    c: &ConfigSection,
+) -> Result<Option<NickAuth>, ScenarioError> {
+    let Some(mode) = &c.nick_auth else {
+        if let Some(t) = &c.nick_auth_timeout {
+            return ctx.err(t.span(), "nick_auth_timeout needs nick_auth");
+        }
+        return Ok(None);
+    };
+    if profile != Profile::JoinmarketNg {
+        return ctx.err(
+            mode.span(),
+            format!(
+                "nick_auth needs profile \"joinmarket-ng\" (HEAD): {} has no nick authentication",
+                profile.name()
+            ),
+        );
+    }
+    let require = match mode.get_ref().as_str() {
+        "prefer_verified" => false,
+        "require_verified" => true,
+        other => {
+            return ctx.err(
+                mode.span(),
+                format!(
+                    "unknown nick_auth {other:?}: expected prefer_verified or require_verified"
+                ),
+            );
+        }
+    };
+    let mut timeout = Duration::from_secs(30);
+    if let Some(t) = &c.nick_auth_timeout {
+        timeout = ctx.positive(t, "nick_auth_timeout")?;
+        if timeout > Duration::from_secs(30) {
+            return ctx.err(t.span(), "nick_auth_timeout must be at most 30s");
+        }
+        timeout = timeout.max(Duration::from_ms(100));
+    }
+    Ok(Some(NickAuth { require, timeout }))
 }
