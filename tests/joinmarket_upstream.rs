@@ -394,6 +394,19 @@ impl Log {
         out
     }
 
+    /// A connection from `peer` is accepted and its first line read.
+    fn hello(
+        &mut self,
+        d: &mut Directory,
+        ms: u64,
+        conn: ConnId,
+        peer: NodeId,
+        msg: Frame,
+    ) -> Outbox<Frame> {
+        self.step(d, ms, Input::Accepted { conn, peer });
+        self.step(d, ms, Input::Data { conn, peer, msg })
+    }
+
     /// Fire the directory's deadlines before `ms`.
     fn run_until(&mut self, d: &mut Directory, ms: u64) {
         while let Some(deadline) = d.poll_timeout().filter(|t| t.at < at_ms(ms).mono) {
@@ -417,23 +430,7 @@ fn python_registers_50ms_after_its_reply_and_reads_what_came_meanwhile_after() {
         let mut d = Directory::new(profile, Timers::default(), "dir");
         let mut log = Log::default();
         log.step(&mut d, 0, Input::Start);
-        log.step(
-            &mut d,
-            0,
-            Input::Accepted {
-                conn: STREAM,
-                peer: PEER,
-            },
-        );
-        log.step(
-            &mut d,
-            0,
-            Input::Data {
-                conn: STREAM,
-                peer: PEER,
-                msg: handshake(true),
-            },
-        );
+        log.hello(&mut d, 0, STREAM, PEER, handshake(true));
         log.step(
             &mut d,
             10,
@@ -717,23 +714,7 @@ fn head_nick_authentication_refuses_expires_and_registers() {
             .with_nick_auth(Some(auth));
         let mut log = Log::default();
         log.step(&mut d, 0, Input::Start);
-        log.step(
-            &mut d,
-            0,
-            Input::Accepted {
-                conn: STREAM,
-                peer: PEER,
-            },
-        );
-        log.step(
-            &mut d,
-            0,
-            Input::Data {
-                conn: STREAM,
-                peer: PEER,
-                msg: hello,
-            },
-        );
+        log.hello(&mut d, 0, STREAM, PEER, hello);
         if let Some(msg) = then {
             log.step(
                 &mut d,
