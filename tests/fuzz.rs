@@ -49,6 +49,31 @@ fn ten_thousand_generated_scenarios_are_valid_and_round_trip() {
     assert!(faults > 10_000, "the generator makes faults ({faults})");
 }
 
+/// Stalling cases of a stream model sometimes stand for full buffers (a
+/// small `[tcp] unread_limit`), so that blocked writes get fuzzed; others
+/// never carry the key.
+#[test]
+fn stalling_cases_sometimes_have_full_buffers() {
+    let mut runner = runner(3);
+    let strategy = case_strategy(&GenOptions::new(MODEL));
+    let (mut full, mut stalling) = (0, 0);
+    for _ in 0..2_000 {
+        let case = strategy.new_tree(&mut runner).expect("a case").current();
+        let file = build(&case);
+        let stalls = file.faults.iter().any(|f| f.kind.get_ref() == "stall");
+        let limit = file.tcp.as_ref().and_then(|t| t.unread_limit.as_ref());
+        if let Some(limit) = limit {
+            assert!(case.swarm.contains(&FaultKind::Stall), "{limit:?}");
+            full += usize::from(stalls);
+        }
+        stalling += usize::from(stalls);
+    }
+    assert!(
+        stalling > 100 && full * 4 > stalling && full * 4 < 3 * stalling,
+        "{full} of {stalling}"
+    );
+}
+
 #[test]
 fn swarm_cases_use_only_their_chosen_fault_kinds() {
     let mut runner = runner(2);
@@ -139,11 +164,11 @@ fn reconnect_config(profile: Profile, dir: &str) -> FuzzConfig {
         },
         cases: 2_000,
         // Finds it within the budget (about one case in a thousand or two
-        // hits the window; seed 6 finds it; rerecord the regression file below
+        // hits the window; seed 8 finds it; rerecord the regression file below
         // if the generator changes: `heartsim fuzz --profile
-        // joinmarket-ng-eb812d4c --faults stop --cases 2000 --seed 6
+        // joinmarket-ng-eb812d4c --faults stop --cases 2000 --seed 8
         // --regressions <file>`).
-        seed: 6,
+        seed: 8,
         out_dir: out_dir(dir),
         ..FuzzConfig::new(MODEL)
     }

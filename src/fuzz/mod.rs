@@ -184,6 +184,10 @@ pub struct Case {
     pub config: toml::Table,
     pub swarm: Vec<FaultKind>,
     pub latency_ms: u32,
+    /// `[tcp] unread_limit` for a stalling case of a stream model: a few
+    /// hundred bytes stand for buffers already full, so that a `stall`
+    /// blocks writes as it does behind megabytes of traffic.
+    pub unread_limit: Option<u64>,
     pub nodes: Vec<NodeGen>,
     /// Episodes on the hub itself (node and clock faults only).
     pub hub_episodes: Vec<EpisodeGen>,
@@ -237,21 +241,36 @@ pub fn case_strategy(opts: &GenOptions) -> impl Strategy<Value = Case> {
         prop_oneof![1 => Just(0u32), 3 => 1u32..=3000],
         prop::collection::vec(node, 1..=max_nodes),
         prop::collection::vec(episode_gen(), 0..=per_node),
+        prop::option::weighted(0.5, 1u64..=400),
     )
         .prop_map(
-            move |(profile, seed, duration_min, config, mask, latency_ms, nodes, hub_episodes)| {
+            move |(
+                profile,
+                seed,
+                duration_min,
+                config,
+                mask,
+                latency_ms,
+                nodes,
+                hub_episodes,
+                unread_limit,
+            )| {
+                let swarm: Vec<FaultKind> = kinds
+                    .iter()
+                    .zip(mask)
+                    .filter_map(|(k, on)| on.then_some(*k))
+                    .collect();
+                let stalls = swarm.contains(&FaultKind::Stall)
+                    && model.transport() == crate::scenario::Transport::Streams;
                 Case {
                     model,
                     profile,
                     seed,
                     duration_min,
                     config: model.fuzz_config_for(profile, config),
-                    swarm: kinds
-                        .iter()
-                        .zip(mask)
-                        .filter_map(|(k, on)| on.then_some(*k))
-                        .collect(),
+                    swarm,
                     latency_ms,
+                    unread_limit: unread_limit.filter(|_| stalls),
                     nodes,
                     hub_episodes,
                 }
@@ -379,7 +398,10 @@ pub fn build(case: &Case) -> ScenarioFile {
         },
         config: (!case.config.is_empty()).then(|| case.config.clone()),
         limits: None,
-        tcp: None,
+        tcp: case.unread_limit.map(|n| crate::scenario::TcpSection {
+            unread_limit: Some(sp(n)),
+            ..crate::scenario::TcpSection::default()
+        }),
         network: Some(LinkSection {
             latency: Some(sp(format!("{}ms", case.latency_ms))),
             ..LinkSection::default()
