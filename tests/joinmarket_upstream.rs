@@ -791,3 +791,39 @@ fn head_nick_authentication_refuses_expires_and_registers() {
     );
     assert_eq!(n, 1);
 }
+
+/// A reset during joinmarket-ng's 50 ms sleep: asyncio's `readuntil`
+/// raises the stored connection error before it reads its buffer, so the
+/// PING that came before the reset is never read (an EOF, by contrast,
+/// comes after the buffered lines: see the test above).
+#[test]
+fn a_reset_during_the_50ms_sleep_drops_the_lines_before_it() {
+    for profile in [Profile::JoinmarketNg, Profile::JoinmarketNgEb812d4c] {
+        let mut d = Directory::new(profile, Timers::default(), "dir");
+        let mut log = Log::default();
+        log.step(&mut d, 0, Input::Start);
+        log.hello(&mut d, 0, STREAM, PEER, handshake(true));
+        let ping = Input::Data {
+            conn: STREAM,
+            peer: PEER,
+            msg: Frame::Ping,
+        };
+        log.step(&mut d, 10, ping);
+        let reset = Input::Reset {
+            conn: STREAM,
+            peer: PEER,
+            error: heartsim::sim::ConnError::Reset,
+        };
+        log.step(&mut d, 20, reset);
+        log.settle(&mut d);
+        let records: Vec<&(u64, String)> = log.0.iter().skip(1).collect();
+        assert_eq!(
+            records,
+            vec![
+                &(50, "register (maker ping)".to_string()),
+                &(50, "disconnect connection reset".to_string()),
+            ],
+            "{profile:?}: no PONG"
+        );
+    }
+}

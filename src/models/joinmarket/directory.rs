@@ -348,11 +348,9 @@ impl Directory {
                 if self.undrained.remove(&conn).is_some() {
                     self.closed(now, conn, out);
                 }
-                // joinmarket-rs: the write fails and the task exits.
-                if let Some(Writing {
-                    evicted: Some(key), ..
-                }) = self.writing.remove(&conn)
-                {
+                // joinmarket-rs: the write fails and the task exits; what it
+                // had not read yet goes with it.
+                if let Some(key) = self.writing.remove(&conn).and_then(|w| w.evicted) {
                     self.release(key);
                 }
                 self.forget_handshake(conn);
@@ -426,7 +424,18 @@ impl Directory {
                 .remove(&stream)
                 .expect("a settle deadline has its connection");
             self.register(now, settling.id, out);
+            // asyncio's `readuntil` raises a stored connection error before
+            // it reads its buffer (`_wait_for_data` checks `_exception`
+            // first): after a reset, the lines that came before it are
+            // never read. An EOF comes after them.
+            let reset = settling
+                .held
+                .iter()
+                .any(|i| matches!(i, Input::Reset { .. }));
             for input in settling.held {
+                if reset && matches!(input, Input::Data { .. }) {
+                    continue;
+                }
                 self.handle(now, input, out);
             }
         }
@@ -755,8 +764,11 @@ impl Directory {
                         // HEAD's `_evict_peer` returns unless the connection
                         // is still the key's current owner.
                         // Only PING peers are pending, and a PING whose
-                        // write was abandoned evicted its peer at once:
-                        // this close never waits.
+                        // write was abandoned evicted its peer at once, so
+                        // no abandoned write is queued here. (Upstream's
+                        // close waits for asyncio's whole buffer: once
+                        // relays and broadcasts are modelled, issue 18
+                        // point 4, other queued bytes can hold it too.)
                         if self.by_key.get(&key) == Some(&conn_id) {
                             self.evict_conn(conn_id, "pong timeout".into(), out);
                         }

@@ -3,7 +3,10 @@
 //!
 //! The upstreams disagree on what is malformed. joinmarket-ng's
 //! `HandshakeHandler._parse_location` checks only the port and treats any
-//! failure as "not serving" (a taker): `"garbage:5222"` is a maker there.
+//! failure as "not serving" (a taker); then the `PeerInfo` it builds
+//! validates the host (`onion_address` must be a v3 onion or
+//! `NOT-SERVING-ONION`, `jmcore/models.py`), so `"garbage:5222"` fails the
+//! handshake silently (see [`python_peer_info`]).
 //! joinmarket-rs's `OnionServiceAddr::parse` requires a real Tor v3 address
 //! (56 base32 characters, version 3, SHA3 checksum) and a non-zero `u16`
 //! port, and a failure disconnects the peer silently at handshake.

@@ -412,9 +412,12 @@ impl Profile {
         Duration::from_secs(if self.is_ng() { 30 } else { 10 })
     }
 
-    /// HEAD wraps every directory write in `asyncio.wait_for(..., 30.0)`
-    /// (`_DIRECTORY_SEND_TIMEOUT_SEC`); eb812d4c awaits `connection.send`
-    /// with no timeout, so one stalled peer stops the sweep until it drains.
+    /// HEAD wraps the writes that go through `_send_to_peer` (the
+    /// heartbeat's, relays, broadcasts) in `asyncio.wait_for(..., 30.0)`
+    /// (`_DIRECTORY_SEND_TIMEOUT_SEC`, `server.py` ~660-682; the handshake
+    /// reply and rejection writes have none); eb812d4c awaits
+    /// `connection.send` with no timeout, so one stalled peer with full
+    /// buffers stops the sweep until it drains.
     fn send_timeout(self) -> Option<Duration> {
         (self == Profile::JoinmarketNg).then_some(Duration::from_secs(30))
     }
@@ -430,7 +433,7 @@ impl Profile {
 
     /// joinmarket-rs disconnects a peer that sends a 7th PING, a 31st
     /// PUBMSG or a 4th `!orderbook` within a minute (`peer.rs`:
-    /// `MAX_PINGS_PER_MINUTE`, `MAX_PUBMSG_PER_MINUTE`,
+    /// `MAX_PING_PER_MINUTE`, `MAX_PUBMSG_PER_MINUTE`,
     /// `MAX_ORDERBOOK_PER_MINUTE`). joinmarket-ng's rate limiter
     /// (messages per connection, token bucket) is not modelled.
     fn rate_limit(self, limit: RateLimit) -> Option<usize> {
