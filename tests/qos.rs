@@ -1,0 +1,78 @@
+//! `heartsim run --qos` over the shipped scenarios: the truth derived from
+//! each scenario matches its trace's fault records, and the measures agree
+//! with what the scenario shows.
+
+use std::path::{Path, PathBuf};
+
+use heartsim::models::ALL;
+use heartsim::qos;
+use heartsim::run::run;
+use heartsim::scenario::{model, Scenario};
+use heartsim::sim::trace::Level;
+use heartsim::sim::Duration;
+
+fn scenarios() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    for dir in std::fs::read_dir(root).expect("scenarios/") {
+        let dir = dir.expect("entry").path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).expect("a model's folder") {
+            let f = f.expect("entry").path();
+            if f.extension().is_some_and(|e| e == "toml") {
+                out.push(f);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn report(path: &Path) -> (Scenario, qos::Report) {
+    let scenario = Scenario::load(ALL, path).expect("valid");
+    let m = model::find(ALL, scenario.model).expect("registered");
+    let out = run(&scenario, None, Level::Decision).expect("runs");
+    let report =
+        qos::of_run(m, &scenario, &out.trace).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (scenario, report)
+}
+
+/// The engine applies faults in the order `qos::Truth` assumes, in every
+/// scenario: no mismatch, and every verdict pair measured.
+#[test]
+fn every_scenario_has_a_truth_that_matches_its_trace() {
+    let files = scenarios();
+    assert!(files.len() > 30, "only {} files", files.len());
+    let mut pairs = 0;
+    for path in &files {
+        let (_, r) = report(path);
+        pairs += r.pairs.len();
+        let sum: u64 = r.pairs.iter().map(|p| p.qos.mistakes).sum();
+        assert_eq!(sum, r.all.mistakes, "{}", path.display());
+    }
+    assert!(pairs > 50, "only {pairs} pairs measured");
+}
+
+/// `killed-peer-seen-at-once-crashed-peer-only-by-pong-timeout-ng`: both
+/// go down at 5:00; the killed peer's FIN is read at 5:00.050, the crashed
+/// one is evicted by the pong timeout at 11:30. Neither is a mistake.
+#[test]
+fn a_killed_peer_is_detected_at_once_a_crashed_one_by_pong_timeout() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "scenarios/joinmarket/killed-peer-seen-at-once-crashed-peer-only-by-pong-timeout-ng.toml",
+    );
+    let (scenario, r) = report(&path);
+    let detection = |n: &str| {
+        let id = scenario.node_id(n).expect("a node");
+        let q = &r.pairs.iter().find(|p| p.node == id).expect("measured").qos;
+        (q.detection.count, q.detection.mean())
+    };
+    assert_eq!(detection("alice"), (1, Some(Duration::from_ms(50))));
+    assert_eq!(detection("bob"), (1, Some(Duration::from_secs(390))));
+    assert_eq!((r.all.mistakes, r.all.missed), (0, 0));
+    // Both trusted from 0.200 until they went down at 5:00.
+    assert_eq!(r.all.trusted, Duration::from_ms(2 * 299_800));
+    assert_eq!(r.all.query_accuracy(), Some(1.0));
+}
