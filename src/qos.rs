@@ -421,7 +421,7 @@ pub struct Qos {
     pub unreachable: Duration,
     /// Every S-transition, true or false.
     pub suspicions: u64,
-    /// The run's length (summed over merged pairs).
+    /// The run's length (of the longest run merged).
     pub run: Duration,
 }
 
@@ -441,7 +441,7 @@ impl Qos {
         self.trusted = self.trusted + o.trusted;
         self.unreachable = self.unreachable + o.unreachable;
         self.suspicions += o.suspicions;
-        self.run = self.run + o.run;
+        self.run = self.run.max(o.run);
     }
     /// `P_A`: trusted over observed time.
     pub fn query_accuracy(&self) -> Option<f64> {
@@ -453,7 +453,8 @@ impl Qos {
         (self.observed > Duration::ZERO)
             .then(|| self.mistakes as f64 * US_PER_HOUR / self.observed.as_us() as f64)
     }
-    /// S-transitions per hour of the run.
+    /// S-transitions per hour of the run (merged pairs: all of theirs,
+    /// per hour of one run).
     pub fn evictions_per_hour(&self) -> Option<f64> {
         (self.run > Duration::ZERO)
             .then(|| self.suspicions as f64 * US_PER_HOUR / self.run.as_us() as f64)

@@ -76,3 +76,98 @@ fn a_killed_peer_is_detected_at_once_a_crashed_one_by_pong_timeout() {
     assert_eq!(r.all.trusted, Duration::from_ms(2 * 299_800));
     assert_eq!(r.all.query_accuracy(), Some(1.0));
 }
+
+const KILLED: &str =
+    "scenarios/joinmarket/killed-peer-seen-at-once-crashed-peer-only-by-pong-timeout-ng.toml";
+
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heartsim"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .expect("the CLI runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// `--qos` adds the table after the run's lines, and changes nothing else.
+#[test]
+fn run_qos_prints_a_table_and_leaves_the_rest_alone() {
+    let plain = cli(&["run", "--decisions", KILLED]);
+    let with = cli(&["run", "--decisions", "--qos", KILLED]);
+    let (head, table) = with.split_at(plain.len());
+    assert_eq!(head, plain);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 5, "{table}");
+    assert!(
+        rows[0].starts_with("  qos (Chen, Toueg, Aguilera 2002"),
+        "{table}"
+    );
+    assert!(rows[1].split_whitespace().eq([
+        "monitor",
+        "node",
+        "T_D",
+        "mean",
+        "T_D",
+        "max",
+        "missed",
+        "mistakes",
+        "unreach",
+        "T_MR",
+        "T_M",
+        "T_G",
+        "P_A",
+        "mistakes/h",
+        "evictions/h"
+    ]));
+    let cells = |i: usize| rows[i].split_whitespace().collect::<Vec<_>>();
+    assert_eq!(
+        cells(2),
+        [
+            "dir",
+            "alice",
+            "0:00:00.050",
+            "0:00:00.050",
+            "0",
+            "0",
+            "0",
+            "-",
+            "-",
+            "-",
+            "1.000000",
+            "0.000",
+            "4.000"
+        ]
+    );
+    assert_eq!(cells(3)[..4], ["dir", "bob", "0:06:30.000", "0:06:30.000"]);
+    // Together: two evictions in a quarter of an hour.
+    assert_eq!(cells(4)[0], "all");
+    assert_eq!(cells(4).last(), Some(&"8.000"));
+}
+
+/// With `--format jsonl`, one summary line follows the trace's records.
+#[test]
+fn run_qos_jsonl_appends_one_summary_line() {
+    let plain = cli(&["run", "--format", "jsonl", KILLED]);
+    let with = cli(&["run", "--format", "jsonl", "--qos", KILLED]);
+    let (head, last) = with.split_at(plain.len());
+    assert_eq!(head, plain);
+    assert_eq!(last.lines().count(), 1);
+    let v: serde_json::Value = serde_json::from_str(last).expect("json");
+    assert_eq!(v["kind"], "qos");
+    assert_eq!(v["node"], "net");
+    assert_eq!(v["t_us"], 900_000_000u64);
+    let pairs = v["qos"]["pairs"].as_array().expect("pairs");
+    assert_eq!(pairs.len(), 2);
+    assert_eq!(pairs[0]["monitor"], "dir");
+    assert_eq!(pairs[0]["node"], "alice");
+    assert_eq!(pairs[0]["detection_mean_us"], 50_000);
+    assert_eq!(pairs[1]["detection_mean_us"], 390_000_000);
+    assert_eq!(v["qos"]["all"]["detections"], 2);
+    assert_eq!(v["qos"]["all"]["query_accuracy"], 1.0);
+    assert_eq!(
+        v["qos"]["all"]["mistake_recurrence_mean_us"],
+        serde_json::Value::Null
+    );
+    assert_eq!(v["qos"]["all"]["evictions_per_hour"], 8.0);
+}
