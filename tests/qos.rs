@@ -171,3 +171,34 @@ fn run_qos_jsonl_appends_one_summary_line() {
     );
     assert_eq!(v["qos"]["all"]["evictions_per_hour"], 8.0);
 }
+
+/// The worked example of docs/qos.md, every metric computed by hand in the
+/// scenario's comments and the docs.
+#[test]
+fn the_worked_example_has_the_hand_computed_metrics() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios/nfd-s/worked-example-mistakes-detections-and-a-missed-crash.toml");
+    let (_, r) = report(&path);
+    assert_eq!(r.pairs.len(), 1);
+    let q = &r.pairs[0].qos;
+    let ms = Duration::from_ms;
+    // Crash at 45.050 suspected at 46.300; stop at 55.500 at 56.300.
+    assert_eq!(q.detection.count, 2);
+    assert_eq!(q.detection.mean(), Some(ms(1_025)));
+    assert_eq!(q.detection.max, Some(ms(1_250)));
+    // The kill at 40.050, restarted at 40.200, was never suspected.
+    assert_eq!((q.missed, q.undetected_at_end), (1, 0));
+    // 10.300 (partitioned), 20.300 (heartbeat lost), 30.300 (paused).
+    assert_eq!((q.mistakes, q.mistakes_unreachable), (3, 2));
+    assert_eq!(q.mistake_duration.mean(), Some(ms(1_300)));
+    assert_eq!(q.recurrence.mean(), Some(ms(10_000)));
+    // 0 -> 10.300, 11.100 -> 20.300, 21.100 -> 30.300.
+    assert_eq!(q.good_period.mean(), Some(Duration::from_us(9_566_666)));
+    // Up 0..40.050, 40.200..45.050, 50..55.500: 50.4 s; suspected in it
+    // 0.8 + 0.8 + 2.3 (mistakes) + 1.1 (after the restart at 50).
+    assert_eq!((q.observed, q.trusted), (ms(50_400), ms(45_400)));
+    assert_eq!(q.unreachable, ms(3_600));
+    assert_eq!(q.query_accuracy(), Some(45.4 / 50.4));
+    assert_eq!(q.mistake_rate_per_hour(), Some(3.0 * 3600.0 / 50.4));
+    assert_eq!(q.evictions_per_hour(), Some(300.0));
+}
