@@ -202,3 +202,51 @@ fn the_worked_example_has_the_hand_computed_metrics() {
     assert_eq!(q.mistake_rate_per_hour(), Some(3.0 * 3600.0 / 50.4));
     assert_eq!(q.evictions_per_hour(), Some(300.0));
 }
+
+/// Generated cases, with every fault kind the fuzzer draws (restarts of
+/// paused nodes, stalls, one-way partitions, ...): the truth matches every
+/// trace, and the measures are consistent with one another.
+#[test]
+fn generated_cases_have_a_truth_and_consistent_measures() {
+    use heartsim::fuzz::{build, case_strategy, to_toml, GenOptions};
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+    let mut measured = 0;
+    for model in ALL {
+        for (i, profile) in model.profiles().iter().enumerate() {
+            let mut runner = TestRunner::new_with_rng(
+                Config::default(),
+                TestRng::from_seed(RngAlgorithm::ChaCha, &[i as u8 + 41; 32]),
+            );
+            let opts = GenOptions {
+                profile: Some(profile.name),
+                ..GenOptions::new(*model)
+            };
+            let strategy = case_strategy(&opts);
+            for case in 0..40 {
+                let file = build(&strategy.new_tree(&mut runner).expect("a case").current());
+                let text = to_toml(&file);
+                let scenario =
+                    Scenario::parse(ALL, Path::new("generated.toml"), &text).expect("valid");
+                let out = run(&scenario, None, Level::Decision).expect("within limits");
+                let r = qos::of_run(*model, &scenario, &out.trace)
+                    .unwrap_or_else(|e| panic!("{} case {case}: {e}\n{text}", profile.name));
+                for p in &r.pairs {
+                    let q = &p.qos;
+                    let what = format!("{} case {case}, {:?}:\n{text}", profile.name, p.node);
+                    assert!(q.trusted <= q.observed, "{what}");
+                    assert!(q.mistakes_unreachable <= q.mistakes, "{what}");
+                    assert!(q.mistakes <= q.suspicions, "{what}");
+                    assert!(q.mistake_duration.count <= q.mistakes, "{what}");
+                    assert!(q.recurrence.count < q.mistakes.max(1), "{what}");
+                    assert!(q.good_period.count <= q.mistakes, "{what}");
+                    assert!(q.undetected_at_end <= q.missed, "{what}");
+                    assert!(q.observed <= q.run && q.unreachable <= q.run, "{what}");
+                    measured += 1;
+                }
+            }
+        }
+    }
+    assert!(measured > 200, "only {measured} pairs measured");
+}
