@@ -512,6 +512,15 @@ fn run_files(
                 if qos {
                     match qos_report(models, scenario, &outcome) {
                         Ok(r) => {
+                            if r.pairs.is_empty() {
+                                report.push(format!(
+                                    "  qos: no verdict records: {} declares {} verdict kind(s) \
+                                     (Model::verdicts, docs/qos.md)",
+                                    scenario.model,
+                                    model::find(models, scenario.model)
+                                        .map_or(0, |m| m.verdicts().len())
+                                ));
+                            }
                             report.push(r.table(&outcome.trace));
                             if format == Format::Jsonl {
                                 let line = r.jsonl(&outcome.trace);
