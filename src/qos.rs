@@ -421,13 +421,15 @@ pub struct Qos {
     pub unreachable: Duration,
     /// Every S-transition, true or false.
     pub suspicions: u64,
-    /// The run's length (of the longest run merged).
+    /// The run's length (runs merged with [`Qos::merge_run`]: their sum).
     pub run: Duration,
 }
 
 const US_PER_HOUR: f64 = 3_600_000_000.0;
 
 impl Qos {
+    /// Add `o`, another pair of the same run: counts, times and samples
+    /// add up; the run's length stays one run's.
     pub fn merge(&mut self, o: &Qos) {
         self.detection.merge(&o.detection);
         self.missed += o.missed;
@@ -442,6 +444,13 @@ impl Qos {
         self.unreachable = self.unreachable + o.unreachable;
         self.suspicions += o.suspicions;
         self.run = self.run.max(o.run);
+    }
+    /// Add `o`, the QoS of another run (another seed): as [`Qos::merge`],
+    /// and the runs' lengths add up too.
+    pub fn merge_run(&mut self, o: &Qos) {
+        let run = self.run + o.run;
+        self.merge(o);
+        self.run = run;
     }
     /// `P_A`: trusted over observed time.
     pub fn query_accuracy(&self) -> Option<f64> {
@@ -1134,6 +1143,22 @@ mod tests {
         assert_eq!(mean(&q.mistake_duration), Some(d(3)));
         // The trust from 1 s ended with the monitor, not in a mistake.
         assert_eq!(q.good_period.count, 0);
+    }
+
+    /// Pairs of one run share its length; runs add theirs.
+    #[test]
+    fn evictions_per_hour_of_pairs_and_of_runs() {
+        use E::V;
+        let one = qos(100, &[(10, V("up")), (30, V("down")), (35, V("up"))]);
+        assert_eq!(one.evictions_per_hour(), Some(36.0));
+        let mut pairs = one.clone();
+        pairs.merge(&one);
+        assert_eq!(pairs.evictions_per_hour(), Some(72.0));
+        let mut runs = one.clone();
+        runs.merge_run(&one);
+        assert_eq!(runs.evictions_per_hour(), Some(36.0));
+        assert_eq!((runs.mistakes, runs.observed), (2, d(180)));
+        assert_eq!(runs.mistake_rate_per_hour(), one.mistake_rate_per_hour());
     }
 
     #[test]

@@ -175,7 +175,7 @@ fn secs(d: Option<heartsim::sim::Duration>) -> f64 {
 fn agree(what: &str, runs: &[Qos], c: &Closed) {
     let mut pooled = Qos::default();
     for q in runs {
-        pooled.merge(q);
+        pooled.merge_run(q);
     }
     let sim = &pooled;
     let per_seed: Vec<[f64; 3]> = runs.iter().map(values).collect();
@@ -229,8 +229,11 @@ fn agree(what: &str, runs: &[Qos], c: &Closed) {
             bound.min(batch)
         );
     }
-    // The paper's identities hold for the measured values as well.
-    assert!((sim.recurrence.count as f64 - mistakes).abs() <= SEEDS as f64);
+    // One recurrence per mistake but the first of each run; every
+    // suspicion is a mistake (the sender never goes down).
+    assert_eq!(sim.recurrence.count + SEEDS, sim.mistakes);
+    assert_eq!(sim.suspicions, sim.mistakes);
+    assert_eq!(sim.run, heartsim::sim::Duration::from_secs(SEEDS * RUN_S));
 }
 
 /// Fixed delay 100 ms, delta 300 ms, loss 1/10: u(x) is p_L while the
