@@ -12,6 +12,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::fuzz::{fuzz, FaultKind, FuzzConfig, GenOptions};
+use crate::qos;
 #[cfg(madsim)]
 use crate::run::run_madsim;
 use crate::run::{check, context, describe, run, violations, Outcome};
@@ -60,6 +61,12 @@ enum Command {
         /// madsim runtime; needs a build with RUSTFLAGS="--cfg madsim").
         #[arg(long, value_enum, default_value_t = EngineArg::Main)]
         engine: EngineArg,
+        /// Measure the failure detector's quality of service (detection
+        /// time, mistakes, query accuracy, ...; docs/qos.md) and print it
+        /// as a table; with `--format jsonl`, also append a summary line
+        /// to the trace.
+        #[arg(long)]
+        qos: bool,
     },
     /// Generate scenarios, run them, check their invariants; stop at the
     /// first failure and write it, shrunk, as a scenario file.
@@ -187,8 +194,19 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
             trace,
             force,
             engine,
+            qos,
         } => run_files(
-            models, &files, seed, format, decisions, trace, force, engine,
+            models,
+            &files,
+            seed,
+            RunOptions {
+                format,
+                decisions_only: decisions,
+                trace_path: trace,
+                force,
+                engine,
+                qos,
+            },
         ),
         Command::Models => {
             print!("{}", list_models(models));
@@ -330,17 +348,41 @@ fn fuzz_command(config: &FuzzConfig) -> ExitCode {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_files(
+/// The QoS of a finished run of `scenario` (its model from `models`).
+fn qos_report(
     models: &[&'static dyn Model],
-    files: &[PathBuf],
-    seed: Option<u64>,
+    scenario: &Scenario,
+    outcome: &Outcome,
+) -> Result<qos::Report, String> {
+    let model =
+        model::find(models, scenario.model).ok_or("the scenario's model is not registered")?;
+    qos::of_run(model, scenario, &outcome.trace).map_err(|e| e.to_string())
+}
+
+/// `heartsim run`'s flags.
+struct RunOptions {
     format: Format,
     decisions_only: bool,
     trace_path: Option<PathBuf>,
     force: bool,
     engine: EngineArg,
+    qos: bool,
+}
+
+fn run_files(
+    models: &[&'static dyn Model],
+    files: &[PathBuf],
+    seed: Option<u64>,
+    options: RunOptions,
 ) -> ExitCode {
+    let RunOptions {
+        format,
+        decisions_only,
+        trace_path,
+        force,
+        engine,
+        qos,
+    } = options;
     if cfg!(not(madsim)) && engine == EngineArg::Madsim {
         eprintln!("error: {NO_MADSIM}");
         return ExitCode::from(2);
@@ -467,6 +509,37 @@ fn run_files(
                     "  {} events, {} sends, peak queue {}",
                     outcome.stats.events, outcome.stats.sends, outcome.stats.peak_queue
                 ));
+                if qos {
+                    match qos_report(models, scenario, &outcome) {
+                        Ok(r) => {
+                            if r.pairs.is_empty() {
+                                report.push(format!(
+                                    "  qos: no verdict records: {} declares {} verdict kind(s) \
+                                     (Model::verdicts, docs/qos.md)",
+                                    scenario.model,
+                                    model::find(models, scenario.model)
+                                        .map_or(0, |m| m.verdicts().len())
+                                ));
+                            }
+                            report.push(r.table(&outcome.trace));
+                            if format == Format::Jsonl {
+                                let line = r.jsonl(&outcome.trace);
+                                if let Err(e) = writeln!(sink, "{line}").and_then(|()| sink.flush())
+                                {
+                                    if e.kind() == io::ErrorKind::BrokenPipe {
+                                        return ExitCode::SUCCESS;
+                                    }
+                                    eprintln!("error: writing the trace: {e}");
+                                    return ExitCode::from(2);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            failed = true;
+                            report.push(format!("  FAIL  qos: {e}\n        replay: {replay}"));
+                        }
+                    }
+                }
             }
         }
         let text = report.join("\n");

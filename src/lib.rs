@@ -30,6 +30,7 @@
 pub mod cli;
 pub mod fuzz;
 pub mod models;
+pub mod qos;
 pub mod run;
 pub mod scenario;
 

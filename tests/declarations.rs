@@ -189,3 +189,28 @@ fn trace_format_lists_the_declarations() {
         );
     }
 }
+
+/// A model's detector verdicts (`Model::verdicts`, what `heartsim run
+/// --qos` measures) are decision kinds it declares, each once.
+#[test]
+fn verdict_kinds_are_declared_decision_kinds() {
+    for model in ALL {
+        let mut seen = Vec::new();
+        for v in model.verdicts() {
+            let declared = model.records().iter().find(|k| k.kind == v.kind);
+            assert!(
+                declared.is_some_and(|k| k.level == Level::Decision),
+                "{}: verdict kind {:?} is not one of its decision record kinds",
+                model.name(),
+                v.kind
+            );
+            assert!(
+                !seen.contains(&v.kind),
+                "{}: {:?} twice",
+                model.name(),
+                v.kind
+            );
+            seen.push(v.kind);
+        }
+    }
+}

@@ -539,6 +539,15 @@ fn cli_lists_and_runs_it() -> Result<(), Failed> {
         "{stdout}"
     );
 
+    // It declares no detector verdicts (the seam's default): --qos says so.
+    let out = cli(&["run", "--decisions", "--qos", file.to_str().expect("utf-8")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("qos: no verdict records: tiny-heartbeat declares 0 verdict kind(s)"),
+        "{stdout}"
+    );
+
     let bad = tmp("bad.toml");
     let src = SCENARIO.replace("every = ", "everyy = ");
     let line = src

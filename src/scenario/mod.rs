@@ -35,8 +35,8 @@ use toml::Spanned;
 
 pub use error::{Diagnostic, ScenarioError};
 pub use model::{
-    AnySetup, Model, Profile, Raw, SectionSchemas, Sections, Setup, Transport, Violation,
-    WrittenNode,
+    AnySetup, Model, Profile, Raw, Says, SectionSchemas, Sections, Setup, Transport, VerdictKind,
+    Violation, WrittenNode,
 };
 
 /// The only format version this build reads.

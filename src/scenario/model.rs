@@ -44,6 +44,25 @@ pub enum Transport {
     Streams,
 }
 
+/// What a failure detector's verdict says about the node it names (Chen,
+/// Toueg and Aguilera's detector outputs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Says {
+    /// The monitor believes the node is up (JoinMarket: `register`).
+    Trust,
+    /// The monitor believes the node is down, or has stopped tracking it
+    /// (JoinMarket: `evict`, `disconnect`).
+    Suspect,
+}
+
+/// A decision record kind that is a detector's verdict ([`Model::verdicts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerdictKind {
+    /// One of the model's [`Model::records`] kinds.
+    pub kind: &'static str,
+    pub says: Says,
+}
+
 /// One model. Registered as a `&'static dyn Model`; every method has the
 /// same answer on every call.
 pub trait Model: Sync {
@@ -69,6 +88,14 @@ pub trait Model: Sync {
     /// What its machines speak over (which network faults apply).
     fn transport(&self) -> Transport {
         Transport::Datagrams
+    }
+    /// Which of its decision records are its failure detector's verdicts:
+    /// a record of one of these kinds written by node `q` with peer `p`
+    /// says that `q` now trusts or suspects `p` (`crate::qos` measures
+    /// them against the truth). Records without a peer are not verdicts.
+    /// Default: none (the model has no detector to measure).
+    fn verdicts(&self) -> &'static [VerdictKind] {
+        &[]
     }
 
     /// Read and check the model's own sections. The scenario layer has

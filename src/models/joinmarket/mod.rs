@@ -82,6 +82,26 @@ impl scenario::Model for JoinmarketDirectory {
             "ping directory",
         ]
     }
+    /// The directory trusts a peer from its `register`; an `evict` or a
+    /// `disconnect` ends that (`reject` refuses a connection that was
+    /// never trusted: no verdict).
+    fn verdicts(&self) -> &'static [scenario::VerdictKind] {
+        use scenario::{Says, VerdictKind};
+        &[
+            VerdictKind {
+                kind: kind::REGISTER,
+                says: Says::Trust,
+            },
+            VerdictKind {
+                kind: kind::EVICT,
+                says: Says::Suspect,
+            },
+            VerdictKind {
+                kind: kind::DISCONNECT,
+                says: Says::Suspect,
+            },
+        ]
+    }
     /// Both upstreams serve peers over TCP (through Tor).
     fn transport(&self) -> scenario::Transport {
         scenario::Transport::Streams
