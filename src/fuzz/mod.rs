@@ -291,6 +291,10 @@ fn empty_fault(at_ms: u64, kind: &str) -> FaultSection {
         duplicate: None,
         reorder: None,
         reorder_delay: None,
+        host: None,
+        path: None,
+        errno: None,
+        write: None,
     }
 }
 
@@ -389,6 +393,7 @@ pub fn build(case: &Case) -> ScenarioFile {
             ..LinkSection::default()
         }),
         links,
+        hosts: Vec::new(),
         nodes,
         faults,
         expects: Vec::new(),

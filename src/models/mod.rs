@@ -5,7 +5,8 @@
 use crate::scenario::Model;
 
 pub mod joinmarket;
+pub mod kstlib;
 
 /// Every model this build has, in the order `heartsim models` lists them
 /// (the first is `heartsim fuzz`'s default).
-pub static ALL: &[&dyn Model] = &[joinmarket::MODEL];
+pub static ALL: &[&dyn Model] = &[joinmarket::MODEL, kstlib::MODEL];

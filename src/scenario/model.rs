@@ -20,7 +20,7 @@ use schemars::{Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Context, NodeDef, NodeSection, Scenario, ScenarioError};
+use super::{Context, HostDef, NodeDef, NodeSection, Scenario, ScenarioError};
 
 /// A section of the file as written, with the spans of everything in it.
 pub type Raw<'a> = toml::Spanned<toml::de::DeValue<'a>>;
@@ -128,6 +128,8 @@ pub struct Sections<'a> {
     pub nodes: Vec<WrittenNode<'a>>,
     /// Every node after `count` expansion; `NodeId(i)` is `defs[i]`.
     pub defs: &'a [NodeDef],
+    /// The `[[host]]`s; `NodeDef::host` indexes them.
+    pub hosts: &'a [HostDef],
 }
 
 /// One `[[node]]` table as written.
