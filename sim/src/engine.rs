@@ -433,7 +433,7 @@ enum Event<M> {
         node: NodeId,
         incarnation: u32,
         token: u64,
-        path: String,
+        ino: u64,
         data: Vec<u8>,
     },
     /// An input from the stream medium for one process of `node`: parked
@@ -825,7 +825,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 node,
                 incarnation,
                 token,
-                path,
+                ino,
                 data,
             } => {
                 let n = &self.nodes[node.0];
@@ -833,7 +833,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 if n.incarnation != incarnation || n.machine.is_none() {
                     return;
                 }
-                self.disks.land(self.now, node, &path, data);
+                self.disks.land(self.now, node, ino, data);
                 let done = FileDone {
                     token,
                     result: Ok(None),
@@ -1321,7 +1321,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                     pending.push_back(Input::Recv { from: n, msg });
                 }
             }
-            fs::Outcome::Later { after, path, data } => {
+            fs::Outcome::Later { after, ino, data } => {
                 let incarnation = self.nodes[n.0].incarnation;
                 self.push(
                     self.now + after,
@@ -1329,7 +1329,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                         node: n,
                         incarnation,
                         token,
-                        path,
+                        ino,
                         data,
                     },
                 );

@@ -161,6 +161,9 @@ impl Durability {
 
 #[derive(Clone, Debug)]
 struct File {
+    /// Its inode: a write in flight goes to the inode it opened, whatever
+    /// name it has by the time the data lands.
+    ino: u64,
     data: Vec<u8>,
     /// When its data was last written (the write completed).
     written_at: Timestamp,
@@ -179,6 +182,7 @@ pub struct Disk {
     errors: BTreeMap<Option<String>, Errno>,
     /// The next write to a matching path lands half written.
     torn: BTreeSet<Option<String>>,
+    next_ino: u64,
 }
 
 /// Whether `path` is `prefix` or under it; `None` matches everything.
@@ -207,10 +211,11 @@ fn parent(path: &str) -> &str {
 pub enum Outcome {
     /// Answer at once.
     Done(Result<Option<Vec<u8>>, Errno>),
-    /// The write's data lands, and its answer comes, after this long.
+    /// The write's data lands in inode `ino`, and its answer comes,
+    /// after this long.
     Later {
         after: Duration,
-        path: String,
+        ino: u64,
         data: Vec<u8>,
     },
     /// The process dies here (`kill-before-rename`).
@@ -220,8 +225,11 @@ pub enum Outcome {
 /// Every host's disk, and which host each node runs on.
 #[derive(Clone, Debug, Default)]
 pub struct Disks {
-    /// `host_of[node]`: an index into `disks`.
+    /// `host_of[node]`: an index into `hosts`.
     host_of: Vec<usize>,
+    /// `hosts[h]`: the disk host `h`'s processes see (its own, or another
+    /// host's it mounts).
+    hosts: Vec<usize>,
     disks: Vec<Disk>,
     /// Nodes whose next rename kills them instead.
     kill_before_rename: BTreeSet<NodeId>,
@@ -229,10 +237,13 @@ pub struct Disks {
 
 impl Disks {
     /// `host_of[node]` is the node's host; `hosts[h]` its disk's
-    /// durability. A node past the end of `host_of` has a disk of its own.
+    /// durability. A node past the end of `host_of` has no disk (its file
+    /// operations fail with `EIO`).
     pub fn new(host_of: Vec<usize>, hosts: Vec<Durability>) -> Self {
+        let n = hosts.len();
         Disks {
             host_of,
+            hosts: (0..n).collect(),
             disks: hosts
                 .into_iter()
                 .map(|durability| Disk {
@@ -242,6 +253,23 @@ impl Disks {
                 .collect(),
             kill_before_rename: BTreeSet::new(),
         }
+    }
+
+    /// Host `h` sees host `owner`'s disk (a network mount) instead of its
+    /// own; faults on `owner`'s disk apply, and a power loss of `h` loses
+    /// nothing of it.
+    pub fn mount(&mut self, h: usize, owner: usize) {
+        if owner < self.disks.len() {
+            if let Some(slot) = self.hosts.get_mut(h) {
+                *slot = owner;
+            }
+        }
+    }
+
+    /// How long every write takes on host `h`'s own disk.
+    pub fn with_write_time(mut self, h: usize, d: Duration) -> Self {
+        self.set_write_time(h, d);
+        self
     }
 
     /// The node's host, if it has one.
@@ -260,7 +288,8 @@ impl Disks {
 
     fn disk(&mut self, node: NodeId) -> Option<&mut Disk> {
         let h = self.host(node)?;
-        self.disks.get_mut(h)
+        let d = *self.hosts.get(h)?;
+        self.disks.get_mut(d)
     }
 
     /// Carry out `op` for `node` at `now`. A node with no host has no disk:
@@ -278,10 +307,17 @@ impl Disks {
         disk.apply(now, op)
     }
 
-    /// A slow write's data lands (its process is still there).
-    pub fn land(&mut self, now: Timestamp, node: NodeId, path: &str, data: Vec<u8>) {
-        if let Some(file) = self.disk(node).and_then(|d| d.files.get_mut(path)) {
-            file.data = data;
+    /// A slow write's data lands (its process is still there) at offset 0
+    /// of the inode it opened, under whatever name it has now (or none:
+    /// a file renamed over is gone, and so is what lands in it). Data
+    /// past the end of `data` stays: two writers of one inode interleave.
+    pub fn land(&mut self, now: Timestamp, node: NodeId, ino: u64, data: Vec<u8>) {
+        let Some(disk) = self.disk(node) else { return };
+        if let Some(file) = disk.files.values_mut().find(|f| f.ino == ino) {
+            if file.data.len() < data.len() {
+                file.data.resize(data.len(), 0);
+            }
+            file.data[..data.len()].copy_from_slice(&data);
             file.written_at = now;
             file.synced = false;
         }
@@ -322,7 +358,12 @@ impl Disks {
 
     /// The host loses power: un-synced data goes as its durability says.
     pub fn power_loss(&mut self, now: Timestamp, host: usize) {
-        if let Some(disk) = self.disks.get_mut(host) {
+        // Only the disk the host owns: one it mounts is another's.
+        if let Some(disk) = self
+            .disks
+            .get_mut(host)
+            .filter(|_| self.hosts.get(host) == Some(&host))
+        {
             for file in disk.files.values_mut() {
                 let aged = now.saturating_since(file.written_at) >= DIRTY_EXPIRE;
                 if !(file.synced || aged) {
@@ -376,8 +417,17 @@ impl Disk {
                     }
                     None => data,
                 };
-                // `open(O_TRUNC)`: empty until the data lands.
+                // `open(O_CREAT | O_TRUNC)`: the same inode if the name
+                // exists, emptied; the data lands later on a slow disk.
+                let ino = match self.files.get(&path) {
+                    Some(f) => f.ino,
+                    None => {
+                        self.next_ino += 1;
+                        self.next_ino
+                    }
+                };
                 let file = File {
+                    ino,
                     data: Vec::new(),
                     written_at: now,
                     synced: false,
@@ -386,10 +436,10 @@ impl Disk {
                     self.files.insert(path, File { data, ..file });
                     return Outcome::Done(Ok(None));
                 }
-                self.files.insert(path.clone(), file);
+                self.files.insert(path, file);
                 Outcome::Later {
                     after: self.write_time,
-                    path,
+                    ino,
                     data,
                 }
             }
@@ -533,13 +583,50 @@ mod tests {
             out,
             Outcome::Later {
                 after: Duration::from_ms(250),
-                path: "/r/a".into(),
+                ino: 1,
                 data: b"new".to_vec()
             }
         );
         assert_eq!(ds.peek(0, "/r/a"), Some(&b""[..]));
-        ds.land(t(1), NodeId(0), "/r/a", b"new".to_vec());
+        ds.land(t(1), NodeId(0), 1, b"new".to_vec());
         assert_eq!(ds.peek(0, "/r/a"), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn a_write_in_flight_lands_in_the_renamed_inode() {
+        let mut ds = disks(Durability::AutoDaAlloc);
+        ds.apply(t(0), NodeId(0), FileOp::MkdirAll("/r".into()));
+        ds.set_write_time(0, Duration::from_ms(250));
+        // Two writers open one temp name, one renames it first.
+        let a = write(&mut ds, t(1), "/r/x.tmp", "aaaa");
+        let b = write(&mut ds, t(1), "/r/x.tmp", "bb");
+        let (Outcome::Later { ino: ia, .. }, Outcome::Later { ino: ib, .. }) = (a, b) else {
+            panic!("slow writes")
+        };
+        assert_eq!(ia, ib);
+        ds.land(t(1), NodeId(0), ia, b"aaaa".to_vec());
+        assert_eq!(
+            rename(&mut ds, t(1), "/r/x.tmp", "/r/x.heartbeat"),
+            Outcome::Done(Ok(None))
+        );
+        ds.land(t(1), NodeId(1), ib, b"bb".to_vec());
+        assert_eq!(ds.peek(0, "/r/x.heartbeat"), Some(&b"bbaa"[..]));
+        assert_eq!(
+            rename(&mut ds, t(1), "/r/x.tmp", "/r/x.json"),
+            Outcome::Done(Err(Errno::Enoent))
+        );
+    }
+
+    #[test]
+    fn a_mounted_disk_is_the_owners() {
+        let mut ds = Disks::new(vec![0, 1], vec![Durability::AutoDaAlloc; 2]);
+        ds.mount(1, 0);
+        ds.apply(t(0), NodeId(0), FileOp::MkdirAll("/r".into()));
+        write(&mut ds, t(0), "/r/a", "x");
+        assert_eq!(
+            read(&mut ds, 1, "/r/a"),
+            Outcome::Done(Ok(Some(b"x".to_vec())))
+        );
     }
 
     #[test]

@@ -265,6 +265,12 @@ pub struct HostSection {
     /// What a power loss keeps of un-fsynced data: "auto_da_alloc"
     /// (ext4's default, rename-over flushes) or "writeback".
     pub durability: Option<S<String>>,
+    /// How long every write takes on its disk, like "250ms" (default "0s");
+    /// a `slow-disk` fault changes it.
+    pub write_time: Option<S<String>>,
+    /// Its processes see this other host's disk (a network mount) instead
+    /// of its own.
+    pub disk_of: Option<S<String>>,
 }
 
 /// A `[[node]]` table: the keys every model's nodes have, and the model's.
@@ -370,6 +376,9 @@ pub struct HostDef {
     pub name: String,
     pub clock: Clock,
     pub durability: Durability,
+    pub write_time: Duration,
+    /// The host whose disk it mounts, if any (an index into the hosts).
+    pub disk_of: Option<usize>,
 }
 
 /// When an expectation must hold.
@@ -530,7 +539,14 @@ impl Scenario {
                 }
             })
             .collect();
-        Disks::new(host_of, durability)
+        let mut disks = Disks::new(host_of, durability);
+        for (i, h) in self.hosts.iter().enumerate() {
+            disks = disks.with_write_time(i, h.write_time);
+            if let Some(owner) = h.disk_of {
+                disks.mount(i, owner);
+            }
+        }
+        disks
     }
 
     pub fn node_id(&self, name: &str) -> Option<NodeId> {
@@ -828,20 +844,47 @@ impl ScenarioFile {
                 None => Durability::default(),
                 Some(d) => match Durability::parse(d.get_ref()) {
                     Some(d) => d,
-                    None => return ctx.err(
-                        d.span(),
-                        format!(
+                    None => {
+                        return ctx.err(
+                            d.span(),
+                            format!(
                             "unknown durability {:?}: expected \"auto_da_alloc\" or \"writeback\"",
                             d.get_ref()
                         ),
-                    ),
+                        )
+                    }
                 },
+            };
+            let write_time = match &h.write_time {
+                None => Duration::ZERO,
+                Some(w) => {
+                    let d = ctx.duration(w, "write_time")?;
+                    if d > MAX_WRITE_TIME {
+                        return ctx.err(w.span(), "write_time: at most 24h");
+                    }
+                    d
+                }
             };
             defs.push(HostDef {
                 name: name.clone(),
                 clock,
                 durability,
+                write_time,
+                disk_of: None,
             });
+        }
+        // Mounts, once every name is known: one level (the owner mounts
+        // nothing).
+        for (i, h) in self.hosts.iter().enumerate() {
+            let Some(owner) = &h.disk_of else { continue };
+            let o = host_index(ctx, &ids, owner)?;
+            if o == i || self.hosts[o].disk_of.is_some() {
+                return ctx.err(
+                    owner.span(),
+                    "disk_of: name another host, one that uses its own disk",
+                );
+            }
+            defs[i].disk_of = Some(o);
         }
         Ok((defs, ids))
     }
@@ -1672,6 +1715,13 @@ impl ScenarioFile {
                     running.insert(*n);
                 }
                 Fault::Stop(n) | Fault::Kill(n) | Fault::Crash(n) => {
+                    running.remove(n);
+                    paused.remove(n);
+                }
+                // It dies at its next rename, whose time the schedule
+                // cannot tell: a restart after it is allowed (the engine
+                // reboots a process that is still running).
+                Fault::KillBeforeRename(n) => {
                     running.remove(n);
                     paused.remove(n);
                 }

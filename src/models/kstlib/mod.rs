@@ -88,7 +88,7 @@ pub mod kind {
     pub const DEAD: &str = "dead";
     pub const FIRED: &str = "fired";
     pub const REARMED: &str = "rearmed";
-    pub const RESET: &str = "reset";
+    pub const RESET: &str = "watchdog-reset";
 }
 
 const DEAD_REASONS: &[Reason] = &[

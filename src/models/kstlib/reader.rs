@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use heartsim_sim::{Deadline, Duration, FileDone, FileOp, Now, Outbox, Timestamp};
 
-use super::state::{judge, Reader};
+use super::state::{judge, Reader, Seen};
 use super::{kind, Msg, Profile};
 
 /// The one read a reader has in flight.
@@ -95,12 +95,14 @@ impl Monitor {
     }
 }
 
-/// `ts <timestamp read> age <age>`: what the invariants check.
-fn age_msg(seen: Option<(String, i64)>) -> Option<Cow<'static, str>> {
-    seen.map(|(ts, us)| {
+/// `ts <timestamp read> age <age> pid <pid>`: what the invariants check.
+fn age_msg(seen: Option<Seen>) -> Option<Cow<'static, str>> {
+    seen.map(|seen| {
+        let us = seen.age_us;
         let sign = if us < 0 { "-" } else { "" };
         let d = Duration::from_us(us.unsigned_abs());
-        Cow::Owned(format!("ts {ts} age {sign}{d}"))
+        let pid = seen.pid.map_or(String::new(), |p| format!(" pid {p}"));
+        Cow::Owned(format!("ts {} age {sign}{d}{pid}", seen.timestamp))
     })
 }
 

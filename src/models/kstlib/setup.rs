@@ -159,10 +159,13 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
     let mut disk_of = Vec::with_capacity(s.defs.len());
     let mut own = s.hosts.len();
     for def in s.defs {
-        disk_of.push(def.host.unwrap_or_else(|| {
-            own += 1;
-            own - 1
-        }));
+        disk_of.push(match def.host {
+            Some(h) => s.hosts[h].disk_of.unwrap_or(h),
+            None => {
+                own += 1;
+                own - 1
+            }
+        });
     }
     for written in &s.nodes {
         let k: NodeKeys = ctx.read(written.keys.clone())?;

@@ -234,7 +234,7 @@ pub fn judge(
     read: Result<&[u8], heartsim_sim::Errno>,
     now_wall: Timestamp,
     max_age_s: f64,
-) -> (Verdict, Option<(String, i64)>) {
+) -> (Verdict, Option<Seen>) {
     let bytes = match read {
         Ok(b) => b,
         Err(heartsim_sim::Errno::Enoent) => return (Verdict::Missing, None),
@@ -285,7 +285,21 @@ pub fn judge(
     } else {
         Verdict::Stale
     };
-    (verdict, Some((text.clone(), age_us)))
+    let seen = Seen {
+        timestamp: text.clone(),
+        age_us,
+        pid: map.get("pid").and_then(Value::as_i64),
+    };
+    (verdict, Some(seen))
+}
+
+/// What a reader saw in a file that parsed: the timestamp, its age on the
+/// reader's clock, and the pid (which shows whose state it is).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub timestamp: String,
+    pub age_us: i64,
+    pub pid: Option<i64>,
 }
 
 /// Python truthiness of a JSON value (`if not timestamp`).
