@@ -1346,6 +1346,17 @@ impl ScenarioFile {
         for f in &self.faults {
             let t = at(&f.at, "at")?;
             let kind = f.kind.get_ref().as_str();
+            const KINDS: &str = "start, stop, crash, kill, restart, pause, resume, partition, heal, clock-jump, clock-drift, link, break, repair, hold, stall, release, disk-error, disk-ok, slow-disk, torn-write or kill-before-rename";
+            if !KINDS
+                .trim_start()
+                .split([',', ' '])
+                .any(|k| k == kind && !k.is_empty() && k != "or")
+            {
+                return ctx.err(
+                    f.kind.span(),
+                    format!("unknown fault kind {kind:?}: expected {KINDS}"),
+                );
+            }
             // Keys only some kinds read: any other kind refuses them.
             let host_kinds = [
                 "crash",
@@ -1637,7 +1648,10 @@ impl ScenarioFile {
                     }
                 }
                 other => {
-                    return ctx.err(f.kind.span(), format!("unknown fault kind {other:?}: expected start, stop, crash, kill, restart, pause, resume, partition, heal, clock-jump, clock-drift, link, break, repair, hold, stall, release, disk-error, disk-ok, slow-disk, torn-write or kill-before-rename"));
+                    return ctx.err(
+                        f.kind.span(),
+                        format!("unknown fault kind {other:?}: expected {KINDS}"),
+                    );
                 }
             };
             resolved.push((t, fault, f.kind.span()));
