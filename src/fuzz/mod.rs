@@ -362,6 +362,17 @@ pub fn build(case: &Case) -> ScenarioFile {
     let Builder {
         mut faults, links, ..
     } = b;
+    // The model's hosts, if its nodes live on hosts.
+    let mut hosts = Vec::new();
+    for section in &mut nodes {
+        let name = section.name.get_ref().clone();
+        if let Some(host) = model.fuzz_host(&name, &hub_name, case.seed) {
+            section
+                .keys
+                .insert("host".into(), host.name.get_ref().clone().into());
+            hosts.push(host);
+        }
+    }
     // Files list faults in time order (a stable sort: an episode's begin
     // and end are at least a second apart).
     faults.sort_by_key(|f| parse_ms(f.at.get_ref()));
@@ -393,7 +404,7 @@ pub fn build(case: &Case) -> ScenarioFile {
             ..LinkSection::default()
         }),
         links,
-        hosts: Vec::new(),
+        hosts,
         nodes,
         faults,
         expects: Vec::new(),

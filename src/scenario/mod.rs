@@ -1429,9 +1429,15 @@ impl ScenarioFile {
                     ),
                 }
             };
+            // Whether `n` is the only process of its host (or has none).
+            let alone = |n: NodeId| match nodes[n.0].host {
+                None => true,
+                Some(h) => nodes.iter().filter(|d| d.host == Some(h)).count() == 1,
+            };
             // A node that shares a host's clock cannot have it changed alone.
             let hostless = |n: NodeId, instead: &str| -> Result<NodeId, ScenarioError> {
                 match nodes[n.0].host {
+                    _ if alone(n) => Ok(n),
                     None => Ok(n),
                     Some(h) => ctx.err(
                         f.node.as_ref().map_or(f.kind.span(), |s| s.span()),
@@ -1495,10 +1501,19 @@ impl ScenarioFile {
                 "stop" => Fault::Stop(need_node()?),
                 "crash" => match &host {
                     Some(h) => Fault::PowerLoss { host: h.clone() },
-                    None => Fault::Crash(hostless(
-                        need_node()?,
-                        "crash the host, or kill the process",
-                    )?),
+                    None => {
+                        let n = hostless(need_node()?, "crash the host, or kill the process")?;
+                        // Alone on a [[host]]: the host's crash, with its disk.
+                        match nodes[n.0].host {
+                            Some(index) => Fault::PowerLoss {
+                                host: Host {
+                                    index,
+                                    name: hosted.defs[index].name.clone(),
+                                },
+                            },
+                            None => Fault::Crash(n),
+                        }
+                    }
                 },
                 "kill" => Fault::Kill(need_node()?),
                 "restart" => match &host {

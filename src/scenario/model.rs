@@ -20,7 +20,7 @@ use schemars::{Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Context, HostDef, NodeDef, NodeSection, Scenario, ScenarioError};
+use super::{Context, HostDef, HostSection, NodeDef, NodeSection, Scenario, ScenarioError};
 
 /// A section of the file as written, with the spans of everything in it.
 pub type Raw<'a> = toml::Spanned<toml::de::DeValue<'a>>;
@@ -95,6 +95,12 @@ pub trait Model: Sync {
     /// The invariants a profile is expected to keep under any faults.
     fn fuzz_invariants(&self, _profile: &str) -> Vec<&'static str> {
         self.invariants().to_vec()
+    }
+    /// The `[[host]]` a case's node runs on, if the model's nodes live on
+    /// hosts (kstlib's share a disk): the fuzzer adds the table and the
+    /// node's `host` key. `hub` is the hub's name, `seed` the case's.
+    fn fuzz_host(&self, _node: &str, _hub: &str, _seed: u64) -> Option<HostSection> {
+        None
     }
 }
 

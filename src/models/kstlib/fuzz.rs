@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 
 use super::setup::NodeKeys;
-use crate::scenario::{NodeSection, S};
+use crate::scenario::{HostSection, NodeSection, S};
 
 fn sp<T>(v: T) -> S<T> {
     S::new(0..0, v)
@@ -49,4 +49,26 @@ pub fn node() -> BoxedStrategy<NodeSection> {
             section("r".into(), kind, &keys)
         })
         .boxed()
+}
+
+/// The host of fuzz node `node`: the hub's owns the disk, with a durability
+/// and a write time drawn from the case's seed; every other mounts it.
+pub fn host(node: &str, hub: &str, seed: u64) -> HostSection {
+    let name = format!("h-{node}");
+    let owner = node == hub;
+    HostSection {
+        name: sp(name),
+        clock_offset: None,
+        clock_drift_ppm: None,
+        durability: owner.then(|| {
+            sp(if seed % 2 == 0 {
+                "auto_da_alloc"
+            } else {
+                "writeback"
+            }
+            .to_string())
+        }),
+        write_time: owner.then(|| sp(["0s", "250ms", "2s"][(seed / 2 % 3) as usize].to_string())),
+        disk_of: (!owner).then(|| sp(format!("h-{hub}"))),
+    }
 }

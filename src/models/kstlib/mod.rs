@@ -176,7 +176,10 @@ const RECORDS: &[RecordKind] = &[
     RecordKind::decision(kind::RESET, &[], "watchdog: reset() called"),
 ];
 
-const INVARIANTS: [&str; 1] = [invariants::READS_SEE_THE_LATEST_BEAT];
+const INVARIANTS: [&str; 2] = [
+    invariants::READS_SEE_THE_LATEST_BEAT,
+    invariants::HEALTHY_WRITER_NEVER_DEAD,
+];
 
 impl scenario::Model for Kstlib {
     fn name(&self) -> &'static str {
@@ -221,6 +224,11 @@ impl scenario::Model for Kstlib {
     }
     fn fuzz_node(&self) -> BoxedStrategy<NodeSection> {
         fuzz::node()
+    }
+    /// The writer (the hub) owns a disk; each reader runs on a host of
+    /// its own that mounts it, so node crashes are host power losses.
+    fn fuzz_host(&self, node: &str, hub: &str, seed: u64) -> Option<scenario::HostSection> {
+        Some(fuzz::host(node, hub, seed))
     }
 }
 

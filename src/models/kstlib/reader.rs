@@ -268,7 +268,7 @@ impl PingWatchdog {
     }
 
     fn hung(&self, at: Timestamp) -> bool {
-        self.spec.hang_at.is_some_and(|h| at >= h) && !self.spec.resume_at.is_some_and(|r| at >= r)
+        self.spec.hang_at.is_some_and(|h| at >= h) && self.spec.resume_at.is_none_or(|r| at < r)
     }
 
     pub fn poll_timeout(&self) -> Option<Deadline> {

@@ -94,6 +94,9 @@ pub struct NodeKeys {
     pub reset_at: Option<S<String>>,
 }
 
+/// A key as written (its span, if present) and the kinds that read it.
+type KindKey<'a> = (&'a str, Option<std::ops::Range<usize>>, &'a [&'a str]);
+
 /// What a node is.
 #[derive(Clone, Debug)]
 pub enum Role {
@@ -172,7 +175,7 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
         let kind = &written.section.kind;
         let kind_name = kind.get_ref().as_str();
         // Which keys each kind reads; any other is an error at the key.
-        let keys: [(&str, Option<std::ops::Range<usize>>, &[&str]); 15] = [
+        let keys: [KindKey<'_>; 15] = [
             (
                 "state_file",
                 k.state_file.as_ref().map(|v| v.span()),

@@ -42,38 +42,43 @@ pub fn isoformat_naive(wall: Timestamp) -> String {
     aware.trim_end_matches("+00:00").to_string()
 }
 
+/// `datetime.fromisoformat` raised `ValueError`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotIso;
+
 /// Microseconds since the simulated wall epoch of an ISO-8601 timestamp
 /// (`datetime.fromisoformat`): `Ok(Some)` if it carries a UTC offset,
 /// `Ok(None)` if naive, `Err` if it does not parse.
-pub fn parse_iso(text: &str) -> Result<Option<i64>, ()> {
+pub fn parse_iso(text: &str) -> Result<Option<i64>, NotIso> {
     let b = text.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Result<i64, ()> {
-        let s = text.get(r).ok_or(())?;
+    let num = |r: std::ops::Range<usize>| -> Result<i64, NotIso> {
+        let s = text.get(r).ok_or(NotIso)?;
         if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(());
+            return Err(NotIso);
         }
-        s.parse().map_err(|_| ())
+        s.parse().map_err(|_| NotIso)
     };
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return Err(());
+        return Err(NotIso);
     }
     if b[10] != b'T' && b[10] != b' ' {
-        return Err(());
+        return Err(NotIso);
     }
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hh, mi, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
     if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || hh > 23 || mi > 59 || ss > 59
     {
-        return Err(());
+        return Err(NotIso);
     }
     let mut rest = &text[19..];
     let mut micros = 0;
     if let Some(r) = rest.strip_prefix('.') {
         let digits = r.bytes().take_while(u8::is_ascii_digit).count();
         if digits != 3 && digits != 6 {
-            return Err(());
+            return Err(NotIso);
         }
-        micros = r[..digits].parse::<i64>().map_err(|_| ())? * if digits == 3 { 1000 } else { 1 };
+        micros =
+            r[..digits].parse::<i64>().map_err(|_| NotIso)? * if digits == 3 { 1000 } else { 1 };
         rest = &r[digits..];
     }
     let offset_s = match rest {
@@ -83,15 +88,15 @@ pub fn parse_iso(text: &str) -> Result<Option<i64>, ()> {
             let sign = match rest.as_bytes()[0] {
                 b'+' => 1,
                 b'-' => -1,
-                _ => return Err(()),
+                _ => return Err(NotIso),
             };
             let o = &rest[1..];
             if o.len() != 5 || o.as_bytes()[2] != b':' {
-                return Err(());
+                return Err(NotIso);
             }
             let (oh, om) = (num_in(o, 0..2)?, num_in(o, 3..5)?);
             if oh > 23 || om > 59 {
-                return Err(());
+                return Err(NotIso);
             }
             Some(sign * (oh * 3600 + om * 60))
         }
@@ -104,12 +109,12 @@ pub fn parse_iso(text: &str) -> Result<Option<i64>, ()> {
     Ok(Some(secs * 1_000_000 + micros))
 }
 
-fn num_in(s: &str, r: std::ops::Range<usize>) -> Result<i64, ()> {
-    let t = s.get(r).ok_or(())?;
+fn num_in(s: &str, r: std::ops::Range<usize>) -> Result<i64, NotIso> {
+    let t = s.get(r).ok_or(NotIso)?;
     if !t.bytes().all(|c| c.is_ascii_digit()) {
-        return Err(());
+        return Err(NotIso);
     }
-    t.parse().map_err(|_| ())
+    t.parse().map_err(|_| NotIso)
 }
 
 fn is_leap(y: i64) -> bool {
@@ -266,7 +271,7 @@ pub fn judge(
         return (Verdict::BadTimestamp, None);
     };
     let beat_us = match parse_iso(text) {
-        Err(()) => return (Verdict::BadTimestamp, None),
+        Err(NotIso) => return (Verdict::BadTimestamp, None),
         Ok(None) => return (Verdict::Naive, None),
         Ok(Some(us)) => us,
     };
@@ -362,8 +367,8 @@ mod tests {
         assert_eq!(parse_iso(&isoformat(t)), Ok(Some(250_000)));
         assert_eq!(parse_iso("2026-01-12T10:00:00"), Ok(None));
         assert_eq!(parse_iso("2026-01-12T11:00:00+01:00"), Ok(Some(0)));
-        assert_eq!(parse_iso("2026-01-12T10:00:0"), Err(()));
-        assert_eq!(parse_iso("2026-02-30T10:00:00+00:00"), Err(()));
+        assert_eq!(parse_iso("2026-01-12T10:00:0"), Err(NotIso));
+        assert_eq!(parse_iso("2026-02-30T10:00:00+00:00"), Err(NotIso));
     }
 
     #[test]
