@@ -323,8 +323,15 @@ impl Disks {
         }
     }
 
+    /// The disk host `h` sees (its own, or the one it mounts).
+    fn seen(&mut self, h: usize) -> Option<&mut Disk> {
+        let d = *self.hosts.get(h)?;
+        self.disks.get_mut(d)
+    }
+
+    /// Writes on the disk host `host` sees take `d` from now on.
     pub fn set_write_time(&mut self, host: usize, d: Duration) {
-        if let Some(disk) = self.disks.get_mut(host) {
+        if let Some(disk) = self.seen(host) {
             disk.write_time = d;
         }
     }
@@ -332,7 +339,7 @@ impl Disks {
     /// Inject (`Some`) or clear (`None`) write errors under `path`
     /// (`None`: the whole disk; clearing it clears every error).
     pub fn set_error(&mut self, host: usize, path: Option<String>, errno: Option<Errno>) {
-        let Some(disk) = self.disks.get_mut(host) else {
+        let Some(disk) = self.seen(host) else {
             return;
         };
         match (errno, path) {
@@ -347,7 +354,7 @@ impl Disks {
     }
 
     pub fn tear_next_write(&mut self, host: usize, path: Option<String>) {
-        if let Some(disk) = self.disks.get_mut(host) {
+        if let Some(disk) = self.seen(host) {
             disk.torn.insert(path);
         }
     }

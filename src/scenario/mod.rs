@@ -541,7 +541,11 @@ impl Scenario {
             .collect();
         let mut disks = Disks::new(host_of, durability);
         for (i, h) in self.hosts.iter().enumerate() {
+            // A host's own `write_time`, before any mount (a mounting host
+            // writes at its owner's speed).
             disks = disks.with_write_time(i, h.write_time);
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
             if let Some(owner) = h.disk_of {
                 disks.mount(i, owner);
             }
