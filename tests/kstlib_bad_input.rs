@@ -197,3 +197,40 @@ fn a_mount_of_a_mount_is_refused() {
     let (_, _, msg) = error_of(&src);
     assert!(msg.contains("disk_of"), "{msg}");
 }
+
+#[test]
+fn host_faults_act_on_every_process_of_the_host() {
+    use heartsim::sim::Fault;
+    let src = GOOD.replace(
+        "kind = \"disk-error\"\nhost = \"box\"\nerrno = \"EIO\"",
+        "kind = \"clock-jump\"\nhost = \"box\"\nby = \"+2m\"\n\n[[fault]]\nat = \"30s\"\nkind = \"crash\"\nhost = \"box\"\n\n[[fault]]\nat = \"40s\"\nkind = \"restart\"\nhost = \"box\"",
+    );
+    let s = Scenario::parse(ALL, Path::new("hosts.toml"), &src).expect("valid");
+    let kinds: Vec<String> = s
+        .faults
+        .iter()
+        .map(|(t, f)| match f {
+            Fault::ClockJump { node, by_us } => format!("{t} jump {} {by_us}", node.0),
+            Fault::PowerLoss { host } => format!("{t} power-loss {}", host.name),
+            Fault::Restart(n) => format!("{t} restart {}", n.0),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "0:00:20.000 jump 0 120000000",
+            "0:00:20.000 jump 1 120000000",
+            "0:00:30.000 power-loss box",
+            "0:00:40.000 restart 0",
+            "0:00:40.000 restart 1",
+        ]
+    );
+    // Restarting the host while a process on it runs is impossible.
+    let early = src.replace(
+        "at = \"30s\"\nkind = \"crash\"\nhost = \"box\"",
+        "at = \"30s\"\nkind = \"kill\"\nnode = \"w\"",
+    );
+    let err = Scenario::parse(ALL, Path::new("hosts.toml"), &early).expect_err("m still runs");
+    assert!(err.to_string().contains("m is already running"), "{err}");
+}

@@ -1,9 +1,10 @@
 //! The writer: one process running kstlib's `Heartbeat` with a state file,
 //! in either loop (`start()`, a thread; `astart()`, an asyncio task).
 //!
-//! Upstream: kstlib 2.0.0 `kstlib/resilience/heartbeat.py`, `Heartbeat`:
-//! `start`/`_run_loop` (threaded), `astart`/`_async_loop` (async), `beat`,
-//! `_check_target_async`. A beat is a chain of three file operations
+//! Upstream: kstlib 2.0.0 `kstlib/resilience/heartbeat.py` (line numbers of
+//! the PyPI wheel), `Heartbeat`: `start` (line 245) / `_run_loop` (303,
+//! threaded), `astart` (331) / `_async_loop` (392, async), `beat` (274),
+//! `_check_target_async` (373), `_invoke_callback_async` (360). A beat is a chain of three file operations
 //! (`mkdir -p` the parent, write `<stem>.tmp`, rename it over the state
 //! file); the loop waits for each as the beat thread or executor does.
 
@@ -131,8 +132,9 @@ impl Writer {
         }
     }
 
-    /// `beat()`: the timestamp is taken first, then `mkdir`, write,
-    /// `replace` (heartbeat.py `beat`).
+    /// `beat()` (line 274): the timestamp is taken first, then `mkdir`
+    /// (`parents=True, exist_ok=True`), `write_text` of the temp file
+    /// (`with_suffix(".tmp")`, line 297), `replace`; no fsync.
     fn begin_beat(&mut self, now: Now, out: &mut Outbox<Msg>) {
         let Some(path) = &self.spec.state_file else {
             // `if self._state_file is None: return`.
@@ -237,7 +239,8 @@ impl Writer {
             }
         }
         // The target check runs after every iteration, beat or no beat,
-        // outside the `try`: level-triggered.
+        // outside the `try`: level-triggered (line 323; async: line 410,
+        // `await self._check_target_async()`).
         if let Some(raises) = self.spec.target_raises_at {
             if now.mono >= raises {
                 // `self._target.is_dead` raises outside any `try`: the
