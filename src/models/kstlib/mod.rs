@@ -127,7 +127,7 @@ const RECORDS: &[RecordKind] = &[
     ),
     RecordKind::decision(
         kind::TARGET_DEAD,
-        &[],
+        &[Reason::Is("target.is_dead")],
         "writer: target.is_dead was true after a tick, on_target_dead called",
     ),
     RecordKind::decision(

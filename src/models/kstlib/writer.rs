@@ -268,7 +268,12 @@ impl Writer {
                     None,
                 );
             }
-            out.record(kind::TARGET_DEAD, None, None, None);
+            out.record(
+                kind::TARGET_DEAD,
+                None,
+                Some(Cow::Borrowed("target.is_dead")),
+                None,
+            );
         }
         // Both loops wait a full interval after the work: the period is
         // interval + the beat's time.
