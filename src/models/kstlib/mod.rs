@@ -156,12 +156,12 @@ const RECORDS: &[RecordKind] = &[
     RecordKind::decision(
         kind::ALIVE,
         ALIVE_REASONS,
-        "monitor: is_alive() became true (msg: `ts <timestamp> age <age>`)",
+        "monitor: is_alive() became true (msg: `ts <timestamp> age <age> pid <pid>`)",
     ),
     RecordKind::decision(
         kind::DEAD,
         DEAD_REASONS,
-        "monitor: is_alive() became false, with why (msg: `ts <timestamp> age <age>` when the file parsed)",
+        "monitor: is_alive() became false, with why (msg: `ts <timestamp> age <age> pid <pid>` when the file parsed)",
     ),
     RecordKind::decision(
         kind::FIRED,
