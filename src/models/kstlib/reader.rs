@@ -258,7 +258,8 @@ impl PingWatchdog {
         self.triggered = false;
         self.next_check = Some(now.mono + self.spec.every);
         self.next_ping = Some(now.mono + self.spec.ping_every);
-        self.reset_pending = self.spec.reset_at.is_some();
+        // A process (re)started after the reset time never sees it.
+        self.reset_pending = self.spec.reset_at.is_some_and(|r| r >= now.mono);
     }
 
     pub fn on_stop(&mut self) {
