@@ -72,6 +72,10 @@ pub enum Errno {
     Enoent,
     /// `ENAMETOOLONG`: over [`MAX_PATH_BYTES`].
     Enametoolong,
+    /// `EEXIST`: a file where a directory should be.
+    Eexist,
+    /// `EISDIR`: a directory where a file should be.
+    Eisdir,
 }
 
 impl Errno {
@@ -82,6 +86,8 @@ impl Errno {
             Errno::Eacces => "EACCES",
             Errno::Enoent => "ENOENT",
             Errno::Enametoolong => "ENAMETOOLONG",
+            Errno::Eexist => "EEXIST",
+            Errno::Eisdir => "EISDIR",
         }
     }
     /// The errors a `disk-error` fault may inject.
@@ -392,10 +398,15 @@ impl Disk {
     fn apply(&mut self, now: Timestamp, op: FileOp) -> Outcome {
         match op {
             FileOp::MkdirAll(path) => {
-                if self.files.contains_key(&path) {
-                    // `mkdir(exist_ok=True)` over a file: FileExistsError
-                    // is re-raised; the nearest errno the model has.
-                    return Outcome::Done(Err(Errno::Eio));
+                // `Path.mkdir(parents=True, exist_ok=True)` over a file (or
+                // under one): `FileExistsError`, re-raised since it is not
+                // a directory.
+                let mut p = path.as_str();
+                while p != "/" && p != "." && !p.is_empty() {
+                    if self.files.contains_key(p) {
+                        return Outcome::Done(Err(Errno::Eexist));
+                    }
+                    p = parent(p);
                 }
                 let mut p = path.as_str();
                 while p != "/" && p != "." && !p.is_empty() {
@@ -405,6 +416,9 @@ impl Disk {
                 Outcome::Done(Ok(None))
             }
             FileOp::Write { path, data } => {
+                if self.dirs.contains(&path) {
+                    return Outcome::Done(Err(Errno::Eisdir));
+                }
                 let dir = parent(&path);
                 if dir != "/" && dir != "." && !self.dirs.contains(dir) {
                     return Outcome::Done(Err(Errno::Enoent));
@@ -451,6 +465,9 @@ impl Disk {
                 }
             }
             FileOp::Rename { from, to } => {
+                if self.dirs.contains(&to) {
+                    return Outcome::Done(Err(Errno::Eisdir));
+                }
                 let Some(mut file) = self.files.remove(&from) else {
                     return Outcome::Done(Err(Errno::Enoent));
                 };
@@ -463,6 +480,7 @@ impl Disk {
             }
             FileOp::Read(path) => match self.files.get(&path) {
                 Some(f) => Outcome::Done(Ok(Some(f.data.clone()))),
+                None if self.dirs.contains(&path) => Outcome::Done(Err(Errno::Eisdir)),
                 None => Outcome::Done(Err(Errno::Enoent)),
             },
         }
@@ -539,6 +557,22 @@ mod tests {
             read(&mut ds, 1, "/run/b"),
             Outcome::Done(Err(Errno::Enoent))
         );
+    }
+
+    #[test]
+    fn files_and_directories_do_not_mix() {
+        let mut ds = disks(Durability::AutoDaAlloc);
+        ds.apply(t(0), NodeId(0), FileOp::MkdirAll("/r".into()));
+        write(&mut ds, t(0), "/r/f", "x");
+        assert_eq!(
+            ds.apply(t(0), NodeId(0), FileOp::MkdirAll("/r/f/g".into())),
+            Outcome::Done(Err(Errno::Eexist))
+        );
+        assert_eq!(
+            write(&mut ds, t(0), "/r", "x"),
+            Outcome::Done(Err(Errno::Eisdir))
+        );
+        assert_eq!(read(&mut ds, 0, "/r"), Outcome::Done(Err(Errno::Eisdir)));
     }
 
     #[test]
