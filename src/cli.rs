@@ -91,7 +91,8 @@ enum Command {
         /// (default: all that apply to the model). Kinds: drop, delay,
         /// duplicate and reorder (datagram models only), partition,
         /// one-way-partition, crash, kill, stop, pause, clock-jump,
-        /// clock-drift, stall, break.
+        /// clock-drift, stall, break; disk-error, slow-disk, torn-write and
+        /// kill-before-rename (models whose nodes live on hosts).
         #[arg(long, value_delimiter = ',', value_parser = parse_fault_kind)]
         faults: Vec<FaultKind>,
         /// Most nodes per case besides the model's hub (a directory's peers,

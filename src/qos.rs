@@ -187,17 +187,44 @@ const FAULT_KINDS: &[&str] = &[
     kind::HOLD,
     kind::STALL,
     kind::RELEASE,
+    kind::POWER_LOSS,
+    kind::DISK_ERROR,
+    kind::SLOW_DISK,
+    kind::TORN_WRITE,
+    kind::KILL_BEFORE_RENAME,
 ];
 
 fn is_fault_record(r: &Record) -> bool {
     r.level == Level::Decision && FAULT_KINDS.contains(&r.kind)
 }
 
+/// The death a `kill-before-rename` fault arms: the engine records it when
+/// the node's next rename comes, which no schedule knows in advance.
+fn is_kill_at_rename(r: &Record) -> bool {
+    r.kind == kind::KILL && r.msg.as_deref() == Some("before rename")
+}
+
+/// The host each node runs on, as the engine numbers them: the scenario's
+/// `[[host]]`s first, then one of its own for each node without one.
+fn host_of(scenario: &Scenario) -> Vec<usize> {
+    let mut next = scenario.hosts.len();
+    scenario
+        .nodes
+        .iter()
+        .map(|n| {
+            n.host.unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect()
+}
+
 impl Truth {
     /// The truth of `trace`, a run of `scenario`.
     pub fn of(scenario: &Scenario, trace: &Trace) -> Result<Truth, QosError> {
-        Truth::from_schedule(
-            scenario.nodes.len(),
+        Truth::from_schedule_on_hosts(
+            &host_of(scenario),
             scenario.limits.end,
             &schedule(scenario),
             trace,
@@ -212,6 +239,19 @@ impl Truth {
         schedule: &[(Timestamp, Fault)],
         trace: &Trace,
     ) -> Result<Truth, QosError> {
+        let hosts: Vec<usize> = (0..nodes).collect();
+        Truth::from_schedule_on_hosts(&hosts, end, schedule, trace)
+    }
+
+    /// As [`Truth::from_schedule`], with node `i` on host `host_of[i]` (a
+    /// power loss ends every process on its host).
+    pub fn from_schedule_on_hosts(
+        host_of: &[usize],
+        end: Timestamp,
+        schedule: &[(Timestamp, Fault)],
+        trace: &Trace,
+    ) -> Result<Truth, QosError> {
+        let nodes = host_of.len();
         let text = |r: &Record| {
             let mut s = format!("{} {}", trace.node_name(r.node), r.kind);
             if let Some(msg) = &r.msg {
@@ -219,7 +259,9 @@ impl Truth {
             }
             s
         };
-        let mut recorded = trace.decisions().filter(|r| is_fault_record(r));
+        let mut recorded = trace
+            .decisions()
+            .filter(|r| is_fault_record(r) && !is_kill_at_rename(r));
         for (t, fault) in schedule {
             let want = fault_record(fault, *t, trace);
             match recorded.next() {
@@ -247,12 +289,22 @@ impl Truth {
             });
         }
 
+        // The schedule, plus the deaths at a rename (after the faults of
+        // their instant).
+        let mut events: Vec<(Timestamp, Fault)> = schedule.to_vec();
+        events.extend(
+            trace
+                .decisions()
+                .filter(|r| is_kill_at_rename(r))
+                .filter_map(|r| r.node.map(|n| (r.t, Fault::Kill(n)))),
+        );
+        events.sort_by_key(|(t, _)| *t);
         let mut now: Vec<Life> = vec![Life::Down; nodes];
         let mut changes: Vec<Vec<(Timestamp, Life)>> =
             vec![vec![(Timestamp::ZERO, Life::Down)]; nodes];
         let mut net = NetState::default();
         let mut nets = vec![(Timestamp::ZERO, NetState::default())];
-        for (t, fault) in schedule {
+        for (t, fault) in &events {
             let mut set = |n: NodeId, life: Life| {
                 now[n.0] = life;
                 changes[n.0].push((*t, life));
@@ -264,6 +316,16 @@ impl Truth {
                 }
                 Fault::Stop(n) | Fault::Kill(n) | Fault::Crash(n) => {
                     set(*n, Life::Down);
+                    false
+                }
+                Fault::PowerLoss { host } => {
+                    for (i, _) in host_of
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, h)| **h == host.index)
+                    {
+                        set(NodeId(i), Life::Down);
+                    }
                     false
                 }
                 Fault::Pause(n) => {

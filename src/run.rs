@@ -59,7 +59,8 @@ impl<T: Setup> AnySetup for T {
             keep,
             factory(self),
         )
-        .with_tcp(scenario.tcp);
+        .with_tcp(scenario.tcp)
+        .with_disks(scenario.disks());
         engine.run()?;
         let stats = engine.stats();
         Ok((engine.into_trace(), stats))

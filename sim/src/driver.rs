@@ -431,6 +431,9 @@ where
                     }
                     Output::Close(conn) => kernel.streams.close(t, conn, node, owner),
                     Output::Reset(conn) => kernel.streams.reset(t, conn, node, owner),
+                    Output::File { .. } => {
+                        refuse(&io.shared, "the filesystem medium".into());
+                    }
                 }
                 kernel.absorb(&process, &mut next, t, &io.shared);
             }

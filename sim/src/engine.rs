@@ -7,6 +7,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use crate::clock::{Clock, Now};
+use crate::fs::{self, Disks, Errno, FileDone, FileOp};
 use crate::net::{Fate, LinkConfig, Network, Partition};
 use crate::stream::{ConnError, ConnId, Dest, Effect, Packet, Streams, TcpConfig};
 use crate::time::Timestamp;
@@ -95,6 +96,7 @@ pub(crate) enum Output<M> {
     Connect { conn: ConnId, to: NodeId },
     Close(ConnId),
     Reset(ConnId),
+    File { op: FileOp, token: u64 },
 }
 
 /// Where a machine puts what it wants done.
@@ -153,6 +155,21 @@ impl<M> Outbox<M> {
     /// Abort the connection: a RST, at once.
     pub fn reset(&mut self, conn: ConnId) {
         self.items.push(Output::Reset(conn));
+    }
+    /// An operation on the host's disk (`sim/src/fs.rs`): its outcome
+    /// comes back as [`Machine::file_done`] made it, an `Input::Recv` from
+    /// the node itself: at once, or after the disk's write time for a
+    /// write. The process is blocked meanwhile as upstream's thread is;
+    /// the machine should ask for nothing else until it is answered.
+    pub fn file(&mut self, op: FileOp, token: u64) {
+        self.items.push(Output::File { op, token });
+    }
+    /// File operations queued so far, for tests that drive a machine by hand.
+    pub fn files(&self) -> impl Iterator<Item = (&FileOp, u64)> {
+        self.items.iter().filter_map(|o| match o {
+            Output::File { op, token } => Some((op, *token)),
+            _ => None,
+        })
     }
     /// A blocking write whose outcome the machine waits for: it gets
     /// `Input::SendDone { token, .. }` next, before any other input, unless
@@ -246,6 +263,13 @@ pub trait Machine {
     fn poll_timeout(&self) -> Option<Deadline>;
     /// The message as the trace shows it (upstream wire text where there is one).
     fn describe(msg: &Self::Msg) -> Cow<'static, str>;
+    /// A file operation's outcome as this machine's message, handed back
+    /// as `Input::Recv` from the node itself. Machines that use no file
+    /// keep the default (outcomes are dropped).
+    fn file_done(done: FileDone) -> Option<Self::Msg> {
+        let _ = done;
+        None
+    }
 }
 
 /// A scheduled change to the world.
@@ -309,6 +333,39 @@ pub enum Fault {
         node: NodeId,
         ppm: i64,
     },
+    /// A host loses power (or its kernel crashes): every process on it
+    /// ends as in `Crash`, and its disk keeps what its durability says
+    /// (`sim/src/fs.rs`).
+    PowerLoss {
+        host: Host,
+    },
+    /// Writes under `path` (every path if `None`) fail with `errno` from
+    /// now on; `errno: None` clears them.
+    DiskError {
+        host: Host,
+        path: Option<String>,
+        errno: Option<Errno>,
+    },
+    /// Every write on the host takes this long from now on.
+    SlowDisk {
+        host: Host,
+        write_us: u64,
+    },
+    /// The next write under `path` (any if `None`) lands half written.
+    TornWrite {
+        host: Host,
+        path: Option<String>,
+    },
+    /// The node's next rename kills its process instead: it dies between
+    /// its temp write and the rename.
+    KillBeforeRename(NodeId),
+}
+
+/// A host as faults name it: its index in [`Disks`] and its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    pub index: usize,
+    pub name: String,
 }
 
 /// Bounds on one run. Hitting `max_events` or `max_queue` is an error; `end`
@@ -369,6 +426,15 @@ enum Event<M> {
     Rto {
         conn: ConnId,
         node: NodeId,
+    },
+    /// A write on `node`'s disk lands and is answered (a paused node
+    /// gets the answer on resume).
+    FileDone {
+        node: NodeId,
+        incarnation: u32,
+        token: u64,
+        ino: u64,
+        data: Vec<u8>,
     },
     /// An input from the stream medium for one process of `node`: parked
     /// like a delivery by a held link or a paused node.
@@ -500,6 +566,8 @@ pub struct Engine<M: Machine, F: FnMut(NodeId) -> M> {
     /// Inputs still to hand to the node being dispatched (kept between
     /// dispatches so that an event allocates nothing for them).
     pending: VecDeque<Input<M::Msg>>,
+    /// The filesystem medium: each host's disk.
+    disks: Disks,
 }
 
 /// How a node starts: its name, clock, and when (if ever) it first starts.
@@ -549,6 +617,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             rto_queue: BTreeSet::new(),
             rto_armed: BTreeMap::new(),
             pending: VecDeque::new(),
+            disks: Disks::default(),
         };
         // Node starts are faults like any other, queued first so that at
         // equal times a node starts before anything scheduled after it.
@@ -567,6 +636,18 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
     pub fn with_tcp(mut self, config: TcpConfig) -> Self {
         self.streams.config = config;
         self
+    }
+
+    /// The hosts and their disks (`sim/src/fs.rs`); without them every
+    /// file operation fails with `EIO`.
+    pub fn with_disks(mut self, disks: Disks) -> Self {
+        self.disks = disks;
+        self
+    }
+
+    /// The disks, as the run left them (tests).
+    pub fn disks(&self) -> &Disks {
+        &self.disks
     }
 
     fn schedule_fault(&mut self, at: Timestamp, fault: Fault) {
@@ -674,7 +755,9 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         }
         let target = match &event {
             Event::Deliver { to, .. } => Some(*to),
-            Event::WriteDone { node, .. } | Event::Stream { node, .. } => Some(*node),
+            Event::WriteDone { node, .. }
+            | Event::Stream { node, .. }
+            | Event::FileDone { node, .. } => Some(*node),
             Event::Timer { .. } | Event::Fault(_) | Event::Packet { .. } | Event::Rto { .. } => {
                 None
             }
@@ -758,6 +841,27 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             Event::Fault(idx) => {
                 let fault = self.faults[idx].clone();
                 self.apply(fault);
+            }
+            Event::FileDone {
+                node,
+                incarnation,
+                token,
+                ino,
+                data,
+            } => {
+                let n = &self.nodes[node.0];
+                // A process gone before its write completed wrote nothing.
+                if n.incarnation != incarnation || n.machine.is_none() {
+                    return;
+                }
+                self.disks.land(self.now, node, ino, data);
+                let done = FileDone {
+                    token,
+                    result: Ok(None),
+                };
+                if let Some(msg) = M::file_done(done) {
+                    self.dispatch(node, Input::Recv { from: node, msg });
+                }
             }
             Event::Packet { from, to, packet } => {
                 let node = &self.nodes[to.0];
@@ -995,6 +1099,22 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 }
                 self.rearm(n);
             }
+            Fault::PowerLoss { host } => {
+                let nodes: Vec<NodeId> = self.disks.nodes_on(host.index).collect();
+                for n in nodes {
+                    self.crash(n);
+                }
+                self.disks.power_loss(self.now, host.index);
+            }
+            Fault::DiskError { host, path, errno } => {
+                self.disks.set_error(host.index, path, errno);
+            }
+            Fault::SlowDisk { host, write_us } => {
+                self.disks
+                    .set_write_time(host.index, crate::Duration::from_us(write_us));
+            }
+            Fault::TornWrite { host, path } => self.disks.tear_next_write(host.index, path),
+            Fault::KillBeforeRename(n) => self.disks.kill_before_next_rename(n),
             Fault::ClockDrift { node, ppm } => {
                 // Validated when the scenario was read.
                 let changed = self.nodes[node.0].clock.set_drift(self.now, ppm);
@@ -1072,7 +1192,13 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         pending.push_back(input);
         let mut out = std::mem::replace(&mut self.outbox, Outbox::new(n));
         out.node = n;
+        // A `kill-before-rename` fired: the process dies, nothing after
+        // the rename happens.
+        let mut killed = false;
         while let Some(input) = pending.pop_front() {
+            if killed {
+                break;
+            }
             let node = &mut self.nodes[n.0];
             let Some(machine) = node.machine.as_mut() else {
                 break;
@@ -1085,7 +1211,13 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             );
             machine.handle(now, input, &mut out);
             for item in out.items.drain(..) {
+                if killed {
+                    continue;
+                }
                 match item {
+                    Output::File { op, token } => {
+                        killed = self.file(n, op, token, &mut pending);
+                    }
                     Output::Record(mut r) => {
                         r.t = self.now;
                         tracing::debug!(
@@ -1181,7 +1313,64 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         self.outbox = out;
         pending.clear(); // left over if the machine went away meanwhile
         self.pending = pending;
+        if killed {
+            self.trace.push(Record {
+                t: self.now,
+                node: Some(n),
+                kind: kind::KILL,
+                peer: None,
+                reason: None,
+                msg: Some(Cow::Borrowed("before rename")),
+                level: Level::Decision,
+            });
+            self.end_process(n);
+        }
         self.rearm(n);
+    }
+
+    /// Carry out a file operation of `n`'s; true if it killed the process.
+    fn file(
+        &mut self,
+        n: NodeId,
+        op: FileOp,
+        token: u64,
+        pending: &mut VecDeque<Input<M::Msg>>,
+    ) -> bool {
+        let described = self.trace.wants(Level::Net).then(|| op.clone());
+        let outcome = self.disks.apply(self.now, n, op);
+        if let Some(op) = described {
+            let (reason, msg) = fs::describe(&op, &outcome);
+            self.trace.push(Record::net(
+                self.now,
+                n,
+                kind::FILE,
+                None,
+                Some(Cow::Owned(reason)),
+                Some(Cow::Owned(msg)),
+            ));
+        }
+        match outcome {
+            fs::Outcome::Kill => return true,
+            fs::Outcome::Done(result) => {
+                if let Some(msg) = M::file_done(FileDone { token, result }) {
+                    pending.push_back(Input::Recv { from: n, msg });
+                }
+            }
+            fs::Outcome::Later { after, ino, data } => {
+                let incarnation = self.nodes[n.0].incarnation;
+                self.push(
+                    self.now + after,
+                    Event::FileDone {
+                        node: n,
+                        incarnation,
+                        token,
+                        ino,
+                        data,
+                    },
+                );
+            }
+        }
+        false
     }
 
     /// A write on a connection: handed to the stream (which sends it now,
@@ -1349,6 +1538,24 @@ fn describe_fault(fault: &Fault, names: &Trace) -> (Option<NodeId>, &'static str
         Fault::ClockDrift { node, ppm } => {
             (Some(*node), kind::CLOCK_DRIFT, Some(format!("{ppm}ppm")))
         }
+        Fault::PowerLoss { host } => (None, kind::POWER_LOSS, Some(host.name.clone())),
+        Fault::DiskError { host, path, errno } => {
+            let at = path.as_deref().unwrap_or("*");
+            let msg = match errno {
+                Some(e) => format!("{} {at} {e}", host.name),
+                None => format!("{} {at} ok", host.name),
+            };
+            (None, kind::DISK_ERROR, Some(msg))
+        }
+        Fault::SlowDisk { host, write_us } => {
+            let d = crate::Duration::from_us(*write_us);
+            (None, kind::SLOW_DISK, Some(format!("{} {d}", host.name)))
+        }
+        Fault::TornWrite { host, path } => {
+            let at = path.as_deref().unwrap_or("*");
+            (None, kind::TORN_WRITE, Some(format!("{} {at}", host.name)))
+        }
+        Fault::KillBeforeRename(n) => (Some(*n), kind::KILL_BEFORE_RENAME, None),
     }
 }
 

@@ -26,9 +26,10 @@
 //! }
 //! ```
 //!
-//! A new medium (a simulated filesystem, worker channels) is added the way
-//! the network was: an output kind in the [`Outbox`], an event kind in the
-//! queue, and faults that change their state.
+//! A new medium is added the way the network was: an output kind in the
+//! [`Outbox`], an event kind in the queue, and faults that change their
+//! state. The filesystem ([`fs`]) is one: `Outbox::file`, the `FileDone`
+//! event, answers through [`Machine::file_done`], and the disk faults.
 //!
 //! Everything random is drawn from ChaCha8 streams derived from one seed
 //! ([`rng::stream`]), one stream per link, so the same scenario and seed give
@@ -37,6 +38,7 @@
 pub mod clock;
 pub mod driver;
 pub mod engine;
+pub mod fs;
 #[cfg(madsim)]
 pub mod madsim_engine;
 pub mod net;
@@ -48,9 +50,10 @@ pub mod trace;
 
 pub use clock::{Clock, Now};
 pub use engine::{
-    current_time, Deadline, Engine, Fault, Input, LimitError, Limits, Machine, NodeSpec, Outbox,
-    SendError, Stats,
+    current_time, Deadline, Engine, Fault, Host, Input, LimitError, Limits, Machine, NodeSpec,
+    Outbox, SendError, Stats,
 };
+pub use fs::{Disks, Durability, Errno, FileDone, FileOp};
 pub use stream::{ConnError, ConnId, Dest, TcpConfig};
 pub use time::{Duration, Timestamp};
 

@@ -109,6 +109,11 @@ pub fn unsupported(world: &World) -> Option<String> {
         Fault::Hold { .. } | Fault::Stall { .. } | Fault::Release { .. } => {
             Some("held and stalled links (madsim delivers or drops, never parks)".into())
         }
+        Fault::PowerLoss { .. }
+        | Fault::DiskError { .. }
+        | Fault::SlowDisk { .. }
+        | Fault::TornWrite { .. }
+        | Fault::KillBeforeRename(_) => Some("the filesystem medium's faults".into()),
         _ => None,
     })
 }
@@ -318,7 +323,12 @@ where
             Fault::Link { .. }
             | Fault::Hold { .. }
             | Fault::Stall { .. }
-            | Fault::Release { .. } => {}
+            | Fault::Release { .. }
+            | Fault::PowerLoss { .. }
+            | Fault::DiskError { .. }
+            | Fault::SlowDisk { .. }
+            | Fault::TornWrite { .. }
+            | Fault::KillBeforeRename(_) => {}
         }
     }
     sleep_until(at(world.limits.end)).await;

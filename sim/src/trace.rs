@@ -47,6 +47,13 @@ pub mod kind {
     pub const RESUME: &str = "resume";
     pub const CLOCK_DRIFT: &str = "clock-drift";
     pub const KILL: &str = "kill";
+    pub const POWER_LOSS: &str = "power-loss";
+    pub const DISK_ERROR: &str = "disk-error";
+    pub const SLOW_DISK: &str = "slow-disk";
+    pub const TORN_WRITE: &str = "torn-write";
+    pub const KILL_BEFORE_RENAME: &str = "kill-before-rename";
+    /// A file operation (`sim/src/fs.rs`).
+    pub const FILE: &str = "file";
     /// Stream records (net level): a connect began, it was established,
     /// a listener accepted one, the peer's FIN was read, a connection
     /// failed (refused, reset, timed out), a packet was retransmitted, and
@@ -197,6 +204,21 @@ pub const ENGINE_KINDS: &[RecordKind] = &[
         ],
         "the stack gave a connection up",
     ),
+    RecordKind::net(
+        kind::FILE,
+        &[
+            Reason::Is("mkdir"),
+            Reason::Is("write"),
+            Reason::Is("rename"),
+            Reason::Is("read"),
+            Reason::Family("mkdir failed: ", "<errno>"),
+            Reason::Family("write failed: ", "<errno>"),
+            Reason::Family("rename failed: ", "<errno>"),
+            Reason::Family("read failed: ", "<errno>"),
+            Reason::Is("killed before rename"),
+        ],
+        "a file operation on the node's host (msg: the path, `from -> to` for a rename)",
+    ),
     RecordKind::decision(kind::START, &[], "fault: a node started"),
     RecordKind::decision(kind::STOP, &[], "fault: a node stopped gracefully"),
     RecordKind::decision(kind::KILL, &[], "fault: a node's process died"),
@@ -226,6 +248,31 @@ pub const ENGINE_KINDS: &[RecordKind] = &[
     RecordKind::decision(kind::HOLD, &[], "fault (node `net`; msg: `from->to`)"),
     RecordKind::decision(kind::STALL, &[], "fault (node `net`; msg: `from->to`)"),
     RecordKind::decision(kind::RELEASE, &[], "fault (node `net`; msg: `from->to`)"),
+    RecordKind::decision(
+        kind::POWER_LOSS,
+        &[],
+        "fault: a host lost power or crashed (node `net`; msg: the host)",
+    ),
+    RecordKind::decision(
+        kind::DISK_ERROR,
+        &[],
+        "fault (node `net`; msg: `host path errno`, `*` for every path, `ok` when cleared)",
+    ),
+    RecordKind::decision(
+        kind::SLOW_DISK,
+        &[],
+        "fault (node `net`; msg: `host write-time`)",
+    ),
+    RecordKind::decision(
+        kind::TORN_WRITE,
+        &[],
+        "fault: the next write lands half written (node `net`; msg: `host path`)",
+    ),
+    RecordKind::decision(
+        kind::KILL_BEFORE_RENAME,
+        &[],
+        "fault: the node's next rename kills it instead (then a `kill` record, msg `before rename`)",
+    ),
 ];
 
 /// What the trace prints for a network-wide record's node (`Record::node`

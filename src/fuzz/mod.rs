@@ -51,10 +51,15 @@ pub enum FaultKind {
     ClockDrift,
     Stall,
     Break,
+    /// The disk faults: for models whose nodes live on hosts.
+    DiskError,
+    SlowDisk,
+    TornWrite,
+    KillBeforeRename,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::Drop,
         FaultKind::Delay,
         FaultKind::Duplicate,
@@ -69,6 +74,10 @@ impl FaultKind {
         FaultKind::ClockDrift,
         FaultKind::Stall,
         FaultKind::Break,
+        FaultKind::DiskError,
+        FaultKind::SlowDisk,
+        FaultKind::TornWrite,
+        FaultKind::KillBeforeRename,
     ];
 
     pub fn name(self) -> &'static str {
@@ -87,6 +96,10 @@ impl FaultKind {
             FaultKind::ClockDrift => "clock-drift",
             FaultKind::Stall => "stall",
             FaultKind::Break => "break",
+            FaultKind::DiskError => "disk-error",
+            FaultKind::SlowDisk => "slow-disk",
+            FaultKind::TornWrite => "torn-write",
+            FaultKind::KillBeforeRename => "kill-before-rename",
         }
     }
 
@@ -101,12 +114,25 @@ impl FaultKind {
             || !matches!(self, FaultKind::Duplicate | FaultKind::Reorder)
     }
 
-    /// Every kind that applies to `model`.
+    /// A disk fault, which needs hosts.
+    pub fn on_disk(self) -> bool {
+        matches!(
+            self,
+            FaultKind::DiskError
+                | FaultKind::SlowDisk
+                | FaultKind::TornWrite
+                | FaultKind::KillBeforeRename
+        )
+    }
+
+    /// Every kind that applies to `model` (the disk faults only if its
+    /// nodes live on hosts, [`Model::fuzz_host`]).
     pub fn all_for(model: &dyn Model) -> Vec<FaultKind> {
         let transport = model.transport();
+        let hosts = model.fuzz_host("n", "n", 0).is_some();
         FaultKind::ALL
             .into_iter()
-            .filter(|k| k.applies_to(transport))
+            .filter(|k| k.applies_to(transport) && (hosts || !k.on_disk()))
             .collect()
     }
 }
@@ -306,6 +332,10 @@ fn empty_fault(at_ms: u64, kind: &str) -> FaultSection {
         duplicate: None,
         reorder: None,
         reorder_delay: None,
+        host: None,
+        path: None,
+        errno: None,
+        write: None,
     }
 }
 
@@ -318,6 +348,7 @@ enum Slot {
     Held(String, bool),
     Broken(String, bool),
     Link(String, bool),
+    Disk(String),
 }
 
 /// The names of a case's nodes, made unique in order (`p7`, `p7x`, ...).
@@ -345,6 +376,15 @@ pub fn build(case: &Case) -> ScenarioFile {
     let hub = model.fuzz_hub();
     let hub_name = hub.name.get_ref().clone();
 
+    // The model's hosts, if its nodes live on hosts: node name -> host.
+    let host_of: BTreeMap<String, crate::scenario::HostSection> = std::iter::once(&hub_name)
+        .chain(&names)
+        .filter_map(|n| {
+            model
+                .fuzz_host(n, &hub_name, case.seed)
+                .map(|h| (n.clone(), h))
+        })
+        .collect();
     let mut nodes = vec![hub];
     let mut b = Builder {
         case,
@@ -353,6 +393,7 @@ pub fn build(case: &Case) -> ScenarioFile {
         faults: Vec::new(),
         links: Vec::new(),
         busy: BTreeMap::new(),
+        host_of: &host_of,
     };
     for ep in &case.hub_episodes {
         b.episode(ep, &hub_name, 0, None);
@@ -373,6 +414,15 @@ pub fn build(case: &Case) -> ScenarioFile {
     let Builder {
         mut faults, links, ..
     } = b;
+    let mut hosts = Vec::new();
+    for section in &mut nodes {
+        if let Some(host) = host_of.get(section.name.get_ref()) {
+            section
+                .keys
+                .insert("host".into(), host.name.get_ref().clone().into());
+            hosts.push(host.clone());
+        }
+    }
     // Files list faults in time order (a stable sort: an episode's begin
     // and end are at least a second apart).
     faults.sort_by_key(|f| parse_ms(f.at.get_ref()));
@@ -407,6 +457,7 @@ pub fn build(case: &Case) -> ScenarioFile {
             ..LinkSection::default()
         }),
         links,
+        hosts,
         nodes,
         faults,
         expects: Vec::new(),
@@ -421,6 +472,7 @@ struct Builder<'a> {
     faults: Vec<FaultSection>,
     links: Vec<LinkOverride>,
     busy: BTreeMap<Slot, Vec<(u64, u64)>>,
+    host_of: &'a BTreeMap<String, crate::scenario::HostSection>,
 }
 
 impl Builder<'_> {
@@ -466,11 +518,16 @@ impl Builder<'_> {
             f
         };
         let on_link = |slot: fn(String, bool) -> Slot| slot(node.to_string(), ep.to_peer);
+        let host = self.host_of.get(node).map(|h| h.name.get_ref().clone());
         let slot = match kind {
             FaultKind::CrashRestart
             | FaultKind::KillRestart
             | FaultKind::StopStart
+            | FaultKind::KillBeforeRename
             | FaultKind::Pause => Some(Slot::Lifecycle(node.to_string())),
+            _ if kind.on_disk() && host.is_none() => return,
+            FaultKind::DiskError | FaultKind::SlowDisk => host.clone().map(Slot::Disk),
+            FaultKind::TornWrite => None,
             FaultKind::ClockJump | FaultKind::ClockDrift => None,
             _ if peer.is_none() => return, // link kinds need a peer's link
             FaultKind::Partition | FaultKind::OneWayPartition => Some(Slot::Partition),
@@ -496,6 +553,37 @@ impl Builder<'_> {
                 };
                 self.faults.push(node_fault(at, down));
                 self.faults.push(node_fault(end, up));
+            }
+            FaultKind::KillBeforeRename => {
+                // A process that renames nothing is rebooted at the end.
+                self.faults.push(node_fault(at, "kill-before-rename"));
+                self.faults.push(node_fault(end, "restart"));
+            }
+            FaultKind::DiskError | FaultKind::SlowDisk | FaultKind::TornWrite => {
+                let Some(host) = host else { return };
+                let disk_fault = |at_ms: u64, kind: &str| {
+                    let mut f = empty_fault(at_ms, kind);
+                    f.host = Some(sp(host.clone()));
+                    f
+                };
+                match kind {
+                    FaultKind::DiskError => {
+                        let mut f = disk_fault(at, "disk-error");
+                        let errno = ["ENOSPC", "EIO", "EACCES"][(ep.size % 3) as usize];
+                        f.errno = Some(sp(errno.to_string()));
+                        self.faults.push(f);
+                        self.faults.push(disk_fault(end, "disk-ok"));
+                    }
+                    FaultKind::SlowDisk => {
+                        let mut f = disk_fault(at, "slow-disk");
+                        f.write = Some(sp(format!("{}ms", 1 + ep.size * 20))); // up to 20 s
+                        self.faults.push(f);
+                        let mut f = disk_fault(end, "slow-disk");
+                        f.write = Some(sp("0s".to_string()));
+                        self.faults.push(f);
+                    }
+                    _ => self.faults.push(disk_fault(at, "torn-write")),
+                }
             }
             FaultKind::ClockJump => {
                 let mut f = node_fault(at, "clock-jump");

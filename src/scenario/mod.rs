@@ -14,6 +14,7 @@
 //! Schema of each model's files ([`schema`]).
 
 mod error;
+mod hosts;
 pub mod model;
 pub mod schema;
 pub mod vocabulary;
@@ -24,9 +25,10 @@ use std::ops::{Deref, Range};
 use std::path::{Path, PathBuf};
 
 use heartsim_sim::clock::{Clock, MAX_DRIFT_PPM};
+use heartsim_sim::fs::{Disks, Errno, MAX_PATH_BYTES};
 use heartsim_sim::net::{Latency, LinkConfig, Partition};
 use heartsim_sim::rng::Ratio;
-use heartsim_sim::{Duration, Fault, Limits, NodeId, TcpConfig, Timestamp};
+use heartsim_sim::{Duration, Fault, Host, Limits, NodeId, TcpConfig, Timestamp};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::IntoDeserializer;
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,8 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 pub use error::{Diagnostic, ScenarioError};
+use hosts::{host_index, Hosted, HOST_KEY};
+pub use hosts::{HostDef, HostSection};
 pub use model::{
     AnySetup, Model, Profile, Raw, Says, SectionSchemas, Sections, Setup, Transport, VerdictKind,
     Violation, WrittenNode,
@@ -54,6 +58,10 @@ pub const MAX_EXPECTS: usize = 10_000;
 /// Most groups a symmetric partition may have (its rules grow with the
 /// square of the groups).
 pub const MAX_GROUPS: usize = 16;
+/// Most `[[host]]` tables a scenario may have.
+pub const MAX_HOSTS: usize = 10_000;
+/// Longest write time a `slow-disk` fault may set.
+pub const MAX_WRITE_TIME: Duration = Duration::from_secs(24 * 3600);
 /// Longest node name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 
@@ -160,6 +168,10 @@ pub struct ScenarioFile {
     pub tcp: Option<TcpSection>,
     #[serde(default, rename = "link", skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkOverride>,
+    /// Machines that several nodes (processes) share: one wall clock and
+    /// one disk (docs/scenario-format.md, "Hosts").
+    #[serde(default, rename = "host", skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostSection>,
     #[serde(default, rename = "node", skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSection>,
     #[serde(default, rename = "fault", skip_serializing_if = "Vec::is_empty")]
@@ -248,6 +260,8 @@ pub struct LinkOverride {
 }
 
 /// A `[[node]]` table: the keys every model's nodes have, and the model's.
+/// `host = "..."` (read from the flattened keys, so that it stays out of
+/// the model's) puts the node on a `[[host]]`.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 pub struct NodeSection {
     /// Unique; with `count`, the prefix of `<name>1`, `<name>2`, ...
@@ -282,6 +296,18 @@ pub struct FaultSection {
     pub duplicate: Option<S<String>>,
     pub reorder: Option<S<String>>,
     pub reorder_delay: Option<S<String>>,
+    /// The `[[host]]` a host fault acts on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<S<String>>,
+    /// The path a disk fault is limited to (and everything under it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<S<String>>,
+    /// `disk-error`: "EIO", "ENOSPC" or "EACCES".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<S<String>>,
+    /// `slow-disk`: how long every write takes, like "250ms".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<S<String>>,
 }
 
 /// One name or a list of names.
@@ -325,6 +351,9 @@ pub struct NodeDef {
     pub kind: String,
     pub start_at: Option<Timestamp>,
     pub clock: Clock,
+    /// Its `[[host]]` (an index into [`Scenario::hosts`]), if it names one;
+    /// otherwise it is alone on a host of its own.
+    pub host: Option<usize>,
 }
 
 /// When an expectation must hold.
@@ -366,6 +395,7 @@ pub struct Scenario {
     pub network: LinkConfig,
     pub tcp: TcpConfig,
     pub links: Vec<(NodeId, NodeId, LinkConfig)>,
+    pub hosts: Vec<HostDef>,
     pub nodes: Vec<NodeDef>,
     pub faults: Vec<(Timestamp, Fault)>,
     pub expects: Vec<Expect>,
@@ -435,6 +465,7 @@ impl Scenario {
         // of each node that are not common ones (serde put those in `keys`).
         let mut doc = doc.into_inner();
         let config = doc.remove("config");
+        let mut node_hosts = Vec::new();
         let written: Vec<Raw<'_>> = match doc.remove("node").map(Spanned::into_inner) {
             Some(DeValue::Array(tables)) => tables
                 .iter()
@@ -448,12 +479,30 @@ impl Scenario {
                             .collect(),
                         _ => DeTable::new(),
                     };
+                    let mut keys = keys;
+                    node_hosts.push(keys.remove(HOST_KEY));
                     Spanned::new(table.span(), DeValue::Table(keys))
                 })
                 .collect(),
             _ => Vec::new(),
         };
-        file.validate(models, &ctx, config, written)
+        let node_hosts = node_hosts
+            .into_iter()
+            .map(|v| {
+                v.map(|v| match v.get_ref() {
+                    DeValue::String(s) => Ok(S::new(v.span(), s.to_string())),
+                    _ => ctx.err(v.span(), "host: expected the name of a [[host]], a string"),
+                })
+                .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        file.validate(models, &ctx, config, written, &node_hosts)
+    }
+
+    /// Every host's disk: the `[[host]]`s first, then one of its own for
+    /// each node without a host.
+    pub fn disks(&self) -> Disks {
+        hosts::disks(&self.hosts, &self.nodes)
     }
 
     pub fn node_id(&self, name: &str) -> Option<NodeId> {
@@ -528,6 +577,19 @@ impl<'a> Context<'a> {
             Ok(d) => Ok(d),
             Err(e) => self.err(s.span(), format!("{what}: {e}")),
         }
+    }
+
+    /// A signed duration, like "+2m" or "-5s", in microseconds.
+    pub fn signed(&self, s: &S<String>, what: &str) -> Result<i64, ScenarioError> {
+        let text = s.get_ref().trim();
+        let (sign, rest) = match text.strip_prefix('-') {
+            Some(r) => (-1i64, r),
+            None => (1, text.strip_prefix('+').unwrap_or(text)),
+        };
+        let d = self.duration(&S::new(s.span(), rest.to_string()), what)?;
+        let us = i64::try_from(d.as_us())
+            .or_else(|_| self.err(s.span(), format!("{what}: too large")))?;
+        Ok(sign * us)
     }
 
     /// A duration within [`MAX_DURATION`], greater than zero.
@@ -794,6 +856,7 @@ impl ScenarioFile {
         ctx: &Context<'_>,
         config: Option<Raw<'_>>,
         written: Vec<Raw<'_>>,
+        node_hosts: &[Option<S<String>>],
     ) -> Result<Scenario, ScenarioError> {
         let (path, source) = (ctx.path, ctx.source);
         if *self.version.get_ref() != FORMAT_VERSION {
@@ -902,11 +965,24 @@ impl ScenarioFile {
             None => TcpConfig::default(),
         };
 
+        let (hosts, host_ids) = hosts::check(&self.hosts, ctx)?;
+
         // Nodes, with `count` expanded.
         let mut nodes = Vec::new();
         let mut spans = Vec::new();
         let mut ranges = Vec::new();
-        for n in &self.nodes {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let host = match node_hosts.get(i).and_then(Option::as_ref) {
+                None => None,
+                Some(h) => Some(host_index(ctx, &host_ids, h)?),
+            };
+            if let (Some(_), Some(p)) = (host, &n.clock_drift_ppm) {
+                return ctx.err(
+                    p.span(),
+                    "a node on a [[host]] runs on the host's clock: set clock_drift_ppm on the \
+                     [[host]]",
+                );
+            }
             let count = match &n.count {
                 None => None,
                 Some(c) if *c.get_ref() == 0 || *c.get_ref() > MAX_NODES as u64 => {
@@ -922,7 +998,7 @@ impl ScenarioFile {
                 Some(s) => Some(at(s, "start")?),
             };
             let clock = match &n.clock_drift_ppm {
-                None => Clock::default(),
+                None => host.map_or_else(Clock::default, |h| hosts[h].clock),
                 Some(p) => Clock::new(*p.get_ref(), 0).map_or_else(
                     || {
                         ctx.err(
@@ -963,6 +1039,7 @@ impl ScenarioFile {
                     kind: n.kind.get_ref().clone(),
                     start_at,
                     clock,
+                    host,
                 });
                 spans.push(n.name.span());
             }
@@ -990,6 +1067,7 @@ impl ScenarioFile {
                 .map(|((section, keys), ids)| WrittenNode { section, keys, ids })
                 .collect(),
             defs: &nodes,
+            hosts: &hosts,
         })?;
         let names = Names { ids, ctx };
 
@@ -1007,7 +1085,11 @@ impl ScenarioFile {
             links.push((from, to, ctx.link(network, &section, model)?));
         }
 
-        let faults = self.faults(ctx, model, &names, &nodes, network, &at)?;
+        let hosted = Hosted {
+            ids: &host_ids,
+            defs: &hosts,
+        };
+        let faults = self.faults(ctx, model, &names, &nodes, &hosted, network, &at)?;
 
         let mut expects = Vec::new();
         for e in &self.expects {
@@ -1082,6 +1164,7 @@ impl ScenarioFile {
             network,
             tcp,
             links,
+            hosts,
             nodes,
             faults,
             expects,
@@ -1092,12 +1175,14 @@ impl ScenarioFile {
 
     /// Resolve faults and check that they are possible in the order they
     /// happen: no heal without a partition, no restart of a running node.
+    #[allow(clippy::too_many_arguments)]
     fn faults(
         &self,
         ctx: &Context<'_>,
         model: &dyn Model,
         names: &Names<'_>,
         nodes: &[NodeDef],
+        hosted: &Hosted<'_>,
         network: LinkConfig,
         at: &AtFn<'_>,
     ) -> Result<Vec<(Timestamp, Fault)>, ScenarioError> {
@@ -1105,6 +1190,80 @@ impl ScenarioFile {
         for f in &self.faults {
             let t = at(&f.at, "at")?;
             let kind = f.kind.get_ref().as_str();
+            const KINDS: &str = "start, stop, crash, kill, restart, pause, resume, partition, heal, clock-jump, clock-drift, link, break, repair, hold, stall, release, disk-error, disk-ok, slow-disk, torn-write or kill-before-rename";
+            if !KINDS
+                .trim_start()
+                .split([',', ' '])
+                .any(|k| k == kind && !k.is_empty() && k != "or")
+            {
+                return ctx.err(
+                    f.kind.span(),
+                    format!("unknown fault kind {kind:?}: expected {KINDS}"),
+                );
+            }
+            // Keys only some kinds read: any other kind refuses them.
+            let host_kinds = [
+                "crash",
+                "restart",
+                "clock-jump",
+                "clock-drift",
+                "disk-error",
+                "disk-ok",
+                "slow-disk",
+                "torn-write",
+            ];
+            if let (Some(h), false) = (&f.host, host_kinds.contains(&kind)) {
+                return ctx.err(
+                    h.span(),
+                    format!(
+                        "fault {kind:?} takes no host (these do: {})",
+                        host_kinds.join(", ")
+                    ),
+                );
+            }
+            let disk_kinds = ["disk-error", "disk-ok", "torn-write"];
+            if let (Some(p), false) = (&f.path, disk_kinds.contains(&kind)) {
+                return ctx.err(p.span(), format!("fault {kind:?} takes no path"));
+            }
+            if let (Some(e), false) = (&f.errno, kind == "disk-error") {
+                return ctx.err(e.span(), format!("fault {kind:?} takes no errno"));
+            }
+            if let (Some(w), false) = (&f.write, kind == "slow-disk") {
+                return ctx.err(w.span(), format!("fault {kind:?} takes no write"));
+            }
+            if let (Some(_), Some(n)) = (&f.host, &f.node) {
+                return ctx.err(
+                    n.span(),
+                    format!("fault {kind:?} takes node or host, not both"),
+                );
+            }
+            let host = f
+                .host
+                .as_ref()
+                .map(|h| {
+                    host_index(ctx, hosted.ids, h).map(|index| Host {
+                        index,
+                        name: hosted.defs[index].name.clone(),
+                    })
+                })
+                .transpose()?;
+            let need_host = || -> Result<Host, ScenarioError> {
+                match &host {
+                    Some(h) => Ok(h.clone()),
+                    None => ctx.err(
+                        f.kind.span(),
+                        format!("fault {kind:?} needs host = \"...\" (a [[host]] name)"),
+                    ),
+                }
+            };
+            // A host's processes, in node order, for the faults that act on
+            // each of them.
+            let on_host = |h: &Host| -> Vec<NodeId> {
+                (0..nodes.len())
+                    .filter(|i| nodes[*i].host == Some(h.index))
+                    .map(NodeId)
+                    .collect()
+            };
             let need_node = || -> Result<NodeId, ScenarioError> {
                 match &f.node {
                     Some(n) => names.id(n.get_ref(), n.span()),
@@ -1114,6 +1273,57 @@ impl ScenarioFile {
                     ),
                 }
             };
+            // Whether `n` is the only process of its host (or has none).
+            let alone = |n: NodeId| match nodes[n.0].host {
+                None => true,
+                Some(h) => nodes.iter().filter(|d| d.host == Some(h)).count() == 1,
+            };
+            // A node that shares a host's clock cannot have it changed alone.
+            let hostless = |n: NodeId, instead: &str| -> Result<NodeId, ScenarioError> {
+                match nodes[n.0].host {
+                    _ if alone(n) => Ok(n),
+                    None => Ok(n),
+                    Some(h) => ctx.err(
+                        f.node.as_ref().map_or(f.kind.span(), |s| s.span()),
+                        format!(
+                            "{} runs on host {:?}: {instead} (host = {:?})",
+                            nodes[n.0].name, hosted.defs[h].name, hosted.defs[h].name
+                        ),
+                    ),
+                }
+            };
+            let path = f
+                .path
+                .as_ref()
+                .map(|p| {
+                    let text = p.get_ref();
+                    if !text.starts_with('/') || text.len() > MAX_PATH_BYTES || text.contains('\0')
+                    {
+                        ctx.err(
+                            p.span(),
+                            format!(
+                                "path: expected an absolute path of at most {MAX_PATH_BYTES} bytes"
+                            ),
+                        )
+                    } else {
+                        Ok(text.clone())
+                    }
+                })
+                .transpose()?;
+            // The same fault on each process of a host, after the first.
+            let mut more: Vec<Fault> = Vec::new();
+            let mut each =
+                |h: &Host, fault: &dyn Fn(NodeId) -> Fault| -> Result<Fault, ScenarioError> {
+                    let ids = on_host(h);
+                    let Some((first, rest)) = ids.split_first() else {
+                        return ctx.err(
+                            f.kind.span(),
+                            format!("host {:?} has no node: no [[node]] names it", h.name),
+                        );
+                    };
+                    more.extend(rest.iter().map(|n| fault(*n)));
+                    Ok(fault(*first))
+                };
             let need_pair = || -> Result<(NodeId, NodeId), ScenarioError> {
                 let (Some(from), Some(to)) = (&f.from, &f.to) else {
                     return ctx.err(
@@ -1133,9 +1343,74 @@ impl ScenarioFile {
             let fault = match kind {
                 "start" => Fault::Start(need_node()?),
                 "stop" => Fault::Stop(need_node()?),
-                "crash" => Fault::Crash(need_node()?),
+                "crash" => match &host {
+                    Some(h) => Fault::PowerLoss { host: h.clone() },
+                    None => {
+                        let n = hostless(need_node()?, "crash the host, or kill the process")?;
+                        // Alone on a [[host]]: the host's crash, with its disk.
+                        match nodes[n.0].host {
+                            Some(index) => Fault::PowerLoss {
+                                host: Host {
+                                    index,
+                                    name: hosted.defs[index].name.clone(),
+                                },
+                            },
+                            None => Fault::Crash(n),
+                        }
+                    }
+                },
                 "kill" => Fault::Kill(need_node()?),
-                "restart" => Fault::Restart(need_node()?),
+                "restart" => match &host {
+                    Some(h) => each(h, &Fault::Restart)?,
+                    None => Fault::Restart(need_node()?),
+                },
+                "kill-before-rename" => Fault::KillBeforeRename(need_node()?),
+                "disk-error" => {
+                    let h = need_host()?;
+                    let Some(e) = &f.errno else {
+                        return ctx.err(
+                            f.kind.span(),
+                            "disk-error needs errno = \"EIO\", \"ENOSPC\" or \"EACCES\"",
+                        );
+                    };
+                    let Some(errno) = Errno::injectable(e.get_ref()) else {
+                        return ctx.err(
+                            e.span(),
+                            format!(
+                                "unknown errno {:?}: expected EIO, ENOSPC or EACCES",
+                                e.get_ref()
+                            ),
+                        );
+                    };
+                    Fault::DiskError {
+                        host: h,
+                        path,
+                        errno: Some(errno),
+                    }
+                }
+                "disk-ok" => Fault::DiskError {
+                    host: need_host()?,
+                    path,
+                    errno: None,
+                },
+                "torn-write" => Fault::TornWrite {
+                    host: need_host()?,
+                    path,
+                },
+                "slow-disk" => {
+                    let h = need_host()?;
+                    let Some(w) = &f.write else {
+                        return ctx.err(f.kind.span(), "slow-disk needs write = \"250ms\"");
+                    };
+                    let d = ctx.duration(w, "write")?;
+                    if d > MAX_WRITE_TIME {
+                        return ctx.err(w.span(), "write: at most 24h");
+                    }
+                    Fault::SlowDisk {
+                        host: h,
+                        write_us: d.as_us(),
+                    }
+                }
                 "heal" => Fault::Heal,
                 "partition" => match (&f.groups, &f.from, &f.to) {
                     (Some(g), None, None) => {
@@ -1163,24 +1438,19 @@ impl ScenarioFile {
                     }
                 },
                 "clock-jump" => {
-                    let node = need_node()?;
                     let Some(by) = &f.by else {
                         return ctx.err(
                             f.kind.span(),
                             "clock-jump needs by = \"+1h\" or by = \"-5m\"",
                         );
                     };
-                    let text = by.get_ref().trim();
-                    let (sign, rest) = match text.strip_prefix('-') {
-                        Some(r) => (-1i64, r),
-                        None => (1, text.strip_prefix('+').unwrap_or(text)),
-                    };
-                    let d = ctx.duration(&S::new(by.span(), rest.to_string()), "by")?;
-                    let us = i64::try_from(d.as_us())
-                        .or_else(|_| ctx.err(by.span(), "by: too large"))?;
-                    Fault::ClockJump {
-                        node,
-                        by_us: sign * us,
+                    let by_us = ctx.signed(by, "by")?;
+                    match &host {
+                        Some(h) => each(h, &|node| Fault::ClockJump { node, by_us })?,
+                        None => Fault::ClockJump {
+                            node: hostless(need_node()?, "jump the host's clock")?,
+                            by_us,
+                        },
                     }
                 }
                 "link" => {
@@ -1221,23 +1491,32 @@ impl ScenarioFile {
                 "pause" => Fault::Pause(need_node()?),
                 "resume" => Fault::Resume(need_node()?),
                 "clock-drift" => {
-                    let node = need_node()?;
                     let Some(ppm) = &f.ppm else {
                         return ctx.err(f.kind.span(), "clock-drift needs ppm = 200 (or -200)");
                     };
                     if ppm.get_ref().unsigned_abs() > MAX_DRIFT_PPM.unsigned_abs() {
                         return ctx.err(ppm.span(), format!("ppm must be within ±{MAX_DRIFT_PPM}"));
                     }
-                    Fault::ClockDrift {
-                        node,
-                        ppm: *ppm.get_ref(),
+                    let ppm = *ppm.get_ref();
+                    match &host {
+                        Some(h) => each(h, &|node| Fault::ClockDrift { node, ppm })?,
+                        None => Fault::ClockDrift {
+                            node: hostless(need_node()?, "change the host's drift")?,
+                            ppm,
+                        },
                     }
                 }
                 other => {
-                    return ctx.err(f.kind.span(), format!("unknown fault kind {other:?}: expected start, stop, crash, restart, pause, resume, partition, heal, clock-jump, clock-drift, link, break, repair, hold, stall or release"));
+                    return ctx.err(
+                        f.kind.span(),
+                        format!("unknown fault kind {other:?}: expected {KINDS}"),
+                    );
                 }
             };
             resolved.push((t, fault, f.kind.span()));
+            for fault in more {
+                resolved.push((t, fault, f.kind.span()));
+            }
         }
         // Replay the schedule in engine order: node starts first, then
         // faults by time (a stable sort keeps file order at equal times).
@@ -1271,7 +1550,9 @@ impl ScenarioFile {
                     "{} is already running at this time (crash or stop it first)",
                     name(n)
                 )),
-                Fault::Stop(n) | Fault::Kill(n) | Fault::Pause(n) if !running.contains(n) => {
+                Fault::Stop(n) | Fault::Kill(n) | Fault::Pause(n) | Fault::KillBeforeRename(n)
+                    if !running.contains(n) =>
+                {
                     Some(format!("{} is not running at this time", name(n)))
                 }
                 Fault::Stop(n) | Fault::Pause(n) if paused.contains(n) => Some(format!(
@@ -1309,6 +1590,21 @@ impl ScenarioFile {
                 Fault::Stop(n) | Fault::Kill(n) | Fault::Crash(n) => {
                     running.remove(n);
                     paused.remove(n);
+                }
+                // It dies at its next rename, whose time the schedule
+                // cannot tell: a restart after it is allowed (the engine
+                // reboots a process that is still running).
+                Fault::KillBeforeRename(n) => {
+                    running.remove(n);
+                    paused.remove(n);
+                }
+                Fault::PowerLoss { host } => {
+                    for (i, node) in nodes.iter().enumerate() {
+                        if node.host == Some(host.index) {
+                            running.remove(&NodeId(i));
+                            paused.remove(&NodeId(i));
+                        }
+                    }
                 }
                 Fault::Pause(n) => {
                     paused.insert(*n);

@@ -20,7 +20,7 @@ use schemars::{Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Context, NodeDef, NodeSection, Scenario, ScenarioError};
+use super::{Context, HostDef, HostSection, NodeDef, NodeSection, Scenario, ScenarioError};
 
 /// A section of the file as written, with the spans of everything in it.
 pub type Raw<'a> = toml::Spanned<toml::de::DeValue<'a>>;
@@ -125,6 +125,12 @@ pub trait Model: Sync {
     fn fuzz_invariants(&self, _profile: &str) -> Vec<&'static str> {
         self.invariants().to_vec()
     }
+    /// The `[[host]]` a case's node runs on, if the model's nodes live on
+    /// hosts (kstlib's share a disk): the fuzzer adds the table and the
+    /// node's `host` key. `hub` is the hub's name, `seed` the case's.
+    fn fuzz_host(&self, _node: &str, _hub: &str, _seed: u64) -> Option<HostSection> {
+        None
+    }
 }
 
 impl fmt::Debug for dyn Model + '_ {
@@ -157,6 +163,8 @@ pub struct Sections<'a> {
     pub nodes: Vec<WrittenNode<'a>>,
     /// Every node after `count` expansion; `NodeId(i)` is `defs[i]`.
     pub defs: &'a [NodeDef],
+    /// The `[[host]]`s; `NodeDef::host` indexes them.
+    pub hosts: &'a [HostDef],
 }
 
 /// One `[[node]]` table as written.

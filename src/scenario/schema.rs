@@ -50,6 +50,10 @@ pub fn schema(model: &dyn Model) -> Value {
             .expect("name and kind are required");
         all.extend(required.iter().cloned());
     }
+    common["properties"]["host"] = json!({
+        "description": "The [[host]] this node (a process) runs on: it shares the host's clock and disk.",
+        "type": "string"
+    });
     common["additionalProperties"] = false.into();
     root
 }
