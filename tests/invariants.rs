@@ -155,3 +155,13 @@ fn registration_left_behind_is_flagged_in_eb812d4c_only() {
         assert_eq!(flagged(&head, &t, inv), Vec::<String>::new(), "{inv}");
     }
 }
+
+/// The fuzz-found HEAD behaviour under full buffers (a real upstream one):
+/// `healthy-peer-never-evicted` catches it.
+#[test]
+fn head_freeze_in_close_gets_a_healthy_peer_evicted_and_is_flagged() {
+    let s = load("stalled-peer-with-full-buffers-gets-a-healthy-peer-hard-evicted-ng.toml");
+    let found = flagged(&s, &trace(&s), Invariant::HealthyPeerNeverEvicted);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("p1x answers every probe"), "{}", found[0]);
+}
