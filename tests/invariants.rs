@@ -163,5 +163,9 @@ fn head_freeze_in_close_gets_a_healthy_peer_evicted_and_is_flagged() {
     let s = load("stalled-peer-with-full-buffers-gets-a-healthy-peer-hard-evicted-ng.toml");
     let found = flagged(&s, &trace(&s), Invariant::HealthyPeerNeverEvicted);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].starts_with("p1x answers every probe"), "{}", found[0]);
+    assert!(
+        found[0].starts_with("p1x answers every probe"),
+        "{}",
+        found[0]
+    );
 }

@@ -250,3 +250,28 @@ fn generated_cases_have_a_truth_and_consistent_measures() {
     }
     assert!(measured > 200, "only {measured} pairs measured");
 }
+
+/// kstlib through the same seam: the monitor's `dead`/`alive` are verdicts
+/// about the writer of its file. The threaded writer's first beat comes
+/// one interval in, so the monitor's `dead` at 0 ("no state file") is a
+/// mistake that lasts until the `alive` at 10 s; the writer killed at 45 s
+/// is detected at 71 s (T_D 26 s).
+#[test]
+fn a_kstlib_monitor_is_a_detector_of_its_writer() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios/kstlib/killed-writer-declared-dead-at-the-exact-poll-threaded.toml");
+    let (scenario, r) = report(&path);
+    let (m, w) = (scenario.node_id("m"), scenario.node_id("w"));
+    let pair = r
+        .pairs
+        .iter()
+        .find(|p| Some(p.monitor) == m && Some(p.node) == w)
+        .expect("the monitor judges the writer");
+    assert_eq!(pair.qos.detection.count, 1);
+    assert_eq!(pair.qos.detection.mean(), Some(Duration::from_secs(26)));
+    assert_eq!(pair.qos.mistakes, 1);
+    assert_eq!(
+        pair.qos.mistake_duration.mean(),
+        Some(Duration::from_secs(10))
+    );
+}

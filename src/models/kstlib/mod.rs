@@ -200,6 +200,30 @@ impl scenario::Model for Kstlib {
     fn records(&self) -> &'static [RecordKind] {
         RECORDS
     }
+    /// A monitor's `alive`/`dead` and a state-file watchdog's
+    /// `rearmed`/`fired`, about the one writer of the file they read (the
+    /// record's peer; none when the file has no single writer).
+    fn verdicts(&self) -> &'static [scenario::VerdictKind] {
+        use scenario::{Says, VerdictKind};
+        &[
+            VerdictKind {
+                kind: kind::ALIVE,
+                says: Says::Trust,
+            },
+            VerdictKind {
+                kind: kind::DEAD,
+                says: Says::Suspect,
+            },
+            VerdictKind {
+                kind: kind::REARMED,
+                says: Says::Trust,
+            },
+            VerdictKind {
+                kind: kind::FIRED,
+                says: Says::Suspect,
+            },
+        ]
+    }
     fn deadlines(&self) -> &'static [&'static str] {
         &[
             "stop_event.wait",

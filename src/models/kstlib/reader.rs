@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use heartsim_sim::{Deadline, Duration, FileDone, FileOp, Now, Outbox, Timestamp};
+use heartsim_sim::{Deadline, Duration, FileDone, FileOp, NodeId, Now, Outbox, Timestamp};
 
 use super::state::{judge, Reader, Seen};
 use super::{kind, Msg, Profile};
@@ -23,6 +23,9 @@ const READ: u64 = 1;
 #[derive(Clone, Debug, PartialEq)]
 pub struct MonitorSpec {
     pub state_file: String,
+    /// The one writer of that file on this disk, if there is exactly one:
+    /// the peer of its verdicts.
+    pub watched: Option<NodeId>,
     /// `is_alive(path, max_age_seconds)`, seconds as upstream takes them.
     pub max_age_s: f64,
     /// The monitor's own loop: `while True: is_alive(...); sleep(poll)`.
@@ -89,7 +92,8 @@ impl Monitor {
             } else {
                 kind::DEAD
             };
-            out.record(k, None, Some(Cow::Borrowed(verdict.reason())), age_msg(age));
+            let reason = Some(Cow::Borrowed(verdict.reason()));
+            out.record(k, self.spec.watched, reason, age_msg(age));
         }
         self.next = Some(now.mono + self.spec.poll_every);
     }
@@ -118,6 +122,8 @@ pub fn check_interval(timeout_s: f64) -> Duration {
 #[derive(Clone, Debug, PartialEq)]
 pub struct StateWatchdogSpec {
     pub state_file: String,
+    /// As [`MonitorSpec::watched`].
+    pub watched: Option<NodeId>,
     pub max_age_s: f64,
     /// The loop's period: `min(1, clamp(check_interval or max_age / 2,
     /// 1, 3600) / 4)`.
@@ -184,7 +190,7 @@ impl StateWatchdog {
             if self.triggered {
                 out.record(
                     kind::REARMED,
-                    None,
+                    self.spec.watched,
                     Some(Cow::Borrowed(verdict.reason())),
                     age_msg(age),
                 );
@@ -197,14 +203,14 @@ impl StateWatchdog {
                 // state file is stale: {path}", ...)`, then `on_timeout`.
                 out.record(
                     kind::ALERT,
-                    None,
+                    self.spec.watched,
                     Some(Cow::Borrowed("Heartbeat state file is stale")),
                     Some(Cow::Owned(self.spec.state_file.clone())),
                 );
             }
             out.record(
                 kind::FIRED,
-                None,
+                self.spec.watched,
                 Some(Cow::Borrowed(verdict.reason())),
                 age_msg(age),
             );

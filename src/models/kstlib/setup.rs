@@ -346,6 +346,7 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
                 }),
                 "monitor" => Role::Monitor(MonitorSpec {
                     state_file: need_file("monitor")?,
+                    watched: None, // resolved below
                     max_age_s: max_age,
                     poll_every: every(&k.poll_every, "poll_every")?,
                 }),
@@ -360,6 +361,7 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
                     let timeout_s = timeout.as_us() as f64 / 1e6;
                     Role::StateWatchdog(StateWatchdogSpec {
                         state_file: need_file("state-watchdog")?,
+                        watched: None, // resolved below
                         max_age_s: max_age,
                         every: check_interval(timeout_s),
                     })
@@ -381,6 +383,30 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
             };
             roles.push(role);
         }
+    }
+    // Each reader's verdicts are about the one writer of its file on its
+    // disk, if there is exactly one (QoS pairs them: docs/qos.md).
+    let writers: Vec<(usize, String, NodeId)> = roles
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Role::Writer(w) => w.state_file.clone().map(|f| (disk_of[i], f, NodeId(i))),
+            _ => None,
+        })
+        .collect();
+    for (i, role) in roles.iter_mut().enumerate() {
+        let (file, watched) = match role {
+            Role::Monitor(m) => (m.state_file.clone(), &mut m.watched),
+            Role::StateWatchdog(w) => (w.state_file.clone(), &mut w.watched),
+            Role::Writer(_) | Role::Watchdog(_) => continue,
+        };
+        let mut of_file = writers
+            .iter()
+            .filter(|(d, f, _)| *d == disk_of[i] && *f == file);
+        *watched = match (of_file.next(), of_file.next()) {
+            (Some(&(_, _, w)), None) => Some(w),
+            _ => None,
+        };
     }
     Ok(Setup {
         profile,
