@@ -4,7 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::builder::PossibleValuesParser;
@@ -112,6 +112,26 @@ enum Command {
     },
     /// List the models, their profiles and invariants.
     Models,
+    /// Run one scenario and write one self-contained HTML page of it: a
+    /// lane per node (truth: up, down, paused, cut off; the verdicts about
+    /// it; its decisions and faults, each with its trace line on hover),
+    /// zoomable over time, and the QoS table (docs/qos.md).
+    ///
+    /// Exit status: 0 written, 1 the run hit a limit or is too big to draw,
+    /// 2 a bad file or an output that exists (without --force).
+    Report {
+        /// A scenario file (TOML, version = 1).
+        file: PathBuf,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where to write the page.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Overwrite --out if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn parse_fault_kind(s: &str) -> Result<FaultKind, String> {
@@ -213,6 +233,12 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
             print!("{}", list_models(models));
             ExitCode::SUCCESS
         }
+        Command::Report {
+            file,
+            seed,
+            out,
+            force,
+        } => write_report(models, &file, seed, &out, force),
         Command::Fuzz {
             model,
             profile,
@@ -345,6 +371,66 @@ fn fuzz_command(config: &FuzzConfig) -> ExitCode {
         Err(failure) => {
             println!("{failure}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `heartsim report`.
+fn write_report(
+    models: &[&'static dyn Model],
+    file: &Path,
+    seed: Option<u64>,
+    out: &Path,
+    force: bool,
+) -> ExitCode {
+    let scenario = match Scenario::load(models, file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(model) = model::find(models, scenario.model) else {
+        eprintln!("error: the scenario's model is not registered");
+        return ExitCode::from(2);
+    };
+    let page = run(&scenario, seed, Level::Decision)
+        .map_err(|e| e.to_string())
+        .and_then(|outcome| {
+            crate::report::html(model, &scenario, &outcome.trace).map_err(|e| e.to_string())
+        });
+    let page = match page {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    let mut options = OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let written = options
+        .open(out)
+        .and_then(|mut f| f.write_all(page.as_bytes()));
+    match written {
+        Ok(()) => {
+            eprintln!("wrote {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "error: {} exists; pass --force to overwrite it",
+                out.display()
+            );
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", out.display());
+            ExitCode::from(2)
         }
     }
 }

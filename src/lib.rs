@@ -31,6 +31,7 @@ pub mod cli;
 pub mod fuzz;
 pub mod models;
 pub mod qos;
+pub mod report;
 pub mod run;
 pub mod scenario;
 
