@@ -827,3 +827,172 @@ fn a_reset_during_the_50ms_sleep_drops_the_lines_before_it() {
         );
     }
 }
+
+/// Issue 18, point 4: joinmarket-ng follows every departure with a
+/// "disconnected" PEERLIST line to every other registered peer, awaited by
+/// whoever evicted (HEAD: unregister, broadcast, then close; eb812d4c:
+/// broadcast, then unregister and close; `server.py` `_evict_peer`,
+/// `_remove_owned_peer_state`; `server.py@eb8` `_evict_peer`). eb812d4c
+/// looks the departed peer up by location, so a taker's departure goes to
+/// no one. joinmarket-rs's heartbeat broadcasts nothing.
+#[test]
+fn a_departure_is_broadcast_to_the_other_peers_before_the_close() {
+    let peers = [
+        (STREAM, PEER, "alice", true),
+        (ConnId(2), NodeId(2), "bob", true),
+        (ConnId(3), NodeId(3), "tom", false),
+    ];
+    for profile in Profile::ALL {
+        let mut d = Directory::new(profile, Timers::default(), "dir");
+        let mut log = Log::default();
+        log.step(&mut d, 0, Input::Start);
+        for (conn, peer, nick, maker) in peers {
+            let location = if maker {
+                onion_for(nick)
+            } else {
+                "NOT-SERVING-ONION".to_string()
+            };
+            let hello = Frame::Handshake {
+                nick: Arc::from(nick),
+                location: Arc::from(location),
+                ping: true,
+                directory: false,
+                nick_auth: false,
+            };
+            log.hello(&mut d, 0, conn, peer, hello);
+        }
+        log.settle(&mut d);
+        log.0.clear();
+        // alice's connection ends (EOF): her handler cleans up.
+        let out = log.step(
+            &mut d,
+            1_000,
+            Input::Closed {
+                conn: STREAM,
+                peer: PEER,
+            },
+        );
+        let lines: Vec<&str> = log.0.iter().map(|(_, l)| l.as_str()).collect();
+        let entry = format!(
+            "send {}",
+            Frame::PeerList {
+                nick: Arc::from("alice"),
+                location: Arc::from(onion_for("alice")),
+            }
+        );
+        match profile {
+            Profile::JoinmarketRs => {
+                assert_eq!(lines, vec!["disconnect peer closed"]);
+                assert_eq!(out.closes().collect::<Vec<_>>(), vec![STREAM]);
+            }
+            _ => {
+                // To bob and tom (awaited, answered at once by the log),
+                // then the close.
+                assert_eq!(
+                    lines,
+                    vec![
+                        "disconnect peer closed".to_string(),
+                        format!("{entry} on 2"),
+                        format!("{entry} on 3"),
+                    ],
+                    "{profile:?}"
+                );
+            }
+        }
+        assert_eq!(d.registered(), 2, "{profile:?}");
+        // tom (a taker) leaves: eb812d4c finds no one to tell.
+        log.0.clear();
+        log.step(
+            &mut d,
+            2_000,
+            Input::Closed {
+                conn: ConnId(3),
+                peer: NodeId(3),
+            },
+        );
+        let sends = log.0.iter().filter(|(_, l)| l.starts_with("send")).count();
+        let expected = match profile {
+            Profile::JoinmarketNg => 1,
+            Profile::JoinmarketNgEb812d4c | Profile::JoinmarketRs => 0,
+        };
+        assert_eq!(sends, expected, "{profile:?}");
+    }
+}
+
+/// Point 4: a PUBMSG is relayed to every other registered peer by its
+/// sender's handler, which reads nothing more until the relay's writes are
+/// done (`_handle_public_message`, awaited).
+#[test]
+fn a_pubmsg_is_relayed_and_holds_its_senders_next_lines_until_written() {
+    let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir");
+    let mut out = Outbox::new(NodeId(0));
+    let start =
+        |d: &mut Directory, out: &mut Outbox<Frame>, ms, input| d.handle(at_ms(ms), input, out);
+    start(&mut d, &mut out, 0, Input::Start);
+    for (conn, peer, nick) in [(STREAM, PEER, "alice"), (ConnId(2), NodeId(2), "bob")] {
+        start(&mut d, &mut out, 0, Input::Accepted { conn, peer });
+        let hello = Frame::Handshake {
+            nick: Arc::from(nick),
+            location: Arc::from(onion_for(nick)),
+            ping: true,
+            directory: false,
+            nick_auth: false,
+        };
+        start(
+            &mut d,
+            &mut out,
+            0,
+            Input::Data {
+                conn,
+                peer,
+                msg: hello,
+            },
+        );
+    }
+    while let Some(dl) = d.poll_timeout().filter(|t| t.at < at(1).mono) {
+        start(&mut d, &mut out, dl.at.as_us() / 1000, Input::Timeout);
+    }
+    let offer = Frame::PubMsg("alice!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002".into());
+    let mut relay = Outbox::new(NodeId(0));
+    d.handle(
+        at_ms(1_000),
+        Input::Data {
+            conn: STREAM,
+            peer: PEER,
+            msg: offer.clone(),
+        },
+        &mut relay,
+    );
+    let sent: Vec<_> = relay.sends().map(|(to, m, t)| (to, m.clone(), t)).collect();
+    assert_eq!(sent.len(), 1, "to bob only");
+    let (to, msg, token) = sent[0].clone();
+    assert_eq!((to, msg), (heartsim::sim::Dest::Conn(ConnId(2)), offer));
+    // alice PINGs meanwhile: held, unanswered, until bob's write is done.
+    let mut held = Outbox::new(NodeId(0));
+    d.handle(
+        at_ms(2_000),
+        Input::Data {
+            conn: STREAM,
+            peer: PEER,
+            msg: Frame::Ping,
+        },
+        &mut held,
+    );
+    assert_eq!(held.sends().count(), 0);
+    let mut done = Outbox::new(NodeId(0));
+    let token = token.expect("awaited");
+    d.handle(
+        at_ms(3_000),
+        Input::SendDone {
+            to,
+            token,
+            result: Ok(()),
+        },
+        &mut done,
+    );
+    let replies: Vec<_> = done.sends().map(|(to, m, _)| (to, m.clone())).collect();
+    assert_eq!(
+        replies,
+        vec![(heartsim::sim::Dest::Conn(STREAM), Frame::Pong)]
+    );
+}

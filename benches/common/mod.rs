@@ -7,7 +7,9 @@ use heartsim::scenario::Scenario;
 
 /// A quarter each: responsive ping makers, responsive non-ping makers
 /// (answer !orderbook), responsive ping takers, and silent ping makers that
-/// reconnect 30 s after each eviction.
+/// reconnect 30 s after each eviction. Without joinmarket-ng's departure
+/// broadcasts and PUBMSG relays (`broadcasts = false`): those are O(peers)
+/// writes each, and measured apart (`docs/performance.md`).
 pub fn scenario(peers: usize) -> Scenario {
     let q = peers / 4;
     let toml = format!(
@@ -18,6 +20,8 @@ model = "joinmarket-directory"
 profile = "joinmarket-ng"
 seed = 1
 duration = "24h"
+[config]
+broadcasts = false
 [network]
 latency = "50ms..150ms"
 drop = "1/100"

@@ -107,6 +107,7 @@ pub fn config() -> BoxedStrategy<toml::Table> {
                     pong_wait: Some(sp(secs(pong_s))),
                     nick_auth: nick_auth.map(|m| sp(m.to_string())),
                     nick_auth_timeout: nick_auth.map(|_| sp(secs(auth_s))),
+                    broadcasts: None,
                 };
                 toml::Table::try_from(&config).expect("timers are a TOML table")
             },

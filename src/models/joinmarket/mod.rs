@@ -191,6 +191,12 @@ pub enum Frame {
     NickAuthChallenge,
     NickAuthProof,
     NickAuthResult(AuthCode),
+    /// A PEERLIST entry announcing a departure (`create_peerlist_entry(
+    /// nick, location, disconnected=True)`, type 789).
+    PeerList {
+        nick: Arc<str>,
+        location: Arc<str>,
+    },
 }
 
 /// `NickAuthResult.code` (`server.py` `_send_nick_auth_result`).
@@ -264,6 +270,9 @@ impl fmt::Display for Frame {
                 r#"{{"type": {DN_HANDSHAKE_TYPE}, "line": "{{\"accepted\": {accepted}}}"}}"#
             ),
             Frame::NickAuthChallenge => f.write_str(r#"{"type": 803, "line": "<challenge>"}"#),
+            Frame::PeerList { nick, location } => {
+                write!(f, r#"{{"type": 789, "line": "{nick};{location};D"}}"#)
+            }
             Frame::NickAuthProof => f.write_str(r#"{"type": 805, "line": "<proof>"}"#),
             Frame::NickAuthResult(code) => write!(
                 f,
@@ -577,6 +586,12 @@ const RECORDS: &[RecordKind] = {
                 Is("!orderbook rate limit exceeded"),
                 Is("malformed line"),
                 Is("displaced by a verified registration"),
+                // joinmarket-ng: a broadcast or relay write to the peer
+                // failed (`_handle_send_failed`; HEAD's 30 s timeout has
+                // an empty message).
+                Is("send failed: connection reset"),
+                Is("send failed: broken pipe"),
+                Is("send failed: "),
                 Is("peer closed"),
                 Is("connection reset"),
                 Is("connection timed out"),

@@ -38,6 +38,12 @@ pub struct ConfigSection {
     /// (default "30s", at most "30s").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nick_auth_timeout: Option<S<String>>,
+    /// joinmarket-ng: broadcast every departure to the other peers and
+    /// relay every PUBMSG, as upstream does (default true). `false` is for
+    /// runs too large for that traffic (O(peers) writes each): they then
+    /// send less than upstream, and a stalled peer blocks less.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broadcasts: Option<S<bool>>,
 }
 
 /// A node's keys beyond the common ones. `kind` is `directory` (exactly
@@ -93,6 +99,7 @@ pub struct Setup {
     pub roles: Vec<Role>,
     pub invariants: Vec<Invariant>,
     pub nick_auth: Option<NickAuth>,
+    pub broadcasts: bool,
 }
 
 impl Setup {
@@ -112,7 +119,8 @@ impl scenario::Setup for Setup {
         match &self.roles[node.0] {
             Role::Directory => Node::Directory(Box::new(
                 Directory::new(self.profile, self.timers, &self.directory_nick)
-                    .with_nick_auth(self.nick_auth),
+                    .with_nick_auth(self.nick_auth)
+                    .with_broadcasts(self.broadcasts),
             )),
             Role::Peer(spec) => Node::Peer(Peer::new(spec.clone())),
         }
@@ -135,9 +143,11 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
 
     let mut timers = Timers::default();
     let mut nick_auth = None;
+    let mut broadcasts = true;
     if let Some(raw) = &s.config {
         let c: ConfigSection = ctx.read(raw.clone())?;
         nick_auth = read_nick_auth(ctx, profile, &c)?;
+        broadcasts = c.broadcasts.as_ref().is_none_or(|b| *b.get_ref());
         for (field, slot, name) in [
             (
                 &c.sweep_interval,
@@ -266,6 +276,7 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
         roles,
         invariants,
         nick_auth,
+        broadcasts,
     })
 }
 

@@ -22,6 +22,10 @@ use heartsim_sim::{
     ConnId as StreamId, Deadline, Duration, Input, NodeId, Now, Outbox, SendError, Timestamp,
 };
 
+mod awaits;
+
+use awaits::{Awaits, Ctx, NgWrite, Step};
+
 use super::location::Location;
 use super::{kind, AuthCode, Frame, NickAuth, Profile, RateLimit, Timers};
 
@@ -56,6 +60,9 @@ struct Conn {
     /// HEAD with nick authentication: the verified pubkey (here: the node,
     /// whose key is the same across its connections).
     verified: Option<NodeId>,
+    /// What a "disconnected" PEERLIST entry says of it.
+    nick: Arc<str>,
+    location: Arc<str>,
 }
 
 /// HEAD: a connection that negotiated nick authentication, answered, sent
@@ -65,6 +72,7 @@ struct Authenticating {
     deadline: Timestamp,
     peer: NodeId,
     nick: Arc<str>,
+    location: Arc<str>,
     key: KeyId,
     ping: bool,
     maker: bool,
@@ -125,11 +133,9 @@ struct Sweep {
     /// Step 2's queue, built once step 1 is done (re-queried then, as
     /// upstream calls `get_peers_idle_since` after the evictions).
     queue: Option<VecDeque<ConnId>>,
-    /// HEAD: closing an evicted connection whose write never drained
-    /// (`writer.close(); await writer.wait_closed()`, `jmcore/network.py`
-    /// `close`, no timeout) holds the sweep until the bytes go or the
-    /// connection fails.
-    closing: Option<StreamId>,
+    /// Step 4's evictions still to do, once the PONG wait is over (an
+    /// eviction that awaits its broadcast or its close holds the rest).
+    timed_out: Option<VecDeque<(PendingKey, NodeId)>>,
     /// A send whose outcome the sweep awaits.
     awaiting: Option<Awaiting>,
     /// joinmarket-ng's `pinged_owners` (who step 4 may evict); for
@@ -211,6 +217,13 @@ pub struct Directory {
     /// HEAD: writes abandoned by the 30 s send timeout, still in asyncio's
     /// buffer: `asyncio.wait_for` cancels the `drain()`, not the bytes.
     undrained: BTreeMap<StreamId, u64>,
+    /// joinmarket-ng: what each coroutine awaits (`awaits.rs`).
+    awaits: BTreeMap<Ctx, Awaits>,
+    /// joinmarket-ng: awaited broadcast and relay writes, by token.
+    ng_writes: BTreeMap<u64, NgWrite>,
+    /// joinmarket-ng: departures are broadcast and PUBMSGs relayed
+    /// (`[config] broadcasts`, on unless a scale run turns it off).
+    broadcasts: bool,
     /// joinmarket-rs: each peer task's writes in progress, by token.
     task_writes: BTreeMap<u64, StreamId>,
     /// joinmarket-rs: peer tasks inside a write (see [`Writing`]).
@@ -247,6 +260,9 @@ impl Directory {
             idle_index: BTreeSet::new(),
             pending: BTreeSet::new(),
             undrained: BTreeMap::new(),
+            awaits: BTreeMap::new(),
+            ng_writes: BTreeMap::new(),
+            broadcasts: true,
             task_writes: BTreeMap::new(),
             writing: BTreeMap::new(),
             reserved: BTreeSet::new(),
@@ -260,6 +276,12 @@ impl Directory {
     /// Turn on HEAD's nick authentication (`nick_auth_directory_id` set).
     pub fn with_nick_auth(mut self, nick_auth: Option<NickAuth>) -> Self {
         self.nick_auth = nick_auth;
+        self
+    }
+
+    /// joinmarket-ng: broadcast departures and relay PUBMSGs (default on).
+    pub fn with_broadcasts(mut self, on: bool) -> Self {
+        self.broadcasts = on;
         self
     }
 
@@ -291,13 +313,26 @@ impl Directory {
         if let Input::Data { conn, .. } | Input::Closed { conn, .. } | Input::Reset { conn, .. } =
             &input
         {
-            if let Some(settling) = self.settling.get_mut(conn) {
+            let conn = *conn;
+            if let Input::Reset { .. } = &input {
+                // The transport fails whoever reads: a close waiting for
+                // its buffer returns, awaited writes to it fail.
+                if self.undrained.remove(&conn).is_some() {
+                    self.drained(now, conn, out);
+                }
+                self.fail_writes_to(now, conn, out);
+            }
+            if let Some(settling) = self.settling.get_mut(&conn) {
                 settling.held.push(input);
+                return;
+            }
+            if let Some(blocked) = self.reader_blocked(conn) {
+                blocked.held.push(input);
                 return;
             }
             // A socket error wakes the blocked write: not held.
             if let (Some(writing), false) = (
-                self.writing.get_mut(conn),
+                self.writing.get_mut(&conn),
                 matches!(input, Input::Reset { .. }),
             ) {
                 writing.held.push(input);
@@ -327,6 +362,12 @@ impl Directory {
             Input::SendDone { token, .. } if self.task_writes.contains_key(&token) => {
                 self.task_write_done(now, token, out);
             }
+            Input::SendDone { token, result, .. } if self.ng_writes.contains_key(&token) => {
+                let failed = result
+                    .err()
+                    .map(|e| Cow::Owned(format!("send failed: {e}")));
+                self.ng_write_done(now, token, failed, out);
+            }
             Input::SendDone { token, result, .. } => {
                 self.on_send_done(now, token, result.map_err(SendFailure::Net), out);
             }
@@ -336,18 +377,16 @@ impl Directory {
             Input::Closed { conn, peer } => {
                 self.forget_handshake(conn);
                 self.forget_auth(conn);
-                self.lost(conn, peer, "peer closed".into(), out);
-                self.stale_reader_ended(conn, "peer closed".into(), out);
-                out.close(conn);
+                let registered = self.lost(now, conn, peer, "peer closed".into(), true, out);
+                self.stale_reader_ended(now, conn, "peer closed".into(), out);
+                if !registered {
+                    out.close(conn);
+                }
             }
             // A RST or a retransmission timeout: the read raises (Python
             // `ConnectionResetError`/`TimeoutError`, Rust an `io::Error`),
             // and the same cleanup runs.
             Input::Reset { conn, peer, error } => {
-                // The transport fails: `wait_closed()` returns.
-                if self.undrained.remove(&conn).is_some() {
-                    self.closed(now, conn, out);
-                }
                 // joinmarket-rs: the write fails and the task exits; what it
                 // had not read yet goes with it.
                 if let Some(key) = self.writing.remove(&conn).and_then(|w| w.evicted) {
@@ -355,8 +394,8 @@ impl Directory {
                 }
                 self.forget_handshake(conn);
                 self.forget_auth(conn);
-                self.lost(conn, peer, error.to_string().into(), out);
-                self.stale_reader_ended(conn, error.to_string().into(), out);
+                self.lost(now, conn, peer, error.to_string().into(), false, out);
+                self.stale_reader_ended(now, conn, error.to_string().into(), out);
             }
             // A new connection has `handshake_timeout` to send its
             // handshake, or it is closed.
@@ -383,7 +422,11 @@ impl Directory {
             at,
             reason: "nick auth timeout",
         });
-        [settle, handshake, auth, self.phase_deadline()]
+        let writes = self.ng_write_deadline().map(|at| Deadline {
+            at,
+            reason: "send timeout",
+        });
+        [settle, handshake, auth, writes, self.phase_deadline()]
             .into_iter()
             .flatten()
             .min_by_key(|d| d.at)
@@ -401,7 +444,7 @@ impl Directory {
             }),
             Phase::Probing(sweep) => {
                 let timeout = self.profile.send_timeout()?;
-                let awaiting = sweep.awaiting.filter(|_| sweep.closing.is_none())?;
+                let awaiting = sweep.awaiting.filter(|_| !self.sweep_blocked())?;
                 Some(Deadline {
                     at: awaiting.since + timeout,
                     reason: "send timeout",
@@ -439,6 +482,7 @@ impl Directory {
                 self.handle(now, input, out);
             }
         }
+        self.expire_ng_writes(now, out);
         // HEAD: `wait_for(connection.receive(), nick_auth_timeout)` gives
         // up: an `expired` result, then the handler returns and closes.
         while let Some(&(at, stream)) = self.auth_deadlines.first() {
@@ -465,9 +509,10 @@ impl Directory {
         }
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Sleeping { until } if now.mono >= until => self.start_sweep(now, out),
-            Phase::Waiting { until, sweep } if now.mono >= until => {
-                self.evict_pending(&sweep, out);
-                self.end_sweep(now);
+            Phase::Waiting { until, mut sweep } if now.mono >= until => {
+                sweep.timed_out = Some(self.timed_out(&sweep));
+                self.phase = Phase::Probing(sweep);
+                self.probe_next(now, out);
             }
             Phase::Probing(sweep) => {
                 let timed_out = match (sweep.awaiting, self.profile.send_timeout()) {
@@ -495,7 +540,7 @@ impl Directory {
             t,
             hard: self.idle_since(t, self.timers.hard_evict).into(),
             queue: None,
-            closing: None,
+            timed_out: None,
             awaiting: None,
             pinged: Vec::new(),
         });
@@ -506,17 +551,6 @@ impl Directory {
         match &mut self.phase {
             Phase::Probing(sweep) => sweep,
             _ => unreachable!("called while probing"),
-        }
-    }
-
-    /// HEAD: an abandoned write to `stream` drained, or the connection
-    /// failed: a sweep held in closing it goes on.
-    fn closed(&mut self, now: Now, stream: StreamId, out: &mut Outbox<Frame>) {
-        if let Phase::Probing(sweep) = &mut self.phase {
-            if sweep.closing == Some(stream) {
-                sweep.closing = None;
-                self.probe_next(now, out);
-            }
         }
     }
 
@@ -545,8 +579,11 @@ impl Directory {
         let Phase::Probing(sweep) = &self.phase else {
             return;
         };
-        if sweep.closing.is_some() {
+        if self.sweep_blocked() || sweep.awaiting.is_some() {
             return;
+        }
+        if sweep.timed_out.is_some() {
+            return self.evict_timed_out(now, out);
         }
         // Step 1: hard-evict peers idle past hard_evict; clear pending first.
         while let Some(id) = self.sweep_mut().hard.pop_front() {
@@ -555,8 +592,8 @@ impl Directory {
             };
             let pk = self.pending_key(conn.key, id);
             self.pending.remove(&pk);
-            if let Some(stream) = self.evict_conn(id, "idle timeout".into(), out) {
-                self.sweep_mut().closing = Some(stream);
+            self.evict_conn(now, id, "idle timeout".into(), out);
+            if self.sweep_blocked() {
                 return;
             }
         }
@@ -667,7 +704,7 @@ impl Directory {
             let drained = self.undrained.iter().find(|&(_, &t)| t == token);
             if let Some((&stream, _)) = drained {
                 self.undrained.remove(&stream);
-                self.closed(now, stream, out);
+                self.drained(now, stream, out);
             }
             return;
         }
@@ -705,20 +742,14 @@ impl Directory {
             (Profile::JoinmarketNg, Ok(())) => Some(pk),
             (Profile::JoinmarketNg, Err(e)) => {
                 self.pending.remove(&pk);
-                let reason = format!("send failed: {e}").into();
-                if let Some(stream) = self.evict_conn(id, reason, out) {
-                    if let Phase::Probing(sweep) = &mut self.phase {
-                        sweep.closing = Some(stream);
-                    }
-                    return;
-                }
+                self.evict_conn(now, id, format!("send failed: {e}").into(), out);
                 None
             }
             (Profile::JoinmarketNgEb812d4c, result) => {
                 if let Err(e) = result {
                     // `_send_ping` swallows the error after evicting...
                     self.pending.remove(&pk);
-                    self.evict_conn(id, format!("send failed: {e}").into(), out);
+                    self.evict_conn(now, id, format!("send failed: {e}").into(), out);
                 }
                 // ...and the sweep then marks the key pending regardless, so
                 // a failed peer is evicted a second time after the wait.
@@ -732,62 +763,76 @@ impl Directory {
         self.probe_next(now, out);
     }
 
-    /// Step 4.
-    fn evict_pending(&mut self, sweep: &Sweep, out: &mut Outbox<Frame>) {
+    /// Step 4's list, when the PONG wait ends. joinmarket-rs:
+    /// `collect_pong_timeouts`, every peer whose flag is still set;
+    /// joinmarket-ng: `timed_out = [o for o in pinged_owners if o in
+    /// pending]`.
+    fn timed_out(&mut self, sweep: &Sweep) -> VecDeque<(PendingKey, NodeId)> {
         match self.profile {
             Profile::JoinmarketRs => {
-                // `collect_pong_timeouts`: every peer whose flag is still set.
-                let timed_out: Vec<ConnId> = self
+                let flagged: BTreeSet<ConnId> = self
                     .pending
                     .iter()
                     .map(|(_, id)| *id)
                     .filter(|id| self.conns.contains_key(id))
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
                     .collect();
                 self.pending.clear();
-                for id in timed_out {
-                    self.evict_conn(id, "pong timeout".into(), out);
-                }
+                flagged
+                    .into_iter()
+                    .map(|id| ((self.conns[&id].key, id), self.conns[&id].node))
+                    .collect()
             }
-            Profile::JoinmarketNg | Profile::JoinmarketNgEb812d4c => {
-                // `timed_out = [o for o in pinged_owners if o in pending]`.
-                let timed_out: Vec<(PendingKey, NodeId)> = sweep
-                    .pinged
-                    .iter()
-                    .filter(|(pk, _)| self.pending.contains(pk))
-                    .copied()
-                    .collect();
-                for ((key, conn_id), node) in timed_out {
+            Profile::JoinmarketNg | Profile::JoinmarketNgEb812d4c => sweep
+                .pinged
+                .iter()
+                .filter(|(pk, _)| self.pending.contains(pk))
+                .copied()
+                .collect(),
+        }
+    }
+
+    /// Step 4, one eviction at a time: each may await its broadcast and
+    /// close (joinmarket-ng), which holds the rest.
+    fn evict_timed_out(&mut self, now: Now, out: &mut Outbox<Frame>) {
+        loop {
+            let next = match &mut self.phase {
+                Phase::Probing(Sweep {
+                    timed_out: Some(q), ..
+                }) => q.pop_front(),
+                _ => return,
+            };
+            let Some(((key, conn_id), node)) = next else {
+                return self.end_sweep(now);
+            };
+            match self.profile {
+                Profile::JoinmarketRs => {
+                    self.evict_conn(now, conn_id, "pong timeout".into(), out);
+                }
+                Profile::JoinmarketNg => {
                     self.pending.remove(&(key, conn_id));
-                    if self.profile == Profile::JoinmarketNg {
-                        // HEAD's `_evict_peer` returns unless the connection
-                        // is still the key's current owner.
-                        // Only PING peers are pending, and a PING whose
-                        // write was abandoned evicted its peer at once, so
-                        // no abandoned write is queued here. (Upstream's
-                        // close waits for asyncio's whole buffer: once
-                        // relays and broadcasts are modelled, issue 18
-                        // point 4, other queued bytes can hold it too.)
-                        if self.by_key.get(&key) == Some(&conn_id) {
-                            self.evict_conn(conn_id, "pong timeout".into(), out);
-                        }
-                    } else {
-                        // eb812d4c evicts by key: whoever owns it now, even a
-                        // connection made after the PING went out.
-                        match self.by_key.get(&key).copied() {
-                            Some(owner) => {
-                                self.evict_conn(owner, "pong timeout".into(), out);
-                            }
-                            None => out.record(
-                                kind::EVICT,
-                                Some(node),
-                                Some("pong timeout".into()),
-                                Some(kind::NO_CONNECTION.into()),
-                            ),
-                        }
+                    // HEAD's `_evict_peer` returns unless the connection is
+                    // still the key's current owner.
+                    if self.by_key.get(&key) == Some(&conn_id) {
+                        self.evict_conn(now, conn_id, "pong timeout".into(), out);
                     }
                 }
+                Profile::JoinmarketNgEb812d4c => {
+                    self.pending.remove(&(key, conn_id));
+                    // eb812d4c evicts by key: whoever owns it now, even a
+                    // connection made after the PING went out.
+                    match self.by_key.get(&key).copied() {
+                        Some(owner) => self.evict_conn(now, owner, "pong timeout".into(), out),
+                        None => out.record(
+                            kind::EVICT,
+                            Some(node),
+                            Some("pong timeout".into()),
+                            Some(kind::NO_CONNECTION.into()),
+                        ),
+                    }
+                }
+            }
+            if self.sweep_blocked() {
+                return;
             }
         }
     }
@@ -890,7 +935,13 @@ impl Directory {
                 } else {
                     RateLimit::PubMsg
                 };
-                self.over_rate(now, id, limit, out);
+                if self.over_rate(now, id, limit, out) {
+                    return;
+                }
+                if self.profile.is_ng() {
+                    let key = self.conns[&id].key;
+                    self.relay(now, stream, key, frame, out);
+                }
             }
             Frame::Malformed if self.profile.is_ng() => {
                 // Python parses after stamping `last_seen`: the envelope
@@ -898,15 +949,16 @@ impl Directory {
                 // `finally` runs `_cleanup_peer` (HEAD `server.py`
                 // `_handle_peer_messages`; eb812d4c the same loop).
                 // joinmarket-rs logs the bad line and reads on.
-                close(out, stream, from, kind::DISCONNECT, "malformed line".into());
-                self.unregister(id);
+                let record = (kind::DISCONNECT, "malformed line".into(), None);
+                self.depart(now, Ctx::Reader(stream), id, record, true, out);
             }
             Frame::Malformed
             | Frame::Handshake { .. }
             | Frame::HandshakeReply { .. }
             | Frame::NickAuthChallenge
             | Frame::NickAuthProof
-            | Frame::NickAuthResult(_) => {}
+            | Frame::NickAuthResult(_)
+            | Frame::PeerList { .. } => {}
         }
     }
 
@@ -956,6 +1008,7 @@ impl Directory {
             directory,
             nick_auth,
         } = features;
+        let names = (nick.clone(), location.clone());
         let location = self.profile.parse_location(nick, location);
         let rejection = match &location {
             _ if directory => Some(Cow::Borrowed(self.profile.directory_rejection())),
@@ -991,6 +1044,7 @@ impl Directory {
                         deadline,
                         peer: from,
                         nick: nick.clone(),
+                        location: names.1.clone(),
                         key,
                         ping,
                         maker,
@@ -1030,7 +1084,7 @@ impl Directory {
         if let Some(host) = host {
             self.onion_hosts.insert(host, key);
         }
-        let id = self.new_conn(now, stream, from, key, ping, maker, None);
+        let id = self.new_conn(now, stream, from, key, ping, maker, None, names);
         // Every upstream answers an accepted handshake with one line
         // (`DN_HANDSHAKE`, type 795): Python `server.py` `connection.send(
         // response_bytes)`, Rust `send_dn_handshake`.
@@ -1068,6 +1122,7 @@ impl Directory {
         ping: bool,
         maker: bool,
         verified: Option<NodeId>,
+        (nick, location): (Arc<str>, Arc<str>),
     ) -> ConnId {
         let id = self.next_conn;
         self.next_conn += 1;
@@ -1083,6 +1138,8 @@ impl Directory {
                 recent: Default::default(),
                 order: id,
                 verified,
+                nick,
+                location,
             },
         );
         self.by_stream.insert(stream, id);
@@ -1115,15 +1172,52 @@ impl Directory {
                 return;
             }
             let (old_stream, old_node) = (old.stream, old.node);
+            let was_handshaked = self.idle_index.contains(&(old.last_seen, owner));
+            let entry = Frame::PeerList {
+                nick: old.nick.clone(),
+                location: old.location.clone(),
+            };
             let pk = self.pending_key(auth.key, owner);
             self.pending.remove(&pk);
             if self.settling.remove(&old_stream).is_some() {
                 self.settle_deadlines.retain(|&(_, s)| s != old_stream);
             }
-            let reason = "displaced by a verified registration".into();
-            close(out, old_stream, old_node, kind::DISCONNECT, reason);
+            out.record(
+                kind::DISCONNECT,
+                Some(old_node),
+                Some("displaced by a verified registration".into()),
+                None,
+            );
             self.unregister(owner);
+            // `_close_displaced_connections`: the departure's broadcast
+            // (only if it was HANDSHAKED), then its close; then the `ok`
+            // result and HANDSHAKED. (Upstream bounds that close by
+            // min(nick_auth_timeout, 5 s); here it waits for its buffer.)
+            let mut steps = Vec::new();
+            if was_handshaked && self.broadcasts {
+                let mut targets: Vec<ConnId> = self.idle_index.iter().map(|(_, id)| *id).collect();
+                targets.sort_unstable_by_key(|id| self.conns[id].order);
+                steps.extend(
+                    targets
+                        .chunks(50)
+                        .map(|c| Step::Batch(entry.clone(), c.to_vec())),
+                );
+            }
+            steps.push(Step::Close(old_stream));
+            let id = self.new_verified(now, stream, &auth);
+            steps.push(Step::Handshaked(id));
+            let ctx = Ctx::Reader(stream);
+            self.then(ctx, steps, false);
+            return self.pump(now, ctx, false, out);
         }
+        let id = self.new_verified(now, stream, &auth);
+        out.send(stream, Frame::NickAuthResult(AuthCode::Ok));
+        self.register(now, id, out);
+    }
+
+    /// The connection entry of a verified registration, its nick reserved.
+    fn new_verified(&mut self, now: Now, stream: StreamId, auth: &Authenticating) -> ConnId {
+        let names = (auth.nick.clone(), auth.location.clone());
         let id = self.new_conn(
             now,
             stream,
@@ -1132,10 +1226,10 @@ impl Directory {
             auth.ping,
             auth.maker,
             Some(auth.peer),
+            names,
         );
         self.by_key.insert(auth.key, id);
-        out.send(stream, Frame::NickAuthResult(AuthCode::Ok));
-        self.register(now, id, out);
+        id
     }
 
     fn forget_auth(&mut self, stream: StreamId) -> Option<Authenticating> {
@@ -1221,15 +1315,19 @@ impl Directory {
                 }
             }
             Frame::Malformed => {
-                self.stale_reader_ended(stream, "malformed line".into(), out);
+                self.stale_reader_ended(now, stream, "malformed line".into(), out);
                 out.close(stream);
             }
+            // `_handle_public_message(from_key)`: relayed as from the key's
+            // current entry, if there is one.
+            Frame::PubMsg(_) if owner.is_some() => self.relay(now, stream, key, frame, out),
             Frame::PubMsg(_)
             | Frame::Handshake { .. }
             | Frame::HandshakeReply { .. }
             | Frame::NickAuthChallenge
             | Frame::NickAuthProof
-            | Frame::NickAuthResult(_) => {}
+            | Frame::NickAuthResult(_)
+            | Frame::PeerList { .. } => {}
         }
     }
 
@@ -1239,6 +1337,7 @@ impl Directory {
     /// no longer holds: it is never swept again.
     fn stale_reader_ended(
         &mut self,
+        now: Now,
         stream: StreamId,
         reason: Cow<'static, str>,
         out: &mut Outbox<Frame>,
@@ -1250,14 +1349,11 @@ impl Directory {
             return;
         };
         let conn = &self.conns[&owner];
-        out.record(
-            kind::DISCONNECT,
-            Some(conn.node),
-            Some(reason),
-            Some(kind::LEFT_OPEN.into()),
-        );
+        // Its reader goes on under the key (it looks the key up when it
+        // needs it); the key's entry goes after the broadcast.
         self.stale_readers.insert(conn.stream, (key, conn.node));
-        self.unregister(owner);
+        let record = (kind::DISCONNECT, reason, Some(kind::LEFT_OPEN.into()));
+        self.depart(now, Ctx::Reader(stream), owner, record, false, out);
     }
 
     fn intern(&mut self, key: Arc<str>) -> KeyId {
@@ -1273,15 +1369,19 @@ impl Directory {
         conn.last_seen = t;
     }
 
-    /// Evict a connection; `Some(stream)` if closing it blocks (HEAD, with
-    /// an abandoned write still queued on it).
+    /// Evict a connection: joinmarket-rs at once (or, while its task is
+    /// inside a write, its metadata only); joinmarket-ng with the
+    /// departure's broadcast and close, which the sweep awaits.
     fn evict_conn(
         &mut self,
+        now: Now,
         id: ConnId,
         reason: Cow<'static, str>,
         out: &mut Outbox<Frame>,
-    ) -> Option<StreamId> {
-        let conn = self.conns.get(&id)?;
+    ) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
         let (stream, key) = (conn.stream, conn.key);
         if let Some(writing) = self.writing.get_mut(&stream) {
             // joinmarket-rs: the metadata goes now, the task later.
@@ -1289,11 +1389,9 @@ impl Directory {
             writing.evicted = Some(key);
             self.reserved.insert(key);
             self.unregister(id);
-            return None;
+            return;
         }
-        close(out, stream, conn.node, kind::EVICT, reason);
-        self.unregister(id);
-        self.undrained.contains_key(&stream).then_some(stream)
+        self.depart(now, Ctx::Sweep, id, (kind::EVICT, reason, None), true, out);
     }
 
     /// joinmarket-rs: a peer task's write returned. Back in its loop, it
@@ -1341,15 +1439,27 @@ impl Directory {
     /// out): if it was registered, it is cleaned up like a disconnect.
     fn lost(
         &mut self,
+        now: Now,
         stream: StreamId,
         peer: NodeId,
         reason: Cow<'static, str>,
+        close_it: bool,
         out: &mut Outbox<Frame>,
-    ) {
-        if let Some(&id) = self.by_stream.get(&stream) {
-            out.record(kind::DISCONNECT, Some(peer), Some(reason), None);
-            self.unregister(id);
-        }
+    ) -> bool {
+        let Some(&id) = self.by_stream.get(&stream) else {
+            return false;
+        };
+        let _ = peer;
+        let ctx = Ctx::Reader(stream);
+        self.depart(
+            now,
+            ctx,
+            id,
+            (kind::DISCONNECT, reason, None),
+            close_it,
+            out,
+        );
+        true
     }
 
     /// Remove a connection from the registry. Where pending is per
