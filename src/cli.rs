@@ -110,6 +110,8 @@ enum Command {
         /// first, and a new failing seed is appended to it.
         #[arg(long)]
         regressions: Option<PathBuf>,
+        #[command(flatten)]
+        jobs: JobsArgs,
     },
     /// List the models, their profiles and invariants.
     Models,
@@ -341,6 +343,7 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
             check_determinism,
             out,
             regressions,
+            jobs,
         } => {
             let (model, profile) = match fuzz_target(models, model.as_deref(), profile.as_deref()) {
                 Ok(target) => target,
@@ -358,7 +361,16 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
+            let (threads, shard) = match jobs.resolve() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = FuzzConfig {
+                jobs: threads,
+                shard,
                 gen: GenOptions {
                     profile,
                     faults: if faults.is_empty() {
@@ -376,7 +388,7 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
                 regressions,
                 ..FuzzConfig::new(model)
             };
-            fuzz_command(&config)
+            fuzz_command(&config, &jobs)
         }
     }
 }
@@ -433,29 +445,32 @@ fn list_models(models: &[&'static dyn Model]) -> String {
     out
 }
 
-fn fuzz_command(config: &FuzzConfig) -> ExitCode {
-    let bar = ProgressBar::new(u64::from(config.cases));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} cases  {per_sec}  {elapsed_precise}  {msg}",
-        )
-        .expect("a valid template"),
+fn fuzz_command(config: &FuzzConfig, jobs_args: &JobsArgs) -> ExitCode {
+    let bar = jobs_args.bar(
+        config.shard.range(config.cases as usize).len() as u64,
+        "cases",
     );
     bar.set_message("0 failures");
-    let failing = std::cell::Cell::new(false);
+    let failing = std::sync::atomic::AtomicBool::new(false);
     let result = fuzz(config, |done, failed| {
-        if failed && !failing.replace(true) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if failed && !failing.swap(true, Relaxed) {
             bar.set_message("failure found: shrinking");
         }
-        if !failing.get() {
+        if !failing.load(Relaxed) {
             bar.set_position(u64::from(done));
         }
     });
     bar.finish_and_clear();
     match result {
         Ok(report) => {
+            let shard = if config.shard == Shard::ALL {
+                String::new()
+            } else {
+                format!(", shard {}", config.shard)
+            };
             println!(
-                "fuzz: {} cases, no failure (seed {})",
+                "fuzz: {} cases, no failure (seed {}{shard})",
                 report.cases, config.seed
             );
             ExitCode::SUCCESS
