@@ -283,11 +283,19 @@ impl Plan {
                 return Err(format!("{} is set twice: one axis per path", a.path));
             }
         }
+        // Default: the scenario's own seed (a scenario that does not parse
+        // is reported by `scenarios`).
+        let own = source
+            .parse::<Table>()
+            .ok()
+            .and_then(|t| t.get("scenario")?.get("seed")?.as_integer())
+            .and_then(|s| u64::try_from(s).ok())
+            .unwrap_or(0);
         Ok(Plan {
             scenario,
             source,
             axes,
-            seeds: seeds.or(file_seeds).unwrap_or(Seeds { from: 0, to: 0 }),
+            seeds: seeds.or(file_seeds).unwrap_or(Seeds { from: own, to: own }),
         })
     }
 
@@ -1149,10 +1157,18 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(Plan, Vec<Aggregate>), Str
             Some(_) => {}
         }
         let r_path = dir.join(ROWS_JSONL);
-        let bytes =
-            fs::read(&r_path).map_err(|e| format!("cannot read {}: {e}", r_path.display()))?;
-        let text = String::from_utf8_lossy(&bytes);
-        for (i, line) in text.lines().enumerate() {
+        let file = fs::File::open(&r_path)
+            .map_err(|e| format!("cannot read {}: {e}", r_path.display()))?;
+        for (i, line) in std::io::BufRead::lines(std::io::BufReader::new(file)).enumerate() {
+            let line = line.map_err(|e| format!("cannot read {}: {e}", r_path.display()))?;
+            if i as u64 >= m.runs {
+                return Err(format!(
+                    "{}: more rows than the sweep's {} runs",
+                    r_path.display(),
+                    m.runs
+                ));
+            }
+            let line = line.as_str();
             let j: RowJson = serde_json::from_str(line)
                 .map_err(|e| format!("{}:{}: not a sweep row: {e}", r_path.display(), i + 1))?;
             let result = match (j.error, j.qos) {

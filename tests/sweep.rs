@@ -239,3 +239,47 @@ fn bad_axes_values_seeds_and_files_are_clear_errors() {
     let e = bad(&["sweep", file.to_str().unwrap(), "--out", o]);
     assert!(e.contains("bad.toml:4:1"), "{e}");
 }
+
+/// docs/qos.md's worked sweep prints the table pasted there.
+#[test]
+fn the_documented_sweep_prints_the_documented_table() {
+    let dir = out_dir("docs");
+    let table = ok(&sweep_args(&[
+        "sweep",
+        SWEEP,
+        "--quiet",
+        "--out",
+        dir.to_str().unwrap(),
+    ]));
+    let docs = std::fs::read_to_string(root().join("docs/qos.md")).unwrap();
+    assert_eq!(table.lines().count(), 10, "{table}");
+    for line in table.lines() {
+        assert!(
+            docs.contains(line),
+            "docs/qos.md lacks:\n{line}\nprinted:\n{table}"
+        );
+    }
+    // The same sweep on the command line gives the same aggregate.
+    let cli = out_dir("docs-cli");
+    let again = ok(&sweep_args(&[
+        "sweep",
+        "sweeps/joinmarket-lossy-links-and-a-crashed-host-ng.toml",
+        "--set",
+        "config.idle_threshold=300s,600s,900s",
+        "--set",
+        "network.drop=0/100,5/100,20/100",
+        "--seeds",
+        "1..200",
+        "--quiet",
+        "--out",
+        cli.to_str().unwrap(),
+    ]));
+    assert_eq!(again, table);
+    for f in FILES {
+        assert_eq!(read(&dir, f), read(&cli, f), "{f}");
+    }
+}
+
+fn sweep_args(args: &[&str]) -> Output {
+    heartsim(args, &[])
+}
