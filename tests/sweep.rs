@@ -283,3 +283,70 @@ fn the_documented_sweep_prints_the_documented_table() {
 fn sweep_args(args: &[&str]) -> Output {
     heartsim(args, &[])
 }
+
+/// A run that hits a limit is a row with an `error`, counted in the
+/// aggregate's `failed`; the sweep exits 1. Without a terminal there is no
+/// progress bar on standard error.
+#[test]
+fn runs_that_hit_a_limit_are_rows_with_an_error_and_exit_1() {
+    let dir = out_dir("limits");
+    let out = heartsim(
+        &[
+            "sweep",
+            "sweeps/joinmarket-lossy-links-and-a-crashed-host-ng.toml",
+            "--set",
+            "limits.max_events=50,100000000",
+            "--seeds",
+            "1..3",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("sweep: 3 run(s) failed; the first: cell 0 seed 1: "),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "only the failure line:\n{stderr}"
+    );
+    let rows = String::from_utf8(read(&dir, "rows.jsonl")).unwrap();
+    assert_eq!(
+        rows.lines().filter(|l| l.contains("\"error\"")).count(),
+        3,
+        "{rows}"
+    );
+    let agg = String::from_utf8(read(&dir, "aggregate.csv")).unwrap();
+    assert!(
+        agg.lines().nth(1).unwrap().starts_with("0,50,0,3,"),
+        "{agg}"
+    );
+    assert!(
+        agg.lines().nth(2).unwrap().starts_with("1,100000000,3,0,"),
+        "{agg}"
+    );
+}
+
+#[test]
+fn fuzz_shards_and_jobs_on_the_command_line() {
+    let dir = out_dir("fuzz-cli");
+    let d = dir.to_str().unwrap();
+    let out = heartsim(
+        &[
+            "fuzz", "--cases", "20", "--shard", "1/2", "--jobs", "2", "--out", d,
+        ],
+        &[],
+    );
+    assert_eq!(ok(&out), "fuzz: 10 cases, no failure (seed 0, shard 1/2)\n");
+    let out = heartsim(
+        &["fuzz", "--cases", "20", "--shard", "/2", "--out", d],
+        &[("JOB_COMPLETION_INDEX", "0")],
+    );
+    assert_eq!(ok(&out), "fuzz: 10 cases, no failure (seed 0, shard 0/2)\n");
+    let e = bad(&["fuzz", "--shard", "2/2", "--out", d]);
+    assert!(e.contains("numbered 0..1"), "{e}");
+}
