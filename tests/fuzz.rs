@@ -274,12 +274,25 @@ fn one_and_two_jobs_report_the_first_failing_case_as_proptest_alone_does() {
         },
         TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
     );
+    let calls = std::sync::atomic::AtomicU32::new(0);
+    let first_failing = std::sync::atomic::AtomicU32::new(0);
+    let count = |failed: bool| {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = calls.fetch_add(1, SeqCst) + 1;
+        if failed && first_failing.load(SeqCst) == 0 {
+            first_failing.store(n, SeqCst);
+        }
+    };
     let alone = match runner.run(&scenario_strategy(&base.gen), |file| {
-        check_file(MODEL, &file, false).map_err(|f| TestCaseError::fail(f.to_string()))
+        let outcome = check_file(MODEL, &file, false);
+        count(outcome.is_err());
+        outcome.map_err(|f| TestCaseError::fail(f.to_string()))
     }) {
         Err(TestError::Fail(_, minimal)) => to_toml(&minimal),
         other => panic!("proptest alone finds it: {other:?}"),
     };
+    let alone_case = first_failing.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(alone_case > 1, "found at case {alone_case}");
     let mut texts = Vec::new();
     for jobs in [1, 2] {
         let dir = out_dir(&format!("fuzz-jobs-{jobs}"));
@@ -289,7 +302,17 @@ fn one_and_two_jobs_report_the_first_failing_case_as_proptest_alone_does() {
             out_dir: dir,
             ..reconnect_config(Profile::JoinmarketNgEb812d4c, "unused")
         };
-        let failure = fuzz(&config, |_, _| {}).expect_err("found with any job count");
+        let found_at = std::sync::atomic::AtomicU32::new(0);
+        let failure = fuzz(&config, |n, failed| {
+            if failed && jobs == 1 && found_at.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                found_at.store(n, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+        .expect_err("found with any job count");
+        if jobs == 1 {
+            // Case for case the chain proptest alone runs.
+            assert_eq!(found_at.into_inner(), alone_case);
+        }
         texts.push((
             failure.failure.clone(),
             failure.scenario_seed,
