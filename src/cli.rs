@@ -147,8 +147,8 @@ enum Command {
     /// Join the outputs of `heartsim sweep --shard i/n` runs into the rows
     /// and aggregate one run would have written.
     ///
-    /// Exit status: 0, or 2 if the directories are not every shard of one
-    /// sweep, once.
+    /// Exit status: 0; 1 if a run in them failed (as `sweep`); 2 if the
+    /// directories are not every shard of one sweep, once.
     Merge {
         /// The shards' --out directories.
         #[arg(required = true)]
@@ -325,6 +325,11 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
             match sweep::merge(&dirs, &out) {
                 Ok((plan, aggs)) => {
                     print!("{}", sweep::table(&plan, &aggs));
+                    let failed: u64 = aggs.iter().map(|a| a.failed).sum();
+                    if failed > 0 {
+                        eprintln!("merge: {failed} run(s) failed (rows with an error)");
+                        return ExitCode::from(1);
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

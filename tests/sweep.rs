@@ -329,6 +329,21 @@ fn runs_that_hit_a_limit_are_rows_with_an_error_and_exit_1() {
         agg.lines().nth(2).unwrap().starts_with("1,100000000,3,0,"),
         "{agg}"
     );
+    // Merged (one whole sweep is its own only shard): the same files, exit 1.
+    let merged = out_dir("limits-merged");
+    let out = heartsim(
+        &[
+            "merge",
+            dir.to_str().unwrap(),
+            "--out",
+            merged.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    for f in FILES {
+        assert_eq!(read(&dir, f), read(&merged, f), "{f}");
+    }
 }
 
 #[test]
