@@ -4,7 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::builder::PossibleValuesParser;
@@ -115,6 +115,26 @@ enum Command {
     },
     /// List the models, their profiles and invariants.
     Models,
+    /// Run one scenario and write one self-contained HTML page of it: a
+    /// lane per node (truth: up, down, paused, cut off; the verdicts about
+    /// it; its decisions and faults, each with its trace line on hover),
+    /// zoomable over time, and the QoS table (docs/qos.md).
+    ///
+    /// Exit status: 0 written, 1 the run hit a limit or is too big to draw,
+    /// 2 a bad file or an output that exists (without --force).
+    Report {
+        /// A scenario file (TOML, version = 1).
+        file: PathBuf,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where to write the page.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Overwrite --out if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run a scenario over a grid of parameter values times seeds and
     /// measure its QoS in each run: one row per (cell, seed) and one
     /// aggregate per cell with 95% intervals (docs/qos.md, "Sweeps").
@@ -338,6 +358,12 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
                 }
             }
         }
+        Command::Report {
+            file,
+            seed,
+            out,
+            force,
+        } => write_report(models, &file, seed, &out, force),
         Command::Fuzz {
             model,
             profile,
@@ -562,6 +588,66 @@ fn sweep_command(
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
+}
+
+/// `heartsim report`.
+fn write_report(
+    models: &[&'static dyn Model],
+    file: &Path,
+    seed: Option<u64>,
+    out: &Path,
+    force: bool,
+) -> ExitCode {
+    let scenario = match Scenario::load(models, file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(model) = model::find(models, scenario.model) else {
+        eprintln!("error: the scenario's model is not registered");
+        return ExitCode::from(2);
+    };
+    let page = run(&scenario, seed, Level::Decision)
+        .map_err(|e| e.to_string())
+        .and_then(|outcome| {
+            crate::report::html(model, &scenario, &outcome.trace).map_err(|e| e.to_string())
+        });
+    let page = match page {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    let mut options = OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let written = options
+        .open(out)
+        .and_then(|mut f| f.write_all(page.as_bytes()));
+    match written {
+        Ok(()) => {
+            eprintln!("wrote {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "error: {} exists; pass --force to overwrite it",
+                out.display()
+            );
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", out.display());
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// The QoS of a finished run of `scenario` (its model from `models`).

@@ -32,6 +32,7 @@ pub mod fuzz;
 pub mod jobs;
 pub mod models;
 pub mod qos;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod sweep;

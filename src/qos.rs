@@ -194,6 +194,11 @@ const FAULT_KINDS: &[&str] = &[
     kind::KILL_BEFORE_RENAME,
 ];
 
+/// Whether a decision record of this kind is a fault the engine applied.
+pub fn is_fault_kind(kind: &str) -> bool {
+    FAULT_KINDS.contains(&kind)
+}
+
 fn is_fault_record(r: &Record) -> bool {
     r.level == Level::Decision && FAULT_KINDS.contains(&r.kind)
 }

@@ -234,3 +234,31 @@ fn host_faults_act_on_every_process_of_the_host() {
     let err = Scenario::parse(ALL, Path::new("hosts.toml"), &early).expect_err("m still runs");
     assert!(err.to_string().contains("m is already running"), "{err}");
 }
+
+#[test]
+fn a_negative_clock_offset_is_refused_at_its_value() {
+    let src = GOOD.replace(
+        "name = \"box\"\n",
+        "name = \"box\"\nclock_offset = \"-2m\"\n",
+    );
+    let (line, _, msg) = error_of(&src);
+    assert_eq!(line, line_of(&src, "clock_offset"));
+    assert!(msg.contains("clock_offset must not be negative"), "{msg}");
+    let ahead = GOOD.replace(
+        "name = \"box\"\n",
+        "name = \"box\"\nclock_offset = \"+2m\"\n",
+    );
+    Scenario::parse(ALL, Path::new("ok.toml"), &ahead).expect("ahead is fine");
+}
+
+#[test]
+fn writeback_is_not_a_durability_mode() {
+    // ext4 syncs a file renamed over another in every `data=` mode unless
+    // mounted `noauto_da_alloc`: that is the mode that loses young data.
+    let src = GOOD.replace(
+        "name = \"box\"\n",
+        "name = \"box\"\ndurability = \"writeback\"\n",
+    );
+    let (_, _, msg) = error_of(&src);
+    assert!(msg.contains("noauto_da_alloc"), "{msg}");
+}

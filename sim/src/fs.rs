@@ -31,9 +31,11 @@
 //!   `auto_da_alloc`): a rename over an existing file syncs the renamed
 //!   file's data first, so a reader after the power loss sees the old or
 //!   the new content, never an empty file;
-//! - [`Durability::Writeback`] (`data=writeback`): renames do not wait for
-//!   data, so a file whose data is younger than `DIRTY_EXPIRE` comes back
-//!   empty.
+//! - [`Durability::NoAutoDaAlloc`] (ext4 mounted `noauto_da_alloc`, in
+//!   any `data=` mode): renames do not wait for data, so a file whose data
+//!   is younger than `DIRTY_EXPIRE` comes back empty. (`data=writeback`
+//!   alone does not do this: `auto_da_alloc` is on by default in every
+//!   `data=` mode.)
 //!
 //! Metadata (directories, names, renames) is taken as committed: after a
 //! power loss a reader finds the names the last operations left, with the
@@ -147,19 +149,19 @@ pub enum Durability {
     /// ext4's default: `data=ordered` with `auto_da_alloc`.
     #[default]
     AutoDaAlloc,
-    /// ext4 `data=writeback`.
-    Writeback,
+    /// ext4 mounted `noauto_da_alloc`.
+    NoAutoDaAlloc,
 }
 
 impl Durability {
     pub fn name(self) -> &'static str {
         match self {
             Durability::AutoDaAlloc => "auto_da_alloc",
-            Durability::Writeback => "writeback",
+            Durability::NoAutoDaAlloc => "noauto_da_alloc",
         }
     }
     pub fn parse(s: &str) -> Option<Durability> {
-        [Durability::AutoDaAlloc, Durability::Writeback]
+        [Durability::AutoDaAlloc, Durability::NoAutoDaAlloc]
             .into_iter()
             .find(|d| d.name() == s)
     }
@@ -707,16 +709,16 @@ mod tests {
     }
 
     #[test]
-    fn power_loss_empties_young_data_in_writeback() {
+    fn power_loss_empties_young_data_without_auto_da_alloc() {
         assert_eq!(
-            power_loss_after_two_beats(Durability::Writeback),
+            power_loss_after_two_beats(Durability::NoAutoDaAlloc),
             Some(Vec::new())
         );
     }
 
     #[test]
     fn power_loss_keeps_data_older_than_dirty_expire() {
-        let mut ds = disks(Durability::Writeback);
+        let mut ds = disks(Durability::NoAutoDaAlloc);
         ds.apply(t(0), NodeId(0), FileOp::MkdirAll("/r".into()));
         write(&mut ds, t(10), "/r/a", "v1");
         ds.power_loss(t(39), 0);

@@ -189,7 +189,7 @@ fn kill_before_rename_dies_after_the_temp_write() {
 fn power_loss_ends_the_process_and_empties_young_unsynced_data() {
     let (lines, x, _) = run(
         0,
-        Durability::Writeback,
+        Durability::NoAutoDaAlloc,
         vec![(10_000, Fault::PowerLoss { host: host() })],
     );
     assert_eq!(
@@ -203,7 +203,7 @@ fn power_loss_ends_the_process_and_empties_young_unsynced_data() {
     );
     let (_, x, _) = run(
         0,
-        Durability::Writeback,
+        Durability::NoAutoDaAlloc,
         vec![(40_000, Fault::PowerLoss { host: host() })],
     );
     assert_eq!(

@@ -27,7 +27,7 @@ pub struct HostSection {
     /// Its monotonic clock's drift, within ±500000 ppm.
     pub clock_drift_ppm: Option<S<i64>>,
     /// What a power loss keeps of un-fsynced data: "auto_da_alloc"
-    /// (ext4's default, rename-over flushes) or "writeback".
+    /// (ext4's default, rename-over flushes) or "noauto_da_alloc".
     pub durability: Option<S<String>>,
     /// How long every write takes on its disk, like "250ms" (default "0s");
     /// a `slow-disk` fault changes it.
@@ -106,7 +106,19 @@ pub(super) fn check(
         }
         let offset = match &h.clock_offset {
             None => 0,
-            Some(o) => ctx.signed(o, "clock_offset")?,
+            Some(o) => {
+                let us = ctx.signed(o, "clock_offset")?;
+                // Simulated wall clocks start at the epoch and cannot read
+                // before it: a host behind would read the epoch until true
+                // time caught up, which no real clock does.
+                if us < 0 {
+                    return ctx.err(
+                        o.span(),
+                        "clock_offset must not be negative (wall clocks start at the epoch): to put this host behind, put the others ahead",
+                    );
+                }
+                us
+            }
         };
         let drift = h.clock_drift_ppm.as_ref().map_or(0, |p| *p.get_ref());
         let Some(clock) = Clock::new(drift, offset) else {
@@ -127,7 +139,7 @@ pub(super) fn check(
                     return ctx.err(
                         d.span(),
                         format!(
-                            "unknown durability {:?}: expected \"auto_da_alloc\" or \"writeback\"",
+                            "unknown durability {:?}: expected \"auto_da_alloc\" or \"noauto_da_alloc\"",
                             d.get_ref()
                         ),
                     )

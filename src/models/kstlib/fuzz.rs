@@ -64,7 +64,7 @@ pub fn host(node: &str, hub: &str, seed: u64) -> HostSection {
             sp(if seed % 2 == 0 {
                 "auto_da_alloc"
             } else {
-                "writeback"
+                "noauto_da_alloc"
             }
             .to_string())
         }),

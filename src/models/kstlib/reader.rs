@@ -125,7 +125,7 @@ pub struct StateWatchdogSpec {
     /// As [`MonitorSpec::watched`].
     pub watched: Option<NodeId>,
     pub max_age_s: f64,
-    /// The loop's period: `min(1, clamp(check_interval or max_age / 2,
+    /// The loop's period: `min(1, clamp(check_interval if not None else max_age / 2,
     /// 1, 3600) / 4)`.
     pub every: Duration,
 }
