@@ -219,7 +219,7 @@ fn read_limited(path: &Path) -> Result<String, String> {
 
 impl Plan {
     /// `file` is a scenario or a sweep file (one with a `[sweep]` table);
-    /// `sets` are added after a sweep file's axes, `seeds` replaces its
+    /// `sets` replace a sweep file's axes of their paths or follow them, `seeds` replaces its
     /// seeds (default: the scenario's own seed).
     pub fn load(file: &Path, sets: Vec<Axis>, seeds: Option<Seeds>) -> Result<Plan, String> {
         let text = read_limited(file)?;
@@ -270,8 +270,19 @@ impl Plan {
         } else {
             text
         };
+        for (i, a) in sets.iter().enumerate() {
+            if sets[..i].iter().any(|b| b.path == a.path) {
+                return Err(format!("{} is set twice: one axis per path", a.path));
+            }
+        }
+        // A --set replaces the file's axis of the same path, in its place.
         let mut axes = file_axes;
-        axes.extend(sets);
+        for a in sets {
+            match axes.iter_mut().find(|b| b.path == a.path) {
+                Some(b) => *b = a,
+                None => axes.push(a),
+            }
+        }
         if axes.len() > MAX_AXES {
             return Err(format!(
                 "{} axes, at most {MAX_AXES} (the limit MAX_AXES)",
@@ -280,7 +291,10 @@ impl Plan {
         }
         for (i, a) in axes.iter().enumerate() {
             if axes[..i].iter().any(|b| b.path == a.path) {
-                return Err(format!("{} is set twice: one axis per path", a.path));
+                return Err(format!(
+                    "{}: two [[sweep.axis]] with this path: one axis per path",
+                    a.path
+                ));
             }
         }
         // Default: the scenario's own seed (a scenario that does not parse

@@ -166,6 +166,38 @@ fn set_paths_address_sections_and_nodes() {
         table.lines().nth(4).unwrap().starts_with("60s  "),
         "{table}"
     );
+    // A --set replaces the sweep file's axis of that path, in its place.
+    let dir = out_dir("replace");
+    let out = heartsim(
+        &[
+            "sweep",
+            SWEEP,
+            "--set",
+            "network.drop=1/100",
+            "--set",
+            "node.m.ping=true",
+            "--seeds",
+            "1..2",
+            "--quiet",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let table = ok(&out);
+    assert_eq!(table.lines().count(), 1 + 3, "{table}");
+    assert!(
+        table.starts_with("config.idle_threshold  network.drop  node.m.ping  runs"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .nth(3)
+            .unwrap()
+            .starts_with("900s                   1/100         true "),
+        "{table}"
+    );
 }
 
 fn bad(args: &[&str]) -> String {
