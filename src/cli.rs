@@ -12,12 +12,13 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::fuzz::{fuzz, FaultKind, FuzzConfig, GenOptions};
-use crate::qos;
+use crate::jobs::{resolve_jobs, Shard};
 #[cfg(madsim)]
 use crate::run::run_madsim;
 use crate::run::{check, context, describe, run, violations, Outcome};
 use crate::scenario::{model, Model, Scenario};
 use crate::sim::trace::{Level, Record};
+use crate::{qos, sweep};
 
 #[derive(Parser)]
 #[command(
@@ -109,6 +110,8 @@ enum Command {
         /// first, and a new failing seed is appended to it.
         #[arg(long)]
         regressions: Option<PathBuf>,
+        #[command(flatten)]
+        jobs: JobsArgs,
     },
     /// List the models, their profiles and invariants.
     Models,
@@ -132,6 +135,99 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run a scenario over a grid of parameter values times seeds and
+    /// measure its QoS in each run: one row per (cell, seed) and one
+    /// aggregate per cell with 95% intervals (docs/qos.md, "Sweeps").
+    ///
+    /// Exit status: 0 if every run gave a QoS, 1 if one hit a limit, 2 on
+    /// bad input.
+    Sweep {
+        /// A scenario file, or a sweep file (a `[sweep]` table naming one).
+        file: PathBuf,
+        /// An axis: a path in the scenario's TOML (config.KEY, network.KEY,
+        /// tcp.KEY, limits.KEY, scenario.duration, scenario.profile,
+        /// node.NAME.KEY) and its values, comma-separated:
+        /// `config.idle_threshold=300s,600s,900s`. Repeat for more axes.
+        #[arg(long = "set", value_name = "PATH=V1,V2,...", value_parser = parse_axis)]
+        sets: Vec<sweep::Axis>,
+        /// Seeds, both ends included: `1..200` is 200 seeds (default: the
+        /// sweep file's, else the scenario's own seed).
+        #[arg(long, value_parser = sweep::Seeds::parse)]
+        seeds: Option<sweep::Seeds>,
+        /// Where rows.csv, rows.jsonl, aggregate.csv, aggregate.jsonl and
+        /// sweep.json go.
+        #[arg(long, default_value = "target/heartsim/sweep")]
+        out: PathBuf,
+        /// Overwrite an earlier sweep's files in --out.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        jobs: JobsArgs,
+    },
+    /// Join the outputs of `heartsim sweep --shard i/n` runs into the rows
+    /// and aggregate one run would have written.
+    ///
+    /// Exit status: 0; 1 if a run in them failed (as `sweep`); 2 if the
+    /// directories are not every shard of one sweep, once.
+    Merge {
+        /// The shards' --out directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where the merged files go.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite an earlier sweep's files in --out.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `--jobs`, `--shard` and `--quiet`, shared by `sweep` and `fuzz`.
+#[derive(clap::Args)]
+struct JobsArgs {
+    /// Threads to run on (default: every core). Results do not depend on it.
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Run only slice i of n (0-based) of the work, for a CI matrix or a
+    /// Kubernetes Indexed Job: `/n` takes i from JOB_COMPLETION_INDEX.
+    #[arg(long, value_name = "i/n")]
+    shard: Option<String>,
+    /// No progress bar (there is none either when standard error is not
+    /// a terminal).
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl JobsArgs {
+    fn resolve(&self) -> Result<(usize, Shard), String> {
+        let jobs = resolve_jobs(self.jobs)?;
+        let shard = match &self.shard {
+            None => Shard::ALL,
+            Some(s) => Shard::from_arg(s)?,
+        };
+        Ok((jobs, shard))
+    }
+
+    /// A progress bar of `len` steps on standard error, with its ETA;
+    /// hidden under --quiet or when standard error is not a terminal.
+    fn bar(&self, len: u64, what: &str) -> ProgressBar {
+        use std::io::IsTerminal as _;
+        if self.quiet || !io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len);
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{bar:40}} {{pos}}/{{len}} {what}  {{per_sec}}  {{elapsed_precise}}  ETA {{eta}}  {{msg}}"
+            ))
+            .expect("a valid template"),
+        );
+        bar
+    }
+}
+
+fn parse_axis(s: &str) -> Result<sweep::Axis, String> {
+    sweep::parse_set(s)
 }
 
 fn parse_fault_kind(s: &str) -> Result<FaultKind, String> {
@@ -233,6 +329,35 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
             print!("{}", list_models(models));
             ExitCode::SUCCESS
         }
+        Command::Sweep {
+            file,
+            sets,
+            seeds,
+            out,
+            force,
+            jobs,
+        } => sweep_command(models, &file, sets, seeds, &out, force, &jobs),
+        Command::Merge { dirs, out, force } => {
+            if let Err(e) = check_out(&out, force) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            match sweep::merge(&dirs, &out) {
+                Ok((plan, aggs)) => {
+                    print!("{}", sweep::table(&plan, &aggs));
+                    let failed: u64 = aggs.iter().map(|a| a.failed).sum();
+                    if failed > 0 {
+                        eprintln!("merge: {failed} run(s) failed (rows with an error)");
+                        return ExitCode::from(1);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Report {
             file,
             seed,
@@ -249,6 +374,7 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
             check_determinism,
             out,
             regressions,
+            jobs,
         } => {
             let (model, profile) = match fuzz_target(models, model.as_deref(), profile.as_deref()) {
                 Ok(target) => target,
@@ -266,7 +392,16 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
+            let (threads, shard) = match jobs.resolve() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = FuzzConfig {
+                jobs: threads,
+                shard,
                 gen: GenOptions {
                     profile,
                     faults: if faults.is_empty() {
@@ -284,7 +419,7 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
                 regressions,
                 ..FuzzConfig::new(model)
             };
-            fuzz_command(&config)
+            fuzz_command(&config, &jobs)
         }
     }
 }
@@ -341,29 +476,32 @@ fn list_models(models: &[&'static dyn Model]) -> String {
     out
 }
 
-fn fuzz_command(config: &FuzzConfig) -> ExitCode {
-    let bar = ProgressBar::new(u64::from(config.cases));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} cases  {per_sec}  {elapsed_precise}  {msg}",
-        )
-        .expect("a valid template"),
+fn fuzz_command(config: &FuzzConfig, jobs_args: &JobsArgs) -> ExitCode {
+    let bar = jobs_args.bar(
+        config.shard.range(config.cases as usize).len() as u64,
+        "cases",
     );
     bar.set_message("0 failures");
-    let failing = std::cell::Cell::new(false);
+    let failing = std::sync::atomic::AtomicBool::new(false);
     let result = fuzz(config, |done, failed| {
-        if failed && !failing.replace(true) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if failed && !failing.swap(true, Relaxed) {
             bar.set_message("failure found: shrinking");
         }
-        if !failing.get() {
+        if !failing.load(Relaxed) {
             bar.set_position(u64::from(done));
         }
     });
     bar.finish_and_clear();
     match result {
         Ok(report) => {
+            let shard = if config.shard == Shard::ALL {
+                String::new()
+            } else {
+                format!(", shard {}", config.shard)
+            };
             println!(
-                "fuzz: {} cases, no failure (seed {})",
+                "fuzz: {} cases, no failure (seed {}{shard})",
                 report.cases, config.seed
             );
             ExitCode::SUCCESS
@@ -373,6 +511,83 @@ fn fuzz_command(config: &FuzzConfig) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Refuse to overwrite an earlier sweep's files unless `force`.
+fn check_out(out: &std::path::Path, force: bool) -> Result<(), String> {
+    let manifest = out.join(sweep::MANIFEST);
+    if !force && manifest.exists() {
+        return Err(format!(
+            "{} exists (an earlier sweep); pass --force to overwrite it",
+            manifest.display()
+        ));
+    }
+    Ok(())
+}
+
+fn sweep_command(
+    models: &[&'static dyn Model],
+    file: &std::path::Path,
+    sets: Vec<sweep::Axis>,
+    seeds: Option<sweep::Seeds>,
+    out: &std::path::Path,
+    force: bool,
+    jobs_args: &JobsArgs,
+) -> ExitCode {
+    let prepared = (|| {
+        let (jobs, shard) = jobs_args.resolve()?;
+        let plan = sweep::Plan::load(file, sets, seeds)?;
+        let scenarios = plan.scenarios(models)?;
+        check_out(out, force)?;
+        Ok::<_, String>((jobs, shard, plan, scenarios))
+    })();
+    let (jobs, shard, plan, scenarios) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let all = plan.cells() * plan.seeds.len() as usize;
+    let range = shard.range(all);
+    let bar = jobs_args.bar(range.len() as u64, "runs");
+    let rows = crate::jobs::map(
+        range.len(),
+        jobs,
+        |i| sweep::run_item(models, &plan, &scenarios, range.start + i),
+        || bar.inc(1),
+    );
+    bar.finish_and_clear();
+    let rows = sweep::normalize(rows);
+    let manifest = plan.manifest((shard != Shard::ALL).then_some(shard));
+    let aggs = match sweep::write_outputs(out, &plan, &manifest, &rows) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match aggs {
+        Some(aggs) => print!("{}", sweep::table(&plan, &aggs)),
+        None => println!(
+            "sweep: shard {shard}: {} of {all} runs written to {}; join the shards with \
+             `heartsim merge DIR... --out DIR`",
+            rows.len(),
+            out.display()
+        ),
+    }
+    let failed: Vec<&sweep::Row> = rows.iter().filter(|r| r.result.is_err()).collect();
+    if let Some(r) = failed.first() {
+        eprintln!(
+            "sweep: {} run(s) failed; the first: cell {} seed {}: {}",
+            failed.len(),
+            r.cell,
+            r.seed,
+            r.result.as_ref().err().map_or("", String::as_str)
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 /// `heartsim report`.

@@ -29,10 +29,12 @@
 
 pub mod cli;
 pub mod fuzz;
+pub mod jobs;
 pub mod models;
 pub mod qos;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod sweep;
 
 pub use heartsim_sim as sim;

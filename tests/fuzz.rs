@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use heartsim::fuzz::{build, case_strategy, fuzz, to_toml, FaultKind, FuzzConfig, GenOptions};
+use heartsim::jobs::Shard;
 use heartsim::models::joinmarket::{Profile, MODEL};
 use heartsim::models::ALL;
 use heartsim::scenario::{Scenario, ScenarioFile};
@@ -249,4 +250,86 @@ fn the_same_budget_finds_nothing_in_joinmarket_ng_head() {
     if let Err(failure) = fuzz(&config, |_, _| {}) {
         panic!("HEAD keys pending by connection; yet:\n{failure}");
     }
+}
+
+/// `--jobs` and `--shard`: the failure reported is the first in case
+/// order, whatever the threads' timing, and it is the one proptest's own
+/// sequential runner finds from the same seed (the cases are proptest's
+/// chain of seeds, generated in order).
+#[test]
+fn one_and_two_jobs_report_the_first_failing_case_as_proptest_alone_does() {
+    use heartsim::fuzz::{check_file, scenario_strategy};
+    use proptest::test_runner::{TestCaseError, TestError};
+
+    let base = reconnect_config(Profile::JoinmarketNgEb812d4c, "fuzz-jobs");
+    // proptest alone, as `fuzz` ran before `--jobs`.
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&base.seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: base.cases,
+            failure_persistence: None,
+            max_shrink_iters: base.max_shrink_iters,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    );
+    let calls = std::sync::atomic::AtomicU32::new(0);
+    let first_failing = std::sync::atomic::AtomicU32::new(0);
+    let count = |failed: bool| {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = calls.fetch_add(1, SeqCst) + 1;
+        if failed && first_failing.load(SeqCst) == 0 {
+            first_failing.store(n, SeqCst);
+        }
+    };
+    let alone = match runner.run(&scenario_strategy(&base.gen), |file| {
+        let outcome = check_file(MODEL, &file, false);
+        count(outcome.is_err());
+        outcome.map_err(|f| TestCaseError::fail(f.to_string()))
+    }) {
+        Err(TestError::Fail(_, minimal)) => to_toml(&minimal),
+        other => panic!("proptest alone finds it: {other:?}"),
+    };
+    let alone_case = first_failing.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(alone_case > 1, "found at case {alone_case}");
+    let mut texts = Vec::new();
+    for jobs in [1, 2] {
+        let dir = out_dir(&format!("fuzz-jobs-{jobs}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = FuzzConfig {
+            jobs,
+            out_dir: dir,
+            ..reconnect_config(Profile::JoinmarketNgEb812d4c, "unused")
+        };
+        let found_at = std::sync::atomic::AtomicU32::new(0);
+        let failure = fuzz(&config, |n, failed| {
+            if failed && jobs == 1 && found_at.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                found_at.store(n, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+        .expect_err("found with any job count");
+        if jobs == 1 {
+            // Case for case the chain proptest alone runs.
+            assert_eq!(found_at.into_inner(), alone_case);
+        }
+        texts.push((
+            failure.failure.clone(),
+            failure.scenario_seed,
+            std::fs::read_to_string(&failure.path).expect("written"),
+        ));
+    }
+    assert_eq!(texts[0], texts[1], "1 and 2 jobs differ");
+    assert_eq!(texts[0].2, alone, "not proptest's own first failure");
+
+    // Two shards of a clean campaign run every case once between them.
+    let clean = |shard| FuzzConfig {
+        cases: 40,
+        jobs: 2,
+        shard,
+        ..reconnect_config(Profile::JoinmarketNg, "fuzz-shards")
+    };
+    let a = fuzz(&clean(Shard { index: 0, count: 2 }), |_, _| {}).expect("clean");
+    let b = fuzz(&clean(Shard { index: 1, count: 2 }), |_, _| {}).expect("clean");
+    assert_eq!((a.cases, b.cases), (20, 20));
 }

@@ -2,18 +2,22 @@
 //! two runs give the same bytes); on a failure let proptest shrink the case
 //! and write the smallest one as a scenario file with its replay command.
 
-use std::cell::Cell;
 use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
 
 use proptest::test_runner::{
     Config, FailurePersistence, FileFailurePersistence, RngAlgorithm, TestCaseError, TestError,
     TestRng, TestRunner,
 };
 
+use proptest::strategy::{Strategy, ValueTree};
+
 use super::{scenario_strategy, to_toml, GenOptions};
+use crate::jobs::Shard;
 use crate::run::{run, violations, Outcome};
 use crate::scenario::{Model, Scenario, ScenarioFile};
 use crate::sim::trace::{Level, Trace};
@@ -192,6 +196,10 @@ pub struct FuzzConfig {
     /// proptest's regression file: failing seeds found before are replayed
     /// first, and a new failure's seed is appended. Commit it.
     pub regressions: Option<PathBuf>,
+    /// Threads that run cases (`--jobs`); the result does not depend on it.
+    pub jobs: usize,
+    /// The slice of the cases this campaign runs (`--shard`).
+    pub shard: Shard,
 }
 
 impl FuzzConfig {
@@ -205,6 +213,8 @@ impl FuzzConfig {
             out_dir: PathBuf::from("target/heartsim/failures"),
             max_shrink_iters: 4096,
             regressions: None,
+            jobs: 1,
+            shard: Shard::ALL,
         }
     }
 }
@@ -288,33 +298,127 @@ fn write_new(dir: &Path, stem: &str, text: &str) -> io::Result<PathBuf> {
     unreachable!("u32 names run out")
 }
 
-/// Run a campaign. `progress(cases run, this one failed)` is called after every case
-/// (shrink steps included). A failure is shrunk, written under
-/// `config.out_dir`, and returned.
+/// Run a campaign. `progress(cases run, this one failed)` is called after
+/// every case (shrink steps included), from any worker thread. A failure is
+/// shrunk, written under `config.out_dir`, and returned.
+///
+/// Case `k` is the same for any `jobs` and `shard`: cases are generated in
+/// order on one thread, each from a seed drawn from the generator state
+/// the campaign seed started (proptest's own chain, so a campaign finds
+/// what it found before `--jobs`), and run on `jobs` threads. The failure
+/// reported is the first in case order: cases after a failing one are not
+/// started, those before it all finish, and only the first is shrunk.
 pub fn fuzz(
     config: &FuzzConfig,
-    progress: impl Fn(u32, bool),
+    progress: impl Fn(u32, bool) + Sync,
 ) -> Result<FuzzReport, Box<FuzzFailure>> {
-    let persistence = config.regressions.as_ref().map(|p| {
-        // proptest wants a `'static` path; one small string per campaign.
-        let path: &'static str = Box::leak(p.to_string_lossy().into_owned().into_boxed_str());
-        Box::new(FileFailurePersistence::Direct(path)) as Box<dyn FailurePersistence>
-    });
-    let proptest_config = Config {
-        cases: config.cases,
-        failure_persistence: persistence,
+    let persistence = || {
+        config.regressions.as_ref().map(|p| {
+            // proptest wants a `'static` path; one small string per campaign.
+            let path: &'static str = Box::leak(p.to_string_lossy().into_owned().into_boxed_str());
+            Box::new(FileFailurePersistence::Direct(path)) as Box<dyn FailurePersistence>
+        })
+    };
+    let proptest_config = |cases: u32| Config {
+        cases,
+        failure_persistence: persistence(),
         max_shrink_iters: config.max_shrink_iters,
         ..Config::default()
     };
-    let mut runner = TestRunner::new_with_rng(proptest_config, rng_for(config.seed));
-    let done = Cell::new(0u32);
+    let done = AtomicU32::new(0);
     let strategy = scenario_strategy(&config.gen);
-    let result = runner.run(&strategy, |file| {
+    // proptest's test: run one case, count it.
+    let test = |file: ScenarioFile| {
         let outcome = check_file(config.gen.model, &file, config.check_determinism);
-        done.set(done.get() + 1);
-        progress(done.get(), outcome.is_err());
+        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+        progress(n, outcome.is_err());
         outcome.map_err(|f| TestCaseError::fail(f.to_string()))
+    };
+    // Seeds that failed before come first (proptest replays them before
+    // any new case, then starts new cases from the campaign seed).
+    if config.regressions.is_some() {
+        let mut runner = TestRunner::new_with_rng(proptest_config(0), rng_for(config.seed));
+        let result = runner.run(&strategy, test);
+        if result.is_err() {
+            return finish(config, result);
+        }
+    }
+    let range = config.shard.range(config.cases as usize);
+    let first_failure = AtomicUsize::new(usize::MAX);
+    // The generator state before each failing case's seed was drawn.
+    let failures: Mutex<Vec<(usize, TestRng)>> = Mutex::new(Vec::new());
+    let (tx, rx) = mpsc::sync_channel::<(usize, TestRng, ScenarioFile)>(config.jobs.max(1));
+    let rx = Mutex::new(rx);
+    let mut aborted = None;
+    std::thread::scope(|s| {
+        for _ in 0..config.jobs.max(1) {
+            s.spawn(|| loop {
+                let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok((k, before, file)) = next else { break };
+                if k > first_failure.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let outcome = check_file(config.gen.model, &file, config.check_determinism);
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                progress(n, outcome.is_err());
+                if outcome.is_err() {
+                    first_failure.fetch_min(k, Ordering::SeqCst);
+                    failures
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((k, before));
+                }
+            });
+        }
+        // The generator, on this thread: proptest's chain of case seeds
+        // (`TestRunner::run`: each case's RNG is drawn from the previous
+        // case's after it generated its case).
+        let mut runner = TestRunner::new_with_rng(proptest_config(1), rng_for(config.seed));
+        for k in 0..range.end {
+            if k > first_failure.load(Ordering::SeqCst) {
+                break;
+            }
+            let before = runner.rng().clone();
+            let case_rng = runner.new_rng();
+            *runner.rng() = case_rng;
+            let tree = match strategy.new_tree(&mut runner) {
+                Ok(t) => t,
+                Err(why) => {
+                    aborted = Some(why);
+                    break;
+                }
+            };
+            if k >= range.start && tx.send((k, before, tree.current())).is_err() {
+                break;
+            }
+        }
+        drop(tx);
     });
+    if let Some(why) = aborted {
+        return finish(config, Err(TestError::Abort(why)));
+    }
+    let failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
+    match failures.into_iter().min_by_key(|(k, _)| *k) {
+        None => Ok(FuzzReport {
+            cases: range.len() as u32,
+        }),
+        // Shrink it as proptest would have: a runner in the state before
+        // the case, one case to run; it also records the seed in the
+        // regression file.
+        Some((_, before)) => {
+            let mut runner = TestRunner::new_with_rng(proptest_config(1), before);
+            let result = runner.run(&strategy, test);
+            finish(config, result)
+        }
+    }
+}
+
+/// A campaign's end: a shrunk failure written to a file, or proptest's
+/// abort.
+fn finish(
+    config: &FuzzConfig,
+    result: Result<(), TestError<ScenarioFile>>,
+) -> Result<FuzzReport, Box<FuzzFailure>> {
     match result {
         Ok(()) => Ok(FuzzReport {
             cases: config.cases,

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-pub use error::{Diagnostic, ScenarioError};
+pub use error::{at as error_at, Diagnostic, ScenarioError};
 use hosts::{host_index, Hosted, HOST_KEY};
 pub use hosts::{HostDef, HostSection};
 pub use model::{
