@@ -43,7 +43,7 @@ fn ok(out: &Output) -> String {
 
 fn sweep(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let d = dir.to_str().unwrap();
-    let mut args = vec!["sweep", SWEEP, "--seeds", "1..12", "--out", d, "--quiet"];
+    let mut args = vec!["sweep", SWEEP, "--seeds", "1..30", "--out", d, "--quiet"];
     args.extend_from_slice(extra);
     heartsim(&args, env)
 }
@@ -66,11 +66,11 @@ fn one_job_two_jobs_and_three_shards_merged_give_identical_files() {
         agg.lines()
             .nth(1)
             .unwrap()
-            .starts_with("0,300s,0/100,12,0,"),
+            .starts_with("0,300s,0/100,30,0,"),
         "{agg}"
     );
     let rows = String::from_utf8(read(&one, "rows.jsonl")).unwrap();
-    assert_eq!(rows.lines().count(), 9 * 12);
+    assert_eq!(rows.lines().count(), 9 * 30);
     assert!(rows.contains("\"mistakes\":1"), "no run with a mistake");
 
     // Shards 0 and 2 by --shard i/n, shard 1 by JOB_COMPLETION_INDEX.
