@@ -927,8 +927,9 @@ impl Directory {
             }
             // joinmarket-rs counts `!orderbook` in its own bucket and every
             // other PUBMSG, unparseable ones too, in the general one
-            // (`peer.rs` ~604-640). Relaying is not modelled (issue 18,
-            // point 4).
+            // (`peer.rs` ~604-640) and does not relay here (its channel
+            // broadcast is not modelled); joinmarket-ng relays to every
+            // other registered peer (`awaits.rs`).
             Frame::PubMsg(ref line) => {
                 let limit = if line.ends_with("!orderbook") {
                     RateLimit::Orderbook
