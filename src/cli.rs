@@ -124,7 +124,14 @@ enum Command {
     /// 2 a bad file or an output that exists (without --force).
     Report {
         /// A scenario file (TOML, version = 1).
-        file: PathBuf,
+        #[arg(required_unless_present = "sweep", conflicts_with = "sweep")]
+        file: Option<PathBuf>,
+        /// Draw a sweep instead: the output directory of `heartsim sweep`
+        /// (or `merge`): each cell's detection time against its mistake
+        /// rate, with 95% intervals, the base scenario's own settings
+        /// marked.
+        #[arg(long, value_name = "DIR")]
+        sweep: Option<PathBuf>,
         /// Override the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
@@ -360,10 +367,15 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
         }
         Command::Report {
             file,
+            sweep,
             seed,
             out,
             force,
-        } => write_report(models, &file, seed, &out, force),
+        } => match (file, sweep) {
+            (_, Some(dir)) => write_page(crate::report::sweep_html(&dir), &out, force),
+            (Some(file), None) => write_report(models, &file, seed, &out, force),
+            (None, None) => unreachable!("clap requires one"),
+        },
         Command::Fuzz {
             model,
             profile,
@@ -614,10 +626,19 @@ fn write_report(
         .and_then(|outcome| {
             crate::report::html(model, &scenario, &outcome.trace).map_err(|e| e.to_string())
         });
+    write_page(
+        page.map_err(|e| format!("{}: {e}", file.display())),
+        out,
+        force,
+    )
+}
+
+/// Write a page, never over a file without `force`.
+fn write_page(page: Result<String, String>, out: &Path, force: bool) -> ExitCode {
     let page = match page {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {}: {e}", file.display());
+            eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };

@@ -357,3 +357,197 @@ window.addEventListener('error', function (e) { document.body.dataset.error = St
   document.body.dataset.ready = '1';
 })();
 "#;
+
+/// The page of a sweep (`heartsim sweep`'s output directory): each cell's
+/// mean detection time against its mistake rate, the trade-off users tune,
+/// with 95% intervals, the cells that keep the base scenario's own setting
+/// on every `config.*` axis marked (the upstream defaults, when the base
+/// scenario uses them, as `sweeps/` does), and a table of the cells.
+pub fn sweep_html(dir: &std::path::Path) -> Result<String, String> {
+    use serde_json::Value;
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+    };
+    let manifest: Value =
+        serde_json::from_str(&read("sweep.json")?).map_err(|e| format!("sweep.json: {e}"))?;
+    let cells: Vec<Value> = read("aggregate.jsonl")?
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("aggregate.jsonl: {e}")))
+        .collect::<Result<_, _>>()?;
+    if cells.len() > MAX_LANES * 50 {
+        return Err(format!("{} cells is more than a page draws", cells.len()));
+    }
+    // The base scenario's own values for the `config.*` axes.
+    let scenario_path = manifest["scenario"].as_str().unwrap_or_default();
+    let base: Option<toml::Table> = std::fs::read_to_string(scenario_path)
+        .ok()
+        .and_then(|t| t.parse().ok());
+    let own = |path: &str| -> Option<String> {
+        let key = path.strip_prefix("config.")?;
+        let v = base.as_ref()?.get("config")?.get(key)?;
+        Some(v.as_str().map_or_else(|| v.to_string(), str::to_string))
+    };
+    let is_default = |cell: &Value| -> bool {
+        let Some(set) = cell["set"].as_object() else {
+            return false;
+        };
+        let config: Vec<_> = set
+            .iter()
+            .filter(|(p, _)| p.starts_with("config."))
+            .collect();
+        !config.is_empty() && config.iter().all(|(p, v)| own(p).as_deref() == v.as_str())
+    };
+    let num = |v: &Value| v.as_f64();
+    struct Point {
+        label: String,
+        x: f64,
+        x_lo: f64,
+        x_hi: f64,
+        y: f64,
+        y_lo: f64,
+        y_hi: f64,
+        default: bool,
+    }
+    let points: Vec<Point> = cells
+        .iter()
+        .filter_map(|c| {
+            let d = &c["detection_seed_mean_s"];
+            let m = &c["mistake_rate_per_hour_seed_mean"];
+            let label = c["set"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            Some(Point {
+                label,
+                x: num(&d["mean"])?,
+                x_lo: num(&d["lo"])?,
+                x_hi: num(&d["hi"])?,
+                y: num(&m["mean"])?,
+                y_lo: num(&m["lo"])?,
+                y_hi: num(&m["hi"])?,
+                default: is_default(c),
+            })
+        })
+        .collect();
+    let (w, h, ml, mb, mt, mr) = (800.0, 440.0, 76.0, 50.0, 20.0, 130.0);
+    let max = |f: &dyn Fn(&Point) -> f64| points.iter().map(f).fold(0.0_f64, f64::max);
+    let x_max = (max(&|p| p.x_hi) * 1.1).max(1.0);
+    let y_max = (max(&|p| p.y_hi) * 1.1).max(0.001);
+    let px = |x: f64| ml + x / x_max * (w - ml - mr);
+    let py = |y: f64| h - mb - y / y_max * (h - mb - mt);
+    let mut svg = format!(
+        r#"<svg id="tradeoff" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}">"#
+    );
+    let _ = write!(
+        svg,
+        r#"<line class="axis" x1="{ml}" y1="{0}" x2="{1}" y2="{0}"/><line class="axis" x1="{ml}" y1="{mt}" x2="{ml}" y2="{0}"/>"#,
+        h - mb,
+        w - mr
+    );
+    for i in 0..=5 {
+        let (xv, yv) = (x_max * f64::from(i) / 5.0, y_max * f64::from(i) / 5.0);
+        let _ = write!(
+            svg,
+            r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="middle">{xv:.0}</text><text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{yv:.4}</text>"#,
+            px(xv),
+            h - mb + 16.0,
+            ml - 6.0,
+            py(yv) + 4.0
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<text class="label" x="{:.1}" y="{:.1}" text-anchor="middle">mean detection time T_D (s)</text><text class="label" transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">mistakes per hour</text>"#,
+        (ml + w - mr) / 2.0,
+        h - 10.0,
+        (mt + h - mb) / 2.0
+    );
+    for p in &points {
+        let class = if p.default { "cell default" } else { "cell" };
+        let title = esc(&format!(
+            "{}: T_D {:.3} s [{:.3}, {:.3}], mistakes/h {:.4} [{:.4}, {:.4}]{}",
+            p.label,
+            p.x,
+            p.x_lo,
+            p.x_hi,
+            p.y,
+            p.y_lo,
+            p.y_hi,
+            if p.default {
+                " (upstream defaults)"
+            } else {
+                ""
+            }
+        ));
+        let _ = write!(
+            svg,
+            r#"<g class="{class}"><title>{title}</title><line class="ci" x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}"/><line class="ci" x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}"/><circle cx="{:.1}" cy="{:.1}" r="{}"/></g>"#,
+            px(p.x_lo),
+            px(p.x_hi),
+            py(p.y),
+            py(p.y),
+            px(p.x),
+            px(p.x),
+            py(p.y_lo),
+            py(p.y_hi),
+            px(p.x),
+            py(p.y),
+            if p.default { 7 } else { 4 }
+        );
+        if p.default {
+            let _ = write!(
+                svg,
+                r#"<text class="mark" x="{:.1}" y="{:.1}">upstream defaults</text>"#,
+                px(p.x) + 9.0,
+                py(p.y) - 9.0
+            );
+        }
+    }
+    svg.push_str("</svg>");
+    let rows: String = points
+        .iter()
+        .map(|p| {
+            format!(
+                r#"<tr{}><td style="text-align:left">{}</td><td>{:.3}</td><td>[{:.3}, {:.3}]</td><td>{:.4}</td><td>[{:.4}, {:.4}]</td></tr>"#,
+                if p.default { r#" class="default""# } else { "" },
+                esc(&p.label),
+                p.x,
+                p.x_lo,
+                p.x_hi,
+                p.y,
+                p.y_lo,
+                p.y_hi
+            )
+        })
+        .collect();
+    let runs = manifest["runs"].as_u64().unwrap_or_default();
+    Ok(format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>heartsim sweep: {scenario}</title>
+<style>{STYLE}{SWEEP_STYLE}</style></head>
+<body data-ready="0">
+<h1>Sweep of {scenario}</h1>
+<p class="meta">{cells} cells, {runs} runs. Each point is a cell: the mean over its seeds of the detection time and of the mistake rate, with 95% intervals; the larger point keeps the base scenario's own setting on every config axis. Hover a point for its values.</p>
+{svg}
+<table id="cells"><thead><tr><th>cell</th><th>T_D mean s</th><th>95% CI</th><th>mistakes/h</th><th>95% CI</th></tr></thead><tbody>{rows}</tbody></table>
+<script>window.addEventListener('error', function (e) {{ document.body.dataset.error = String(e.message); }}); document.body.dataset.ready = '1';</script>
+</body></html>
+"#,
+        scenario = esc(scenario_path),
+        cells = points.len(),
+    ))
+}
+
+const SWEEP_STYLE: &str = r#"
+#tradeoff .axis{stroke:#444}#tradeoff .tick{font:11px monospace;fill:#444}#tradeoff .label{font:13px sans-serif;fill:#222}
+#tradeoff .cell circle{fill:#4a7fd0}#tradeoff .cell .ci{stroke:#4a7fd0;stroke-width:1.5}
+#tradeoff .default circle{fill:#d9453b}#tradeoff .default .ci{stroke:#d9453b}#tradeoff .mark{font:12px sans-serif;fill:#d9453b}
+#cells{border-collapse:collapse;font-family:monospace;margin-top:1em}#cells td,#cells th{border:1px solid #ccc;padding:.2em .5em;text-align:right}#cells tr.default{color:#d9453b}
+"#;

@@ -174,3 +174,59 @@ fn the_page_renders_in_a_real_browser_without_script_errors() {
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     assert!(bytes.len() > 10_000, "an image with something in it");
 }
+
+/// `heartsim report --sweep DIR`: every cell a point with its intervals,
+/// the cells on the base scenario's own `idle_threshold` (600 s, upstream's
+/// default) marked, and the page renders without a script error.
+#[test]
+fn a_sweep_draws_its_trade_off_with_the_defaults_marked() {
+    let dir = scratch("sweep-out");
+    let d = dir.to_str().expect("utf-8 path");
+    let run = heartsim(&[
+        "sweep",
+        "sweeps/joinmarket-idle-threshold-by-drop.toml",
+        "--seeds",
+        "1..5",
+        "--out",
+        d,
+        "--force",
+        "--quiet",
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let page_path = scratch("sweep.html");
+    let p = page_path.to_str().expect("utf-8 path");
+    let made = heartsim(&["report", "--sweep", d, "-o", p, "--force"]);
+    assert_eq!(
+        made.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let page = std::fs::read_to_string(&page_path).expect("written");
+    assert_eq!(page.matches(r#"<g class="cell"#).count(), 9);
+    assert_eq!(
+        page.matches(r#"<g class="cell default""#).count(),
+        3,
+        "600 s x 3 drops"
+    );
+    assert!(page.contains("config.idle_threshold=600s network.drop=0/100: T_D 240.000 s"));
+    assert_eq!(page.matches("<tr").count(), 1 + 9);
+    if let Some(chromium) = browser() {
+        let dom = Command::new(&chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+            .arg(format!("file://{}", page_path.display()))
+            .output()
+            .expect("chromium runs");
+        let dom = String::from_utf8_lossy(&dom.stdout);
+        assert!(
+            dom.contains(r#"data-ready="1""#) && !dom.contains("data-error="),
+            "{dom}"
+        );
+        assert!(dom.contains(r#"<svg id="tradeoff""#));
+    }
+}
