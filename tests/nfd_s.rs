@@ -2,7 +2,8 @@
 //! Quality of Service of Failure Detectors" (IEEE Transactions on
 //! Computers 51(5), 2002): the NFD-S model (`src/models/nfd_s/`) runs over
 //! many seeds, and the simulated T_MR, T_M and P_A must agree with the
-//! paper's closed forms for NFD-S with synchronized clocks (its Theorem 5)
+//! paper's closed forms for NFD-S with synchronized clocks (the theorem of its
+//! NFD-S analysis; its number, 4 or 5, is not checked against the PDF)
 //! for a fixed delay and for a delay distribution.
 //!
 //! # The closed forms
@@ -17,7 +18,8 @@
 //! ```
 //!
 //! A mistake starts at `tau_i` iff `m_(i-1)` arrived before `tau_i` and the
-//! monitor suspects at `tau_i`: `p_s = (1 - p_L) F(delta + eta) u(0)`. Then
+//! monitor suspects at `tau_i`: `p_s = (1 - p_L) Pr(D < delta + eta) u(0)`
+//! (strictly less: `m_(i-1)` must arrive before `tau_i`). Then
 //!
 //! ```text
 //! E(T_MR) = eta / p_s
