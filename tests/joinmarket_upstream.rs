@@ -460,11 +460,13 @@ fn python_registers_50ms_after_its_reply_and_reads_what_came_meanwhile_after() {
                 (20, "disconnect peer closed".into()),
             ]
         } else {
+            // The handler awaits its PONG (`_handle_ping`), then reads the
+            // EOF.
             vec![
                 (0, reply),
                 (50, "register (maker ping)".into()),
+                (50, format!("{pong} on 1")),
                 (50, "disconnect peer closed".into()),
-                (50, pong),
             ]
         };
         assert_eq!(log.0, expected, "{profile:?}");
@@ -995,4 +997,81 @@ fn a_pubmsg_is_relayed_and_holds_its_senders_next_lines_until_written() {
         replies,
         vec![(heartsim::sim::Dest::Conn(STREAM), Frame::Pong)]
     );
+}
+
+/// From the point-4 audit: `_handle_ping` awaits its PONG write (HEAD
+/// bounds it by 30 s and only logs a failure), and the handler reads
+/// nothing meanwhile: a PUBMSG that comes during a blocked PONG is relayed
+/// only once the write gives up.
+#[test]
+fn head_awaits_its_pong_and_reads_nothing_meanwhile() {
+    let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir");
+    let mut out = Outbox::new(NodeId(0));
+    d.handle(at_ms(0), Input::Start, &mut out);
+    for (conn, peer, nick) in [(STREAM, PEER, "alice"), (ConnId(2), NodeId(2), "bob")] {
+        d.handle(at_ms(0), Input::Accepted { conn, peer }, &mut out);
+        let hello = Frame::Handshake {
+            nick: Arc::from(nick),
+            location: Arc::from(onion_for(nick)),
+            ping: true,
+            directory: false,
+            nick_auth: false,
+        };
+        d.handle(
+            at_ms(0),
+            Input::Data {
+                conn,
+                peer,
+                msg: hello,
+            },
+            &mut out,
+        );
+    }
+    while let Some(dl) = d.poll_timeout().filter(|t| t.at < at(1).mono) {
+        d.handle(at_ms(dl.at.as_us() / 1000), Input::Timeout, &mut out);
+    }
+    let step = |d: &mut Directory, ms, input| {
+        let mut o = Outbox::new(NodeId(0));
+        d.handle(at_ms(ms), input, &mut o);
+        o.sends()
+            .map(|(to, m, t)| (to, m.clone(), t.is_some()))
+            .collect::<Vec<_>>()
+    };
+    // alice PINGs: the PONG is an awaited write (never answered here: her
+    // buffers are full).
+    let pong = step(
+        &mut d,
+        1_000,
+        Input::Data {
+            conn: STREAM,
+            peer: PEER,
+            msg: Frame::Ping,
+        },
+    );
+    assert_eq!(
+        pong,
+        vec![(heartsim::sim::Dest::Conn(STREAM), Frame::Pong, true)]
+    );
+    // Her offer at 10 s waits unread: no relay to bob.
+    let offer = Frame::PubMsg("alice!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002".into());
+    let relay = step(
+        &mut d,
+        10_000,
+        Input::Data {
+            conn: STREAM,
+            peer: PEER,
+            msg: offer.clone(),
+        },
+    );
+    assert!(relay.is_empty(), "{relay:?}");
+    // 31 s: `wait_for` gives up on the PONG (logged only); the handler reads
+    // the offer and relays it.
+    let deadline = d.poll_timeout().expect("the PONG's bound");
+    assert_eq!(deadline.at, at_ms(31_000).mono);
+    let relay = step(&mut d, 31_000, Input::Timeout);
+    assert_eq!(
+        relay,
+        vec![(heartsim::sim::Dest::Conn(ConnId(2)), offer, true)]
+    );
+    assert_eq!(d.registered(), 2, "a failed PONG drops no one");
 }

@@ -45,6 +45,10 @@ pub(super) enum Step {
     /// HEAD's verified registration goes on after the displaced
     /// connection's broadcast and close: the `ok` result, then HANDSHAKED.
     Handshaked(ConnId),
+    /// `_handle_ping`: the PONG, awaited by the handler (HEAD within 30 s
+    /// through `_send_to_peer`, eb812d4c without a bound); a failure is
+    /// only logged (`except Exception: logger.trace`).
+    Pong(ConnId),
 }
 
 /// What a coroutine still awaits.
@@ -62,6 +66,8 @@ pub(super) struct Awaits {
 pub(super) struct NgWrite {
     ctx: Ctx,
     target: StreamId,
+    /// A failure is only logged (a PONG), not `_handle_send_failed`.
+    quiet: bool,
     /// When it started (monotonic): HEAD gives up 30 s later.
     pub(super) since: Timestamp,
 }
@@ -233,6 +239,7 @@ impl Directory {
                         let write = NgWrite {
                             ctx,
                             target,
+                            quiet: false,
                             since: now.mono,
                         };
                         self.ng_writes.insert(token, write);
@@ -242,6 +249,24 @@ impl Directory {
                             .writes
                             .insert(token);
                         out.send_awaited(target, frame.clone(), token);
+                    }
+                }
+                Step::Pong(id) => {
+                    // `_handle_ping` answers only its key's current owner.
+                    if let Some(conn) = self.conns.get(&id) {
+                        let target = conn.stream;
+                        let token = self.next_token;
+                        self.next_token += 1;
+                        let write = NgWrite {
+                            ctx,
+                            target,
+                            quiet: true,
+                            since: now.mono,
+                        };
+                        self.ng_writes.insert(token, write);
+                        let a = self.awaits.get_mut(&ctx).expect("pumping it");
+                        a.writes.insert(token);
+                        out.send_awaited(target, Frame::Pong, token);
                     }
                 }
                 Step::Unregister(id) => self.unregister(id),
@@ -297,7 +322,7 @@ impl Directory {
         if let Some(a) = self.awaits.get_mut(&w.ctx) {
             a.writes.remove(&token);
         }
-        if let Some(reason) = failed {
+        if let (Some(reason), false) = (failed, w.quiet) {
             self.send_failed(w.ctx, w.target, reason, out);
         }
         self.pump(now, w.ctx, true, out);

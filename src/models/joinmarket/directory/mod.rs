@@ -922,7 +922,9 @@ impl Directory {
                     self.writing.entry(stream).or_default().writes += 1;
                     out.send_awaited(stream, Frame::Pong, token);
                 } else {
-                    out.send(stream, Frame::Pong);
+                    let ctx = Ctx::Reader(stream);
+                    self.then(ctx, vec![Step::Pong(id)], false);
+                    self.pump(now, ctx, false, out);
                 }
             }
             // joinmarket-rs counts `!orderbook` in its own bucket and every
