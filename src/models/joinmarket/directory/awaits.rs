@@ -95,6 +95,12 @@ impl Directory {
         if self.profile == Profile::JoinmarketNgEb812d4c && !maker {
             return Vec::new();
         }
+        self.registered_except(key)
+    }
+
+    /// Every registered (HANDSHAKED) connection but `key`'s, in registry
+    /// order.
+    pub(super) fn registered_except(&self, key: super::KeyId) -> Vec<ConnId> {
         let mut ids: Vec<ConnId> = self
             .idle_index
             .iter()
@@ -105,7 +111,16 @@ impl Directory {
         ids
     }
 
-    fn batches(frame: &Frame, targets: Vec<ConnId>) -> impl Iterator<Item = Step> + '_ {
+    /// The "disconnected" PEERLIST entry about `id`.
+    pub(super) fn departure_entry(&self, id: ConnId) -> Frame {
+        let conn = &self.conns[&id];
+        Frame::PeerList {
+            nick: conn.nick.clone(),
+            location: conn.location.clone(),
+        }
+    }
+
+    pub(super) fn batches(frame: &Frame, targets: Vec<ConnId>) -> impl Iterator<Item = Step> + '_ {
         let mut targets = targets.into_iter().peekable();
         std::iter::from_fn(move || {
             targets.peek()?;
@@ -145,10 +160,7 @@ impl Directory {
             }
             return;
         }
-        let frame = Frame::PeerList {
-            nick: self.conns[&id].nick.clone(),
-            location: self.conns[&id].location.clone(),
-        };
+        let frame = self.departure_entry(id);
         let targets = self.targets(key, maker);
         let mut steps: Vec<Step> = Vec::new();
         if self.profile == Profile::JoinmarketNgEb812d4c {
@@ -178,14 +190,7 @@ impl Directory {
         if !self.broadcasts {
             return;
         }
-        let mut ids: Vec<ConnId> = self
-            .idle_index
-            .iter()
-            .map(|(_, id)| *id)
-            .filter(|id| self.conns[id].key != key)
-            .collect();
-        ids.sort_unstable_by_key(|id| self.conns[id].order);
-        let steps: Vec<Step> = Self::batches(&frame, ids).collect();
+        let steps: Vec<Step> = Self::batches(&frame, self.registered_except(key)).collect();
         let ctx = Ctx::Reader(stream);
         self.then(ctx, steps, false);
         self.pump(now, ctx, false, out);
@@ -234,39 +239,14 @@ impl Directory {
                             continue;
                         }
                         let target = conn.stream;
-                        let token = self.next_token;
-                        self.next_token += 1;
-                        let write = NgWrite {
-                            ctx,
-                            target,
-                            quiet: false,
-                            since: now.mono,
-                        };
-                        self.ng_writes.insert(token, write);
-                        self.awaits
-                            .get_mut(&ctx)
-                            .expect("pumping it")
-                            .writes
-                            .insert(token);
-                        out.send_awaited(target, frame.clone(), token);
+                        self.write(now, ctx, target, frame.clone(), false, out);
                     }
                 }
                 Step::Pong(id) => {
                     // `_handle_ping` answers only its key's current owner.
                     if let Some(conn) = self.conns.get(&id) {
                         let target = conn.stream;
-                        let token = self.next_token;
-                        self.next_token += 1;
-                        let write = NgWrite {
-                            ctx,
-                            target,
-                            quiet: true,
-                            since: now.mono,
-                        };
-                        self.ng_writes.insert(token, write);
-                        let a = self.awaits.get_mut(&ctx).expect("pumping it");
-                        a.writes.insert(token);
-                        out.send_awaited(target, Frame::Pong, token);
+                        self.write(now, ctx, target, Frame::Pong, true, out);
                     }
                 }
                 Step::Unregister(id) => self.unregister(id),
@@ -290,6 +270,30 @@ impl Directory {
                 }
             }
         }
+    }
+
+    /// Start a write that `ctx` awaits.
+    fn write(
+        &mut self,
+        now: Now,
+        ctx: Ctx,
+        target: StreamId,
+        frame: Frame,
+        quiet: bool,
+        out: &mut Outbox<Frame>,
+    ) {
+        let token = self.next_token;
+        self.next_token += 1;
+        let write = NgWrite {
+            ctx,
+            target,
+            quiet,
+            since: now.mono,
+        };
+        self.ng_writes.insert(token, write);
+        let a = self.awaits.get_mut(&ctx).expect("a write is awaited");
+        a.writes.insert(token);
+        out.send_awaited(target, frame, token);
     }
 
     /// `ctx` has nothing left to await.
@@ -383,10 +387,7 @@ impl Directory {
             return;
         }
         out.record(kind::DISCONNECT, Some(node), Some(reason), None);
-        let frame = Frame::PeerList {
-            nick: conn.nick.clone(),
-            location: conn.location.clone(),
-        };
+        let frame = self.departure_entry(id);
         self.unregister(id);
         let targets = self.targets(key, maker);
         let mut steps: Vec<Step> = Self::batches(&frame, targets).collect();

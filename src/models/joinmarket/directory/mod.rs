@@ -1176,10 +1176,7 @@ impl Directory {
             }
             let (old_stream, old_node) = (old.stream, old.node);
             let was_handshaked = self.idle_index.contains(&(old.last_seen, owner));
-            let entry = Frame::PeerList {
-                nick: old.nick.clone(),
-                location: old.location.clone(),
-            };
+            let entry = self.departure_entry(owner);
             let pk = self.pending_key(auth.key, owner);
             self.pending.remove(&pk);
             if self.settling.remove(&old_stream).is_some() {
@@ -1198,13 +1195,7 @@ impl Directory {
             // min(nick_auth_timeout, 5 s); here it waits for its buffer.)
             let mut steps = Vec::new();
             if was_handshaked && self.broadcasts {
-                let mut targets: Vec<ConnId> = self.idle_index.iter().map(|(_, id)| *id).collect();
-                targets.sort_unstable_by_key(|id| self.conns[id].order);
-                steps.extend(
-                    targets
-                        .chunks(50)
-                        .map(|c| Step::Batch(entry.clone(), c.to_vec())),
-                );
+                steps.extend(Self::batches(&entry, self.registered_except(auth.key)));
             }
             steps.push(Step::Close(old_stream));
             let id = self.new_verified(now, stream, &auth);
