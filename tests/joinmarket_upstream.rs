@@ -351,9 +351,10 @@ fn at_ms(ms: u64) -> Now {
 
 /// What a directory did, step by step: `(ms, record or send)`, the records
 /// of a step before its sends. Awaited sends are answered with success at
-/// once (and marked with their connection).
+/// once (and marked with their connection), except on the stalled
+/// connections of the second field (their buffers are full: never).
 #[derive(Default)]
-struct Log(Vec<(u64, String)>);
+struct Log(Vec<(u64, String)>, Vec<ConnId>);
 
 impl Log {
     fn step(&mut self, d: &mut Directory, ms: u64, input: Input<Frame>) -> Outbox<Frame> {
@@ -376,7 +377,9 @@ impl Log {
             let mut line = format!("send {msg}");
             if let (heartsim::sim::Dest::Conn(conn), Some(token)) = (to, token) {
                 line += &format!(" on {}", conn.0);
-                awaited.push((to, token));
+                if !self.1.contains(&conn) {
+                    awaited.push((to, token));
+                }
             }
             self.0.push((ms, line));
         }
@@ -1074,4 +1077,144 @@ fn head_awaits_its_pong_and_reads_nothing_meanwhile() {
         vec![(heartsim::sim::Dest::Conn(ConnId(2)), offer, true)]
     );
     assert_eq!(d.registered(), 2, "a failed PONG drops no one");
+}
+
+/// HEAD's per-nick owner lock (`server.py` `_owner_lock`, ~435-440): a
+/// handshaked directory with alice (stalled: her buffers are full) and
+/// bob, both ping-capable, on connections 1 and 2.
+fn head_with_stalled_alice() -> (Directory, Log) {
+    let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir");
+    let mut log = Log(Vec::new(), vec![STREAM]);
+    log.step(&mut d, 0, Input::Start);
+    for (conn, peer, nick) in [(STREAM, PEER, "alice"), (ConnId(2), NodeId(2), "bob")] {
+        let hello = Frame::Handshake {
+            nick: Arc::from(nick),
+            location: Arc::from(onion_for(nick)),
+            ping: true,
+            directory: false,
+            nick_auth: false,
+        };
+        log.hello(&mut d, 0, conn, peer, hello);
+    }
+    log.settle(&mut d);
+    log.0.clear();
+    (d, log)
+}
+
+fn data(conn: ConnId, peer: NodeId, msg: Frame) -> Input<Frame> {
+    Input::Data { conn, peer, msg }
+}
+
+/// `_send_to_peer` holds the nick's lock for its whole write, 30 s bound
+/// included, and the bound starts only with the lock: a relay to alice
+/// queued behind her blocked PONG starts when the PONG gives up, and is
+/// given up 30 s after that, not after it was asked for.
+#[test]
+fn head_writes_to_one_nick_wait_for_each_other() {
+    let (mut d, mut log) = head_with_stalled_alice();
+    // 1 s: alice PINGs; the PONG blocks.
+    log.step(&mut d, 1_000, data(STREAM, PEER, Frame::Ping));
+    // 10 s: bob's offer is relayed to alice: the write waits for her lock.
+    let offer = Frame::PubMsg("bob!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002".into());
+    log.step(&mut d, 10_000, data(ConnId(2), NodeId(2), offer.clone()));
+    assert_eq!(log.0, vec![(1_000, format!("send {} on 1", Frame::Pong))]);
+    // 31 s: the PONG gives up; the relay has the lock and writes.
+    log.run_until(&mut d, 31_001);
+    assert_eq!(
+        log.0.last(),
+        Some(&(31_000, format!("send {offer} on 1"))),
+        "{:?}",
+        log.0
+    );
+    // Its own 30 s: it gives up at 61 s, and alice goes then.
+    log.run_until(&mut d, 61_001);
+    let gone: Vec<_> = log.0.iter().filter(|(_, l)| l.starts_with("disc")).collect();
+    assert_eq!(gone, vec![&(61_000, "disconnect send failed:".to_string())]);
+    assert_eq!(d.registered(), 1);
+}
+
+/// `_register_peer` takes the nick's lock: a second handshake for alice's
+/// nick, while a write to alice is blocked, is refused only when that
+/// write lets the lock go, and reads nothing meanwhile.
+#[test]
+fn head_a_duplicate_nick_waits_for_the_owners_lock() {
+    let (mut d, mut log) = head_with_stalled_alice();
+    log.step(&mut d, 1_000, data(STREAM, PEER, Frame::Ping));
+    let again = ConnId(3);
+    log.hello(&mut d, 5_000, again, PEER, handshake(true));
+    log.step(&mut d, 6_000, data(again, PEER, Frame::Ping));
+    assert_eq!(log.0.len(), 1, "{:?}", log.0);
+    log.run_until(&mut d, 31_001);
+    let rejection = Frame::HandshakeReply { accepted: false };
+    assert_eq!(
+        log.0[1..],
+        [
+            (
+                31_000,
+                "reject Peer nick already registered: alice".to_string()
+            ),
+            (31_000, format!("send {rejection}")),
+        ]
+    );
+    assert_eq!(d.registered(), 2);
+}
+
+/// A reset wakes the reset connection's reader before the blocked writer
+/// (`connection_lost` sets the reader's exception first): alice's own
+/// handler queues its cleanup for her lock before bob's failed relay lets
+/// it go, so she leaves by "connection reset", and `_handle_send_failed`
+/// then finds no owner.
+#[test]
+fn head_a_reset_under_a_blocked_write_is_cleaned_up_by_its_own_handler() {
+    let (mut d, mut log) = head_with_stalled_alice();
+    let offer = Frame::PubMsg("bob!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002".into());
+    log.step(&mut d, 1_000, data(ConnId(2), NodeId(2), offer.clone()));
+    assert_eq!(log.0, vec![(1_000, format!("send {offer} on 1"))]);
+    let reset = Input::Reset {
+        conn: STREAM,
+        peer: PEER,
+        error: heartsim::sim::ConnError::Reset,
+    };
+    log.step(&mut d, 2_000, reset);
+    let gone: Vec<_> = log.0.iter().filter(|(_, l)| l.starts_with("disc")).collect();
+    assert_eq!(gone, vec![&(2_000, "disconnect connection reset".to_string())]);
+    assert_eq!(d.registered(), 1);
+}
+
+/// `_close_displaced_connections` bounds the displaced connection's close
+/// by min(`nick_auth_timeout`, 5 s): a verified reconnect whose old
+/// connection still has an abandoned PONG queued registers 5 s after its
+/// proof, not when the old buffer drains.
+#[test]
+fn head_a_displaced_close_is_given_up_after_5s() {
+    use heartsim::models::joinmarket::{AuthCode, NickAuth};
+    let auth = NickAuth {
+        require: false,
+        timeout: heartsim::sim::Duration::from_secs(30),
+    };
+    let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir")
+        .with_nick_auth(Some(auth));
+    let mut log = Log(Vec::new(), vec![STREAM]);
+    let hello = Frame::Handshake {
+        nick: Arc::from("alice"),
+        location: Arc::from(onion_for("alice")),
+        ping: true,
+        directory: false,
+        nick_auth: true,
+    };
+    log.step(&mut d, 0, Input::Start);
+    log.hello(&mut d, 0, STREAM, PEER, hello.clone());
+    log.step(&mut d, 10, data(STREAM, PEER, Frame::NickAuthProof));
+    // 1 s: a PONG to alice blocks; 31 s: abandoned, its bytes still queued.
+    log.step(&mut d, 1_000, data(STREAM, PEER, Frame::Ping));
+    log.run_until(&mut d, 31_001);
+    // 40 s: alice reconnects and proves her nick.
+    let again = ConnId(3);
+    log.hello(&mut d, 40_000, again, PEER, hello);
+    log.step(&mut d, 40_010, data(again, PEER, Frame::NickAuthProof));
+    log.run_until(&mut d, 60_000);
+    let ok = format!("send {}", Frame::NickAuthResult(AuthCode::Ok));
+    let when: Vec<u64> = log.0.iter().filter(|(_, l)| *l == ok).map(|(t, _)| *t).collect();
+    assert_eq!(when, vec![10, 45_010], "{:?}", log.0);
+    assert_eq!(d.registered(), 1);
 }

@@ -77,6 +77,7 @@ impl scenario::Model for JoinmarketDirectory {
             "sweep",
             "pong wait",
             "send timeout",
+            "close timeout",
             "reconnect",
             "chat",
             "ping directory",
@@ -449,6 +450,16 @@ impl Profile {
     /// buffers stops the sweep until it drains.
     fn send_timeout(self) -> Option<Duration> {
         (self == Profile::JoinmarketNg).then_some(Duration::from_secs(30))
+    }
+
+    /// HEAD serialises everything done to one nick's owner behind a
+    /// per-nick `asyncio.Lock` (`_owner_lock`, `server.py` ~435-440): each
+    /// `_send_to_peer` holds it for its whole write, 30 s bound included
+    /// (~654-682), and `_register_peer` (~442-455) and
+    /// `_remove_owned_peer_state` (~491-531) wait for it. eb812d4c has no
+    /// such lock; joinmarket-rs's per-peer task writes alone.
+    fn owner_lock(self) -> bool {
+        self == Profile::JoinmarketNg
     }
 
     /// How long after its handshake reply a peer becomes HANDSHAKED (and so

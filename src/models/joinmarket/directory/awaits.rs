@@ -18,7 +18,8 @@ use std::collections::{BTreeSet, VecDeque};
 
 use heartsim_sim::{Input, Now, Outbox, Timestamp};
 
-use super::{ConnId, Directory, Phase, StreamId};
+use super::lock::Want;
+use super::{ConnId, Directory, KeyId, Phase, StreamId};
 use crate::models::joinmarket::{kind, Frame, Profile};
 
 /// A coroutine of the directory that awaits writes.
@@ -42,6 +43,12 @@ pub(super) enum Step {
     /// Close a connection: waits while a write abandoned on it is queued
     /// (`writer.close(); await writer.wait_closed()`).
     Close(StreamId),
+    /// HEAD's close of a connection displaced by a verified registration:
+    /// the same, but given up after a bound (`_close_displaced_connections`
+    /// `wait_for(connection.close(), timeout=min(nick_auth_timeout, 5.0))`,
+    /// `server.py` ~470-482); the connection still closes once its buffer
+    /// drains.
+    CloseWithin(StreamId, heartsim_sim::Duration),
     /// HEAD's verified registration goes on after the displaced
     /// connection's broadcast and close: the `ok` result, then HANDSHAKED.
     Handshaked(ConnId),
@@ -57,19 +64,55 @@ pub(super) struct Awaits {
     steps: VecDeque<Step>,
     writes: BTreeSet<u64>,
     drains: BTreeSet<StreamId>,
+    /// HEAD: departures waiting for their nick's lock.
+    locks: u32,
     /// A handler's connection: the lines that came while it awaited.
     pub(super) held: Vec<Input<Frame>>,
 }
 
 /// An awaited write of a broadcast or relay.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct NgWrite {
     ctx: Ctx,
     target: StreamId,
+    /// Its target's key: HEAD writes under its lock.
+    key: KeyId,
+    /// The line, until the write starts (HEAD: when it has the lock).
+    frame: Option<Frame>,
     /// A failure is only logged (a PONG), not `_handle_send_failed`.
     quiet: bool,
     /// When it started (monotonic): HEAD gives up 30 s later.
     pub(super) since: Timestamp,
+}
+
+impl NgWrite {
+    fn started(&self) -> bool {
+        self.frame.is_none()
+    }
+}
+
+/// HEAD: a registered connection leaving, as `_remove_owned_peer_state`
+/// does it under the nick's lock: nothing if it is no longer the owner by
+/// then, else the record, the registry, the broadcast, the close.
+#[derive(Debug)]
+pub(super) struct Departure {
+    id: ConnId,
+    stream: StreamId,
+    record: Record,
+    close: CloseWhen,
+}
+
+type Record = (&'static str, Cow<'static, str>, Option<Cow<'static, str>>);
+
+/// Whether a departure closes its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CloseWhen {
+    /// After a reset: nothing left to close.
+    Never,
+    /// `_evict_peer`, `_handle_send_failed`: only if it removed the owner.
+    IfOwner,
+    /// `_cleanup_peer`: its `finally` closes the handler's connection.
+    Always,
 }
 
 /// `DEFAULT_BROADCAST_BATCH_SIZE` (`message_router.py`, both commits).
@@ -137,13 +180,21 @@ impl Directory {
     /// first, then unregisters, then closes (`server.py@eb8` ~340-361,
     /// 402-440); joinmarket-rs's heartbeat awaits nothing (its tasks
     /// broadcast maker departures through a channel, not modelled).
-    #[allow(clippy::too_many_arguments)]
+    /// A registered connection leaves (evicted, closed, reset, displaced):
+    /// the record, the registry, the "disconnected" broadcast, the close,
+    /// in each profile's order, awaited by `ctx`. HEAD `_evict_peer` /
+    /// `_cleanup_peer` -> `_remove_owned_peer_state` (under the nick's
+    /// lock: unregister; then broadcast) -> `_close_connection_generation`;
+    /// eb812d4c broadcasts first, then unregisters, then closes
+    /// (`server.py@eb8` ~340-361, 402-440); joinmarket-rs's heartbeat
+    /// awaits nothing (its tasks broadcast maker departures through a
+    /// channel, not modelled).
     pub(super) fn depart(
         &mut self,
         now: Now,
         ctx: Ctx,
         id: ConnId,
-        record: (&'static str, Cow<'static, str>, Option<Cow<'static, str>>),
+        record: Record,
         close_it: bool,
         out: &mut Outbox<Frame>,
     ) {
@@ -151,6 +202,22 @@ impl Directory {
             return;
         };
         let (stream, node, key, maker) = (conn.stream, conn.node, conn.key, conn.maker);
+        if self.locks_on() {
+            let close = match (close_it, ctx) {
+                (false, _) => CloseWhen::Never,
+                (true, Ctx::Sweep) => CloseWhen::IfOwner,
+                (true, Ctx::Reader(_)) => CloseWhen::Always,
+            };
+            let departure = Departure {
+                id,
+                stream,
+                record,
+                close,
+            };
+            self.awaits.entry(ctx).or_default();
+            self.depart_locked(ctx, departure, out);
+            return self.pump(now, ctx, false, out);
+        }
         let (k, reason, msg) = record;
         out.record(k, Some(node), Some(reason), msg);
         if !self.profile.is_ng() || !self.broadcasts {
@@ -175,6 +242,57 @@ impl Directory {
         }
         self.then(ctx, steps, false);
         self.pump(now, ctx, false, out);
+    }
+
+    /// HEAD: `departure` once the nick's lock is free; `ctx` waits for it
+    /// meanwhile.
+    fn depart_locked(&mut self, ctx: Ctx, departure: Departure, out: &mut Outbox<Frame>) {
+        match self.conns.get(&departure.id).map(|c| c.key) {
+            Some(key) if self.lock_busy(key) => {
+                self.awaits.entry(ctx).or_default().locks += 1;
+                self.lock_wait(key, Want::Depart(ctx, Box::new(departure)));
+            }
+            _ => self.departure(ctx, departure, out),
+        }
+    }
+
+    /// HEAD: a departure waiting for its lock has it.
+    pub(super) fn depart_granted(
+        &mut self,
+        ctx: Ctx,
+        departure: Departure,
+        out: &mut Outbox<Frame>,
+    ) {
+        if let Some(a) = self.awaits.get_mut(&ctx) {
+            a.locks -= 1;
+        }
+        self.departure(ctx, departure, out);
+    }
+
+    /// HEAD `_remove_owned_peer_state`, under the lock: if the connection
+    /// is still its key's owner, the record and the registry now, and the
+    /// broadcast (to whoever is registered by then) and close next, before
+    /// whatever `ctx` had left; else nothing but `_cleanup_peer`'s close.
+    fn departure(&mut self, ctx: Ctx, d: Departure, out: &mut Outbox<Frame>) {
+        let owner = self
+            .conns
+            .get(&d.id)
+            .filter(|c| self.by_key.get(&c.key) == Some(&d.id));
+        let mut steps: Vec<Step> = Vec::new();
+        if let Some(conn) = owner {
+            let (node, key, maker) = (conn.node, conn.key, conn.maker);
+            let (k, reason, msg) = d.record;
+            out.record(k, Some(node), Some(reason), msg);
+            let frame = self.departure_entry(d.id);
+            self.unregister(d.id);
+            steps.extend(Self::batches(&frame, self.targets(key, maker)));
+            if d.close != CloseWhen::Never {
+                steps.push(Step::Close(d.stream));
+            }
+        } else if d.close == CloseWhen::Always {
+            steps.push(Step::Close(d.stream));
+        }
+        self.then(ctx, steps, true);
     }
 
     /// A PUBMSG from `id`'s peer is relayed to every other registered peer,
@@ -217,7 +335,7 @@ impl Directory {
             let Some(a) = self.awaits.get_mut(&ctx) else {
                 return;
             };
-            if !a.writes.is_empty() || !a.drains.is_empty() {
+            if !a.writes.is_empty() || !a.drains.is_empty() || a.locks > 0 {
                 return;
             }
             let Some(step) = a.steps.pop_front() else {
@@ -238,15 +356,15 @@ impl Directory {
                         if !self.idle_index.contains(&(conn.last_seen, id)) {
                             continue;
                         }
-                        let target = conn.stream;
-                        self.write(now, ctx, target, frame.clone(), false, out);
+                        let (target, key) = (conn.stream, conn.key);
+                        self.write(now, ctx, target, key, frame.clone(), false, out);
                     }
                 }
                 Step::Pong(id) => {
                     // `_handle_ping` answers only its key's current owner.
                     if let Some(conn) = self.conns.get(&id) {
-                        let target = conn.stream;
-                        self.write(now, ctx, target, Frame::Pong, true, out);
+                        let (target, key) = (conn.stream, conn.key);
+                        self.write(now, ctx, target, key, Frame::Pong, true, out);
                     }
                 }
                 Step::Unregister(id) => self.unregister(id),
@@ -254,6 +372,15 @@ impl Directory {
                     if self.undrained.contains_key(&stream) {
                         let a = self.awaits.get_mut(&ctx).expect("pumping it");
                         a.drains.insert(stream);
+                    } else {
+                        out.close(stream);
+                    }
+                }
+                Step::CloseWithin(stream, bound) => {
+                    if self.undrained.contains_key(&stream) {
+                        let a = self.awaits.get_mut(&ctx).expect("pumping it");
+                        a.drains.insert(stream);
+                        self.close_bounds.insert((now.mono + bound, ctx, stream));
                     } else {
                         out.close(stream);
                     }
@@ -272,12 +399,15 @@ impl Directory {
         }
     }
 
-    /// Start a write that `ctx` awaits.
+    /// A write that `ctx` awaits: it starts now, or (HEAD) once it has its
+    /// target's lock.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
         now: Now,
         ctx: Ctx,
         target: StreamId,
+        key: KeyId,
         frame: Frame,
         quiet: bool,
         out: &mut Outbox<Frame>,
@@ -287,13 +417,50 @@ impl Directory {
         let write = NgWrite {
             ctx,
             target,
+            key,
+            frame: Some(frame),
             quiet,
             since: now.mono,
         };
         self.ng_writes.insert(token, write);
         let a = self.awaits.get_mut(&ctx).expect("a write is awaited");
         a.writes.insert(token);
-        out.send_awaited(target, frame, token);
+        if self.lock_write(key, token) {
+            let started = self.start_write(now, token, out);
+            debug_assert!(started, "a write starts to a current owner");
+        }
+    }
+
+    /// Start a write that has its lock (the sweep's or a coroutine's):
+    /// false if its target is no longer its key's HANDSHAKED owner
+    /// (`_send_to_peer` raises `ValueError("Stale connection ...")`).
+    pub(super) fn start_write(&mut self, now: Now, token: u64, out: &mut Outbox<Frame>) -> bool {
+        let Some(w) = self.ng_writes.get(&token) else {
+            return self.start_sweep_write(now, token, out);
+        };
+        let current = self
+            .by_stream
+            .get(&w.target)
+            .is_some_and(|&id| self.is_current(id));
+        if !current {
+            return false;
+        }
+        let w = self.ng_writes.get_mut(&token).expect("just seen");
+        w.since = now.mono;
+        let frame = w.frame.take().expect("a write starts once");
+        out.send_awaited(w.target, frame, token);
+        true
+    }
+
+    /// HEAD: a write granted its lock found its target gone. A coroutine's
+    /// `_safe_send` catches the `ValueError` and `_handle_send_failed`
+    /// finds no owner to remove; the coroutine goes on.
+    pub(super) fn stale_write(&mut self, token: u64) -> Option<Ctx> {
+        let w = self.ng_writes.remove(&token)?;
+        if let Some(a) = self.awaits.get_mut(&w.ctx) {
+            a.writes.remove(&token);
+        }
+        Some(w.ctx)
     }
 
     /// `ctx` has nothing left to await.
@@ -326,6 +493,9 @@ impl Directory {
         if let Some(a) = self.awaits.get_mut(&w.ctx) {
             a.writes.remove(&token);
         }
+        // `async with` lets the lock go before the outcome reaches
+        // `_safe_send`.
+        self.unlock(now, w.key, token, out);
         if let (Some(reason), false) = (failed, w.quiet) {
             self.send_failed(w.ctx, w.target, reason, out);
         }
@@ -342,7 +512,7 @@ impl Directory {
         let due: Vec<u64> = self
             .ng_writes
             .iter()
-            .filter(|(_, w)| now.mono >= w.since + timeout)
+            .filter(|(_, w)| w.started() && now.mono >= w.since + timeout)
             .map(|(t, _)| *t)
             .collect();
         for token in due {
@@ -356,13 +526,17 @@ impl Directory {
     /// The earliest HEAD write timeout.
     pub(super) fn ng_write_deadline(&self) -> Option<Timestamp> {
         let timeout = self.profile.send_timeout()?;
-        self.ng_writes.values().map(|w| w.since + timeout).min()
+        self.ng_writes
+            .values()
+            .filter(|w| w.started())
+            .map(|w| w.since + timeout)
+            .min()
     }
 
     /// `_safe_send` failed on `target`: `_handle_send_failed`. HEAD removes
-    /// the owner (no heartbeat record upstream), broadcasts its departure
-    /// and closes it, inside the running batch; eb812d4c only unregisters
-    /// the key, leaving the connection open with its reader.
+    /// the owner under its lock (no heartbeat record upstream), broadcasts
+    /// its departure and closes it, inside the running batch; eb812d4c only
+    /// unregisters the key, leaving the connection open with its reader.
     fn send_failed(
         &mut self,
         ctx: Ctx,
@@ -374,7 +548,7 @@ impl Directory {
             return;
         };
         let conn = &self.conns[&id];
-        let (node, key, maker) = (conn.node, conn.key, conn.maker);
+        let (node, key) = (conn.node, conn.key);
         if self.profile == Profile::JoinmarketNgEb812d4c {
             out.record(
                 kind::DISCONNECT,
@@ -386,18 +560,21 @@ impl Directory {
             self.unregister(id);
             return;
         }
-        out.record(kind::DISCONNECT, Some(node), Some(reason), None);
-        let frame = self.departure_entry(id);
-        self.unregister(id);
-        let targets = self.targets(key, maker);
-        let mut steps: Vec<Step> = Self::batches(&frame, targets).collect();
-        steps.push(Step::Close(target));
-        self.then(ctx, steps, true);
+        let departure = Departure {
+            id,
+            stream: target,
+            record: (kind::DISCONNECT, reason, None),
+            close: CloseWhen::IfOwner,
+        };
+        self.depart_locked(ctx, departure, out);
     }
 
     /// A write abandoned on `stream` drained, or the connection failed:
     /// closes waiting for it go on.
     pub(super) fn drained(&mut self, now: Now, stream: StreamId, out: &mut Outbox<Frame>) {
+        if self.close_on_drain.remove(&stream) {
+            out.close(stream);
+        }
         let waiting: Vec<Ctx> = self
             .awaits
             .iter()
@@ -408,17 +585,36 @@ impl Directory {
             if let Some(a) = self.awaits.get_mut(&ctx) {
                 a.drains.remove(&stream);
             }
+            self.close_bounds.retain(|&(_, c, s)| (c, s) != (ctx, stream));
             out.close(stream);
             self.pump(now, ctx, true, out);
         }
     }
 
+    /// HEAD: closes of displaced connections past their bound: the
+    /// verified registration goes on; the connection closes when it drains.
+    pub(super) fn expire_close_bounds(&mut self, now: Now, out: &mut Outbox<Frame>) {
+        while let Some(&(at, ctx, stream)) = self.close_bounds.first() {
+            if at > now.mono {
+                break;
+            }
+            self.close_bounds.pop_first();
+            if let Some(a) = self.awaits.get_mut(&ctx) {
+                a.drains.remove(&stream);
+            }
+            self.close_on_drain.insert(stream);
+            self.pump(now, ctx, true, out);
+        }
+    }
+
     /// A connection ended under an awaited write to it: the write fails.
+    /// (A write still waiting for its lock tries when it has it, and the
+    /// broken connection fails it then.)
     pub(super) fn fail_writes_to(&mut self, now: Now, stream: StreamId, out: &mut Outbox<Frame>) {
         let tokens: Vec<u64> = self
             .ng_writes
             .iter()
-            .filter(|(_, w)| w.target == stream)
+            .filter(|(_, w)| w.target == stream && w.started())
             .map(|(t, _)| *t)
             .collect();
         for token in tokens {

@@ -23,8 +23,10 @@ use heartsim_sim::{
 };
 
 mod awaits;
+mod lock;
 
 use awaits::{Awaits, Ctx, NgWrite, Step};
+use lock::{OwnerLock, Registering, Want};
 
 use super::location::Location;
 use super::{kind, AuthCode, Frame, NickAuth, Profile, RateLimit, Timers};
@@ -68,7 +70,7 @@ struct Conn {
 /// HEAD: a connection that negotiated nick authentication, answered, sent
 /// its challenge, and waits for the proof (`_perform_nick_auth`).
 #[derive(Debug)]
-struct Authenticating {
+pub(super) struct Authenticating {
     deadline: Timestamp,
     peer: NodeId,
     nick: Arc<str>,
@@ -147,10 +149,13 @@ struct Sweep {
 struct Awaiting {
     token: u64,
     conn: ConnId,
+    key: KeyId,
     is_ping: bool,
     /// When the write started (monotonic): joinmarket-ng HEAD gives up
     /// `_DIRECTORY_SEND_TIMEOUT_SEC` later.
     since: Timestamp,
+    /// HEAD: false while it waits for the nick's lock.
+    started: bool,
 }
 
 /// Why a heartbeat send failed, as the sweep sees it.
@@ -221,6 +226,18 @@ pub struct Directory {
     awaits: BTreeMap<Ctx, Awaits>,
     /// joinmarket-ng: awaited broadcast and relay writes, by token.
     ng_writes: BTreeMap<u64, NgWrite>,
+    /// HEAD: each nick's owner lock, while taken or waited for (`lock.rs`).
+    locks: BTreeMap<KeyId, OwnerLock>,
+    /// HEAD: the nick whose lock is being handed to a waiter.
+    granted: Option<KeyId>,
+    /// HEAD: handshakes waiting for their nick's lock in `_register_peer`,
+    /// with the lines that came meanwhile (their handler is not reading).
+    registering: BTreeMap<StreamId, Vec<Input<Frame>>>,
+    /// HEAD: bounded closes of displaced connections, by deadline.
+    close_bounds: BTreeSet<(Timestamp, Ctx, StreamId)>,
+    /// HEAD: connections to close once their abandoned write drains, no
+    /// longer awaited by anyone.
+    close_on_drain: BTreeSet<StreamId>,
     /// joinmarket-ng: departures are broadcast and PUBMSGs relayed
     /// (`[config] broadcasts`, on unless a scale run turns it off).
     broadcasts: bool,
@@ -262,6 +279,11 @@ impl Directory {
             undrained: BTreeMap::new(),
             awaits: BTreeMap::new(),
             ng_writes: BTreeMap::new(),
+            locks: BTreeMap::new(),
+            granted: None,
+            registering: BTreeMap::new(),
+            close_bounds: BTreeSet::new(),
+            close_on_drain: BTreeSet::new(),
             broadcasts: true,
             task_writes: BTreeMap::new(),
             writing: BTreeMap::new(),
@@ -310,17 +332,37 @@ impl Directory {
     }
 
     pub fn handle(&mut self, now: Now, input: Input<Frame>, out: &mut Outbox<Frame>) {
+        // HEAD: writes that a reset fails, once its handler has queued its
+        // cleanup.
+        let mut fail_after = None;
         if let Input::Data { conn, .. } | Input::Closed { conn, .. } | Input::Reset { conn, .. } =
             &input
         {
             let conn = *conn;
             if let Input::Reset { .. } = &input {
                 // The transport fails whoever reads: a close waiting for
-                // its buffer returns, awaited writes to it fail.
+                // its buffer returns, awaited writes to it fail. asyncio's
+                // `connection_lost` wakes the reader before the writer
+                // (`StreamReaderProtocol` sets the reader's exception, then
+                // `FlowControlMixin` fails `drain()`): under HEAD's owner
+                // lock, a handler that is reading queues its cleanup for
+                // the nick before the failed write lets go of it, and so
+                // removes the peer first.
                 if self.undrained.remove(&conn).is_some() {
                     self.drained(now, conn, out);
                 }
-                self.fail_writes_to(now, conn, out);
+                let reading = !self.settling.contains_key(&conn)
+                    && !self.registering.contains_key(&conn)
+                    && !self.awaits.contains_key(&Ctx::Reader(conn));
+                if self.locks_on() && reading {
+                    fail_after = Some(conn);
+                } else {
+                    self.fail_writes_to(now, conn, out);
+                }
+            }
+            if let Some(held) = self.registering.get_mut(&conn) {
+                held.push(input);
+                return;
             }
             if let Some(settling) = self.settling.get_mut(&conn) {
                 settling.held.push(input);
@@ -396,6 +438,9 @@ impl Directory {
                 self.forget_auth(conn);
                 self.lost(now, conn, peer, error.to_string().into(), false, out);
                 self.stale_reader_ended(now, conn, error.to_string().into(), out);
+                if let Some(conn) = fail_after {
+                    self.fail_writes_to(now, conn, out);
+                }
             }
             // A new connection has `handshake_timeout` to send its
             // handshake, or it is closed.
@@ -426,7 +471,11 @@ impl Directory {
             at,
             reason: "send timeout",
         });
-        [settle, handshake, auth, writes, self.phase_deadline()]
+        let closes = self.close_bounds.first().map(|&(at, _, _)| Deadline {
+            at,
+            reason: "close timeout",
+        });
+        [settle, handshake, auth, writes, closes, self.phase_deadline()]
             .into_iter()
             .flatten()
             .min_by_key(|d| d.at)
@@ -444,7 +493,9 @@ impl Directory {
             }),
             Phase::Probing(sweep) => {
                 let timeout = self.profile.send_timeout()?;
-                let awaiting = sweep.awaiting.filter(|_| !self.sweep_blocked())?;
+                let awaiting = sweep
+                    .awaiting
+                    .filter(|a| a.started && !self.sweep_blocked())?;
                 Some(Deadline {
                     at: awaiting.since + timeout,
                     reason: "send timeout",
@@ -483,6 +534,7 @@ impl Directory {
             }
         }
         self.expire_ng_writes(now, out);
+        self.expire_close_bounds(now, out);
         // HEAD: `wait_for(connection.receive(), nick_auth_timeout)` gives
         // up: an `expired` result, then the handler returns and closes.
         while let Some(&(at, stream)) = self.auth_deadlines.first() {
@@ -516,7 +568,9 @@ impl Directory {
             }
             Phase::Probing(sweep) => {
                 let timed_out = match (sweep.awaiting, self.profile.send_timeout()) {
-                    (Some(a), Some(timeout)) if now.mono >= a.since + timeout => Some(a),
+                    (Some(a), Some(timeout)) if a.started && now.mono >= a.since + timeout => {
+                        Some(a)
+                    }
                     _ => None,
                 };
                 self.phase = Phase::Probing(sweep);
@@ -635,37 +689,27 @@ impl Directory {
                 out.send_awaited(stream, frame, token);
                 continue;
             }
-            let token = self.next_token;
-            if conn.ping {
+            if conn.ping || conn.maker {
+                let token = self.next_token;
                 self.next_token += 1;
-                if self.profile == Profile::JoinmarketNg {
-                    // HEAD: `_pong_pending.add(owner)` before the send.
-                    self.pending.insert((conn.key, id));
+                let (key, is_ping) = (conn.key, conn.ping);
+                if is_ping && self.profile == Profile::JoinmarketNg {
+                    // HEAD: `_pong_pending.add(owner)` before the send (and
+                    // before its lock).
+                    self.pending.insert((key, id));
                 }
-                out.record(kind::PING, Some(conn.node), None, None);
                 sweep.awaiting = Some(Awaiting {
                     token,
                     conn: id,
-                    is_ping: true,
+                    key,
+                    is_ping,
                     since: now.mono,
+                    started: false,
                 });
-                out.send_awaited(conn.stream, Frame::Ping, token);
-                return;
-            } else if conn.maker {
-                self.next_token += 1;
-                out.record(
-                    kind::PROBE,
-                    Some(conn.node),
-                    None,
-                    Some("!orderbook".into()),
-                );
-                sweep.awaiting = Some(Awaiting {
-                    token,
-                    conn: id,
-                    is_ping: false,
-                    since: now.mono,
-                });
-                out.send_awaited(conn.stream, self.probe.clone(), token);
+                if self.lock_write(key, token) {
+                    let started = self.start_sweep_write(now, token, out);
+                    debug_assert!(started, "the sweep writes to a current owner");
+                }
                 return;
             }
             // Non-ping taker or watcher: no probe; hard-evicted later.
@@ -687,6 +731,58 @@ impl Directory {
             };
         } else {
             self.end_sweep(now);
+        }
+    }
+
+    /// The sweep's PING or `!orderbook` probe has its lock (HEAD), or
+    /// needs none: write it. False if its peer is no longer its key's
+    /// HANDSHAKED owner (`_send_to_peer` raises `ValueError`).
+    fn start_sweep_write(&mut self, now: Now, token: u64, out: &mut Outbox<Frame>) -> bool {
+        let a = match &self.phase {
+            Phase::Probing(s) => s.awaiting.filter(|a| a.token == token),
+            _ => None,
+        };
+        let Some(a) = a else {
+            return false;
+        };
+        if !self.is_current(a.conn) {
+            return false;
+        }
+        let conn = &self.conns[&a.conn];
+        let (node, stream) = (conn.node, conn.stream);
+        let frame = if a.is_ping {
+            out.record(kind::PING, Some(node), None, None);
+            Frame::Ping
+        } else {
+            out.record(kind::PROBE, Some(node), None, Some("!orderbook".into()));
+            self.probe.clone()
+        };
+        if let Phase::Probing(Sweep {
+            awaiting: Some(a), ..
+        }) = &mut self.phase
+        {
+            a.since = now.mono;
+            a.started = true;
+        }
+        out.send_awaited(stream, frame, token);
+        true
+    }
+
+    /// HEAD: the sweep's write, granted its lock, found its peer gone:
+    /// `_send_ping` catches the `ValueError`, discards the pending PONG and
+    /// calls `_evict_peer`, which finds no owner (a probe's failure is only
+    /// logged). The sweep goes on.
+    fn stale_sweep_write(&mut self, token: u64) {
+        let Phase::Probing(sweep) = &mut self.phase else {
+            return;
+        };
+        let Some(a) = sweep.awaiting.filter(|a| a.token == token) else {
+            return;
+        };
+        sweep.awaiting = None;
+        if a.is_ping {
+            let pk = self.pending_key(a.key, a.conn);
+            self.pending.remove(&pk);
         }
     }
 
@@ -714,6 +810,7 @@ impl Directory {
         let Some(Awaiting {
             token: want,
             conn: id,
+            key,
             is_ping,
             ..
         }) = sweep.awaiting
@@ -724,6 +821,8 @@ impl Directory {
             return; // a write abandoned on timeout, completing late
         }
         sweep.awaiting = None;
+        // HEAD: the lock goes before the outcome reaches `_send_ping`.
+        self.unlock(now, key, token, out);
         if !is_ping {
             // `!orderbook` failures are logged only, in every profile.
             if let (Err(e), Some(conn)) = (result, self.conns.get(&id)) {
@@ -1057,6 +1156,20 @@ impl Directory {
                 return;
             }
         }
+        // HEAD's `_register_peer` takes the nick's lock: behind a write to
+        // the nick's owner, the handshake waits, reading nothing.
+        if self.lock_busy(key) {
+            self.registering.insert(stream, Vec::new());
+            let registering = Registering {
+                stream,
+                from,
+                nick: nick.clone(),
+                location: names.1.clone(),
+                features,
+            };
+            self.lock_wait(key, Want::Register(Box::new(registering)));
+            return;
+        }
         // eb812d4c overwrites a held key when it registers, after its sleep
         // (see `register`); the others refuse the duplicate now.
         let held = self.by_key.contains_key(&key) || self.reserved.contains(&key);
@@ -1156,7 +1269,9 @@ impl Directory {
     /// (`peer_registry.py` `register` ~75-92, `server.py`
     /// `_activate_registration`, `_close_displaced_connections`); then the
     /// `ok` result and HANDSHAKED, with no 50 ms sleep on this path
-    /// (`server.py` ~269-296). Any other line is `malformed`.
+    /// (`server.py` ~269-296). Any other line is `malformed`. The
+    /// registration takes the nick's lock: it waits for writes to the
+    /// owner it may displace.
     fn on_auth_frame(&mut self, now: Now, stream: StreamId, frame: Frame, out: &mut Outbox<Frame>) {
         let auth = self.forget_auth(stream).expect("checked by the caller");
         if frame != Frame::NickAuthProof {
@@ -1165,6 +1280,18 @@ impl Directory {
             close(out, stream, auth.peer, kind::REJECT, reason);
             return;
         }
+        // `_register_peer` with the pubkey, under the nick's lock.
+        if self.lock_busy(auth.key) {
+            self.registering.insert(stream, Vec::new());
+            self.lock_wait(auth.key, Want::Verified(stream, Box::new(auth)));
+            return;
+        }
+        self.on_proof(now, stream, auth, out);
+    }
+
+    /// HEAD: a valid proof, under the nick's lock: the verified
+    /// registration (see [`Self::on_auth_frame`]).
+    fn on_proof(&mut self, now: Now, stream: StreamId, auth: Authenticating, out: &mut Outbox<Frame>) {
         if let Some(&owner) = self.by_key.get(&auth.key) {
             let old = &self.conns[&owner];
             if old.verified.is_some_and(|k| k != auth.peer) {
@@ -1190,14 +1317,18 @@ impl Directory {
             );
             self.unregister(owner);
             // `_close_displaced_connections`: the departure's broadcast
-            // (only if it was HANDSHAKED), then its close; then the `ok`
-            // result and HANDSHAKED. (Upstream bounds that close by
-            // min(nick_auth_timeout, 5 s); here it waits for its buffer.)
+            // (only if it was HANDSHAKED), then its close, given up after
+            // min(nick_auth_timeout, 5 s); then the `ok` result and
+            // HANDSHAKED.
             let mut steps = Vec::new();
             if was_handshaked && self.broadcasts {
                 steps.extend(Self::batches(&entry, self.registered_except(auth.key)));
             }
-            steps.push(Step::Close(old_stream));
+            let bound = self
+                .nick_auth
+                .map_or(Duration::from_secs(5), |a| a.timeout)
+                .min(Duration::from_secs(5));
+            steps.push(Step::CloseWithin(old_stream, bound));
             let id = self.new_verified(now, stream, &auth);
             steps.push(Step::Handshaked(id));
             let ctx = Ctx::Reader(stream);
@@ -1481,7 +1612,7 @@ impl Directory {
 
 /// What a handshake advertises.
 #[derive(Clone, Copy, Debug)]
-struct Features {
+pub(super) struct Features {
     ping: bool,
     directory: bool,
     nick_auth: bool,
