@@ -352,9 +352,10 @@ fn at_ms(ms: u64) -> Now {
 /// What a directory did, step by step: `(ms, record or send)`, the records
 /// of a step before its sends. Awaited sends are answered with success at
 /// once (and marked with their connection), except on the stalled
-/// connections of the second field (their buffers are full: never).
+/// connections of the second field (their buffers are full: never). With
+/// the third field, closes are logged too.
 #[derive(Default)]
-struct Log(Vec<(u64, String)>, Vec<ConnId>);
+struct Log(Vec<(u64, String)>, Vec<ConnId>, bool);
 
 impl Log {
     fn step(&mut self, d: &mut Directory, ms: u64, input: Input<Frame>) -> Outbox<Frame> {
@@ -371,6 +372,11 @@ impl Log {
                 ms,
                 format!("{} {reason}", r.kind).trim_end().to_string() + &msg,
             ));
+        }
+        if self.2 {
+            for conn in out.closes() {
+                self.0.push((ms, format!("close {}", conn.0)));
+            }
         }
         let mut awaited = Vec::new();
         for (to, msg, token) in out.sends() {
@@ -1084,7 +1090,7 @@ fn head_awaits_its_pong_and_reads_nothing_meanwhile() {
 /// bob, both ping-capable, on connections 1 and 2.
 fn head_with_stalled_alice() -> (Directory, Log) {
     let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir");
-    let mut log = Log(Vec::new(), vec![STREAM]);
+    let mut log = Log(Vec::new(), vec![STREAM], false);
     log.step(&mut d, 0, Input::Start);
     for (conn, peer, nick) in [(STREAM, PEER, "alice"), (ConnId(2), NodeId(2), "bob")] {
         let hello = Frame::Handshake {
@@ -1128,7 +1134,11 @@ fn head_writes_to_one_nick_wait_for_each_other() {
     );
     // Its own 30 s: it gives up at 61 s, and alice goes then.
     log.run_until(&mut d, 61_001);
-    let gone: Vec<_> = log.0.iter().filter(|(_, l)| l.starts_with("disc")).collect();
+    let gone: Vec<_> = log
+        .0
+        .iter()
+        .filter(|(_, l)| l.starts_with("disc"))
+        .collect();
     assert_eq!(gone, vec![&(61_000, "disconnect send failed:".to_string())]);
     assert_eq!(d.registered(), 1);
 }
@@ -1176,8 +1186,15 @@ fn head_a_reset_under_a_blocked_write_is_cleaned_up_by_its_own_handler() {
         error: heartsim::sim::ConnError::Reset,
     };
     log.step(&mut d, 2_000, reset);
-    let gone: Vec<_> = log.0.iter().filter(|(_, l)| l.starts_with("disc")).collect();
-    assert_eq!(gone, vec![&(2_000, "disconnect connection reset".to_string())]);
+    let gone: Vec<_> = log
+        .0
+        .iter()
+        .filter(|(_, l)| l.starts_with("disc"))
+        .collect();
+    assert_eq!(
+        gone,
+        vec![&(2_000, "disconnect connection reset".to_string())]
+    );
     assert_eq!(d.registered(), 1);
 }
 
@@ -1192,9 +1209,9 @@ fn head_a_displaced_close_is_given_up_after_5s() {
         require: false,
         timeout: heartsim::sim::Duration::from_secs(30),
     };
-    let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir")
-        .with_nick_auth(Some(auth));
-    let mut log = Log(Vec::new(), vec![STREAM]);
+    let mut d =
+        Directory::new(Profile::JoinmarketNg, Timers::default(), "dir").with_nick_auth(Some(auth));
+    let mut log = Log(Vec::new(), vec![STREAM], false);
     let hello = Frame::Handshake {
         nick: Arc::from("alice"),
         location: Arc::from(onion_for("alice")),
@@ -1214,7 +1231,88 @@ fn head_a_displaced_close_is_given_up_after_5s() {
     log.step(&mut d, 40_010, data(again, PEER, Frame::NickAuthProof));
     log.run_until(&mut d, 60_000);
     let ok = format!("send {}", Frame::NickAuthResult(AuthCode::Ok));
-    let when: Vec<u64> = log.0.iter().filter(|(_, l)| *l == ok).map(|(t, _)| *t).collect();
+    let when: Vec<u64> = log
+        .0
+        .iter()
+        .filter(|(_, l)| *l == ok)
+        .map(|(t, _)| *t)
+        .collect();
     assert_eq!(when, vec![10, 45_010], "{:?}", log.0);
     assert_eq!(d.registered(), 1);
+}
+
+/// HEAD: an evicted peer's handler still reads. A line from it during its
+/// eviction's broadcast (blocked on a stalled peer) makes the handler break
+/// and close the connection at once (`_cleanup_peer`); the sweep's close,
+/// after the broadcast, finds it gone.
+#[test]
+fn head_an_evicted_peer_that_speaks_during_its_broadcast_is_closed_by_its_handler() {
+    let timers = Timers {
+        sweep_interval: heartsim::sim::Duration::from_secs(10),
+        idle_threshold: heartsim::sim::Duration::from_secs(30),
+        hard_evict: heartsim::sim::Duration::from_secs(110),
+        pong_wait: heartsim::sim::Duration::from_secs(5),
+    };
+    let mut d = Directory::new(Profile::JoinmarketNg, timers, "dir");
+    // alice, a non-ping taker, is stalled; bob pings but never answers.
+    let mut log = Log(Vec::new(), vec![STREAM], true);
+    log.step(&mut d, 0, Input::Start);
+    let bob = (ConnId(2), NodeId(2));
+    for (conn, peer, nick, ping, location) in [
+        (
+            STREAM,
+            PEER,
+            "alice",
+            false,
+            "NOT-SERVING-ONION".to_string(),
+        ),
+        (bob.0, bob.1, "bob", true, onion_for("bob")),
+    ] {
+        let hello = Frame::Handshake {
+            nick: Arc::from(nick),
+            location: Arc::from(location.as_str()),
+            ping,
+            directory: false,
+            nick_auth: false,
+        };
+        log.hello(&mut d, 0, conn, peer, hello);
+    }
+    // 40 s: bob is PINGed; 45 s: evicted, his departure blocks on alice.
+    log.run_until(&mut d, 46_000);
+    log.0.retain(|(t, _)| *t >= 45_000);
+    assert_eq!(
+        log.0,
+        vec![
+            (45_000, "evict pong timeout".to_string()),
+            (
+                45_000,
+                format!(
+                    "send {} on 1",
+                    Frame::PeerList {
+                        nick: Arc::from("bob"),
+                        location: Arc::from(onion_for("bob").as_str()),
+                    }
+                )
+            ),
+        ]
+    );
+    // 50 s: bob says something: his handler closes his connection.
+    log.step(&mut d, 50_000, data(bob.0, bob.1, Frame::Ping));
+    assert_eq!(log.0.last(), Some(&(50_000, "close 2".to_string())));
+    // 75 s: the broadcast gives up: alice goes; bob is not closed again.
+    log.run_until(&mut d, 76_000);
+    let closes: Vec<_> = log
+        .0
+        .iter()
+        .filter(|(_, l)| l.starts_with("close"))
+        .collect();
+    assert_eq!(
+        closes,
+        vec![&(50_000, "close 2".to_string())],
+        "{:?}",
+        log.0
+    );
+    assert!(log
+        .0
+        .contains(&(75_000, "disconnect send failed:".to_string())));
 }

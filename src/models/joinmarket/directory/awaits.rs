@@ -292,6 +292,9 @@ impl Directory {
         } else if d.close == CloseWhen::Always {
             steps.push(Step::Close(d.stream));
         }
+        if steps.last().is_some_and(|s| matches!(s, Step::Close(_))) {
+            self.closing.insert(d.stream);
+        }
         self.then(ctx, steps, true);
     }
 
@@ -368,6 +371,10 @@ impl Directory {
                     }
                 }
                 Step::Unregister(id) => self.unregister(id),
+                // HEAD `_close_connection_generation` closes only a
+                // connection still in `self.connections`: not one its own
+                // handler closed meanwhile (`closing`).
+                Step::Close(stream) if self.locks_on() && !self.closing.remove(&stream) => {}
                 Step::Close(stream) => {
                     if self.undrained.contains_key(&stream) {
                         let a = self.awaits.get_mut(&ctx).expect("pumping it");
@@ -585,7 +592,8 @@ impl Directory {
             if let Some(a) = self.awaits.get_mut(&ctx) {
                 a.drains.remove(&stream);
             }
-            self.close_bounds.retain(|&(_, c, s)| (c, s) != (ctx, stream));
+            self.close_bounds
+                .retain(|&(_, c, s)| (c, s) != (ctx, stream));
             out.close(stream);
             self.pump(now, ctx, true, out);
         }

@@ -238,6 +238,10 @@ pub struct Directory {
     /// HEAD: connections to close once their abandoned write drains, no
     /// longer awaited by anyone.
     close_on_drain: BTreeSet<StreamId>,
+    /// HEAD: connections of departed peers that a departure will close
+    /// once its broadcast is done, still in upstream's `self.connections`,
+    /// their handlers still reading.
+    closing: BTreeSet<StreamId>,
     /// joinmarket-ng: departures are broadcast and PUBMSGs relayed
     /// (`[config] broadcasts`, on unless a scale run turns it off).
     broadcasts: bool,
@@ -284,6 +288,7 @@ impl Directory {
             registering: BTreeMap::new(),
             close_bounds: BTreeSet::new(),
             close_on_drain: BTreeSet::new(),
+            closing: BTreeSet::new(),
             broadcasts: true,
             task_writes: BTreeMap::new(),
             writing: BTreeMap::new(),
@@ -381,6 +386,30 @@ impl Directory {
                 return;
             }
         }
+        if let Input::Data { conn, .. } | Input::Closed { conn, .. } | Input::Reset { conn, .. } =
+            &input
+        {
+            let conn = *conn;
+            if self.closing.contains(&conn) && !self.by_stream.contains_key(&conn) {
+                // HEAD: a departed peer's handler, still reading, gets a
+                // line (`update_last_seen` fails: it no longer owns its
+                // nick), an EOF or an error, and breaks; `_cleanup_peer`
+                // finds no owner to remove, takes the connection out of
+                // `self.connections` and closes it (`server.py` ~542-566,
+                // 624-652): the departure's own close then finds nothing.
+                if matches!(input, Input::Reset { .. }) {
+                    self.closing.remove(&conn);
+                } else {
+                    let ctx = Ctx::Reader(conn);
+                    self.then(ctx, vec![Step::Close(conn)], false);
+                    self.pump(now, ctx, false, out);
+                }
+                if let Some(conn) = fail_after {
+                    self.fail_writes_to(now, conn, out);
+                }
+                return;
+            }
+        }
         match input {
             Input::Start => {
                 // Both upstreams serve on a TCP listener.
@@ -475,10 +504,17 @@ impl Directory {
             at,
             reason: "close timeout",
         });
-        [settle, handshake, auth, writes, closes, self.phase_deadline()]
-            .into_iter()
-            .flatten()
-            .min_by_key(|d| d.at)
+        [
+            settle,
+            handshake,
+            auth,
+            writes,
+            closes,
+            self.phase_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|d| d.at)
     }
 
     fn phase_deadline(&self) -> Option<Deadline> {
@@ -1291,7 +1327,13 @@ impl Directory {
 
     /// HEAD: a valid proof, under the nick's lock: the verified
     /// registration (see [`Self::on_auth_frame`]).
-    fn on_proof(&mut self, now: Now, stream: StreamId, auth: Authenticating, out: &mut Outbox<Frame>) {
+    fn on_proof(
+        &mut self,
+        now: Now,
+        stream: StreamId,
+        auth: Authenticating,
+        out: &mut Outbox<Frame>,
+    ) {
         if let Some(&owner) = self.by_key.get(&auth.key) {
             let old = &self.conns[&owner];
             if old.verified.is_some_and(|k| k != auth.peer) {
