@@ -353,9 +353,15 @@ fn at_ms(ms: u64) -> Now {
 /// of a step before its sends. Awaited sends are answered with success at
 /// once (and marked with their connection), except on the stalled
 /// connections of the second field (their buffers are full: never). With
-/// the third field, closes are logged too.
+/// the third field, closes are logged too. The fourth keeps the stalled
+/// writes (`release` answers them).
 #[derive(Default)]
-struct Log(Vec<(u64, String)>, Vec<ConnId>, bool);
+struct Log(
+    Vec<(u64, String)>,
+    Vec<ConnId>,
+    bool,
+    Vec<(heartsim::sim::Dest, u64)>,
+);
 
 impl Log {
     fn step(&mut self, d: &mut Directory, ms: u64, input: Input<Frame>) -> Outbox<Frame> {
@@ -383,7 +389,9 @@ impl Log {
             let mut line = format!("send {msg}");
             if let (heartsim::sim::Dest::Conn(conn), Some(token)) = (to, token) {
                 line += &format!(" on {}", conn.0);
-                if !self.1.contains(&conn) {
+                if self.1.contains(&conn) {
+                    self.3.push((to, token));
+                } else {
                     awaited.push((to, token));
                 }
             }
@@ -401,6 +409,20 @@ impl Log {
             );
         }
         out
+    }
+
+    /// `conn`'s buffers drain: its stalled writes complete.
+    fn release(&mut self, d: &mut Directory, ms: u64, conn: ConnId) {
+        self.1.retain(|&c| c != conn);
+        let (done, kept) = self
+            .3
+            .drain(..)
+            .partition(|(to, _)| *to == heartsim::sim::Dest::Conn(conn));
+        self.3 = kept;
+        for (to, token) in done {
+            let result = Ok(());
+            self.step(d, ms, Input::SendDone { to, token, result });
+        }
     }
 
     /// A connection from `peer` is accepted and its first line read.
@@ -1090,7 +1112,7 @@ fn head_awaits_its_pong_and_reads_nothing_meanwhile() {
 /// bob, both ping-capable, on connections 1 and 2.
 fn head_with_stalled_alice() -> (Directory, Log) {
     let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir");
-    let mut log = Log(Vec::new(), vec![STREAM], false);
+    let mut log = Log(Vec::new(), vec![STREAM], false, Vec::new());
     log.step(&mut d, 0, Input::Start);
     for (conn, peer, nick) in [(STREAM, PEER, "alice"), (ConnId(2), NodeId(2), "bob")] {
         let hello = Frame::Handshake {
@@ -1211,7 +1233,7 @@ fn head_a_displaced_close_is_given_up_after_5s() {
     };
     let mut d =
         Directory::new(Profile::JoinmarketNg, Timers::default(), "dir").with_nick_auth(Some(auth));
-    let mut log = Log(Vec::new(), vec![STREAM], false);
+    let mut log = Log(Vec::new(), vec![STREAM], false, Vec::new());
     let hello = Frame::Handshake {
         nick: Arc::from("alice"),
         location: Arc::from(onion_for("alice")),
@@ -1255,7 +1277,7 @@ fn head_an_evicted_peer_that_speaks_during_its_broadcast_is_closed_by_its_handle
     };
     let mut d = Directory::new(Profile::JoinmarketNg, timers, "dir");
     // alice, a non-ping taker, is stalled; bob pings but never answers.
-    let mut log = Log(Vec::new(), vec![STREAM], true);
+    let mut log = Log(Vec::new(), vec![STREAM], true, Vec::new());
     log.step(&mut d, 0, Input::Start);
     let bob = (ConnId(2), NodeId(2));
     for (conn, peer, nick, ping, location) in [
@@ -1315,4 +1337,110 @@ fn head_an_evicted_peer_that_speaks_during_its_broadcast_is_closed_by_its_handle
     assert!(log
         .0
         .contains(&(75_000, "disconnect send failed:".to_string())));
+}
+
+/// eb812d4c unregisters by key after a departure's broadcast, and
+/// `_evict_peer` closes whatever connection the key maps to then
+/// (`server.py@eb8` ~414-440): a maker that reconnects while its eviction's
+/// broadcast is blocked on a stalled peer loses its new registration and
+/// connection when the broadcast is done, and its old connection, already
+/// replaced, stays open.
+#[test]
+fn eb812d4c_an_eviction_unregisters_and_closes_whoever_holds_the_key_by_then() {
+    let timers = Timers {
+        sweep_interval: heartsim::sim::Duration::from_secs(10),
+        idle_threshold: heartsim::sim::Duration::from_secs(30),
+        hard_evict: heartsim::sim::Duration::from_secs(110),
+        pong_wait: heartsim::sim::Duration::from_secs(5),
+    };
+    let mut d = Directory::new(Profile::JoinmarketNgEb812d4c, timers, "dir");
+    // alice, a non-ping taker, is stalled; bob, a ping maker, is silent.
+    let mut log = Log(Vec::new(), vec![STREAM], true, Vec::new());
+    log.step(&mut d, 0, Input::Start);
+    let bob_hello = || Frame::Handshake {
+        nick: Arc::from("bob"),
+        location: Arc::from(onion_for("bob").as_str()),
+        ping: true,
+        directory: false,
+        nick_auth: false,
+    };
+    let alice = Frame::Handshake {
+        nick: Arc::from("alice"),
+        location: Arc::from("NOT-SERVING-ONION"),
+        ping: false,
+        directory: false,
+        nick_auth: false,
+    };
+    log.hello(&mut d, 0, STREAM, PEER, alice);
+    log.hello(&mut d, 0, ConnId(2), NodeId(2), bob_hello());
+    // 45 s: bob evicted; his departure's write to alice blocks.
+    log.run_until(&mut d, 46_000);
+    assert!(log.0.contains(&(45_000, "evict pong timeout".to_string())));
+    // 50 s: bob reconnects; 50.05 s: registered over the old entry.
+    log.hello(&mut d, 50_000, ConnId(3), NodeId(2), bob_hello());
+    log.run_until(&mut d, 51_000);
+    assert!(
+        log.0
+            .contains(&(50_050, "register (maker ping)".to_string())),
+        "{:?}",
+        log.0
+    );
+    assert_eq!(d.registered(), 2);
+    // 60 s: alice drains: the eviction goes on by key.
+    log.0.clear();
+    log.release(&mut d, 60_000, STREAM);
+    assert_eq!(
+        log.0,
+        vec![
+            (60_000, "evict pong timeout".to_string()),
+            (60_000, "close 3".to_string()),
+        ]
+    );
+    assert_eq!(d.registered(), 1, "only alice is left");
+}
+
+/// eb812d4c's sweep holds keys, not connections (`heartbeat.py@eb8`
+/// ~156-173): a peer that reconnects while the sweep is blocked in an
+/// earlier PING is PINGed on its new connection when the sweep gets to its
+/// key.
+#[test]
+fn eb812d4c_a_sweep_blocked_in_a_write_pings_a_key_taken_over_meanwhile() {
+    let timers = Timers {
+        sweep_interval: heartsim::sim::Duration::from_secs(10),
+        idle_threshold: heartsim::sim::Duration::from_secs(30),
+        hard_evict: heartsim::sim::Duration::from_secs(110),
+        pong_wait: heartsim::sim::Duration::from_secs(5),
+    };
+    let mut d = Directory::new(Profile::JoinmarketNgEb812d4c, timers, "dir");
+    let mut log = Log(Vec::new(), vec![STREAM], false, Vec::new());
+    log.step(&mut d, 0, Input::Start);
+    let hello = |nick: &str| Frame::Handshake {
+        nick: Arc::from(nick),
+        location: Arc::from(onion_for(nick).as_str()),
+        ping: true,
+        directory: false,
+        nick_auth: false,
+    };
+    log.hello(&mut d, 0, STREAM, PEER, hello("alice"));
+    log.hello(&mut d, 0, ConnId(2), NodeId(2), hello("bob"));
+    // 40 s: alice's PING blocks the sweep before it gets to bob.
+    log.run_until(&mut d, 41_000);
+    assert_eq!(
+        log.0.last(),
+        Some(&(40_000, format!("send {} on 1", Frame::Ping)))
+    );
+    // 42 s: bob reconnects, registered over his old entry at 42.05 s.
+    log.hello(&mut d, 42_000, ConnId(3), NodeId(2), hello("bob"));
+    log.run_until(&mut d, 43_000);
+    // 50 s: alice drains; the sweep PINGs bob's key on its new connection.
+    log.0.clear();
+    log.release(&mut d, 50_000, STREAM);
+    assert_eq!(
+        log.0,
+        vec![
+            (50_000, "ping".to_string()),
+            (50_000, format!("send {} on 3", Frame::Ping)),
+            (50_000, "wait (2 pinged)".to_string()),
+        ]
+    );
 }

@@ -38,8 +38,16 @@ pub(super) enum Step {
     /// together (`asyncio.gather`); the next batch starts when this one is
     /// done.
     Batch(Frame, Vec<ConnId>),
-    /// eb812d4c unregisters after its broadcast.
-    Unregister(ConnId),
+    /// eb812d4c unregisters by key after its broadcast: whoever holds the
+    /// key by then (see `unregister_key`).
+    UnregisterKey {
+        id: ConnId,
+        key: KeyId,
+        /// `_evict_peer`, which also closes the connection the key maps
+        /// to; `_cleanup_peer` closes its own.
+        evict: bool,
+        reason: Cow<'static, str>,
+    },
     /// Close a connection: waits while a write abandoned on it is queued
     /// (`writer.close(); await writer.wait_closed()`).
     Close(StreamId),
@@ -219,7 +227,7 @@ impl Directory {
             return self.pump(now, ctx, false, out);
         }
         let (k, reason, msg) = record;
-        out.record(k, Some(node), Some(reason), msg);
+        out.record(k, Some(node), Some(reason.clone()), msg);
         if !self.profile.is_ng() || !self.broadcasts {
             self.unregister(id);
             if close_it {
@@ -230,14 +238,20 @@ impl Directory {
         let frame = self.departure_entry(id);
         let targets = self.targets(key, maker);
         let mut steps: Vec<Step> = Vec::new();
+        let evict = close_it && ctx == Ctx::Sweep;
         if self.profile == Profile::JoinmarketNgEb812d4c {
             steps.extend(Self::batches(&frame, targets));
-            steps.push(Step::Unregister(id));
+            steps.push(Step::UnregisterKey {
+                id,
+                key,
+                evict,
+                reason,
+            });
         } else {
             self.unregister(id);
             steps.extend(Self::batches(&frame, targets));
         }
-        if close_it {
+        if close_it && !(evict && self.profile == Profile::JoinmarketNgEb812d4c) {
             steps.push(Step::Close(stream));
         }
         self.then(ctx, steps, false);
@@ -296,6 +310,43 @@ impl Directory {
             self.closing.insert(d.stream);
         }
         self.then(ctx, steps, true);
+    }
+
+    /// eb812d4c, after a departure's broadcast: `peer_registry.unregister(
+    /// peer_key)` removes whoever holds the key by then, and `_evict_peer`
+    /// closes the connection `peer_key_to_conn_id` maps the key to
+    /// (`server.py@eb8` ~414-440; `_cleanup_peer` ~339-358 closes its own).
+    /// A connection that took the key over during the broadcast goes
+    /// instead of the departing one: evicted and closed, or, after a
+    /// cleanup, unregistered with its connection left open (its reader
+    /// goes on under the key); the departing connection, already replaced,
+    /// stays open.
+    fn unregister_key(
+        &mut self,
+        id: ConnId,
+        key: KeyId,
+        evict: bool,
+        reason: Cow<'static, str>,
+        out: &mut Outbox<Frame>,
+    ) {
+        let Some(&owner) = self.by_key.get(&key) else {
+            return;
+        };
+        let conn = &self.conns[&owner];
+        let (stream, node) = (conn.stream, conn.node);
+        if owner != id {
+            if evict {
+                out.record(kind::EVICT, Some(node), Some(reason), None);
+            } else {
+                let msg = Some(kind::LEFT_OPEN.into());
+                out.record(kind::DISCONNECT, Some(node), Some(reason), msg);
+                self.stale_readers.insert(stream, (key, node));
+            }
+        }
+        self.unregister(owner);
+        if evict {
+            out.close(stream);
+        }
     }
 
     /// A PUBMSG from `id`'s peer is relayed to every other registered peer,
@@ -370,7 +421,12 @@ impl Directory {
                         self.write(now, ctx, target, key, Frame::Pong, true, out);
                     }
                 }
-                Step::Unregister(id) => self.unregister(id),
+                Step::UnregisterKey {
+                    id,
+                    key,
+                    evict,
+                    reason,
+                } => self.unregister_key(id, key, evict, reason, out),
                 // HEAD `_close_connection_generation` closes only a
                 // connection still in `self.connections`: not one its own
                 // handler closed meanwhile (`closing`).

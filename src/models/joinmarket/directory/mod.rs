@@ -130,11 +130,11 @@ struct Sweep {
     /// joinmarket-rs calls `elapsed()` in each phase, the same instant
     /// unless a phase blocks, which it never does.
     t: Timestamp,
-    /// Step 1: peers to hard-evict, in order.
-    hard: VecDeque<ConnId>,
+    /// Step 1: peers to hard-evict, in order, with their keys.
+    hard: VecDeque<(ConnId, KeyId)>,
     /// Step 2's queue, built once step 1 is done (re-queried then, as
     /// upstream calls `get_peers_idle_since` after the evictions).
-    queue: Option<VecDeque<ConnId>>,
+    queue: Option<VecDeque<(ConnId, KeyId)>>,
     /// Step 4's evictions still to do, once the PONG wait is over (an
     /// eviction that awaits its broadcast or its close holds the rest).
     timed_out: Option<VecDeque<(PendingKey, NodeId)>>,
@@ -628,7 +628,7 @@ impl Directory {
         let t = self.profile.last_seen_clock(now);
         self.phase = Phase::Probing(Sweep {
             t,
-            hard: self.idle_since(t, self.timers.hard_evict).into(),
+            hard: self.idle_since(t, self.timers.hard_evict),
             queue: None,
             timed_out: None,
             awaiting: None,
@@ -645,8 +645,8 @@ impl Directory {
     }
 
     /// Heartbeat-eligible connections idle past `threshold` at `t`, in
-    /// registration order.
-    fn idle_since(&self, t: Timestamp, threshold: Duration) -> Vec<ConnId> {
+    /// registration order, with their keys.
+    fn idle_since(&self, t: Timestamp, threshold: Duration) -> VecDeque<(ConnId, KeyId)> {
         // Every idle peer has last_seen <= t - threshold; the exact test
         // (strict or not) is the profile's.
         let bound = (t.saturating_sub(threshold), ConnId::MAX);
@@ -660,7 +660,25 @@ impl Directory {
             .map(|(_, id)| *id)
             .collect();
         due.sort_unstable_by_key(|id| self.conns[id].order);
-        due
+        due.into_iter()
+            .map(|id| (id, self.conns[&id].key))
+            .collect()
+    }
+
+    /// Who a sweep entry stands for when the sweep gets to it: its
+    /// connection, if still registered. eb812d4c's sweep holds keys
+    /// (`for peer_key, peer_info in ...`, then `evict_callback(peer_key)`,
+    /// `get_by_key(peer_key)`, `_send_ping(peer_key)`, `heartbeat.py@eb8`
+    /// ~146-173): whoever holds the key by then, a connection that took it
+    /// over while the sweep was blocked included.
+    fn swept(&self, id: ConnId, key: KeyId) -> Option<ConnId> {
+        if self.conns.contains_key(&id) {
+            return Some(id);
+        }
+        if self.profile == Profile::JoinmarketNgEb812d4c {
+            return self.by_key.get(&key).copied();
+        }
+        None
     }
 
     /// Walk the probe queue until a send must be awaited or the queue is
@@ -676,10 +694,11 @@ impl Directory {
             return self.evict_timed_out(now, out);
         }
         // Step 1: hard-evict peers idle past hard_evict; clear pending first.
-        while let Some(id) = self.sweep_mut().hard.pop_front() {
-            let Some(conn) = self.conns.get(&id) else {
+        while let Some((id, key)) = self.sweep_mut().hard.pop_front() {
+            let Some(id) = self.swept(id, key) else {
                 continue;
             };
+            let conn = &self.conns[&id];
             let pk = self.pending_key(conn.key, id);
             self.pending.remove(&pk);
             self.evict_conn(now, id, "idle timeout".into(), out);
@@ -691,27 +710,32 @@ impl Directory {
         if self.sweep_mut().queue.is_none() {
             let t = self.sweep_mut().t;
             let due = self.idle_since(t, self.timers.idle_threshold);
-            self.sweep_mut().queue = Some(due.into());
+            self.sweep_mut().queue = Some(due);
         }
-        let Phase::Probing(sweep) = &mut self.phase else {
-            unreachable!("still sweeping");
-        };
-        let queue = sweep.queue.as_mut().expect("built above");
-        while let Some(id) = queue.pop_front() {
+        loop {
+            let queue = self.sweep_mut().queue.as_mut().expect("built above");
+            let Some((id, key)) = queue.pop_front() else {
+                break;
+            };
             // Skip peers evicted since the queue was built (step 1, or a
             // send failure earlier in this loop).
-            let Some(conn) = self.conns.get(&id) else {
+            let Some(id) = self.swept(id, key) else {
                 continue;
             };
-            if self.profile.sends_through_a_channel() && (conn.ping || conn.maker) {
+            let conn = &self.conns[&id];
+            let (stream, node, key, ping) = (conn.stream, conn.node, conn.key, conn.ping);
+            if !(ping || conn.maker) {
+                // Non-ping taker or watcher: no probe; hard-evicted later.
+                continue;
+            }
+            if self.profile.sends_through_a_channel() {
                 // joinmarket-rs `router.send_to_peer` -> `try_send` into the
                 // peer's channel, Ok while its task runs; then
                 // `add_pong_pending` for a PING (`heartbeat.rs`). The task
                 // writes the frame (see `task_write`).
-                let (stream, node, key, ping) = (conn.stream, conn.node, conn.key, conn.ping);
                 let frame = if ping {
                     out.record(kind::PING, Some(node), None, None);
-                    sweep.pinged.push(((key, id), node));
+                    self.sweep_mut().pinged.push(((key, id), node));
                     self.pending.insert((key, id));
                     Frame::Ping
                 } else {
@@ -725,31 +749,28 @@ impl Directory {
                 out.send_awaited(stream, frame, token);
                 continue;
             }
-            if conn.ping || conn.maker {
-                let token = self.next_token;
-                self.next_token += 1;
-                let (key, is_ping) = (conn.key, conn.ping);
-                if is_ping && self.profile == Profile::JoinmarketNg {
-                    // HEAD: `_pong_pending.add(owner)` before the send (and
-                    // before its lock).
-                    self.pending.insert((key, id));
-                }
-                sweep.awaiting = Some(Awaiting {
-                    token,
-                    conn: id,
-                    key,
-                    is_ping,
-                    since: now.mono,
-                    started: false,
-                });
-                if self.lock_write(key, token) {
-                    let started = self.start_sweep_write(now, token, out);
-                    debug_assert!(started, "the sweep writes to a current owner");
-                }
-                return;
+            let token = self.next_token;
+            self.next_token += 1;
+            if ping && self.profile == Profile::JoinmarketNg {
+                // HEAD: `_pong_pending.add(owner)` before the send (and
+                // before its lock).
+                self.pending.insert((key, id));
             }
-            // Non-ping taker or watcher: no probe; hard-evicted later.
+            self.sweep_mut().awaiting = Some(Awaiting {
+                token,
+                conn: id,
+                key,
+                is_ping: ping,
+                since: now.mono,
+                started: false,
+            });
+            if self.lock_write(key, token) {
+                let started = self.start_sweep_write(now, token, out);
+                debug_assert!(started, "the sweep writes to a current owner");
+            }
+            return;
         }
+        let sweep = self.sweep_mut();
         // Step 3: wait only if at least one PING went out.
         if !sweep.pinged.is_empty() {
             let Phase::Probing(sweep) = std::mem::replace(&mut self.phase, Phase::Idle) else {
