@@ -1444,3 +1444,97 @@ fn eb812d4c_a_sweep_blocked_in_a_write_pings_a_key_taken_over_meanwhile() {
         ]
     );
 }
+
+/// HEAD's `_handle_send_failed` runs inside the failed write's `_safe_send`
+/// task, beside the rest of its batch (`asyncio.gather`): when carol's
+/// relay write gives up while alice's is still blocked, carol's departure
+/// is broadcast at once, not after alice's write is done.
+#[test]
+fn head_a_failed_write_is_handled_beside_the_rest_of_its_batch() {
+    let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir");
+    let (alice, bob, carol, dave) = (STREAM, ConnId(2), ConnId(3), ConnId(4));
+    let mut log = Log(Vec::new(), vec![alice, carol], false, Vec::new());
+    log.step(&mut d, 0, Input::Start);
+    for (conn, nick) in [
+        (alice, "alice"),
+        (bob, "bob"),
+        (carol, "carol"),
+        (dave, "dave"),
+    ] {
+        let hello = Frame::Handshake {
+            nick: Arc::from(nick),
+            location: Arc::from("NOT-SERVING-ONION"),
+            ping: true,
+            directory: false,
+            nick_auth: false,
+        };
+        log.hello(&mut d, 0, conn, NodeId(conn.0 as usize), hello);
+    }
+    log.settle(&mut d);
+    // 0.5 s: alice PINGs; her PONG blocks and holds her lock until 30.5 s.
+    log.step(&mut d, 500, data(alice, NodeId(1), Frame::Ping));
+    // 1 s: bob's offer is relayed: to alice (waits for her lock), carol
+    // (blocks until 31 s), dave (done).
+    let offer = Frame::PubMsg("bob!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002".into());
+    log.step(&mut d, 1_000, data(bob, NodeId(2), offer));
+    // 30.5 s: alice's relay write starts (until 60.5 s); 31 s: carol's
+    // gives up, and her departure goes to dave (and bob) at once.
+    log.run_until(&mut d, 31_001);
+    let gone = Frame::PeerList {
+        nick: Arc::from("carol"),
+        location: Arc::from("NOT-SERVING-ONION"),
+    };
+    let to_dave = format!("send {gone} on 4");
+    assert!(
+        log.0
+            .contains(&(31_000, "disconnect send failed:".to_string())),
+        "{:?}",
+        log.0
+    );
+    assert!(log.0.contains(&(31_000, to_dave)), "{:?}", log.0);
+}
+
+/// `_batched_broadcast_iter` fills each batch of 50 as it goes, passing
+/// over targets that left meanwhile: with 101 targets and one gone during
+/// the first batch, the second batch holds the last 50 live ones (the
+/// 101st included), not 49 and a third batch of one.
+#[test]
+fn head_broadcast_batches_are_filled_as_they_come() {
+    let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir");
+    let conn = |i: u64| ConnId(i + 1);
+    let mut log = Log(Vec::new(), vec![conn(1), conn(51)], false, Vec::new());
+    log.step(&mut d, 0, Input::Start);
+    for i in 0..102 {
+        let hello = Frame::Handshake {
+            nick: Arc::from(format!("p{i}").as_str()),
+            location: Arc::from("NOT-SERVING-ONION"),
+            ping: true,
+            directory: false,
+            nick_auth: false,
+        };
+        log.hello(&mut d, 0, conn(i), NodeId(i as usize + 1), hello);
+    }
+    log.settle(&mut d);
+    log.0.clear();
+    // 1 s: p0's offer goes to p1..p50 first; p1's write blocks the batch.
+    let offer = Frame::PubMsg("p0!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002".into());
+    log.step(&mut d, 1_000, data(conn(0), NodeId(1), offer.clone()));
+    assert_eq!(log.0.len(), 50, "{:?}", log.0);
+    // 2 s: p60 leaves.
+    let eof = Input::Closed {
+        conn: conn(60),
+        peer: NodeId(61),
+    };
+    log.step(&mut d, 2_000, eof);
+    // 5 s: p1 drains: the second batch is p51..p101 but p60, at once.
+    log.0.clear();
+    log.release(&mut d, 5_000, conn(1));
+    let relayed: Vec<u64> = log
+        .0
+        .iter()
+        .filter(|(_, l)| l.starts_with(&format!("send {offer} on ")))
+        .map(|(_, l)| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap() - 1)
+        .collect();
+    let want: Vec<u64> = (51..102).filter(|&i| i != 60).collect();
+    assert_eq!(relayed, want);
+}

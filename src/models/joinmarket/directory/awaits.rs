@@ -29,15 +29,22 @@ pub(super) enum Ctx {
     Sweep,
     /// The handler (reader) of one connection.
     Reader(StreamId),
+    /// HEAD: a failed write's `_handle_send_failed`, which runs inside its
+    /// `_safe_send` task, beside the rest of the batch; the coroutine that
+    /// awaits the batch awaits it too (`asyncio.gather`).
+    Failure(u64),
 }
 
 /// One thing a coroutine does once what came before it is done.
 #[derive(Debug)]
 pub(super) enum Step {
-    /// `_batched_broadcast_iter`: one batch of up to 50 writes, run
-    /// together (`asyncio.gather`); the next batch starts when this one is
-    /// done.
-    Batch(Frame, Vec<ConnId>),
+    /// `_batched_broadcast_iter`: the targets, taken 50 at a time as
+    /// they come (a target that left meanwhile is passed over, not counted),
+    /// each batch's writes run together (`asyncio.gather`), the next batch
+    /// filled once this one is done. The targets are the registry as it
+    /// was when the broadcast began (`iter_connected_owners` iterates
+    /// `list(self._peers.items())`).
+    Broadcast(Frame, VecDeque<ConnId>),
     /// eb812d4c unregisters by key after its broadcast: whoever holds the
     /// key by then (see `unregister_key`).
     UnregisterKey {
@@ -74,6 +81,10 @@ pub(super) struct Awaits {
     drains: BTreeSet<StreamId>,
     /// HEAD: departures waiting for their nick's lock.
     locks: u32,
+    /// HEAD: failure handlers running beside this coroutine's batch.
+    children: BTreeSet<u64>,
+    /// HEAD: for a failure handler, the coroutine whose batch it is in.
+    parent: Option<Ctx>,
     /// A handler's connection: the lines that came while it awaited.
     pub(super) held: Vec<Input<Frame>>,
 }
@@ -171,13 +182,9 @@ impl Directory {
         }
     }
 
-    pub(super) fn batches(frame: &Frame, targets: Vec<ConnId>) -> impl Iterator<Item = Step> + '_ {
-        let mut targets = targets.into_iter().peekable();
-        std::iter::from_fn(move || {
-            targets.peek()?;
-            let batch: Vec<ConnId> = targets.by_ref().take(BATCH).collect();
-            Some(Step::Batch(frame.clone(), batch))
-        })
+    /// The broadcast of `frame` to `targets`, if there are any.
+    pub(super) fn broadcast(frame: Frame, targets: Vec<ConnId>) -> Option<Step> {
+        (!targets.is_empty()).then(|| Step::Broadcast(frame, targets.into()))
     }
 
     /// A registered connection leaves (evicted, closed, reset, displaced):
@@ -213,7 +220,7 @@ impl Directory {
         if self.locks_on() {
             let close = match (close_it, ctx) {
                 (false, _) => CloseWhen::Never,
-                (true, Ctx::Sweep) => CloseWhen::IfOwner,
+                (true, Ctx::Sweep | Ctx::Failure(_)) => CloseWhen::IfOwner,
                 (true, Ctx::Reader(_)) => CloseWhen::Always,
             };
             let departure = Departure {
@@ -240,7 +247,7 @@ impl Directory {
         let mut steps: Vec<Step> = Vec::new();
         let evict = close_it && ctx == Ctx::Sweep;
         if self.profile == Profile::JoinmarketNgEb812d4c {
-            steps.extend(Self::batches(&frame, targets));
+            steps.extend(Self::broadcast(frame, targets));
             steps.push(Step::UnregisterKey {
                 id,
                 key,
@@ -249,7 +256,7 @@ impl Directory {
             });
         } else {
             self.unregister(id);
-            steps.extend(Self::batches(&frame, targets));
+            steps.extend(Self::broadcast(frame, targets));
         }
         if close_it && !(evict && self.profile == Profile::JoinmarketNgEb812d4c) {
             steps.push(Step::Close(stream));
@@ -299,7 +306,7 @@ impl Directory {
             out.record(k, Some(node), Some(reason), msg);
             let frame = self.departure_entry(d.id);
             self.unregister(d.id);
-            steps.extend(Self::batches(&frame, self.targets(key, maker)));
+            steps.extend(Self::broadcast(frame, self.targets(key, maker)));
             if d.close != CloseWhen::Never {
                 steps.push(Step::Close(d.stream));
             }
@@ -362,7 +369,9 @@ impl Directory {
         if !self.broadcasts {
             return;
         }
-        let steps: Vec<Step> = Self::batches(&frame, self.registered_except(key)).collect();
+        let steps: Vec<Step> = Self::broadcast(frame, self.registered_except(key))
+            .into_iter()
+            .collect();
         let ctx = Ctx::Reader(stream);
         self.then(ctx, steps, false);
         self.pump(now, ctx, false, out);
@@ -389,19 +398,30 @@ impl Directory {
             let Some(a) = self.awaits.get_mut(&ctx) else {
                 return;
             };
-            if !a.writes.is_empty() || !a.drains.is_empty() || a.locks > 0 {
+            if !a.writes.is_empty() || !a.drains.is_empty() || a.locks > 0 || !a.children.is_empty()
+            {
                 return;
             }
             let Some(step) = a.steps.pop_front() else {
                 let a = self.awaits.remove(&ctx).expect("just seen");
+                if let (Some(parent), Ctx::Failure(token)) = (a.parent, ctx) {
+                    if let Some(p) = self.awaits.get_mut(&parent) {
+                        p.children.remove(&token);
+                    }
+                    return self.pump(now, parent, true, out);
+                }
                 if resume {
                     self.resume(now, ctx, a.held, out);
                 }
                 return;
             };
             match step {
-                Step::Batch(frame, targets) => {
-                    for id in targets {
+                Step::Broadcast(frame, mut targets) => {
+                    let mut batch = 0;
+                    while batch < BATCH {
+                        let Some(id) = targets.pop_front() else {
+                            break;
+                        };
                         // `_safe_send` skips a target no longer HANDSHAKED
                         // or no longer the owner.
                         let Some(conn) = self.conns.get(&id) else {
@@ -412,6 +432,11 @@ impl Directory {
                         }
                         let (target, key) = (conn.stream, conn.key);
                         self.write(now, ctx, target, key, frame.clone(), false, out);
+                        batch += 1;
+                    }
+                    if !targets.is_empty() {
+                        let a = self.awaits.get_mut(&ctx).expect("pumping it");
+                        a.steps.push_front(Step::Broadcast(frame, targets));
                     }
                 }
                 Step::Pong(id) => {
@@ -539,6 +564,7 @@ impl Directory {
                     self.handle(now, input, out);
                 }
             }
+            Ctx::Failure(_) => {}
         }
     }
 
@@ -560,7 +586,7 @@ impl Directory {
         // `_safe_send`.
         self.unlock(now, w.key, token, out);
         if let (Some(reason), false) = (failed, w.quiet) {
-            self.send_failed(w.ctx, w.target, reason, out);
+            self.send_failed(now, w.ctx, w.target, reason, out);
         }
         self.pump(now, w.ctx, true, out);
     }
@@ -598,10 +624,12 @@ impl Directory {
 
     /// `_safe_send` failed on `target`: `_handle_send_failed`. HEAD removes
     /// the owner under its lock (no heartbeat record upstream), broadcasts
-    /// its departure and closes it, inside the running batch; eb812d4c only
-    /// unregisters the key, leaving the connection open with its reader.
+    /// its departure and closes it, beside the rest of the running batch
+    /// (a [`Ctx::Failure`] that `ctx` awaits); eb812d4c only unregisters the
+    /// key, leaving the connection open with its reader.
     fn send_failed(
         &mut self,
+        now: Now,
         ctx: Ctx,
         target: StreamId,
         reason: Cow<'static, str>,
@@ -629,7 +657,19 @@ impl Directory {
             record: (kind::DISCONNECT, reason, None),
             close: CloseWhen::IfOwner,
         };
-        self.depart_locked(ctx, departure, out);
+        let token = self.next_token;
+        self.next_token += 1;
+        let child = Ctx::Failure(token);
+        self.awaits.entry(ctx).or_default().children.insert(token);
+        self.awaits.insert(
+            child,
+            Awaits {
+                parent: Some(ctx),
+                ..Awaits::default()
+            },
+        );
+        self.depart_locked(child, departure, out);
+        self.pump(now, child, true, out);
     }
 
     /// A write abandoned on `stream` drained, or the connection failed:

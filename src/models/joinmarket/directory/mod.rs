@@ -1385,7 +1385,7 @@ impl Directory {
             // HANDSHAKED.
             let mut steps = Vec::new();
             if was_handshaked && self.broadcasts {
-                steps.extend(Self::batches(&entry, self.registered_except(auth.key)));
+                steps.extend(Self::broadcast(entry, self.registered_except(auth.key)));
             }
             let bound = self
                 .nick_auth
