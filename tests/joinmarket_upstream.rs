@@ -867,7 +867,8 @@ fn a_reset_during_the_50ms_sleep_drops_the_lines_before_it() {
 /// broadcast, then unregister and close; `server.py` `_evict_peer`,
 /// `_remove_owned_peer_state`; `server.py@eb8` `_evict_peer`). eb812d4c
 /// looks the departed peer up by location, so a taker's departure goes to
-/// no one. joinmarket-rs's heartbeat broadcasts nothing.
+/// no one. joinmarket-rs's task broadcasts a maker's departure on its
+/// channel as it ends, awaited by no one.
 #[test]
 fn a_departure_is_broadcast_to_the_other_peers_before_the_close() {
     let peers = [
@@ -915,7 +916,17 @@ fn a_departure_is_broadcast_to_the_other_peers_before_the_close() {
         );
         match profile {
             Profile::JoinmarketRs => {
-                assert_eq!(lines, vec!["disconnect peer closed"]);
+                // The task ends: deregistered, dropped, and a maker's
+                // departure goes out on the broadcast channel, which every
+                // other task writes (`peer.rs` ~465-478).
+                assert_eq!(
+                    lines,
+                    vec![
+                        "disconnect peer closed".to_string(),
+                        format!("{entry} on 2"),
+                        format!("{entry} on 3"),
+                    ]
+                );
                 assert_eq!(out.closes().collect::<Vec<_>>(), vec![STREAM]);
             }
             _ => {
@@ -1537,4 +1548,86 @@ fn head_broadcast_batches_are_filled_as_they_come() {
         .collect();
     let want: Vec<u64> = (51..102).filter(|&i| i != 60).collect();
     assert_eq!(relayed, want);
+}
+
+/// joinmarket-rs relays a PUBMSG through the router's broadcast channel
+/// (`broadcast_pubmsg` -> `router.broadcast`): every other peer's task
+/// writes it, the sender's own skips it, and the sender reads on. A task
+/// blocked in a write takes nothing more (its lines wait too) until the
+/// write returns; more than 256 broadcasts behind, it sees
+/// `RecvError::Lagged` and ends (`peer.rs` ~415-437).
+#[test]
+fn rust_relays_through_each_tasks_broadcast_channel_and_a_lagging_task_ends() {
+    // 1 + 256 fit (one taken, 256 waiting); one more and the task lags.
+    for total in [257, 258] {
+        let mut d = Directory::new(Profile::JoinmarketRs, Timers::default(), "dir");
+        let bob = ConnId(100);
+        let mut log = Log(Vec::new(), vec![bob], false, Vec::new());
+        log.step(&mut d, 0, Input::Start);
+        let makers: Vec<ConnId> = (1..=9).map(ConnId).collect();
+        for &conn in &makers {
+            let nick = format!("m{}", conn.0);
+            let hello = Frame::Handshake {
+                nick: Arc::from(nick.as_str()),
+                location: Arc::from(onion_for(&nick).as_str()),
+                ping: true,
+                directory: false,
+                nick_auth: false,
+            };
+            log.hello(&mut d, 0, conn, NodeId(conn.0 as usize), hello);
+        }
+        let hello = Frame::Handshake {
+            nick: Arc::from("bob"),
+            location: Arc::from("NOT-SERVING-ONION"),
+            ping: true,
+            directory: false,
+            nick_auth: false,
+        };
+        log.hello(&mut d, 0, bob, NodeId(100), hello);
+        log.0.clear();
+        let offer = |conn: ConnId| {
+            Frame::PubMsg(format!("m{}!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002", conn.0).into())
+        };
+        // 1 s: m1's offer goes to m2..m9 and to bob, whose write blocks.
+        log.step(&mut d, 1_000, data(makers[0], NodeId(1), offer(makers[0])));
+        let to: Vec<&str> = log
+            .0
+            .iter()
+            .map(|(_, l)| l.rsplit(' ').next().unwrap())
+            .collect();
+        assert_eq!(to, ["2", "3", "4", "5", "6", "7", "8", "9", "100"]);
+        // bob's PING waits unanswered behind the blocked write.
+        log.0.clear();
+        log.step(&mut d, 1_500, data(bob, NodeId(100), Frame::Ping));
+        assert!(log.0.is_empty(), "{:?}", log.0);
+        // 256 more broadcasts queue behind it; the 257th is one too many.
+        let mut sent = 1;
+        'outer: for round in 0..29 {
+            for &conn in &makers {
+                if sent == total {
+                    break 'outer;
+                }
+                log.step(
+                    &mut d,
+                    2_000 + round,
+                    data(conn, NodeId(conn.0 as usize), offer(conn)),
+                );
+                sent += 1;
+            }
+        }
+        assert_eq!(d.registered(), 10, "no one is gone yet");
+        log.0.clear();
+        log.release(&mut d, 5_000, bob);
+        let lagged = (
+            5_000,
+            "disconnect lagged on the broadcast channel".to_string(),
+        );
+        if total == 258 {
+            assert_eq!(log.0, vec![lagged]);
+            assert_eq!(d.registered(), 9);
+        } else {
+            assert!(!log.0.contains(&lagged), "{total}");
+            assert_eq!(d.registered(), 10, "{total}");
+        }
+    }
 }

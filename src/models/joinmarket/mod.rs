@@ -606,6 +606,8 @@ const RECORDS: &[RecordKind] = {
                 Is("peer closed"),
                 Is("connection reset"),
                 Is("connection timed out"),
+                // joinmarket-rs: a task more than 256 broadcasts behind.
+                Is("lagged on the broadcast channel"),
             ],
             "a registered peer's connection ended",
         ),

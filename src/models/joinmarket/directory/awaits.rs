@@ -163,11 +163,17 @@ impl Directory {
     /// Every registered (HANDSHAKED) connection but `key`'s, in registry
     /// order.
     pub(super) fn registered_except(&self, key: super::KeyId) -> Vec<ConnId> {
+        self.registered_but(Some(key))
+    }
+
+    /// Every registered (HANDSHAKED) connection but `except`'s, in
+    /// registry order.
+    pub(super) fn registered_but(&self, except: Option<KeyId>) -> Vec<ConnId> {
         let mut ids: Vec<ConnId> = self
             .idle_index
             .iter()
             .map(|(_, id)| *id)
-            .filter(|id| self.conns[id].key != key)
+            .filter(|id| Some(self.conns[id].key) != except)
             .collect();
         ids.sort_unstable_by_key(|id| self.conns[id].order);
         ids
@@ -235,6 +241,10 @@ impl Directory {
         }
         let (k, reason, msg) = record;
         out.record(k, Some(node), Some(reason.clone()), msg);
+        if !self.profile.is_ng() && self.broadcasts {
+            // joinmarket-rs: the peer's task ends (`channel.rs`).
+            return self.task_ends(id, close_it, out);
+        }
         if !self.profile.is_ng() || !self.broadcasts {
             self.unregister(id);
             if close_it {

@@ -23,9 +23,11 @@ use heartsim_sim::{
 };
 
 mod awaits;
+mod channel;
 mod lock;
 
 use awaits::{Awaits, Ctx, NgWrite, Step};
+use channel::Writing;
 use lock::{OwnerLock, Registering, Want};
 
 use super::location::Location;
@@ -78,20 +80,6 @@ pub(super) struct Authenticating {
     key: KeyId,
     ping: bool,
     maker: bool,
-}
-
-/// joinmarket-rs: a peer task writing (`writer.write_all(..).await` then
-/// `flush`, inside a `select!` arm of its loop, `peer.rs` ~384-463). Until
-/// the write returns the task reads nothing and does not see its
-/// cancellation: an eviction meanwhile removes the peer's metadata at once
-/// (`router.rs` `collect_pong_timeouts`), but the connection stays open and
-/// the nick stays admitted until the task gets back to its loop.
-#[derive(Debug, Default)]
-struct Writing {
-    writes: u32,
-    held: Vec<Input<Frame>>,
-    /// The key it holds, if the heartbeat evicted it meanwhile.
-    evicted: Option<KeyId>,
 }
 
 /// joinmarket-ng: a connection whose handshake was answered, in the
@@ -460,8 +448,11 @@ impl Directory {
             Input::Reset { conn, peer, error } => {
                 // joinmarket-rs: the write fails and the task exits; what it
                 // had not read yet goes with it.
-                if let Some(key) = self.writing.remove(&conn).and_then(|w| w.evicted) {
+                if let Some((key, farewell)) = self.writing.remove(&conn).and_then(|w| w.evicted) {
                     self.release(key);
+                    if let Some(frame) = farewell {
+                        self.task_broadcast(None, &frame, out);
+                    }
                 }
                 self.forget_handshake(conn);
                 self.forget_auth(conn);
@@ -742,11 +733,7 @@ impl Directory {
                     out.record(kind::PROBE, Some(node), None, Some("!orderbook".into()));
                     self.probe.clone()
                 };
-                let token = self.next_token;
-                self.next_token += 1;
-                self.task_writes.insert(token, stream);
-                self.writing.entry(stream).or_default().writes += 1;
-                out.send_awaited(stream, frame, token);
+                self.task_write(stream, frame, out);
                 continue;
             }
             let token = self.next_token;
@@ -1072,11 +1059,7 @@ impl Directory {
                 if self.profile.sends_through_a_channel() {
                     // The task answers inline (`handle_message(.., &mut
                     // writer)`): a write like any other.
-                    let token = self.next_token;
-                    self.next_token += 1;
-                    self.task_writes.insert(token, stream);
-                    self.writing.entry(stream).or_default().writes += 1;
-                    out.send_awaited(stream, Frame::Pong, token);
+                    self.task_write(stream, Frame::Pong, out);
                 } else {
                     let ctx = Ctx::Reader(stream);
                     self.then(ctx, vec![Step::Pong(id)], false);
@@ -1097,9 +1080,13 @@ impl Directory {
                 if self.over_rate(now, id, limit, out) {
                     return;
                 }
+                let key = self.conns[&id].key;
                 if self.profile.is_ng() {
-                    let key = self.conns[&id].key;
                     self.relay(now, stream, key, frame, out);
+                } else if self.broadcasts {
+                    // `broadcast_pubmsg` -> `router.broadcast`: every
+                    // other task writes it (`channel.rs`).
+                    self.task_broadcast(Some(key), &frame, out);
                 }
             }
             Frame::Malformed if self.profile.is_ng() => {
@@ -1142,9 +1129,10 @@ impl Directory {
             window.pop_front();
         }
         if window.len() >= max {
-            let (stream, node) = (conn.stream, conn.node);
-            close(out, stream, node, kind::DISCONNECT, limit.reason().into());
-            self.unregister(id);
+            let node = conn.node;
+            let reason = limit.reason().into();
+            out.record(kind::DISCONNECT, Some(node), Some(reason), None);
+            self.task_ends(id, true, out);
             return true;
         }
         window.push_back(t);
@@ -1571,42 +1559,17 @@ impl Directory {
             return;
         };
         let (stream, key) = (conn.stream, conn.key);
-        if let Some(writing) = self.writing.get_mut(&stream) {
+        if self.writing.contains_key(&stream) {
             // joinmarket-rs: the metadata goes now, the task later.
             out.record(kind::EVICT, Some(conn.node), Some(reason), None);
-            writing.evicted = Some(key);
+            let farewell = self.task_farewell(id);
+            let writing = self.writing.get_mut(&stream).expect("just seen");
+            writing.evicted = Some((key, farewell));
             self.reserved.insert(key);
             self.unregister(id);
             return;
         }
         self.depart(now, Ctx::Sweep, id, (kind::EVICT, reason, None), true, out);
-    }
-
-    /// joinmarket-rs: a peer task's write returned. Back in its loop, it
-    /// reads what came meanwhile, or, if it was evicted, sees the
-    /// cancellation (`select!` picks among ready arms at random; the model
-    /// takes the cancellation), breaks, deregisters and drops the socket.
-    fn task_write_done(&mut self, now: Now, token: u64, out: &mut Outbox<Frame>) {
-        let stream = self
-            .task_writes
-            .remove(&token)
-            .expect("checked by the caller");
-        let Some(writing) = self.writing.get_mut(&stream) else {
-            return; // the connection failed meanwhile
-        };
-        writing.writes -= 1;
-        if writing.writes > 0 {
-            return;
-        }
-        let writing = self.writing.remove(&stream).expect("just seen");
-        if let Some(key) = writing.evicted {
-            out.close(stream);
-            self.release(key);
-            return;
-        }
-        for input in writing.held {
-            self.handle(now, input, out);
-        }
     }
 
     /// joinmarket-rs `admission.release_peer`: the nick and its onion are
