@@ -295,6 +295,29 @@ fn a_paused_listener_agrees() {
 }
 
 #[test]
+fn a_paused_process_killed_with_unread_data_resets_on_both_engines() {
+    // b is paused at 1 s; a's write at 1.5 s reaches b's kernel, unread;
+    // b's process dies at 2 s: its kernel resets the connection (Linux
+    // `__tcp_close`, "Unread data was tossed"), and a reads a reset.
+    both(
+        &Setup {
+            scripts: vec![
+                vec![(ms(0), Act::Connect(B)), (ms(1_500), Act::Write("unread"))],
+                vec![(ms(0), Act::Listen)],
+            ],
+            faults: vec![(ms(1_000), Fault::Pause(B)), (ms(2_000), Fault::Kill(B))],
+            ..Setup::default()
+        },
+        &[
+            "0:00:00.100 a connected conn#1",
+            "0:00:00.150 b accepted conn#1",
+            "0:00:01.500 a done Ok(())",
+            "0:00:02.050 a reset connection reset",
+        ],
+    );
+}
+
+#[test]
 fn connection_ids_are_unique_in_the_run_and_agree_at_both_ends() {
     // Each node's driver has its own outbox; the ids still come from one
     // run-wide counter, and the acceptor learns the connector's id.

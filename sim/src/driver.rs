@@ -312,15 +312,37 @@ impl<M: Clone> Kernel<M> {
     }
 
     /// The process ends, the host stays up (kill, stop): its connections
-    /// close, each with a FIN after what was written.
-    fn process_gone(&mut self, now: Timestamp, process: &mut Process<impl Sized>) {
+    /// close, each with a FIN after what was written; those with data it
+    /// never read (`unread`, queued while it was paused) are reset, as
+    /// Linux does (`__tcp_close`: "Unread data was tossed").
+    fn process_gone(
+        &mut self,
+        now: Timestamp,
+        process: &mut Process<impl Sized>,
+        unread: &BTreeSet<ConnId>,
+    ) {
         if process.machine.take().is_some() {
+            for &conn in unread {
+                self.streams
+                    .reset(now, conn, self.node, process.incarnation);
+            }
             self.streams
                 .process_gone(now, self.node, process.incarnation);
         }
         process.paused = false;
         self.listening = false;
     }
+}
+
+/// The connections of stream data among inputs the process never read.
+fn unread_conns<M>(inputs: &VecDeque<Input<M>>) -> BTreeSet<ConnId> {
+    inputs
+        .iter()
+        .filter_map(|i| match i {
+            Input::Data { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Run machines from `factory` on `io`: one at once, and a fresh one at
@@ -349,6 +371,8 @@ where
     // driver returns after that when `closing`.
     let mut ending = false;
     let mut closing = false;
+    // Connections with data a stopped process never read.
+    let mut unread = BTreeSet::new();
     loop {
         while !process.paused {
             let Some(input) = inputs.pop_front() else {
@@ -445,7 +469,7 @@ where
         if ending {
             ending = false;
             inputs.clear();
-            kernel.process_gone(t, &mut process);
+            kernel.process_gone(t, &mut process, &std::mem::take(&mut unread));
             kernel.absorb(&process, &mut inputs, t, &io.shared);
             if closing {
                 // The kernel's last FINs go out; nothing answers later.
@@ -490,15 +514,17 @@ where
                     closing |= control.is_none();
                     if process.machine.is_some() {
                         process.paused = false;
+                        unread = unread_conns(&inputs);
                         inputs.clear();
                         inputs.push_back(Input::Stop);
                     }
                     ending = true;
                 }
                 Some(Control::Kill) => {
+                    let unread = unread_conns(&inputs);
                     inputs.clear();
                     let t = io.global_now();
-                    kernel.process_gone(t, &mut process);
+                    kernel.process_gone(t, &mut process, &unread);
                     kernel.absorb(&process, &mut inputs, t, &io.shared);
                 }
                 Some(Control::Start) => {

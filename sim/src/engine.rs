@@ -1148,14 +1148,51 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
     }
 
     /// The process ends, its host stays up: its kernel closes its
-    /// connections (FIN after what was written) and refuses new ones.
+    /// connections (FIN after what was written) and refuses new ones. A
+    /// connection with data the process never read (parked by a stall, or
+    /// by a pause) is reset instead: Linux `__tcp_close` "Unread data was
+    /// tossed", `tcp_send_active_reset` (RFC 2525 2.17). The peer's writes
+    /// blocked on it are dropped: its machine learns of the reset.
     fn end_process(&mut self, n: NodeId) {
         if self.nodes[n.0].machine.is_some() {
             let owner = self.nodes[n.0].incarnation;
+            let unread = self.unread_conns(n);
+            for &conn in &unread {
+                self.streams.reset(self.now, conn, n, owner);
+            }
+            for ((_, to), held) in self.held.iter_mut() {
+                if *to == n {
+                    held.writes.retain(
+                        |(_, dest, _)| !matches!(dest, Dest::Conn(c) if unread.contains(c)),
+                    );
+                }
+            }
             self.streams.process_gone(self.now, n, owner);
         }
         self.take_down(n);
         self.carry_out_stream_effects();
+    }
+
+    /// `n`'s connections with stream data parked unread: on a stalled link
+    /// into it, or while it is paused.
+    fn unread_conns(&self, n: NodeId) -> BTreeSet<ConnId> {
+        let stalled = self
+            .held
+            .iter()
+            .filter(|((_, to), h)| *to == n && h.stall)
+            .flat_map(|(_, h)| h.parked.iter());
+        let paused = self.nodes[n.0].paused.iter().flatten();
+        stalled
+            .chain(paused)
+            .filter_map(|e| match e {
+                Event::Stream {
+                    node,
+                    input: Input::Data { conn, .. },
+                    ..
+                } if *node == n => Some(*conn),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The host dies: the process with it, and every connection, silently.

@@ -433,3 +433,39 @@ fn a_killed_process_restarted_on_its_live_host_listens_again() {
         ]
     );
 }
+
+#[test]
+fn a_process_killed_with_data_it_never_read_resets_instead_of_closing() {
+    // Linux `__tcp_close`: "Unread data was tossed" -> RST, not FIN. b
+    // stops reading from a at 1 s (a stall) and is paused in another run;
+    // a's write at 1.5 s reaches b's kernel at 1.55, unread. b's process
+    // dies at 2 s: a reads a reset at 2.05, not an EOF. A write blocked on
+    // the stall (here `unread_limit` 1: every write blocks) is dropped
+    // with it: a's machine learns of the reset, never of the write.
+    for (fault, limit, done) in [
+        (
+            Fault::Stall { from: A, to: B },
+            212_992,
+            Some("0:00:01.500 a done Ok(())"),
+        ),
+        (Fault::Stall { from: A, to: B }, 1, None),
+        (Fault::Pause(B), 212_992, Some("0:00:01.500 a done Ok(())")),
+    ] {
+        let got = run(World {
+            a: vec![(ms(0), Act::Connect(B)), (ms(1_500), Act::Write("unread"))],
+            faults: vec![(ms(1_000), fault.clone()), (ms(2_000), Fault::Kill(B))],
+            tcp: TcpConfig {
+                unread_limit: limit,
+                ..TcpConfig::default()
+            },
+            ..World::default()
+        });
+        let mut want = vec![
+            "0:00:00.100 a connected conn#1",
+            "0:00:00.150 b accepted conn#1",
+        ];
+        want.extend(done);
+        want.push("0:00:02.050 a reset connection reset");
+        assert_eq!(got, want, "{fault:?}");
+    }
+}

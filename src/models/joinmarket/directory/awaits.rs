@@ -338,6 +338,7 @@ impl Directory {
     /// cleanup, unregistered with its connection left open (its reader
     /// goes on under the key); the departing connection, already replaced,
     /// stays open.
+    /// Returns the connection an eviction closes next.
     fn unregister_key(
         &mut self,
         id: ConnId,
@@ -345,10 +346,8 @@ impl Directory {
         evict: bool,
         reason: Cow<'static, str>,
         out: &mut Outbox<Frame>,
-    ) {
-        let Some(&owner) = self.by_key.get(&key) else {
-            return;
-        };
+    ) -> Option<StreamId> {
+        let &owner = self.by_key.get(&key)?;
         let conn = &self.conns[&owner];
         let (stream, node) = (conn.stream, conn.node);
         if owner != id {
@@ -361,9 +360,7 @@ impl Directory {
             }
         }
         self.unregister(owner);
-        if evict {
-            out.close(stream);
-        }
+        evict.then_some(stream)
     }
 
     /// A PUBMSG from `id`'s peer is relayed to every other registered peer,
@@ -461,21 +458,27 @@ impl Directory {
                     key,
                     evict,
                     reason,
-                } => self.unregister_key(id, key, evict, reason, out),
+                } => {
+                    if let Some(stream) = self.unregister_key(id, key, evict, reason, out) {
+                        let a = self.awaits.get_mut(&ctx).expect("pumping it");
+                        a.steps.push_front(Step::Close(stream));
+                    }
+                }
                 // HEAD `_close_connection_generation` closes only a
                 // connection still in `self.connections`: not one its own
                 // handler closed meanwhile (`closing`).
                 Step::Close(stream) if self.locks_on() && !self.closing.remove(&stream) => {}
                 Step::Close(stream) => {
-                    if self.undrained.contains_key(&stream) {
+                    if self.buffered(stream) {
                         let a = self.awaits.get_mut(&ctx).expect("pumping it");
                         a.drains.insert(stream);
                     } else {
                         out.close(stream);
                     }
                 }
+                Step::CloseWithin(stream, _) if !self.closing.remove(&stream) => {}
                 Step::CloseWithin(stream, bound) => {
-                    if self.undrained.contains_key(&stream) {
+                    if self.buffered(stream) {
                         let a = self.awaits.get_mut(&ctx).expect("pumping it");
                         a.drains.insert(stream);
                         self.close_bounds.insert((now.mono + bound, ctx, stream));
@@ -569,11 +572,7 @@ impl Directory {
                     self.probe_next(now, out);
                 }
             }
-            Ctx::Reader(_) => {
-                for input in held {
-                    self.handle(now, input, out);
-                }
-            }
+            Ctx::Reader(_) => self.read_held(now, held, out),
             Ctx::Failure(_) => {}
         }
     }
@@ -596,9 +595,10 @@ impl Directory {
         // `_safe_send`.
         self.unlock(now, w.key, token, out);
         if let (Some(reason), false) = (failed, w.quiet) {
-            self.send_failed(now, w.ctx, w.target, reason, out);
+            self.send_failed(now, &w, reason, out);
         }
         self.pump(now, w.ctx, true, out);
+        self.write_over(now, w.target, out);
     }
 
     /// HEAD: writes past their 30 s (`wait_for` in `_send_to_peer`) are
@@ -636,31 +636,36 @@ impl Directory {
     /// the owner under its lock (no heartbeat record upstream), broadcasts
     /// its departure and closes it, beside the rest of the running batch
     /// (a [`Ctx::Failure`] that `ctx` awaits); eb812d4c only unregisters the
-    /// key, leaving the connection open with its reader.
+    /// key (`_handle_send_failed(peer_key)`, `server.py@eb8` ~385-400:
+    /// whoever holds it by then), leaving the connection open with its
+    /// reader.
     fn send_failed(
         &mut self,
         now: Now,
-        ctx: Ctx,
-        target: StreamId,
+        w: &NgWrite,
         reason: Cow<'static, str>,
         out: &mut Outbox<Frame>,
     ) {
-        let Some(&id) = self.by_stream.get(&target) else {
-            return;
-        };
-        let conn = &self.conns[&id];
-        let (node, key) = (conn.node, conn.key);
+        let (ctx, target) = (w.ctx, w.target);
         if self.profile == Profile::JoinmarketNgEb812d4c {
+            let Some(&owner) = self.by_key.get(&w.key) else {
+                return;
+            };
+            let conn = &self.conns[&owner];
+            let (stream, node) = (conn.stream, conn.node);
             out.record(
                 kind::DISCONNECT,
                 Some(node),
                 Some(reason),
                 Some(kind::LEFT_OPEN.into()),
             );
-            self.stale_readers.insert(target, (key, node));
-            self.unregister(id);
+            self.stale_readers.insert(stream, (w.key, node));
+            self.unregister(owner);
             return;
         }
+        let Some(&id) = self.by_stream.get(&target) else {
+            return;
+        };
         let departure = Departure {
             id,
             stream: target,
@@ -680,6 +685,32 @@ impl Directory {
         );
         self.depart_locked(child, departure, out);
         self.pump(now, child, true, out);
+    }
+
+    /// Whether asyncio's buffer for `stream` holds bytes, which a close
+    /// waits for (`writer.close(); await writer.wait_closed()`, jmcore
+    /// `network.py` ~105-110; `_SelectorTransport.close` calls
+    /// `connection_lost` only once its buffer is empty): a write HEAD's
+    /// timeout abandoned, or one still blocked on full buffers, whoever
+    /// awaits it. (Bytes past the kernel's buffers with no write blocked,
+    /// which asyncio also holds below its 64 KiB high-water mark, are not
+    /// seen: the engine does not split `unread_limit` into the two.)
+    pub(super) fn buffered(&self, stream: StreamId) -> bool {
+        self.undrained.contains_key(&stream)
+            || self
+                .ng_writes
+                .values()
+                .any(|w| w.target == stream && w.started())
+            || matches!(&self.phase, Phase::Probing(s)
+                if s.awaiting.is_some_and(|a| a.started && a.stream == stream))
+    }
+
+    /// A write to `stream` is over: if nothing else is in asyncio's buffer
+    /// for it, closes waiting for it go on.
+    pub(super) fn write_over(&mut self, now: Now, stream: StreamId, out: &mut Outbox<Frame>) {
+        if !self.buffered(stream) {
+            self.drained(now, stream, out);
+        }
     }
 
     /// A write abandoned on `stream` drained, or the connection failed:
@@ -721,10 +752,24 @@ impl Directory {
         }
     }
 
-    /// A connection ended under an awaited write to it: the write fails.
-    /// (A write still waiting for its lock tries when it has it, and the
-    /// broken connection fails it then.)
+    /// A connection ended under an awaited write to it: the write fails,
+    /// the sweep's own PING or probe too (`drain()` raises the stored
+    /// error). (A write still waiting for its lock tries when it has it,
+    /// and the broken connection fails it then.)
     pub(super) fn fail_writes_to(&mut self, now: Now, stream: StreamId, out: &mut Outbox<Frame>) {
+        let sweep = match &self.phase {
+            Phase::Probing(s) => s
+                .awaiting
+                .filter(|a| a.started && a.stream == stream)
+                .map(|a| a.token),
+            _ => None,
+        };
+        if let Some(token) = sweep {
+            let failed = Err(super::SendFailure::Net(
+                heartsim_sim::SendError::ConnectionReset,
+            ));
+            self.on_send_done(now, token, failed, out);
+        }
         let tokens: Vec<u64> = self
             .ng_writes
             .iter()

@@ -145,11 +145,7 @@ impl Directory {
                 Then::Nothing => {}
                 Then::Pump(ctx) => self.pump(now, ctx, true, out),
                 Then::Probe => self.probe_next(now, out),
-                Then::Read(held) => {
-                    for input in held {
-                        self.handle(now, input, out);
-                    }
-                }
+                Then::Read(held) => self.read_held(now, held, out),
             }
         }
     }

@@ -138,6 +138,8 @@ struct Awaiting {
     token: u64,
     conn: ConnId,
     key: KeyId,
+    node: NodeId,
+    stream: StreamId,
     is_ping: bool,
     /// When the write started (monotonic): joinmarket-ng HEAD gives up
     /// `_DIRECTORY_SEND_TIMEOUT_SEC` later.
@@ -337,17 +339,17 @@ impl Directory {
                 // its buffer returns, awaited writes to it fail. asyncio's
                 // `connection_lost` wakes the reader before the writer
                 // (`StreamReaderProtocol` sets the reader's exception, then
-                // `FlowControlMixin` fails `drain()`): under HEAD's owner
-                // lock, a handler that is reading queues its cleanup for
-                // the nick before the failed write lets go of it, and so
-                // removes the peer first.
+                // `FlowControlMixin` fails `drain()`): a handler that is
+                // reading starts its cleanup first (under HEAD's owner
+                // lock, it queues for the nick before the failed write
+                // lets go of it, and so removes the peer first).
                 if self.undrained.remove(&conn).is_some() {
                     self.drained(now, conn, out);
                 }
                 let reading = !self.settling.contains_key(&conn)
                     && !self.registering.contains_key(&conn)
                     && !self.awaits.contains_key(&Ctx::Reader(conn));
-                if self.locks_on() && reading {
+                if self.profile.is_ng() && reading {
                     fail_after = Some(conn);
                 } else {
                     self.fail_writes_to(now, conn, out);
@@ -545,20 +547,7 @@ impl Directory {
                 .remove(&stream)
                 .expect("a settle deadline has its connection");
             self.register(now, settling.id, out);
-            // asyncio's `readuntil` raises a stored connection error before
-            // it reads its buffer (`_wait_for_data` checks `_exception`
-            // first): after a reset, the lines that came before it are
-            // never read. An EOF comes after them.
-            let reset = settling
-                .held
-                .iter()
-                .any(|i| matches!(i, Input::Reset { .. }));
-            for input in settling.held {
-                if reset && matches!(input, Input::Data { .. }) {
-                    continue;
-                }
-                self.handle(now, input, out);
-            }
+            self.read_held(now, settling.held, out);
         }
         self.expire_ng_writes(now, out);
         self.expire_close_bounds(now, out);
@@ -747,6 +736,8 @@ impl Directory {
                 token,
                 conn: id,
                 key,
+                node,
+                stream,
                 is_ping: ping,
                 since: now.mono,
                 started: false,
@@ -855,6 +846,8 @@ impl Directory {
             token: want,
             conn: id,
             key,
+            node,
+            stream,
             is_ping,
             ..
         }) = sweep.awaiting
@@ -865,6 +858,7 @@ impl Directory {
             return; // a write abandoned on timeout, completing late
         }
         sweep.awaiting = None;
+        self.write_over(now, stream, out);
         // HEAD: the lock goes before the outcome reaches `_send_ping`.
         self.unlock(now, key, token, out);
         if !is_ping {
@@ -873,6 +867,9 @@ impl Directory {
                 out.record(kind::SEND_ERROR, Some(conn.node), Some(e.log_text()), None);
             }
             return self.probe_next(now, out);
+        }
+        if self.profile == Profile::JoinmarketNgEb812d4c {
+            return self.eb812d4c_pinged(now, key, node, result, out);
         }
         let Some(conn) = self.conns.get(&id) else {
             return self.probe_next(now, out);
@@ -888,19 +885,39 @@ impl Directory {
                 self.evict_conn(now, id, format!("send failed: {e}").into(), out);
                 None
             }
-            (Profile::JoinmarketNgEb812d4c, result) => {
-                if let Err(e) = result {
-                    // `_send_ping` swallows the error after evicting...
-                    self.pending.remove(&pk);
-                    self.evict_conn(now, id, format!("send failed: {e}").into(), out);
-                }
-                // ...and the sweep then marks the key pending regardless, so
-                // a failed peer is evicted a second time after the wait.
-                self.pending.insert(pk);
-                Some(pk)
-            }
+            (Profile::JoinmarketNgEb812d4c, _) => unreachable!("by key, above"),
         };
         if let (Some(pk), Phase::Probing(sweep)) = (pinged, &mut self.phase) {
+            sweep.pinged.push((pk, node));
+        }
+        self.probe_next(now, out);
+    }
+
+    /// eb812d4c's PING returned: the rest of `_sweep`'s loop body works on
+    /// the key, whoever holds it now (`heartbeat.py@eb8` ~165-169,
+    /// 195-205): on a failure `evict_callback(peer_key, "send failed:
+    /// ...")`, which `_send_ping` swallows; then, failed or not,
+    /// `_pong_pending.add(peer_key)` and `pinged_keys.append(peer_key)`, so a
+    /// failed peer is evicted a second time after the wait, and a
+    /// connection that took the key over meanwhile is evicted for a PING it
+    /// never got.
+    fn eb812d4c_pinged(
+        &mut self,
+        now: Now,
+        key: KeyId,
+        node: NodeId,
+        result: Result<(), SendFailure>,
+        out: &mut Outbox<Frame>,
+    ) {
+        let pk = (key, 0);
+        if let Err(e) = result {
+            self.pending.remove(&pk);
+            if let Some(&owner) = self.by_key.get(&key) {
+                self.evict_conn(now, owner, format!("send failed: {e}").into(), out);
+            }
+        }
+        self.pending.insert(pk);
+        if let Phase::Probing(sweep) = &mut self.phase {
             sweep.pinged.push((pk, node));
         }
         self.probe_next(now, out);
@@ -1272,6 +1289,22 @@ impl Directory {
         }
     }
 
+    /// A handler that did not read for a while (asleep, awaiting a write,
+    /// waiting for a lock) reads what came meanwhile, in order. asyncio's
+    /// `readuntil` raises a stored connection error before it reads its
+    /// buffer (`_wait_for_data` checks `_exception` first): after a reset,
+    /// the lines that came before it are never read. An EOF comes after
+    /// them.
+    fn read_held(&mut self, now: Now, held: Vec<Input<Frame>>, out: &mut Outbox<Frame>) {
+        let reset = held.iter().any(|i| matches!(i, Input::Reset { .. }));
+        for input in held {
+            if reset && matches!(input, Input::Data { .. }) {
+                continue;
+            }
+            self.handle(now, input, out);
+        }
+    }
+
     /// A connection entry for a handshake the directory accepts.
     #[allow(clippy::too_many_arguments)]
     fn new_conn(
@@ -1380,6 +1413,10 @@ impl Directory {
                 .map_or(Duration::from_secs(5), |a| a.timeout)
                 .min(Duration::from_secs(5));
             steps.push(Step::CloseWithin(old_stream, bound));
+            // Its handler still reads: a line from it meanwhile makes it
+            // close the connection itself (see `handle`), and then
+            // `_close_displaced_connections` finds it gone (~476-477).
+            self.closing.insert(old_stream);
             let id = self.new_verified(now, stream, &auth);
             steps.push(Step::Handshaked(id));
             let ctx = Ctx::Reader(stream);
@@ -1483,11 +1520,14 @@ impl Directory {
                 out.record(kind::PONG, Some(from), Some(reason.into()), None);
             }
             // `_handle_ping` answers through `send_callback(from_key)`,
-            // which writes to the connection the key maps to now; with no
+            // which writes to the connection the key maps to now, and the
+            // handler awaits it (`message_router.py@eb8` ~264-270); with no
             // mapping it raises and the PONG is dropped.
             Frame::Ping => {
                 if let Some(owner) = owner {
-                    out.send(self.conns[&owner].stream, Frame::Pong);
+                    let ctx = Ctx::Reader(stream);
+                    self.then(ctx, vec![Step::Pong(owner)], false);
+                    self.pump(now, ctx, false, out);
                 }
             }
             Frame::Malformed => {
