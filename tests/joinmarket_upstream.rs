@@ -1631,3 +1631,30 @@ fn rust_relays_through_each_tasks_broadcast_channel_and_a_lagging_task_ends() {
         }
     }
 }
+
+/// joinmarket-ng's per-connection token bucket (`jmcore/rate_limiter.py`;
+/// `DirectoryServerSettings`: 500 a second, bursts of 1000, no disconnect):
+/// the 1001st line of an instant is dropped (after stamping `last_seen`),
+/// and 2 ms later one more token has come. joinmarket-rs has no such
+/// bucket (its own PING limit is per minute).
+#[test]
+fn python_drops_lines_past_its_token_bucket() {
+    for profile in [Profile::JoinmarketNg, Profile::JoinmarketNgEb812d4c] {
+        let (mut d, _) = directory_after(profile, handshake(true));
+        let mut log = Log::default();
+        let pongs = |log: &Log| {
+            log.0
+                .iter()
+                .filter(|(_, l)| l.starts_with(&format!("send {}", Frame::Pong)))
+                .count()
+        };
+        for _ in 0..1001 {
+            log.step(&mut d, 1_000, data(STREAM, PEER, Frame::Ping));
+        }
+        assert_eq!(pongs(&log), 1000, "{profile:?}");
+        log.step(&mut d, 1_001, data(STREAM, PEER, Frame::Ping));
+        assert_eq!(pongs(&log), 1000, "{profile:?}: half a token");
+        log.step(&mut d, 1_002, data(STREAM, PEER, Frame::Ping));
+        assert_eq!(pongs(&log), 1001, "{profile:?}: a whole token");
+    }
+}

@@ -67,6 +67,9 @@ struct Conn {
     /// What a "disconnected" PEERLIST entry says of it.
     nick: Arc<str>,
     location: Arc<str>,
+    /// joinmarket-ng: its message token bucket (micro-tokens, last refill),
+    /// from its first line on (see [`Directory::rate_allows`]).
+    bucket: Option<(u64, Timestamp)>,
 }
 
 /// HEAD: a connection that negotiated nick authentication, answered, sent
@@ -1059,6 +1062,11 @@ impl Directory {
         };
         // Every line refreshes last_seen before it is parsed.
         self.touch(id, now);
+        // Python parses, then rate-limits: a malformed line disconnects
+        // whatever the bucket holds.
+        if self.profile.is_ng() && frame != Frame::Malformed && !self.rate_allows(id, now) {
+            return;
+        }
         match frame {
             Frame::Pong => {
                 let pk = self.pending_key(self.conns[&id].key, id);
@@ -1334,10 +1342,38 @@ impl Directory {
                 verified,
                 nick,
                 location,
+                bucket: None,
             },
         );
         self.by_stream.insert(stream, id);
         id
+    }
+
+    /// joinmarket-ng's message rate limiter, per connection
+    /// (`jmcore/rate_limiter.py` `TokenBucket.consume`: refill
+    /// `elapsed * rate` up to the capacity, then take one token;
+    /// `DirectoryServerSettings` `message_rate_limit = 500`,
+    /// `message_burst_limit = 1000`, no disconnect threshold). A line
+    /// without a token is dropped after it stamped `last_seen` (`server.py`
+    /// ~589-614: `DELAY` -> `continue`). Exact in micro-tokens.
+    fn rate_allows(&mut self, id: ConnId, now: Now) -> bool {
+        const TOKEN: u64 = 1_000_000;
+        const CAPACITY: u64 = 1000 * TOKEN;
+        const PER_US: u64 = 500; // 500 tokens a second
+        let t = now.mono;
+        let conn = self.conns.get_mut(&id).expect("a live conn");
+        let (tokens, last) = conn.bucket.get_or_insert((CAPACITY, t));
+        let elapsed = t.saturating_since(*last).as_us();
+        *last = t;
+        *tokens = tokens
+            .saturating_add(elapsed.saturating_mul(PER_US))
+            .min(CAPACITY);
+        if *tokens >= TOKEN {
+            *tokens -= TOKEN;
+            true
+        } else {
+            false
+        }
     }
 
     /// HEAD: a line on a connection awaiting its nick-authentication proof.
