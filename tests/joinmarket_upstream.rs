@@ -1635,8 +1635,9 @@ fn rust_relays_through_each_tasks_broadcast_channel_and_a_lagging_task_ends() {
 /// joinmarket-ng's per-connection token bucket (`jmcore/rate_limiter.py`;
 /// `DirectoryServerSettings`: 500 a second, bursts of 1000, no disconnect):
 /// the 1001st line of an instant is dropped (after stamping `last_seen`),
-/// and 2 ms later one more token has come. joinmarket-rs has no such
-/// bucket (its own PING limit is per minute).
+/// and 2 ms later one more token has come; HEAD parses before it checks
+/// the bucket, eb812d4c after. joinmarket-rs has no such bucket (its own
+/// PING limit is per minute).
 #[test]
 fn python_drops_lines_past_its_token_bucket() {
     for profile in [Profile::JoinmarketNg, Profile::JoinmarketNgEb812d4c] {
@@ -1656,5 +1657,11 @@ fn python_drops_lines_past_its_token_bucket() {
         assert_eq!(pongs(&log), 1000, "{profile:?}: half a token");
         log.step(&mut d, 1_002, data(STREAM, PEER, Frame::Ping));
         assert_eq!(pongs(&log), 1001, "{profile:?}: a whole token");
+        // A malformed line with the bucket empty: HEAD parses first and
+        // disconnects; eb812d4c rate-limits first and drops it.
+        log.step(&mut d, 1_002, data(STREAM, PEER, Frame::Malformed));
+        let gone = log.0.iter().any(|(_, l)| l == "disconnect malformed line");
+        assert_eq!(gone, profile == Profile::JoinmarketNg, "{profile:?}");
+        assert_eq!(d.registered(), usize::from(!gone), "{profile:?}");
     }
 }

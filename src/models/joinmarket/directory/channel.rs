@@ -107,8 +107,16 @@ impl Directory {
             }
         }
         let writing = self.writing.remove(&stream).expect("just seen");
+        // Lines that came while it wrote were never read: dropping the
+        // socket with them in the kernel resets it (Linux `__tcp_close`,
+        // "Unread data was tossed").
+        let unread = writing.held.iter().any(|i| matches!(i, Input::Data { .. }));
         if let Some((key, farewell)) = writing.evicted {
-            out.close(stream);
+            if unread {
+                out.reset(stream);
+            } else {
+                out.close(stream);
+            }
             self.release(key);
             if let Some(frame) = farewell {
                 self.task_broadcast(None, &frame, out);
@@ -120,7 +128,10 @@ impl Directory {
                 let node = self.conns[&id].node;
                 let reason = "lagged on the broadcast channel".into();
                 out.record(kind::DISCONNECT, Some(node), Some(reason), None);
-                self.task_ends(id, true, out);
+                self.task_ends(id, !unread, out);
+                if unread {
+                    out.reset(stream);
+                }
             }
             return;
         }

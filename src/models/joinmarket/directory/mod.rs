@@ -1062,9 +1062,12 @@ impl Directory {
         };
         // Every line refreshes last_seen before it is parsed.
         self.touch(id, now);
-        // Python parses, then rate-limits: a malformed line disconnects
-        // whatever the bucket holds.
-        if self.profile.is_ng() && frame != Frame::Malformed && !self.rate_allows(id, now) {
+        // HEAD parses, then rate-limits: a malformed line disconnects
+        // whatever the bucket holds (`server.py` ~568-589); eb812d4c
+        // rate-limits first (`server.py@eb8` ~285, the parse at ~312), so a
+        // malformed line without a token is dropped.
+        let parsed_first = self.profile == Profile::JoinmarketNg && frame == Frame::Malformed;
+        if self.profile.is_ng() && !parsed_first && !self.rate_allows(id, now) {
             return;
         }
         match frame {
