@@ -1176,6 +1176,35 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         }
     }
 
+    /// `close(conn)` on a pipe: this end is gone; the other reads EOF at
+    /// once (after what was written before).
+    fn pipe_close(&mut self, n: NodeId, conn: ConnId) {
+        let Some(pipe) = self.pipes.get_mut(&conn) else {
+            return;
+        };
+        let me = Some(self.nodes[n.0].incarnation);
+        let (mine, peer, theirs) = if pipe.parent == n {
+            (&mut pipe.parent_up, pipe.child, pipe.child_up)
+        } else {
+            (&mut pipe.child_up, pipe.parent, pipe.parent_up)
+        };
+        if *mine != me {
+            return;
+        }
+        *mine = None;
+        if let Some(incarnation) = theirs {
+            self.push(
+                self.now,
+                Event::Stream {
+                    node: peer,
+                    peer: n,
+                    incarnation,
+                    input: Input::Closed { conn, peer: n },
+                },
+            );
+        }
+    }
+
     /// A write on a pipe: at the other end at this instant, after what
     /// was written before; `broken pipe` once that end is gone.
     fn pipe_write(
@@ -1568,6 +1597,9 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                         }
                         self.streams.connect(self.now, conn, n, owner, to);
                         self.carry_out_stream_effects();
+                    }
+                    Output::Close(conn) if self.pipes.contains_key(&conn) => {
+                        self.pipe_close(n, conn);
                     }
                     Output::Close(conn) => {
                         let owner = self.nodes[n.0].incarnation;
