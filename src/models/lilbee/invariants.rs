@@ -3,14 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use heartsim_sim::trace::Trace;
+use heartsim_sim::trace::{kind as engine, Trace};
 use heartsim_sim::NodeId;
 
 use super::kind;
 use super::setup::Setup;
 use crate::scenario::{Scenario, Violation};
 
-/// Once a role is degraded, no worker of it is ever spawned again: the
+/// Once a role is degraded, no worker of it is ever spawned again by
+/// that pool process: the
 /// degraded mark is sticky until `reset_role_failures` (pool.py 329-341),
 /// which no scenario calls; `_ensure_channel` raises `RoleDegradedError`
 /// before spawning (pool.py 264-265).
@@ -32,6 +33,16 @@ pub fn check(setup: &Setup, scenario: &Scenario, trace: &Trace) -> Vec<Violation
     let mut calls: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
     for r in trace.decisions() {
         if r.node != Some(setup.pool) {
+            continue;
+        }
+        // A pool process that ends or starts again is a fresh pool: no
+        // role degraded, no call in flight (its workers' names restart).
+        if matches!(
+            r.kind,
+            engine::START | engine::RESTART | engine::STOP | engine::KILL | engine::CRASH
+        ) {
+            degraded.clear();
+            calls.clear();
             continue;
         }
         let Some(role) = r.peer else { continue };

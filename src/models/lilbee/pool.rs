@@ -236,6 +236,13 @@ impl Pool {
     /// `start_health_ticker`: the first tick one interval after start.
     pub fn on_start(&mut self, now: Timestamp) {
         self.now = now;
+        // A pool started (again) later serves only the calls from then on.
+        for role in &mut self.roles {
+            role.calls.retain(|&t| t >= now);
+        }
+        if self.shutdown_at.is_some_and(|t| t < now) {
+            self.shutdown_at = None;
+        }
         self.ticker = Ticker::Sleeping(now + self.cfg.tick_interval);
     }
 
