@@ -66,7 +66,7 @@ fn ticker_sleeps_first_then_ticks() {
 }
 
 /// `if now - registration.last_used < self._max_idle_s: continue`
-/// (pool.py 389): idle exactly `max_idle_s` is reaped.
+/// (pool.py `reap_idle`): idle exactly `max_idle_s` is reaped.
 #[test]
 fn idle_exactly_max_idle_is_reaped_a_microsecond_less_is_not() {
     // call-ok at 3.1 s; the tick at 30 s sees idle 26.9 s.
@@ -80,7 +80,7 @@ fn idle_exactly_max_idle_is_reaped_a_microsecond_less_is_not() {
     assert!(has(&kept, "0:00:30.000 ping-ok - -"), "{kept:#?}");
 }
 
-/// `max_idle_s = 0` turns reaping off (pool.py 376-377).
+/// `max_idle_s = 0` turns reaping off (pool.py `reap_idle`: `if self._max_idle_s <= 0.0: return ()`).
 #[test]
 fn max_idle_zero_never_reaps() {
     let lines = decisions("200s", "max_idle_s = 0", ONE_CALL);
@@ -88,7 +88,7 @@ fn max_idle_zero_never_reaps() {
     assert_eq!(count(&lines, "ping-ok"), 6, "{lines:#?}");
 }
 
-/// One `now` per reap pass (pool.py 378): a close that takes 11 s (the
+/// One `now` per reap pass (pool.py `reap_idle`: `now = time.monotonic()` once): a close that takes 11 s (the
 /// worker finishes a request nobody waits for before it reads the
 /// shutdown frame) does not age the next role in the same pass.
 #[test]
@@ -136,8 +136,8 @@ fn a_reaped_role_is_respawned_by_the_same_ticks_ping() {
 
 /// A ping that times out is not a crash at 13277138: `wait_for` raises
 /// `TimeoutError` outside `_recv`'s `except (EOFError, OSError, ...)`
-/// (transport_pipe.py 306 vs 215-219) and the accessor catches only
-/// `WorkerCrashError` (pool.py 147-150). The channel is kept.
+/// (transport_pipe.py `ping` vs `_recv`) and the accessor catches only
+/// `WorkerCrashError` (pool.py `RoleAccessor.ping`). The channel is kept.
 #[test]
 fn ping_timeout_is_not_a_crash_and_keeps_the_channel() {
     let roles =
@@ -161,7 +161,7 @@ fn ping_timeout_is_not_a_crash_and_keeps_the_channel() {
 }
 
 /// `_on_crash`: prune `ts < now - 60`, append, degraded when `len > 3`
-/// (pool.py 314-320); no backoff: the next call spawns at once.
+/// (pool.py `_on_crash`); no backoff: the next call spawns at once.
 #[test]
 fn crash_budget_counts_within_60s_and_degrades_past_3() {
     let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nbehaviour = \"crash-on-call\"\nspawn_time = \"0s\"\ncall_at = [\"1s\", \"2s\", \"3s\", \"4s\", \"5s\"]";
@@ -222,7 +222,7 @@ fn a_worker_dying_on_a_ping_is_a_crash() {
     );
 }
 
-/// A successful call stamps `last_used` (pool.py 119); a failed one does
+/// A successful call stamps `last_used` (pool.py `RoleAccessor.call`); a failed one does
 /// not: a call that times out leaves `last_used` at the spawn.
 #[test]
 fn only_successful_calls_stamp_last_used() {

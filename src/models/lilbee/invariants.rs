@@ -12,13 +12,13 @@ use crate::scenario::{Scenario, Violation};
 
 /// Once a role is degraded, no worker of it is ever spawned again by
 /// that pool process: the
-/// degraded mark is sticky until `reset_role_failures` (pool.py 329-341),
+/// degraded mark is sticky until `reset_role_failures` (pool.py `reset_role_failures`),
 /// which no scenario calls; `_ensure_channel` raises `RoleDegradedError`
-/// before spawning (pool.py 264-265).
+/// before spawning (pool.py `_ensure_channel`: `if registration.degraded: raise RoleDegradedError`).
 pub const DEGRADED_ROLE_NEVER_RESPAWNS: &str = "degraded-role-never-respawns";
 
 /// `reap_idle` never closes a worker with a call in flight on it
-/// (`channel.in_flight > 0` skips it, pool.py 385-386): every call that
+/// (`if channel.in_flight > 0: continue`, pool.py `reap_idle`): every call that
 /// began on a worker (`call`, msg the worker) has ended (`call-ok` or
 /// `call-failed`) before a `reap` of that worker. Pings do not count: the
 /// ticker reaps before it pings, and pings one at a time.

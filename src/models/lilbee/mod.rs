@@ -74,20 +74,20 @@ const PROFILES: [scenario::Profile; 1] = [Profile::L13277138.entry()];
 /// Pool-wide settings, `[config]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// `max_idle_s`; zero turns reaping off (pool.py line 45).
+    /// `max_idle_s`; zero turns reaping off (pool.py `_DEFAULT_MAX_IDLE_S = 0.0`).
     pub max_idle: Duration,
-    /// `_TICK_INTERVAL_S` (health_ticker.py line 23).
+    /// `_TICK_INTERVAL_S` (health_ticker.py `_TICK_INTERVAL_S = 30.0`).
     pub tick_interval: Duration,
-    /// `_HEALTH_TIMEOUT_S` (pool.py line 46).
+    /// `_HEALTH_TIMEOUT_S` (pool.py `_HEALTH_TIMEOUT_S = 5.0`).
     pub health_timeout: Duration,
-    /// `_DEFAULT_CALL_TIMEOUT_S` (pool.py line 44).
+    /// `_DEFAULT_CALL_TIMEOUT_S` (pool.py `_DEFAULT_CALL_TIMEOUT_S = 300.0`).
     pub call_timeout: Duration,
-    /// `_DEFAULT_SHUTDOWN_TIMEOUT_S` (pool.py line 43): close()'s ack wait
+    /// `_DEFAULT_SHUTDOWN_TIMEOUT_S` (pool.py `_DEFAULT_SHUTDOWN_TIMEOUT_S = 5.0`): close()'s ack wait
     /// and join.
     pub shutdown_timeout: Duration,
-    /// `_RESTART_BUDGET` (pool.py line 47): degraded past this many.
+    /// `_RESTART_BUDGET` (pool.py `_RESTART_BUDGET = 3`): degraded past this many.
     pub restart_budget: usize,
-    /// `_RESTART_WINDOW_S` (pool.py line 48).
+    /// `_RESTART_WINDOW_S` (pool.py `_RESTART_WINDOW_S = 60.0`).
     pub restart_window: Duration,
     /// `shutdown_pool_runtime` runs at this time.
     pub shutdown_at: Option<Timestamp>,

@@ -6,7 +6,7 @@
 //! Upstream runs these as coroutines on one asyncio loop (the ticker on
 //! another, awaiting the pool's through `run_coroutine_threadsafe`), with
 //! each channel's blocking pipe reads and writes in a per-channel
-//! `ThreadPoolExecutor(max_workers=2)` (transport_pipe.py line 160). Here
+//! `ThreadPoolExecutor(max_workers=2)` (transport_pipe.py `PipeChannel.__init__`). Here
 //! each coroutine is a [`Task`], woken by what it awaits; each channel
 //! keeps its two threads, its work queue and its asyncio locks. Spawning
 //! returns at once (`process.start()` does not wait for the child's model
@@ -116,14 +116,12 @@ struct Role {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum What {
-    /// `RoleAccessor.call` then `PipeChannel.call` (pool.py 107-120,
-    /// transport_pipe.py 231-256).
+    /// `RoleAccessor.call` then `PipeChannel.call` (pool.py, transport_pipe.py).
     Call,
     /// `WorkerPool.ping_role` -> `RoleAccessor.ping` ->
-    /// `PipeChannel.ping` (pool.py 132-151, 427-446; transport_pipe.py
-    /// 300-315).
+    /// `PipeChannel.ping` (pool.py, transport_pipe.py).
     Ping,
-    /// `PipeChannel.close(timeout=5)` (transport_pipe.py 325-345).
+    /// `PipeChannel.close(timeout=5)` (transport_pipe.py).
     Close,
 }
 
@@ -155,7 +153,7 @@ struct Task {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Ticker {
-    /// `await asyncio.sleep(interval_s)` (health_ticker.py line 63).
+    /// `await asyncio.sleep(interval_s)` (health_ticker.py `_ticker_loop`).
     Sleeping(Timestamp),
     /// `reap_idle()`: the one `now` of the pass, the next role to look
     /// at, and the close being awaited.
@@ -370,7 +368,7 @@ impl Pool {
         id
     }
 
-    /// `_ensure_channel` (pool.py 258-283): the live channel, or a new
+    /// `_ensure_channel` (pool.py): the live channel, or a new
     /// worker; a dead process is replaced without counting a crash.
     fn ensure_channel(
         &mut self,
@@ -436,7 +434,7 @@ impl Pool {
         };
         let name = self.chans[&conn].name.clone();
         self.record(out, kind::CALL, role, None, Some(name.clone()));
-        // `_ensure_open` (transport_pipe.py line 196).
+        // `_ensure_open` (transport_pipe.py: `if self._closed: raise WorkerError("PoolShutdownError", ...)`).
         if self.chans[&conn].closed {
             return self.record(out, kind::CALL_FAILED, role, Some(CLOSED), Some(name));
         }
@@ -456,7 +454,7 @@ impl Pool {
         };
         let ch = &self.chans[&conn];
         // "Skips when the channel already has in-flight work" (pool.py
-        // lines 142-144): only stamps `last_used`.
+        // `RoleAccessor.ping`: `if channel.in_flight > 0: self._pool._stamp_used(...); return`): only stamps `last_used`.
         if ch.in_flight > 0 {
             self.roles[role].last_used = Some(now);
             self.record(
@@ -493,7 +491,7 @@ impl Pool {
         Some(id)
     }
 
-    /// `async with self._send_lock` (transport_pipe.py line 207).
+    /// `async with self._send_lock` (transport_pipe.py `_send`).
     fn send_lock(&mut self, task: TaskId, conn: ConnId) {
         let ch = self.chans.get_mut(&conn).expect("channel");
         self.tasks.get_mut(&task).expect("task").step = Step::SendLock;
@@ -517,7 +515,7 @@ impl Pool {
         }
     }
 
-    /// `async with self._recv_lock` (line 215), inside `wait_for`.
+    /// `async with self._recv_lock` (transport_pipe.py `_recv`), inside `wait_for`.
     fn recv_lock(&mut self, task: TaskId, conn: ConnId) {
         let ch = self.chans.get_mut(&conn).expect("channel");
         self.tasks.get_mut(&task).expect("task").step = Step::RecvLock;
@@ -626,7 +624,7 @@ impl Pool {
         };
         match task.step {
             Step::Joining => {
-                // `_join_process` line 352-355: still alive after
+                // `_join_process`: still alive after
                 // join(timeout): terminate, join(2.0).
                 let ch = self.chans.get_mut(&task.chan).expect("channel");
                 if ch.alive {
@@ -742,7 +740,7 @@ impl Pool {
                 self.finish_op(id, task.chan);
                 let name = self.chans[&task.chan].name.clone();
                 if f == Frame::Result {
-                    // `_stamp_used` after a successful call (pool.py 119).
+                    // `_stamp_used` after a successful call (pool.py `RoleAccessor.call`).
                     self.roles[task.role].last_used = Some(now);
                     self.record(out, kind::CALL_OK, task.role, None, Some(name));
                 } else {
@@ -769,7 +767,7 @@ impl Pool {
                 }
                 self.ticker_task_done(id, now, out);
             }
-            // Any reply ends the wait for the ack (line 335).
+            // Any reply ends the wait for the ack (`close`: `await asyncio.wait_for(self._recv(), timeout=timeout)`).
             What::Close => self.join(id, task.chan, now, out),
         }
     }
@@ -800,21 +798,21 @@ impl Pool {
             What::Call => {
                 self.finish_op(id, task.chan);
                 // `TimeoutError` is not a `WorkerCrashError`: the accessor
-                // re-raises it without `_on_crash` (pool.py 113-117).
+                // re-raises it without `_on_crash` (pool.py `RoleAccessor.call`: `except WorkerCrashError:`).
                 let name = self.chans[&task.chan].name.clone();
                 self.record(out, kind::CALL_FAILED, task.role, Some(TIMEOUT), Some(name));
                 self.tasks.remove(&id);
             }
             What::Ping => {
                 self.finish_op(id, task.chan);
-                // transport_pipe.py 306: `wait_for` raises `TimeoutError`
+                // transport_pipe.py `ping`: `wait_for` raises `TimeoutError`
                 // outside `_recv`'s `except (EOFError, OSError, ...)`, and
                 // the accessor catches only `WorkerCrashError` (pool.py
-                // 147-150): not a crash, the channel is kept.
+                // `RoleAccessor.ping`): not a crash, the channel is kept.
                 self.record(out, kind::PING_FAILED, task.role, Some(TIMEOUT), None);
                 self.ticker_task_done(id, now, out);
             }
-            // `suppress(asyncio.TimeoutError, WorkerError)` (line 334).
+            // `suppress(asyncio.TimeoutError, WorkerError)` (transport_pipe.py `close`).
             What::Close => self.join(id, task.chan, now, out),
         }
     }
@@ -847,7 +845,7 @@ impl Pool {
                     self.cancel(c);
                 }
                 // A ping's error reaches the ticker, which logs it and
-                // goes on (health_ticker.py 53-56); after a shutdown the
+                // goes on (health_ticker.py `_tick_once`: `except Exception: log.debug(...)`); after a shutdown the
                 // ticker is gone.
                 self.ticker_task_done(id, now, out);
             }
@@ -907,7 +905,7 @@ impl Pool {
         }
     }
 
-    /// `_on_crash` (pool.py 303-327): drop the role's channel (whichever
+    /// `_on_crash` (pool.py): drop the role's channel (whichever
     /// it is now), prune `crash_history` entries `< now - 60`, append
     /// `now`, degraded if more than 3 remain; then close the dropped
     /// channel, awaited by the crashed operation.
@@ -955,7 +953,7 @@ impl Pool {
         self.wakes.push_back((id, Wake::Cancelled));
     }
 
-    /// `_tick_once` (health_ticker.py 33-56).
+    /// `_tick_once` (health_ticker.py).
     fn tick(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
         let snapshot: Vec<usize> = (0..self.roles.len())
             .filter(|&i| self.roles[i].channel.is_some_and(|c| self.chans[&c].alive))
@@ -984,7 +982,7 @@ impl Pool {
         self.reap(now, out);
     }
 
-    /// `reap_idle` (pool.py 366-403), from role `next` on, with the one
+    /// `reap_idle` (pool.py), from role `next` on, with the one
     /// `now` of the pass; then the pings.
     fn reap(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
         let Ticker::Reaping {
@@ -1070,8 +1068,8 @@ impl Pool {
         }
     }
 
-    /// `shutdown_pool_runtime` (pool.py 602-622): cancel the ticker (what
-    /// it awaits is cancelled), then `pool.shutdown()` (pool.py 238-256):
+    /// `shutdown_pool_runtime` (pool.py): cancel the ticker (what
+    /// it awaits is cancelled), then `pool.shutdown()` (pool.py):
     /// every registration's channel dropped, each closed concurrently.
     fn pool_shutdown(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
         out.record(kind::SHUTDOWN, None, None, None);

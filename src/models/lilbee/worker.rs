@@ -1,5 +1,5 @@
 //! A worker process: `run_worker`'s recv loop (worker_runtime.py at
-//! 13277138, lines 117-175), with a behaviour the scenario picks.
+//! 13277138), with a behaviour the scenario picks.
 //!
 //! The loop reads one frame at a time and handles it to the end before the
 //! next (`conn.poll(0.5)` returns as soon as a frame is there, so the poll
@@ -92,7 +92,7 @@ impl Worker {
         self.run(now, out);
     }
 
-    /// EOF on the pipe: `except EOFError: return` (line 154), unless hung.
+    /// EOF on the pipe: `except EOFError: return` (`run_worker`), unless hung.
     pub fn on_eof(&mut self, out: &mut Outbox<Msg>) {
         if self.spec.behaviour != Behaviour::Hang {
             out.exit();
@@ -123,7 +123,7 @@ impl Worker {
         }
     }
 
-    /// `_dispatch_kind` (lines 160-175) for each waiting frame, until a
+    /// `_dispatch_kind` (worker_runtime.py) for each waiting frame, until a
     /// request keeps the loop busy.
     fn run(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
         while self.busy_until.is_none() {
