@@ -167,7 +167,7 @@ fn crash_budget_counts_within_60s_and_degrades_past_3() {
     let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nbehaviour = \"crash-on-call\"\nspawn_time = \"0s\"\ncall_at = [\"1s\", \"2s\", \"3s\", \"4s\", \"5s\"]";
     let lines = decisions("10s", "", roles);
     assert!(
-        has(&lines, "0:00:03.000 crash-recorded - 3 in window"),
+        has(&lines, "0:00:03.000 crash-recorded - embed#3 3 in window"),
         "{lines:#?}"
     );
     assert!(
@@ -192,7 +192,7 @@ fn budget_and_window_are_settable() {
     // Window 10 s: the crash at 1 s is gone by 12 s (cutoff 2 s).
     let lines = decisions("20s", "restart_budget = 1\nrestart_window = \"10s\"", roles);
     assert!(
-        has(&lines, "0:00:12.000 crash-recorded - 1 in window"),
+        has(&lines, "0:00:12.000 crash-recorded - embed#2 1 in window"),
         "{lines:#?}"
     );
     assert!(
@@ -208,7 +208,7 @@ fn a_worker_dying_on_a_ping_is_a_crash() {
     let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nbehaviour = \"crash-on-ping\"\ncall_at = [\"1s\"]";
     let lines = decisions("70s", "", roles);
     assert!(
-        has(&lines, "0:00:30.000 crash-recorded - 1 in window"),
+        has(&lines, "0:00:30.000 crash-recorded - embed#1 1 in window"),
         "{lines:#?}"
     );
     assert!(

@@ -190,7 +190,7 @@ const RECORDS: &[RecordKind] = &[
     RecordKind::decision(
         kind::CRASH,
         &[],
-        "_on_crash recorded a crash (msg: `<n> in window`)",
+        "_on_crash recorded a crash (msg: `<worker> <n> in window`, the worker whose EOF raised it)",
     ),
     RecordKind::decision(
         kind::DEGRADED,
@@ -219,10 +219,7 @@ const RECORDS: &[RecordKind] = &[
     ),
 ];
 
-const INVARIANTS: [&str; 2] = [
-    invariants::DEGRADED_ROLE_NEVER_RESPAWNS,
-    invariants::BUSY_WORKER_NEVER_REAPED,
-];
+const INVARIANTS: [&str; 5] = invariants::ALL;
 
 impl scenario::Model for Lilbee {
     fn name(&self) -> &'static str {

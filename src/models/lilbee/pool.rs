@@ -916,6 +916,11 @@ impl Pool {
         by: TaskId,
         out: &mut Outbox<Msg>,
     ) -> Option<TaskId> {
+        // The worker whose EOF or broken pipe raised it (for the trace).
+        let worker = self
+            .tasks
+            .get(&by)
+            .map_or_else(String::new, |t| self.chans[&t.chan].name.clone());
         let window = self.cfg.restart_window;
         let budget = self.cfg.restart_budget;
         let r = &mut self.roles[role];
@@ -935,7 +940,7 @@ impl Pool {
             kind::CRASH,
             role,
             None,
-            Some(format!("{count} in window")),
+            Some(format!("{worker} {count} in window")),
         );
         if newly {
             self.record(
