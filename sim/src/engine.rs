@@ -545,6 +545,17 @@ struct Pipe {
     child_up: Option<u32>,
 }
 
+impl Pipe {
+    /// From `n`'s side: its end, the other process, the other end.
+    fn ends(&mut self, n: NodeId) -> (&mut Option<u32>, NodeId, Option<u32>) {
+        if self.parent == n {
+            (&mut self.parent_up, self.child, self.child_up)
+        } else {
+            (&mut self.child_up, self.parent, self.parent_up)
+        }
+    }
+}
+
 /// A held or stalled link's parked traffic.
 struct Held<M> {
     stall: bool,
@@ -1121,18 +1132,11 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         let record = self.pipe_record(pipe, kind::EXIT, Some(reason));
         self.trace.push(record);
         if let Some(incarnation) = pipe.parent_up {
-            self.push(
-                self.now,
-                Event::Stream {
-                    node: pipe.parent,
-                    peer: pipe.child,
-                    incarnation,
-                    input: Input::Closed {
-                        conn,
-                        peer: pipe.child,
-                    },
-                },
-            );
+            let input = Input::Closed {
+                conn,
+                peer: pipe.child,
+            };
+            self.pipe_input(pipe.parent, incarnation, input);
         }
     }
 
@@ -1163,15 +1167,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                     self.take_down(pipe.child);
                 }
             } else if let Some(incarnation) = pipe.child_up {
-                self.push(
-                    self.now,
-                    Event::Stream {
-                        node: pipe.child,
-                        peer: n,
-                        incarnation,
-                        input: Input::Closed { conn, peer: n },
-                    },
-                );
+                self.pipe_input(pipe.child, incarnation, Input::Closed { conn, peer: n });
             }
         }
     }
@@ -1183,26 +1179,32 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             return;
         };
         let me = Some(self.nodes[n.0].incarnation);
-        let (mine, peer, theirs) = if pipe.parent == n {
-            (&mut pipe.parent_up, pipe.child, pipe.child_up)
-        } else {
-            (&mut pipe.child_up, pipe.parent, pipe.parent_up)
-        };
+        let (mine, peer, theirs) = pipe.ends(n);
         if *mine != me {
             return;
         }
         *mine = None;
         if let Some(incarnation) = theirs {
-            self.push(
-                self.now,
-                Event::Stream {
-                    node: peer,
-                    peer: n,
-                    incarnation,
-                    input: Input::Closed { conn, peer: n },
-                },
-            );
+            self.pipe_input(peer, incarnation, Input::Closed { conn, peer: n });
         }
+    }
+
+    /// What the pipe hands `to`'s process `incarnation`, at this instant
+    /// (after what was handed before).
+    fn pipe_input(&mut self, to: NodeId, incarnation: u32, input: Input<M::Msg>) {
+        let peer = match &input {
+            Input::Data { peer, .. } | Input::Closed { peer, .. } => *peer,
+            _ => to,
+        };
+        self.push(
+            self.now,
+            Event::Stream {
+                node: to,
+                peer,
+                incarnation,
+                input,
+            },
+        );
     }
 
     /// A write on a pipe: at the other end at this instant, after what
@@ -1211,28 +1213,16 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         &mut self,
         n: NodeId,
         conn: ConnId,
-        pipe: Pipe,
+        mut pipe: Pipe,
         msg: M::Msg,
     ) -> (Option<NodeId>, Result<(), SendError>) {
         self.stats.sends += 1;
         let me = self.nodes[n.0].incarnation;
-        let (mine, peer, theirs) = if pipe.parent == n {
-            (pipe.parent_up, pipe.child, pipe.child_up)
-        } else {
-            (pipe.child_up, pipe.parent, pipe.parent_up)
-        };
-        match (mine == Some(me), theirs) {
+        let (mine, peer, theirs) = pipe.ends(n);
+        match (*mine == Some(me), theirs) {
             (true, Some(incarnation)) => {
                 self.net_record(kind::SEND, n, peer, "", &msg);
-                self.push(
-                    self.now,
-                    Event::Stream {
-                        node: peer,
-                        peer: n,
-                        incarnation,
-                        input: Input::Data { conn, peer: n, msg },
-                    },
-                );
+                self.pipe_input(peer, incarnation, Input::Data { conn, peer: n, msg });
                 (Some(peer), Ok(()))
             }
             _ => {
