@@ -290,3 +290,28 @@ fn bad_values_are_clear_errors() {
         "MAX_CALLS",
     );
 }
+
+/// The worker reads one frame at a time (`run_worker`'s loop): a ping
+/// waits behind a request in progress, on the one pipe of 13277138. Each
+/// late reply goes to the reader thread its timed-out waiter left behind.
+#[test]
+fn a_ping_waits_behind_the_workers_request_and_orphans_take_the_late_replies() {
+    let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nspawn_time = \"0s\"\nanswer_delay = \"40s\"\ncall_at = [\"1s\"]";
+    // The call times out at 3 s (its reader stays blocked); the worker is
+    // busy until 41 s. Tick at 30 s: in_flight is 0 again, so it pings;
+    // the ping waits behind the request and times out at 35 s (a second
+    // blocked reader). At 41 s the result goes to the first orphan, the
+    // pong to the second: both threads are free by the tick at 65 s, whose
+    // ping gets its pong at once.
+    let lines = decisions("70s", "call_timeout = \"2s\"", roles);
+    assert!(
+        has(&lines, "0:00:03.000 call-failed TimeoutError embed#1"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:35.000 ping-failed TimeoutError -"),
+        "{lines:#?}"
+    );
+    assert!(has(&lines, "0:01:05.000 ping-ok - -"), "{lines:#?}");
+    assert_eq!(count(&lines, "executor-full"), 0, "{lines:#?}");
+}
