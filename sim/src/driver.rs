@@ -458,6 +458,9 @@ where
                     Output::File { .. } => {
                         refuse(&io.shared, "the filesystem medium".into());
                     }
+                    Output::Spawn { .. } | Output::Terminate(_) | Output::Exit => {
+                        refuse(&io.shared, "the pipe medium (spawned processes)".into());
+                    }
                 }
                 kernel.absorb(&process, &mut next, t, &io.shared);
             }

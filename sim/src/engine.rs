@@ -10,7 +10,7 @@ use crate::clock::{Clock, Now};
 use crate::fs::{self, Disks, Errno, FileDone, FileOp};
 use crate::net::{Fate, LinkConfig, Network, Partition};
 use crate::stream::{ConnError, ConnId, Dest, Effect, Packet, Streams, TcpConfig};
-use crate::time::Timestamp;
+use crate::time::{Duration, Timestamp};
 use crate::trace::{kind, Level, Record, Trace};
 use crate::NodeId;
 
@@ -90,13 +90,31 @@ pub(crate) enum Wait {
 
 #[derive(Debug)]
 pub(crate) enum Output<M> {
-    Send { to: Dest, msg: M, wait: Wait },
+    Send {
+        to: Dest,
+        msg: M,
+        wait: Wait,
+    },
     Record(Record),
     Listen,
-    Connect { conn: ConnId, to: NodeId },
+    Connect {
+        conn: ConnId,
+        to: NodeId,
+    },
     Close(ConnId),
     Reset(ConnId),
-    File { op: FileOp, token: u64 },
+    File {
+        op: FileOp,
+        token: u64,
+    },
+    Spawn {
+        conn: ConnId,
+        name: String,
+        spec: M,
+        ready_after: Duration,
+    },
+    Terminate(ConnId),
+    Exit,
 }
 
 /// Where a machine puts what it wants done.
@@ -163,6 +181,53 @@ impl<M> Outbox<M> {
     /// the machine should ask for nothing else until it is answered.
     pub fn file(&mut self, op: FileOp, token: u64) {
         self.items.push(Output::File { op, token });
+    }
+    /// Start a child process on this host (the pipe medium,
+    /// `docs/pipes.md`): a new node named `name`, whose machine is
+    /// [`Machine::spawned`]`(spec)`, joined to this process by a pipe, the
+    /// returned connection. The child gets `Input::Start` after
+    /// `ready_after` (the interpreter and model loading); what is written
+    /// on the pipe before then waits for it. Frames arrive as
+    /// `Input::Data` at the same instant, in order, never lost; the
+    /// child's end is seen by the parent as `Input::Closed` at once, and a
+    /// write after it fails with `broken pipe`.
+    pub fn spawn(&mut self, name: String, spec: M, ready_after: Duration) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.items.push(Output::Spawn {
+            conn,
+            name,
+            spec,
+            ready_after,
+        });
+        conn
+    }
+    /// SIGTERM the child on the pipe `conn`: it ends at once.
+    pub fn terminate(&mut self, conn: ConnId) {
+        self.items.push(Output::Terminate(conn));
+    }
+    /// This process ends (returns from its main, or dies by its own hand).
+    pub fn exit(&mut self) {
+        self.items.push(Output::Exit);
+    }
+    /// Children spawned so far `(conn, name)`, for tests that drive a
+    /// machine by hand.
+    pub fn spawns(&self) -> impl Iterator<Item = (ConnId, &str)> {
+        self.items.iter().filter_map(|o| match o {
+            Output::Spawn { conn, name, .. } => Some((*conn, name.as_str())),
+            _ => None,
+        })
+    }
+    /// Children terminated so far, for tests that drive a machine by hand.
+    pub fn terminates(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.items.iter().filter_map(|o| match o {
+            Output::Terminate(conn) => Some(*conn),
+            _ => None,
+        })
+    }
+    /// Whether the machine asked to exit, for tests.
+    pub fn exits(&self) -> bool {
+        self.items.iter().any(|o| matches!(o, Output::Exit))
     }
     /// File operations queued so far, for tests that drive a machine by hand.
     pub fn files(&self) -> impl Iterator<Item = (&FileOp, u64)> {
@@ -268,6 +333,16 @@ pub trait Machine {
     /// keep the default (outcomes are dropped).
     fn file_done(done: FileDone) -> Option<Self::Msg> {
         let _ = done;
+        None
+    }
+    /// The machine of a child process started by [`Outbox::spawn`] with
+    /// `spec`. Machines that spawn nothing keep the default; `None` makes
+    /// the child exit at once.
+    fn spawned(spec: Self::Msg) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        let _ = spec;
         None
     }
 }
@@ -394,6 +469,8 @@ pub enum LimitError {
     Events { limit: u64, at: Timestamp },
     #[error("queue limit hit: more than {limit} queued events at {at} (raise [limits] max_queue, or look for a message storm)")]
     Queue { limit: usize, at: Timestamp },
+    #[error("process limit hit: more than {limit} processes by {at} (MAX_PROCESSES; look for a machine that spawns in a loop)")]
+    Processes { limit: usize, at: Timestamp },
 }
 
 enum Event<M> {
@@ -444,6 +521,39 @@ enum Event<M> {
         incarnation: u32,
         input: Input<M>,
     },
+    /// A spawned child has loaded: it gets `Input::Start`, then what
+    /// waited on its pipe.
+    Ready {
+        node: NodeId,
+        incarnation: u32,
+    },
+}
+
+/// The most processes a run may have, scenario nodes and spawned children
+/// together: a machine that spawns in a loop ends the run with
+/// [`LimitError::Processes`].
+pub const MAX_PROCESSES: usize = 100_000;
+
+/// A pipe between a parent and the child it spawned (`Outbox::spawn`):
+/// which incarnation of each end holds it, while it does.
+#[derive(Clone, Copy, Debug)]
+struct Pipe {
+    parent: NodeId,
+    child: NodeId,
+    /// `Some(incarnation)` while that end's process runs.
+    parent_up: Option<u32>,
+    child_up: Option<u32>,
+}
+
+impl Pipe {
+    /// From `n`'s side: its end, the other process, the other end.
+    fn ends(&mut self, n: NodeId) -> (&mut Option<u32>, NodeId, Option<u32>) {
+        if self.parent == n {
+            (&mut self.parent_up, self.child, self.child_up)
+        } else {
+            (&mut self.child_up, self.parent, self.parent_up)
+        }
+    }
 }
 
 /// A held or stalled link's parked traffic.
@@ -568,6 +678,10 @@ pub struct Engine<M: Machine, F: FnMut(NodeId) -> M> {
     pending: VecDeque<Input<M::Msg>>,
     /// The filesystem medium: each host's disk.
     disks: Disks,
+    /// The pipe medium: every pipe a spawn made, by its connection id.
+    pipes: BTreeMap<ConnId, Pipe>,
+    /// Set when a spawn passed [`MAX_PROCESSES`]; the run ends with it.
+    process_limit: Option<Timestamp>,
 }
 
 /// How a node starts: its name, clock, and when (if ever) it first starts.
@@ -618,6 +732,8 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             rto_armed: BTreeMap::new(),
             pending: VecDeque::new(),
             disks: Disks::default(),
+            pipes: BTreeMap::new(),
+            process_limit: None,
         };
         // Node starts are faults like any other, queued first so that at
         // equal times a node starts before anything scheduled after it.
@@ -723,6 +839,12 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 });
             }
             self.step(event);
+            if let Some(at) = self.process_limit {
+                return Err(LimitError::Processes {
+                    limit: MAX_PROCESSES,
+                    at,
+                });
+            }
             let len = self.queue.len() + self.rto_queue.len();
             self.stats.peak_queue = self.stats.peak_queue.max(len);
             if len > self.limits.max_queue {
@@ -758,9 +880,11 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             Event::WriteDone { node, .. }
             | Event::Stream { node, .. }
             | Event::FileDone { node, .. } => Some(*node),
-            Event::Timer { .. } | Event::Fault(_) | Event::Packet { .. } | Event::Rto { .. } => {
-                None
-            }
+            Event::Timer { .. }
+            | Event::Fault(_)
+            | Event::Packet { .. }
+            | Event::Rto { .. }
+            | Event::Ready { .. } => None,
         };
         if let Some(n) = target {
             if let Some(parked) = &mut self.nodes[n.0].paused {
@@ -913,6 +1037,197 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                         .push(Record::net(self.now, node, kind, Some(peer), None, msg));
                 }
                 self.dispatch(node, input);
+            }
+            Event::Ready { node, incarnation } => {
+                let n = &mut self.nodes[node.0];
+                if n.incarnation != incarnation || n.machine.is_none() {
+                    return;
+                }
+                let parked = n.paused.take().unwrap_or_default();
+                if let Some(pipe) = self.pipes.values().find(|p| p.child == node) {
+                    let record = self.pipe_record(*pipe, kind::READY, None);
+                    self.trace.push(record);
+                }
+                self.dispatch(node, Input::Start);
+                for event in parked {
+                    self.step(event);
+                }
+                self.rearm(node);
+            }
+        }
+    }
+
+    /// A decision record of the pipe medium about `pipe`'s child, written
+    /// as its parent's (spawned children have no scenario name to expect).
+    fn pipe_record(&self, pipe: Pipe, kind: &'static str, reason: Option<&'static str>) -> Record {
+        Record {
+            t: self.now,
+            node: Some(pipe.parent),
+            kind,
+            peer: None,
+            reason: reason.map(Cow::Borrowed),
+            msg: Some(Cow::Owned(self.trace.name(pipe.child).to_string())),
+            level: Level::Decision,
+        }
+    }
+
+    /// `Outbox::spawn`: a child process on `parent`'s host (its clock from
+    /// now on), paused until it is ready.
+    fn spawn(
+        &mut self,
+        parent: NodeId,
+        conn: ConnId,
+        name: String,
+        spec: M::Msg,
+        ready_after: Duration,
+    ) {
+        if self.nodes.len() >= MAX_PROCESSES {
+            self.process_limit.get_or_insert(self.now);
+            return;
+        }
+        let child = NodeId(self.nodes.len());
+        self.trace.add_name(name);
+        let clock = self.nodes[parent.0].clock;
+        let machine = M::spawned(spec);
+        let child_up = machine.is_some().then_some(1);
+        self.nodes.push(Node {
+            machine,
+            incarnation: 1,
+            clock,
+            timer: None,
+            timer_generation: 0,
+            paused: Some(Vec::new()),
+            host_up: true,
+            listening: false,
+        });
+        let pipe = Pipe {
+            parent,
+            child,
+            parent_up: Some(self.nodes[parent.0].incarnation),
+            child_up,
+        };
+        self.pipes.insert(conn, pipe);
+        let record = self.pipe_record(pipe, kind::SPAWN, None);
+        self.trace.push(record);
+        if child_up.is_some() {
+            self.push(
+                self.now + ready_after,
+                Event::Ready {
+                    node: child,
+                    incarnation: 1,
+                },
+            );
+        } else {
+            self.child_gone(conn, "no machine");
+        }
+    }
+
+    /// A pipe's child ended: its parent reads EOF at once.
+    fn child_gone(&mut self, conn: ConnId, reason: &'static str) {
+        let Some(pipe) = self.pipes.get_mut(&conn) else {
+            return;
+        };
+        pipe.child_up = None;
+        let pipe = *pipe;
+        let record = self.pipe_record(pipe, kind::EXIT, Some(reason));
+        self.trace.push(record);
+        if let Some(incarnation) = pipe.parent_up {
+            let input = Input::Closed {
+                conn,
+                peer: pipe.child,
+            };
+            self.pipe_input(pipe.parent, incarnation, input);
+        }
+    }
+
+    /// Process `n` ended (`how`: why, for a spawned child's `exit`
+    /// record): each pipe's other end reads EOF at once. On a host crash
+    /// (`host_down`) its children die with it.
+    fn pipes_gone(&mut self, n: NodeId, how: &'static str, host_down: bool) {
+        let mine: Vec<(ConnId, Pipe)> = self
+            .pipes
+            .iter()
+            .filter(|(_, p)| {
+                (p.child == n && p.child_up.is_some()) || (p.parent == n && p.parent_up.is_some())
+            })
+            .map(|(c, p)| (*c, *p))
+            .collect();
+        for (conn, pipe) in mine {
+            if pipe.child == n {
+                self.child_gone(conn, how);
+                continue;
+            }
+            if let Some(p) = self.pipes.get_mut(&conn) {
+                p.parent_up = None;
+            }
+            if host_down {
+                // Same host: the child dies with it, silently.
+                if pipe.child_up.is_some() {
+                    self.child_gone(conn, "host down");
+                    self.take_down(pipe.child);
+                }
+            } else if let Some(incarnation) = pipe.child_up {
+                self.pipe_input(pipe.child, incarnation, Input::Closed { conn, peer: n });
+            }
+        }
+    }
+
+    /// `close(conn)` on a pipe: this end is gone; the other reads EOF at
+    /// once (after what was written before).
+    fn pipe_close(&mut self, n: NodeId, conn: ConnId) {
+        let Some(pipe) = self.pipes.get_mut(&conn) else {
+            return;
+        };
+        let me = Some(self.nodes[n.0].incarnation);
+        let (mine, peer, theirs) = pipe.ends(n);
+        if *mine != me {
+            return;
+        }
+        *mine = None;
+        if let Some(incarnation) = theirs {
+            self.pipe_input(peer, incarnation, Input::Closed { conn, peer: n });
+        }
+    }
+
+    /// What the pipe hands `to`'s process `incarnation`, at this instant
+    /// (after what was handed before).
+    fn pipe_input(&mut self, to: NodeId, incarnation: u32, input: Input<M::Msg>) {
+        let peer = match &input {
+            Input::Data { peer, .. } | Input::Closed { peer, .. } => *peer,
+            _ => to,
+        };
+        self.push(
+            self.now,
+            Event::Stream {
+                node: to,
+                peer,
+                incarnation,
+                input,
+            },
+        );
+    }
+
+    /// A write on a pipe: at the other end at this instant, after what
+    /// was written before; `broken pipe` once that end is gone.
+    fn pipe_write(
+        &mut self,
+        n: NodeId,
+        conn: ConnId,
+        mut pipe: Pipe,
+        msg: M::Msg,
+    ) -> (Option<NodeId>, Result<(), SendError>) {
+        self.stats.sends += 1;
+        let me = self.nodes[n.0].incarnation;
+        let (mine, peer, theirs) = pipe.ends(n);
+        match (*mine == Some(me), theirs) {
+            (true, Some(incarnation)) => {
+                self.net_record(kind::SEND, n, peer, "", &msg);
+                self.pipe_input(peer, incarnation, Input::Data { conn, peer: n, msg });
+                (Some(peer), Ok(()))
+            }
+            _ => {
+                self.net_record(kind::SEND_FAILED, n, peer, "broken pipe", &msg);
+                (Some(peer), Err(SendError::BrokenPipe))
             }
         }
     }
@@ -1154,6 +1469,11 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
     /// tossed", `tcp_send_active_reset` (RFC 2525 2.17). The peer's writes
     /// blocked on it are dropped: its machine learns of the reset.
     fn end_process(&mut self, n: NodeId) {
+        self.end_process_as(n, "killed");
+    }
+
+    /// [`Self::end_process`], with why for a spawned child's `exit` record.
+    fn end_process_as(&mut self, n: NodeId, how: &'static str) {
         if self.nodes[n.0].machine.is_some() {
             let owner = self.nodes[n.0].incarnation;
             let unread = self.unread_conns(n);
@@ -1168,6 +1488,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 }
             }
             self.streams.process_gone(self.now, n, owner);
+            self.pipes_gone(n, how, false);
         }
         self.take_down(n);
         self.carry_out_stream_effects();
@@ -1197,6 +1518,9 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
 
     /// The host dies: the process with it, and every connection, silently.
     fn crash(&mut self, n: NodeId) {
+        if self.nodes[n.0].machine.is_some() {
+            self.pipes_gone(n, "host down", true);
+        }
         self.take_down(n);
         self.nodes[n.0].host_up = false;
         self.streams.host_down(n);
@@ -1232,8 +1556,10 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         // A `kill-before-rename` fired: the process dies, nothing after
         // the rename happens.
         let mut killed = false;
+        // The process ended itself (`Outbox::exit`): nothing after it.
+        let mut exited = false;
         while let Some(input) = pending.pop_front() {
-            if killed {
+            if killed || exited {
                 break;
             }
             let node = &mut self.nodes[n.0];
@@ -1248,10 +1574,27 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             );
             machine.handle(now, input, &mut out);
             for item in out.items.drain(..) {
-                if killed {
+                if killed || exited {
                     continue;
                 }
                 match item {
+                    Output::Spawn {
+                        conn,
+                        name,
+                        spec,
+                        ready_after,
+                    } => self.spawn(n, conn, name, spec, ready_after),
+                    Output::Terminate(conn) => {
+                        let child = self
+                            .pipes
+                            .get(&conn)
+                            .filter(|p| p.parent == n && p.child_up.is_some())
+                            .map(|p| p.child);
+                        if let Some(child) = child {
+                            self.end_process_as(child, "terminated");
+                        }
+                    }
+                    Output::Exit => exited = true,
                     Output::File { op, token } => {
                         killed = self.file(n, op, token, &mut pending);
                     }
@@ -1281,6 +1624,9 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                         }
                         self.streams.connect(self.now, conn, n, owner, to);
                         self.carry_out_stream_effects();
+                    }
+                    Output::Close(conn) if self.pipes.contains_key(&conn) => {
+                        self.pipe_close(n, conn);
                     }
                     Output::Close(conn) => {
                         let owner = self.nodes[n.0].incarnation;
@@ -1362,6 +1708,9 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             });
             self.end_process(n);
         }
+        if exited {
+            self.end_process_as(n, "exited");
+        }
         self.rearm(n);
     }
 
@@ -1419,6 +1768,9 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         conn: ConnId,
         msg: M::Msg,
     ) -> (Option<NodeId>, Result<(), SendError>) {
+        if let Some(pipe) = self.pipes.get(&conn).copied() {
+            return self.pipe_write(n, conn, pipe, msg);
+        }
         self.stats.sends += 1;
         let owner = self.nodes[n.0].incarnation;
         let peer = self.streams.peer(conn, n);

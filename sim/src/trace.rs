@@ -52,6 +52,12 @@ pub mod kind {
     pub const SLOW_DISK: &str = "slow-disk";
     pub const TORN_WRITE: &str = "torn-write";
     pub const KILL_BEFORE_RENAME: &str = "kill-before-rename";
+    /// The pipe medium (`Outbox::spawn`), written as the parent's records
+    /// with the child's name as msg: a child was spawned, became ready,
+    /// ended (reason: exited, terminated, killed, host down).
+    pub const SPAWN: &str = "spawn";
+    pub const READY: &str = "ready";
+    pub const EXIT: &str = "exit";
     /// A file operation (`sim/src/fs.rs`).
     pub const FILE: &str = "file";
     /// Stream records (net level): a connect began, it was established,
@@ -269,6 +275,27 @@ pub const ENGINE_KINDS: &[RecordKind] = &[
         "fault: the next write lands half written (node `net`; msg: `host path`)",
     ),
     RecordKind::decision(
+        kind::SPAWN,
+        &[],
+        "a process spawned a child on its host (msg: the child's name)",
+    ),
+    RecordKind::decision(
+        kind::READY,
+        &[],
+        "a spawned child finished loading and runs (msg: its name)",
+    ),
+    RecordKind::decision(
+        kind::EXIT,
+        &[
+            Reason::Is("exited"),
+            Reason::Is("terminated"),
+            Reason::Is("killed"),
+            Reason::Is("host down"),
+            Reason::Is("no machine"),
+        ],
+        "a spawned child ended; its parent reads EOF at once (msg: its name)",
+    ),
+    RecordKind::decision(
         kind::KILL_BEFORE_RENAME,
         &[],
         "fault: the node's next rename kills it instead (then a `kill` record, msg `before rename`)",
@@ -387,6 +414,12 @@ impl Trace {
 
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// Name a node added during the run (a spawned child): the next id.
+    pub fn add_name(&mut self, name: String) -> NodeId {
+        self.names.push(name);
+        NodeId(self.names.len() - 1)
     }
 
     pub fn write_jsonl(&self, records: &[&Record], mut w: impl io::Write) -> io::Result<()> {

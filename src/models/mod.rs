@@ -6,8 +6,14 @@ use crate::scenario::Model;
 
 pub mod joinmarket;
 pub mod kstlib;
+pub mod lilbee;
 pub mod nfd_s;
 
 /// Every model this build has, in the order `heartsim models` lists them
 /// (the first is `heartsim fuzz`'s default).
-pub static ALL: &[&dyn Model] = &[joinmarket::MODEL, kstlib::MODEL, nfd_s::MODEL];
+pub static ALL: &[&dyn Model] = &[
+    joinmarket::MODEL,
+    kstlib::MODEL,
+    nfd_s::MODEL,
+    lilbee::MODEL,
+];

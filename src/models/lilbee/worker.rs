@@ -1,0 +1,160 @@
+//! A worker process: `run_worker`'s recv loop (worker_runtime.py at
+//! 13277138), with a behaviour the scenario picks.
+//!
+//! The loop reads one frame at a time and handles it to the end before the
+//! next (`conn.poll(0.5)` returns as soon as a frame is there, so the poll
+//! adds no delay): `shutdown` -> `ack`, then the loop returns and the
+//! process exits; `ping` -> `pong`; a request -> the role's handler, which
+//! answers `result` after its work (`answer_delay`); EOF -> return (exit).
+//! A ping waits behind a request in progress: one pipe, one thread.
+
+use std::collections::VecDeque;
+
+use heartsim_sim::{ConnId, Deadline, Dest, Duration, Outbox, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::{Frame, Msg};
+
+/// What a worker does besides answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Behaviour {
+    /// Answers every frame (a request after `answer_delay`).
+    Healthy,
+    /// Dies (EOF at the parent) when a request reaches it.
+    CrashOnCall,
+    /// Dies when a ping reaches it.
+    CrashOnPing,
+    /// Dies this long after it is ready, between calls or not.
+    DieAfter(#[serde(with = "us")] Duration),
+    /// Never answers anything and never reads EOF (stuck in native code);
+    /// only `terminate` ends it.
+    Hang,
+}
+
+/// How one spawned worker behaves: the role's behaviour for its first
+/// `bad_spawns` spawns, healthy after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub role: String,
+    pub behaviour: Behaviour,
+    #[serde(with = "us")]
+    pub answer_delay: Duration,
+}
+
+/// A [`Duration`] on the wire as microseconds (the madsim engine carries
+/// messages as JSON).
+mod us {
+    use heartsim_sim::Duration;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_us())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_us)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Worker {
+    spec: WorkerSpec,
+    pipe: Option<ConnId>,
+    /// Frames read but not yet handled (the loop handles one at a time).
+    queue: VecDeque<Frame>,
+    /// A request in progress answers `result` at this time.
+    busy_until: Option<Timestamp>,
+    die_at: Option<Timestamp>,
+}
+
+impl Worker {
+    pub fn new(spec: WorkerSpec) -> Worker {
+        Worker {
+            spec,
+            pipe: None,
+            queue: VecDeque::new(),
+            busy_until: None,
+            die_at: None,
+        }
+    }
+
+    pub fn on_start(&mut self, now: Timestamp) {
+        if let Behaviour::DieAfter(d) = self.spec.behaviour {
+            self.die_at = Some(now + d);
+        }
+    }
+
+    pub fn on_frame(&mut self, now: Timestamp, conn: ConnId, frame: Frame, out: &mut Outbox<Msg>) {
+        self.pipe = Some(conn);
+        if self.spec.behaviour == Behaviour::Hang {
+            return;
+        }
+        self.queue.push_back(frame);
+        self.run(now, out);
+    }
+
+    /// EOF on the pipe: `except EOFError: return` (`run_worker`), unless hung.
+    pub fn on_eof(&mut self, out: &mut Outbox<Msg>) {
+        if self.spec.behaviour != Behaviour::Hang {
+            out.exit();
+        }
+    }
+
+    pub fn on_timeout(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
+        if self.die_at.is_some_and(|t| now >= t) {
+            out.exit();
+            return;
+        }
+        if self.busy_until.is_some_and(|t| now >= t) {
+            self.busy_until = None;
+            self.send(Frame::Result, out);
+            self.run(now, out);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Deadline> {
+        let busy = self.busy_until.map(|at| Deadline { at, reason: "work" });
+        let die = self.die_at.map(|at| Deadline { at, reason: "die" });
+        [busy, die].into_iter().flatten().min_by_key(|d| d.at)
+    }
+
+    fn send(&self, frame: Frame, out: &mut Outbox<Msg>) {
+        if let Some(conn) = self.pipe {
+            out.send(Dest::Conn(conn), Msg::Frame(frame));
+        }
+    }
+
+    /// `_dispatch_kind` (worker_runtime.py) for each waiting frame, until a
+    /// request keeps the loop busy.
+    fn run(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
+        while self.busy_until.is_none() {
+            let Some(frame) = self.queue.pop_front() else {
+                return;
+            };
+            match frame {
+                Frame::Shutdown => {
+                    self.send(Frame::Ack, out);
+                    out.exit();
+                    return;
+                }
+                Frame::Ping if self.spec.behaviour == Behaviour::CrashOnPing => {
+                    out.exit();
+                    return;
+                }
+                Frame::Ping => self.send(Frame::Pong, out),
+                Frame::Request if self.spec.behaviour == Behaviour::CrashOnCall => {
+                    out.exit();
+                    return;
+                }
+                Frame::Request => {
+                    if self.spec.answer_delay == Duration::ZERO {
+                        self.send(Frame::Result, out);
+                    } else {
+                        self.busy_until = Some(now + self.spec.answer_delay);
+                    }
+                }
+                // Replies never travel to a worker.
+                Frame::Pong | Frame::Ack | Frame::Result => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! lilbee's pool against upstream's rules, each a step or a comparison
+//! (lilbee 132771384e4ca0dcc46f34b7fd09eafc4688814f: pool.py,
+//! transport_pipe.py, worker_runtime.py; health_ticker.py as the seed).
+//! Each test runs a small scenario and reads its decisions; the scenarios
+//! under `scenarios/lilbee/` show the same points at upstream's defaults.
+
+use std::path::Path;
+
+use heartsim::models::ALL;
+use heartsim::run::run;
+use heartsim::scenario::Scenario;
+use heartsim::sim::trace::Level;
+
+/// The decision lines of a lilbee scenario with `config` and `nodes`
+/// (TOML) for `duration`: `t kind reason msg`, without node starts and
+/// the engine's spawn/ready records.
+fn decisions(duration: &str, config: &str, roles: &str) -> Vec<String> {
+    let source = format!(
+        "version = 1\n[scenario]\nname = \"t\"\nmodel = \"lilbee\"\nprofile = \"lilbee-13277138\"\nseed = 1\nduration = \"{duration}\"\n\n[config]\n{config}\n\n[[node]]\nname = \"pool\"\nkind = \"pool\"\n\n{roles}\n"
+    );
+    let scenario = Scenario::parse(ALL, Path::new("t.toml"), &source).expect("valid scenario");
+    let outcome = run(&scenario, None, Level::Decision).expect("within limits");
+    let trace = outcome.trace;
+    trace
+        .decisions()
+        .filter(|r| !matches!(r.kind, "start" | "spawn" | "ready"))
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r.t,
+                r.kind,
+                r.reason.as_deref().unwrap_or("-"),
+                r.msg.as_deref().unwrap_or("-")
+            )
+        })
+        .collect()
+}
+
+fn has(lines: &[String], want: &str) -> bool {
+    lines.iter().any(|l| l == want)
+}
+
+fn count(lines: &[String], kind: &str) -> usize {
+    lines
+        .iter()
+        .filter(|l| l.split(' ').nth(1) == Some(kind))
+        .count()
+}
+
+const ONE_CALL: &str = "[[node]]\nname = \"embed\"\nkind = \"role\"\ncall_at = [\"1s\"]";
+
+/// `sleep(interval)` then tick: the first tick one interval after start,
+/// the next one interval after the tick ends.
+#[test]
+fn ticker_sleeps_first_then_ticks() {
+    let lines = decisions("70s", "tick_interval = \"25s\"", ONE_CALL);
+    assert!(
+        has(&lines, "0:00:25.000 tick live roles embed"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:50.000 tick live roles embed"),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "tick"), 2, "{lines:#?}");
+}
+
+/// `if now - registration.last_used < self._max_idle_s: continue`
+/// (pool.py `reap_idle`): idle exactly `max_idle_s` is reaped.
+#[test]
+fn idle_exactly_max_idle_is_reaped_a_microsecond_less_is_not() {
+    // call-ok at 3.1 s; the tick at 30 s sees idle 26.9 s.
+    let reaped = decisions("31s", "max_idle_s = 26.9", ONE_CALL);
+    assert!(
+        has(&reaped, "0:00:30.000 reap - embed#1 idle 0:00:26.900"),
+        "{reaped:#?}"
+    );
+    let kept = decisions("31s", "max_idle_s = 26.900001", ONE_CALL);
+    assert_eq!(count(&kept, "reap"), 0, "{kept:#?}");
+    assert!(has(&kept, "0:00:30.000 ping-ok - -"), "{kept:#?}");
+}
+
+/// `max_idle_s = 0` turns reaping off (pool.py `reap_idle`: `if self._max_idle_s <= 0.0: return ()`).
+#[test]
+fn max_idle_zero_never_reaps() {
+    let lines = decisions("200s", "max_idle_s = 0", ONE_CALL);
+    assert_eq!(count(&lines, "reap"), 0, "{lines:#?}");
+    assert_eq!(count(&lines, "ping-ok"), 6, "{lines:#?}");
+}
+
+/// One `now` per reap pass (pool.py `reap_idle`: `now = time.monotonic()` once): a close that takes 11 s (the
+/// worker finishes a request nobody waits for before it reads the
+/// shutdown frame) does not age the next role in the same pass.
+#[test]
+fn reap_uses_one_now_for_the_whole_pass() {
+    let roles = "[[node]]\nname = \"a\"\nkind = \"role\"\nspawn_time = \"0s\"\nanswer_delay = \"40s\"\ncall_at = [\"1s\"]\n\n[[node]]\nname = \"b\"\nkind = \"role\"\nspawn_time = \"0s\"\ncall_at = [\"8s\"]";
+    // a: its call times out at 3 s (call_timeout 2 s; the reader thread
+    // is orphaned), last_used 1 s (spawn); its worker is busy until 41 s.
+    // b: call-ok at 8.1 s. Tick at 30 s: a idle 29 s >= 25: reaped; the
+    // close's shutdown frame waits behind the request: the result at 41 s
+    // goes to the orphan, the ack to the close: closed at 41 s. b: idle
+    // 21.9 s at the pass's now (30 s) < 25: kept, though 32.9 s have
+    // passed when the pass reaches it.
+    let lines = decisions("45s", "max_idle_s = 25\ncall_timeout = \"2s\"", roles);
+    assert!(
+        has(&lines, "0:00:30.000 reap - a#1 idle 0:00:29.000"),
+        "{lines:#?}"
+    );
+    assert!(has(&lines, "0:00:41.000 closed - a#1"), "{lines:#?}");
+    assert!(has(&lines, "0:00:08.100 call-ok - b#1"), "{lines:#?}");
+    assert_eq!(count(&lines, "reap"), 1, "{lines:#?}");
+}
+
+/// The tick pings every role of its pre-reap snapshot: a role reaped in
+/// this tick is respawned by the same tick's ping (`_ensure_channel`).
+#[test]
+fn a_reaped_role_is_respawned_by_the_same_ticks_ping() {
+    let lines = decisions("33s", "max_idle_s = 20", ONE_CALL);
+    let at30: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("0:00:30.000"))
+        .collect();
+    assert_eq!(
+        at30,
+        [
+            "0:00:30.000 tick live roles embed",
+            "0:00:30.000 reap - embed#1 idle 0:00:26.900",
+            "0:00:30.000 exit exited embed#1",
+            "0:00:30.000 closed - embed#1",
+            "0:00:30.000 spawn-worker no channel embed#2",
+        ],
+        "{lines:#?}"
+    );
+    assert!(has(&lines, "0:00:32.000 ping-ok - -"), "{lines:#?}");
+}
+
+/// A ping that times out is not a crash at 13277138: `wait_for` raises
+/// `TimeoutError` outside `_recv`'s `except (EOFError, OSError, ...)`
+/// (transport_pipe.py `ping` vs `_recv`) and the accessor catches only
+/// `WorkerCrashError` (pool.py `RoleAccessor.ping`). The channel is kept.
+#[test]
+fn ping_timeout_is_not_a_crash_and_keeps_the_channel() {
+    let roles =
+        "[[node]]\nname = \"embed\"\nkind = \"role\"\nspawn_time = \"7s\"\ncall_at = [\"1s\"]";
+    // The call waits for the worker (ready at 8 s): call-ok at 8.1 s.
+    // max_idle 20: tick at 30 s reaps (idle 21.9 s), the ping respawns
+    // embed#2 (ready at 37 s) and times out at 35 s: no crash. The pong
+    // at 37 s goes to the orphaned reader. Next tick (65 s): embed#2 is
+    // live, idle since its spawn at 30 s: 35 s, reaped; its ping spawns
+    // embed#3.
+    let lines = decisions("66s", "max_idle_s = 20", roles);
+    assert!(
+        has(&lines, "0:00:35.000 ping-failed TimeoutError -"),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "crash-recorded"), 0, "{lines:#?}");
+    assert!(
+        has(&lines, "0:01:05.000 reap - embed#2 idle 0:00:35.000"),
+        "{lines:#?}"
+    );
+}
+
+/// `_on_crash`: prune `ts < now - 60`, append, degraded when `len > 3`
+/// (pool.py `_on_crash`); no backoff: the next call spawns at once.
+#[test]
+fn crash_budget_counts_within_60s_and_degrades_past_3() {
+    let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nbehaviour = \"crash-on-call\"\nspawn_time = \"0s\"\ncall_at = [\"1s\", \"2s\", \"3s\", \"4s\", \"5s\"]";
+    let lines = decisions("10s", "", roles);
+    assert!(
+        has(&lines, "0:00:03.000 crash-recorded - embed#3 3 in window"),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("0:00:03.000 degraded")),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:04.000 degraded - 4 crashes"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:05.000 call-failed RoleDegradedError -"),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "spawn-worker"), 4, "{lines:#?}");
+}
+
+/// `restart_budget` and `restart_window` are the budget's two numbers.
+#[test]
+fn budget_and_window_are_settable() {
+    let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nbehaviour = \"crash-on-call\"\nspawn_time = \"0s\"\ncall_at = [\"1s\", \"12s\", \"13s\"]";
+    // Window 10 s: the crash at 1 s is gone by 12 s (cutoff 2 s).
+    let lines = decisions("20s", "restart_budget = 1\nrestart_window = \"10s\"", roles);
+    assert!(
+        has(&lines, "0:00:12.000 crash-recorded - embed#2 1 in window"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:13.000 degraded - 2 crashes"),
+        "{lines:#?}"
+    );
+}
+
+/// A crash in a ping counts like any other (EOF on the read), and the
+/// dropped channel is closed before the tick goes on.
+#[test]
+fn a_worker_dying_on_a_ping_is_a_crash() {
+    let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nbehaviour = \"crash-on-ping\"\ncall_at = [\"1s\"]";
+    let lines = decisions("70s", "", roles);
+    assert!(
+        has(&lines, "0:00:30.000 crash-recorded - embed#1 1 in window"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:30.000 ping-failed WorkerCrashError -"),
+        "{lines:#?}"
+    );
+    // Nothing live afterwards: the next tick returns at once.
+    assert!(
+        has(&lines, "0:01:00.000 tick no live roles -"),
+        "{lines:#?}"
+    );
+}
+
+/// A successful call stamps `last_used` (pool.py `RoleAccessor.call`); a failed one does
+/// not: a call that times out leaves `last_used` at the spawn.
+#[test]
+fn only_successful_calls_stamp_last_used() {
+    let hung =
+        "[[node]]\nname = \"embed\"\nkind = \"role\"\nbehaviour = \"hang\"\ncall_at = [\"1s\"]";
+    // Spawn at 1 s; the call times out at 21 s; tick at 30 s: idle 29 s.
+    let lines = decisions("31s", "max_idle_s = 25\ncall_timeout = \"20s\"", hung);
+    assert!(
+        has(&lines, "0:00:30.000 reap - embed#1 idle 0:00:29.000"),
+        "{lines:#?}"
+    );
+}
+
+/// Bad `[config]` and `[[node]]` values are errors at the value.
+#[test]
+fn bad_values_are_clear_errors() {
+    let bad = |config: &str, roles: &str, want: &str| {
+        let source = format!(
+            "version = 1\n[scenario]\nname = \"t\"\nmodel = \"lilbee\"\nprofile = \"lilbee-13277138\"\nseed = 1\nduration = \"10s\"\n\n[config]\n{config}\n\n[[node]]\nname = \"pool\"\nkind = \"pool\"\n\n{roles}\n"
+        );
+        let err = Scenario::parse(ALL, Path::new("t.toml"), &source)
+            .expect_err("must be rejected")
+            .to_string();
+        assert!(err.contains(want), "{err}");
+        assert!(err.contains("t.toml:"), "names the file and line: {err}");
+    };
+    bad(
+        "max_idle_s = -1.0",
+        ONE_CALL,
+        "max_idle_s: expected seconds, 0 or more",
+    );
+    bad(
+        "tick_interval = \"0s\"",
+        ONE_CALL,
+        "tick_interval must be greater than zero",
+    );
+    bad(
+        "restart_budget = -2",
+        ONE_CALL,
+        "restart_budget: expected a count",
+    );
+    bad(
+        "",
+        "[[node]]\nname = \"e\"\nkind = \"role\"\nbehaviour = \"flaky\"",
+        "unknown behaviour \"flaky\"",
+    );
+    bad(
+        "",
+        "[[node]]\nname = \"e\"\nkind = \"role\"\nbehaviour = \"die-after\"",
+        "die-after needs die_after",
+    );
+    bad(
+        "",
+        "[[node]]\nname = \"e\"\nkind = \"role\"\ncall_every = \"1s\"",
+        "call_every needs call_until",
+    );
+    bad(
+        "",
+        "[[node]]\nname = \"e\"\nkind = \"worker\"",
+        "expected pool or role",
+    );
+    bad(
+        "",
+        "[[node]]\nname = \"e\"\nkind = \"role\"\ncall_every = \"1ms\"\ncall_until = \"1h\"",
+        "MAX_CALLS",
+    );
+}
+
+/// The worker reads one frame at a time (`run_worker`'s loop): a ping
+/// waits behind a request in progress, on the one pipe of 13277138. Each
+/// late reply goes to the reader thread its timed-out waiter left behind.
+#[test]
+fn a_ping_waits_behind_the_workers_request_and_orphans_take_the_late_replies() {
+    let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nspawn_time = \"0s\"\nanswer_delay = \"40s\"\ncall_at = [\"1s\"]";
+    // The call times out at 3 s (its reader stays blocked); the worker is
+    // busy until 41 s. Tick at 30 s: in_flight is 0 again, so it pings;
+    // the ping waits behind the request and times out at 35 s (a second
+    // blocked reader). At 41 s the result goes to the first orphan, the
+    // pong to the second: both threads are free by the tick at 65 s, whose
+    // ping gets its pong at once.
+    let lines = decisions("70s", "call_timeout = \"2s\"", roles);
+    assert!(
+        has(&lines, "0:00:03.000 call-failed TimeoutError embed#1"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:35.000 ping-failed TimeoutError -"),
+        "{lines:#?}"
+    );
+    assert!(has(&lines, "0:01:05.000 ping-ok - -"), "{lines:#?}");
+    assert_eq!(count(&lines, "executor-full"), 0, "{lines:#?}");
+}
