@@ -4,10 +4,16 @@
 
 use crate::scenario::Model;
 
+pub mod decnet;
 pub mod joinmarket;
 pub mod kstlib;
 pub mod nfd_s;
 
 /// Every model this build has, in the order `heartsim models` lists them
 /// (the first is `heartsim fuzz`'s default).
-pub static ALL: &[&dyn Model] = &[joinmarket::MODEL, kstlib::MODEL, nfd_s::MODEL];
+pub static ALL: &[&dyn Model] = &[
+    joinmarket::MODEL,
+    kstlib::MODEL,
+    nfd_s::MODEL,
+    decnet::MODEL,
+];
