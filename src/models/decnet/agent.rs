@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use heartsim_sim::{Deadline, Duration, Input, NodeId, Now, Outbox, Timestamp};
+use heartsim_sim::{ConnId, Deadline, Duration, Input, NodeId, Now, Outbox, Timestamp};
 
 use super::https::{Call, Outcome, Server, AGENT_TIMEOUTS};
 use super::kind;
@@ -96,6 +96,8 @@ pub struct Agent {
     /// Background operations: when each ends, its decky and operation.
     operations: Vec<(Timestamp, Arc<str>, Arc<str>)>,
     server: Server,
+    /// The bus client's UNIX-socket connection (`bus/unix_client.py`).
+    bus_conn: Option<ConnId>,
     next_bus: Option<Timestamp>,
     next_token: u64,
 }
@@ -111,6 +113,7 @@ impl Agent {
             pushes: Vec::new(),
             operations: Vec::new(),
             server: Server::default(),
+            bus_conn: None,
             next_bus: None,
             next_token: 1,
         }
@@ -198,23 +201,48 @@ impl Agent {
         } else {
             self.tick(now, out);
         }
-        if self.spec.bus.is_some() {
-            self.publish(now, out);
+        // `bus = get_bus(..); await bus.connect()` before the bus loop
+        // starts (`agent/app.py` l. 117-129).
+        if let Some(bus) = self.spec.bus {
+            self.bus_conn = Some(out.connect(bus));
         }
     }
 
     /// `publish_safely(bus, "system.agent.health", {"worker": "agent",
     /// "ts": time.time()})` then `sleep(30)` (`bus/publish.py` l. 102-112).
     fn publish(&mut self, now: Now, out: &mut Outbox<Msg>) {
-        if let Some(bus) = self.spec.bus {
+        if let Some(conn) = self.bus_conn {
+            let ts_us = now.wall.as_us();
             out.send(
-                bus,
+                conn,
                 Msg::Publish {
                     worker: "agent".into(),
-                    ts_us: now.wall.as_us(),
+                    ts_us,
                 },
             );
             self.next_bus = Some(now.mono + BUS_INTERVAL);
+        }
+    }
+
+    /// The bus connection's events. Connected: the bus loop starts. Failed:
+    /// `bus = None`, a no-op loop (l. 117-123). Lost: "No auto-reconnect in
+    /// MVP" (`bus/unix_client.py` l. 18-21): every later publish fails
+    /// with a logged warning (l. 185-191), so the agent's bus heartbeat is
+    /// gone until the agent restarts.
+    fn on_bus(&mut self, now: Now, input: &Input<Msg>, out: &mut Outbox<Msg>) {
+        let bus = self.spec.bus;
+        match input {
+            Input::Connected { .. } => self.publish(now, out),
+            Input::ConnectFailed { .. } => {
+                out.record(kind::BUS, bus, Some("unavailable".into()), None);
+                self.bus_conn = None;
+            }
+            Input::Closed { .. } | Input::Reset { .. } => {
+                out.record(kind::BUS, bus, Some("lost".into()), None);
+                self.bus_conn = None;
+                self.next_bus = None;
+            }
+            _ => {}
         }
     }
 
@@ -330,6 +358,10 @@ impl Agent {
 
     fn on_conn(&mut self, now: Now, input: Input<Msg>, out: &mut Outbox<Msg>) {
         let t = now.mono;
+        if self.bus_conn.is_some_and(|c| conn_of(&input) == Some(c)) {
+            self.on_bus(now, &input, out);
+            return;
+        }
         if let Loop::InFlight(call) = &mut self.beat {
             if call.owns(&input) {
                 if let Some(outcome) = call.on_input(t, &input, out) {
@@ -400,6 +432,19 @@ impl Agent {
             .chain(bus)
             .chain(ops)
             .min_by_key(|d| d.at)
+    }
+}
+
+/// The connection an input is about.
+pub fn conn_of(input: &Input<Msg>) -> Option<ConnId> {
+    match input {
+        Input::Connected { conn, .. }
+        | Input::ConnectFailed { conn, .. }
+        | Input::Accepted { conn, .. }
+        | Input::Data { conn, .. }
+        | Input::Closed { conn, .. }
+        | Input::Reset { conn, .. } => Some(*conn),
+        _ => None,
     }
 }
 

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use heartsim_sim::{Deadline, Duration, Input, NodeId, Now, Outbox, Timestamp};
+use heartsim_sim::{ConnId, Deadline, Duration, Input, NodeId, Now, Outbox, Timestamp};
 
 use super::db::{Access, Db, HostRow};
 use super::https::{Call, Outcome, CONTROL_TIMEOUTS};
@@ -52,6 +52,8 @@ pub struct ApiSpec {
     pub probe_every: Option<Duration>,
     /// On the API's monotonic clock, in time order.
     pub actions: Vec<(Timestamp, Action)>,
+    /// The bus daemon on the master's host, if any.
+    pub bus: Option<NodeId>,
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +85,8 @@ pub struct Api {
     next_action: usize,
     calls: Vec<(Call, Purpose)>,
     next_token: u64,
+    /// The registry's bus subscription.
+    bus_conn: Option<ConnId>,
 }
 
 /// The master's operator certificate (`OPERATOR_CNS`, `_mtls.py` l. 46).
@@ -103,6 +107,7 @@ impl Api {
             next_action: 0,
             calls: Vec::new(),
             next_token: 0,
+            bus_conn: None,
         }
     }
 
@@ -121,6 +126,13 @@ impl Api {
                     .iter()
                     .take_while(|(at, _)| *at < t)
                     .count();
+                // `get_registry().start(_bus)` subscribes `system.*.health`
+                // (`api.py` l. 218-223, `worker_registry.py` l. 112-150).
+                if let Some(bus) = self.spec.bus {
+                    let conn = out.connect(bus);
+                    out.send(conn, Msg::Subscribe);
+                    self.bus_conn = Some(conn);
+                }
                 self.on_timeout(now, out);
             }
             Input::Stop => {}
@@ -135,15 +147,29 @@ impl Api {
                     self.db.commit(&old, &db, out);
                 }
             }
+            Input::Recv { .. } => {}
             // `WorkerRegistry._on_event` -> `record(name, ts, payload)`
             // (l. 151-169).
-            Input::Recv {
+            Input::Data {
+                conn,
                 msg: Msg::Publish { worker, ts_us },
                 ..
-            } => {
+            } if Some(conn) == self.bus_conn => {
                 self.seen.insert(worker, ts_us);
             }
-            Input::Recv { .. } => {}
+            // The subscription ends with the bus's connection and is never
+            // renewed (`unix_client.py` l. 18-21, 260-264; `_run` returns,
+            // `worker_registry.py` l. 141-150): `seen` freezes.
+            Input::ConnectFailed { conn, .. }
+            | Input::Closed { conn, .. }
+            | Input::Reset { conn, .. }
+                if Some(conn) == self.bus_conn =>
+            {
+                let failed = matches!(input, Input::ConnectFailed { .. });
+                let reason = if failed { "unavailable" } else { "lost" };
+                out.record(kind::BUS, self.spec.bus, Some(reason.into()), None);
+                self.bus_conn = None;
+            }
             input => {
                 let Some(i) = self.calls.iter().position(|(c, _)| c.owns(&input)) else {
                     return;

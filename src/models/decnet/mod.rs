@@ -22,7 +22,7 @@ mod swarmctl;
 use std::borrow::Cow;
 
 use heartsim_sim::trace::{Reason, RecordKind};
-use heartsim_sim::{Deadline, FileDone, Input, Machine, NodeId, Now, Outbox};
+use heartsim_sim::{Deadline, FileDone, Input, Machine, Now, Outbox};
 use proptest::strategy::BoxedStrategy;
 use schemars::{JsonSchema, SchemaGenerator};
 
@@ -71,6 +71,7 @@ pub mod kind {
     pub const WORKER_STATUS: &str = "worker-status";
     pub const PROBE: &str = "probe";
     pub const OPERATOR: &str = "operator";
+    pub const BUS: &str = "bus";
 }
 
 const STATUSES: &[Reason] = &[Reason::Family("", "<HTTP status>")];
@@ -132,6 +133,11 @@ const RECORDS: &[RecordKind] = &[
     ),
     RecordKind::decision(kind::PROBE, &[Reason::Is("ok"), Reason::Is("HTTPStatusError"), Reason::Is("ConnectError"), Reason::Is("ConnectTimeout"), Reason::Is("WriteError"), Reason::Is("WriteTimeout"), Reason::Is("ReadError"), Reason::Is("ReadTimeout"), Reason::Is("RemoteProtocolError")], "api: an agent's GET /health probe ended"),
     RecordKind::decision(
+        kind::BUS,
+        &[Reason::Is("unavailable"), Reason::Is("lost")],
+        "agent or api: its bus connection failed or ended; the bus client never reconnects",
+    ),
+    RecordKind::decision(
         kind::OPERATOR,
         &[Reason::Is("decommission"), Reason::Is("enrol"), Reason::Is("enrol refused 409")],
         "api: an operator action",
@@ -192,11 +198,11 @@ impl scenario::Model for Decnet {
     }
 }
 
-/// The host-local bus daemon (`decnet/bus/worker.py`): it hands each
-/// publish to its subscribers (the main API's registry).
-#[derive(Clone, Debug)]
+/// The host-local bus daemon (`decnet/bus/worker.py`,
+/// `bus/unix_server.py`): it hands each publish to its subscribers' connections.
+#[derive(Clone, Debug, Default)]
 pub struct Bus {
-    subscribers: std::sync::Arc<[NodeId]>,
+    subscribers: std::collections::BTreeSet<heartsim_sim::ConnId>,
 }
 
 /// One DECNET process.
@@ -216,17 +222,32 @@ impl Machine for Node {
             Node::Agent(a) => a.handle(now, input, out),
             Node::Swarmctl(s) => s.handle(now, input, out),
             Node::Api(a) => a.handle(now, input, out),
-            Node::Bus(b) => {
-                if let Input::Recv {
+            Node::Bus(b) => match input {
+                Input::Start => out.listen(),
+                Input::Data {
+                    conn,
+                    msg: Msg::Subscribe,
+                    ..
+                } => {
+                    b.subscribers.insert(conn);
+                }
+                Input::Data {
                     msg: msg @ Msg::Publish { .. },
                     ..
-                } = input
-                {
-                    for s in b.subscribers.iter() {
+                } => {
+                    for s in &b.subscribers {
                         out.send(*s, msg.clone());
                     }
                 }
-            }
+                Input::Closed { conn, .. } => {
+                    b.subscribers.remove(&conn);
+                    out.close(conn);
+                }
+                Input::Reset { conn, .. } => {
+                    b.subscribers.remove(&conn);
+                }
+                _ => {}
+            },
         }
     }
 

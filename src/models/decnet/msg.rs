@@ -134,6 +134,8 @@ pub enum Msg {
         worker: Arc<str>,
         ts_us: u64,
     },
+    /// `SUB system.*.health` (the main API's worker registry).
+    Subscribe,
     /// The answer to a database file operation.
     File(FileDone),
 }
@@ -154,6 +156,7 @@ impl Msg {
                     heartsim_sim::Timestamp::from_us(*ts_us)
                 )
             }
+            Msg::Subscribe => "SUB system.*.health".into(),
             Msg::File(d) => format!("file #{}", d.token),
         }
     }

@@ -140,7 +140,7 @@ pub enum Role {
     Agent(Arc<AgentSpec>),
     Swarmctl,
     Api(Arc<ApiSpec>),
-    Bus(Arc<[NodeId]>),
+    Bus,
 }
 
 /// A checked DECNET scenario.
@@ -160,9 +160,7 @@ impl scenario::Setup for Setup {
             Role::Agent(spec) => Node::Agent(Box::new(Agent::new(spec.clone()))),
             Role::Swarmctl => Node::Swarmctl(Swarmctl::new(self.initial.clone())),
             Role::Api(spec) => Node::Api(Box::new(Api::new(spec.clone(), self.initial.clone()))),
-            Role::Bus(subs) => Node::Bus(Bus {
-                subscribers: subs.clone(),
-            }),
+            Role::Bus => Node::Bus(Bus::default()),
         }
     }
 
@@ -262,12 +260,14 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
             "swarmctl" => swarmctl = Some(NodeId(w.ids.start)),
             "api" => api = Some(NodeId(w.ids.start)),
             "agent" | "impostor" | "bus" => {}
-            other => return ctx.err(
-                kind.span(),
-                format!(
+            other => {
+                return ctx.err(
+                    kind.span(),
+                    format!(
                     "unknown node kind {other:?}: expected swarmctl, api, bus, agent or impostor"
                 ),
-            ),
+                )
+            }
         }
         check_kinds(ctx, kind.get_ref(), &k)?;
         keys.push(k);
@@ -316,16 +316,16 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
             let name = s.defs[id].name.as_str();
             roles[id] = Some(match kind {
                 "swarmctl" => Role::Swarmctl,
-                "bus" => {
-                    let subs: Vec<NodeId> = api
-                        .into_iter()
-                        .filter(|a| {
-                            s.defs[a.0].host.is_some() && s.defs[a.0].host == s.defs[id].host
-                        })
-                        .collect();
-                    Role::Bus(subs.into())
+                "bus" => Role::Bus,
+                "api" => {
+                    let host = s.defs[id].host;
+                    let bus = s
+                        .defs
+                        .iter()
+                        .position(|d| d.kind == "bus" && host.is_some() && d.host == host)
+                        .map(NodeId);
+                    Role::Api(Arc::new(api_spec(ctx, k, &node_of, bus)?))
                 }
-                "api" => Role::Api(Arc::new(api_spec(ctx, k, &node_of)?)),
                 _ => {
                     let impostor = kind == "impostor";
                     let spec = agent_spec(ctx, s, id, impostor, k, master, &node_of)?;
@@ -365,6 +365,7 @@ fn api_spec(
     ctx: &Context<'_>,
     k: &NodeKeys,
     node_of: &dyn Fn(&S<String>) -> Result<NodeId, ScenarioError>,
+    bus: Option<NodeId>,
 ) -> Result<ApiSpec, ScenarioError> {
     let mut actions = Vec::with_capacity(k.actions.len());
     for a in &k.actions {
@@ -374,43 +375,44 @@ fn api_spec(
             Some(d) => Ok(Arc::<str>::from(d.get_ref().as_str())),
             None => ctx.err(a.action.span(), "a deploy or mutate needs `decky`"),
         };
-        let action =
-            match a.action.get_ref().as_str() {
-                "decommission" => Action::Decommission { uuid },
-                "enrol" => Action::Enrol {
-                    name: a
-                        .name
-                        .as_ref()
-                        .map_or_else(|| uuid.clone(), |n| n.get_ref().as_str().into()),
-                    fingerprint: match &a.certificate {
-                        Some(c) => c.get_ref().as_str().into(),
-                        None => {
-                            return ctx.err(
-                                a.action.span(),
-                                "an enrol needs `certificate` (the new certificate's name)",
-                            )
-                        }
-                    },
-                    address: a
-                        .node
-                        .as_ref()
-                        .map(|n| node_of(n))
-                        .transpose()?
-                        .map(|n| n.0),
-                    uuid,
+        let action = match a.action.get_ref().as_str() {
+            "decommission" => Action::Decommission { uuid },
+            "enrol" => Action::Enrol {
+                name: a
+                    .name
+                    .as_ref()
+                    .map_or_else(|| uuid.clone(), |n| n.get_ref().as_str().into()),
+                fingerprint: match &a.certificate {
+                    Some(c) => c.get_ref().as_str().into(),
+                    None => {
+                        return ctx.err(
+                            a.action.span(),
+                            "an enrol needs `certificate` (the new certificate's name)",
+                        )
+                    }
                 },
-                op @ ("deploy" | "mutate") => Action::Deploy {
-                    decky: decky()?,
-                    operation: op.into(),
-                    uuid,
-                },
-                other => return ctx.err(
+                address: a
+                    .node
+                    .as_ref()
+                    .map(|n| node_of(n))
+                    .transpose()?
+                    .map(|n| n.0),
+                uuid,
+            },
+            op @ ("deploy" | "mutate") => Action::Deploy {
+                decky: decky()?,
+                operation: op.into(),
+                uuid,
+            },
+            other => {
+                return ctx.err(
                     a.action.span(),
                     format!(
                         "unknown action {other:?}: expected decommission, enrol, deploy or mutate"
                     ),
-                ),
-            };
+                )
+            }
+        };
         actions.push((when, action));
     }
     actions.sort_by_key(|(t, _)| *t);
@@ -426,6 +428,7 @@ fn api_spec(
             .map(|v| ctx.positive(v, "probe_every"))
             .transpose()?,
         actions,
+        bus,
     })
 }
 
