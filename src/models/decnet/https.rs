@@ -244,10 +244,15 @@ impl Call {
             (
                 Stage::Write | Stage::Read,
                 Input::Data {
-                    msg: Msg::Alert(_), ..
+                    msg: Msg::Alert(alert),
+                    ..
                 },
             ) => Some(Outcome::Error(HttpError::Read(
-                "SSLError: tlsv13 alert certificate required",
+                if &**alert == "unknown ca" {
+                    "SSLError: tlsv1 alert unknown ca"
+                } else {
+                    "SSLError: tlsv13 alert certificate required"
+                },
             ))),
             (
                 Stage::Write | Stage::Read,
