@@ -207,7 +207,7 @@ fn check_kinds(ctx: &Context<'_>, kind: &str, k: &NodeKeys) -> Result<(), Scenar
                 return ctx.err(
                     at,
                     format!(
-                        "`{name}` is a key of {} nodes, not of a {kind}",
+                        "`{name}` is a key of {} nodes, not of {kind} nodes",
                         kinds.join(" and ")
                     ),
                 );
@@ -218,7 +218,7 @@ fn check_kinds(ctx: &Context<'_>, kind: &str, k: &NodeKeys) -> Result<(), Scenar
         if kind != "api" {
             return ctx.err(
                 a.at.span(),
-                format!("`actions` is a key of the api node, not of a {kind}"),
+                format!("`actions` is a key of the api node, not of {kind} nodes"),
             );
         }
     }
