@@ -27,41 +27,48 @@ pub fn hub() -> NodeSection {
     section("m", "swarmctl", &NodeKeys::default())
 }
 
-/// An agent (enrolled or not, its own or another certificate, any body)
-/// or an impostor beating every 5..60 s.
+/// Mostly upstream's agent, enrolled with its own certificate (3 in 5,
+/// some of them reporting deployed deckies), else an agent or impostor of
+/// any identity (often claiming the first agent's uuid) and body shape,
+/// an impostor beating every 5..60 s.
 pub fn node() -> BoxedStrategy<NodeSection> {
-    (
+    let good = (any::<bool>(), 0u64..3).prop_map(|(deployed, tick)| {
+        let keys = NodeKeys {
+            tick_time: (tick > 0).then(|| sp(format!("{}ms", tick * 100))),
+            deployed: deployed.then(|| sp(true)),
+            deckies: if deployed {
+                vec![sp("d".into())]
+            } else {
+                Vec::new()
+            },
+            ..NodeKeys::default()
+        };
+        section("a", "agent", &keys)
+    });
+    let hostile = (
         any::<bool>(),
         0usize..4,
-        0usize..Shape::ALL.len(),
+        // Half of them well formed, so the identity checks run.
+        prop_oneof![Just(0usize), 0usize..Shape::ALL.len()],
         any::<bool>(),
         0usize..3,
         5u64..=60,
-        0u64..3,
     )
-        .prop_map(|(impostor, cert, shape, enrolled, uuid, interval, tick)| {
+        .prop_map(|(impostor, cert, shape, enrolled, claim, interval)| {
             let certificate = ["own", "none", "untrusted", "stolen"][cert];
             let body = Shape::ALL[shape].0;
             let keys = NodeKeys {
                 certificate: (certificate != "own").then(|| sp(certificate.into())),
                 body: (body != "upstream").then(|| sp(body.into())),
                 enrolled: (enrolled == impostor).then(|| sp(enrolled)),
-                host_uuid: (uuid == 1).then(|| sp("ghost".into())),
+                // Its own name, an unknown uuid, or the first agent's
+                // (the fuzzer keeps the first `a` as is).
+                host_uuid: [None, Some("ghost"), Some("a")][claim].map(|u| sp(u.into())),
                 interval: impostor.then(|| sp(format!("{interval}s"))),
-                tick_time: (tick > 0).then(|| sp(format!("{}ms", tick * 100))),
-                deployed: (!impostor && uuid == 2).then(|| sp(true)),
-                deckies: if !impostor && uuid == 2 {
-                    vec![sp("d".into())]
-                } else {
-                    Vec::new()
-                },
                 ..NodeKeys::default()
             };
-            section(
-                if impostor { "i" } else { "a" },
-                if impostor { "impostor" } else { "agent" },
-                &keys,
-            )
-        })
-        .boxed()
+            let kind = if impostor { "impostor" } else { "agent" };
+            section(if impostor { "i" } else { "a" }, kind, &keys)
+        });
+    prop_oneof![3 => good, 2 => hostile].boxed()
 }
