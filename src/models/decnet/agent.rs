@@ -81,7 +81,7 @@ enum Loop {
     Building {
         until: Timestamp,
     },
-    InFlight(Call),
+    InFlight(Box<Call>),
     /// `await asyncio.sleep(INTERVAL_S)`.
     Sleeping {
         until: Timestamp,
@@ -152,7 +152,7 @@ impl Agent {
             BEAT_TOKEN,
             out,
         );
-        self.beat = Loop::InFlight(call);
+        self.beat = Loop::InFlight(Box::new(call));
     }
 
     /// One tick starts: build the body, then POST.

@@ -333,11 +333,7 @@ impl Server {
                     _ => {}
                 }
             }
-            Input::Closed { conn, .. } => {
-                if self.conns.remove(&conn).is_some() {
-                    out.close(conn);
-                }
-            }
+            Input::Closed { conn, .. } if self.conns.remove(&conn).is_some() => out.close(conn),
             Input::Reset { conn, .. } => {
                 self.conns.remove(&conn);
             }

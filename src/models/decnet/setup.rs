@@ -169,12 +169,15 @@ impl scenario::Setup for Setup {
     }
 }
 
+/// A key as written (its span, if present) and the kinds that read it.
+type KindKey<'a> = (&'a str, Option<std::ops::Range<usize>>, &'a [&'a str]);
+
 /// Which kinds read each key.
 fn check_kinds(ctx: &Context<'_>, kind: &str, k: &NodeKeys) -> Result<(), ScenarioError> {
     let agentish: &[&str] = &["agent", "impostor"];
     let span = |o: Option<&S<String>>| o.map(|v| v.span());
     let bspan = |o: Option<&S<bool>>| o.map(|v| v.span());
-    let keys: [(&str, Option<std::ops::Range<usize>>, &[&str]); 17] = [
+    let keys: [KindKey<'_>; 17] = [
         ("host_uuid", span(k.host_uuid.as_ref()), agentish),
         ("identity", bspan(k.identity.as_ref()), &["agent"]),
         ("tls", bspan(k.tls.as_ref()), &["agent"]),
@@ -391,12 +394,7 @@ fn api_spec(
                         )
                     }
                 },
-                address: a
-                    .node
-                    .as_ref()
-                    .map(|n| node_of(n))
-                    .transpose()?
-                    .map(|n| n.0),
+                address: a.node.as_ref().map(node_of).transpose()?.map(|n| n.0),
                 uuid,
             },
             op @ ("deploy" | "mutate") => Action::Deploy {
