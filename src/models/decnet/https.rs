@@ -52,7 +52,7 @@ pub const AGENT_TIMEOUTS: Timeouts = Timeouts {
 
 /// The master's `_TIMEOUT_CONTROL = httpx.Timeout(connect=5.0, read=15.0,
 /// write=5.0, pool=5.0)` (`decnet/swarm/client.py` l. 58), used by the
-/// active probe and `/deploy` (l. 273).
+/// active probe and `/deploy` and `/mutate` (l. 256, 273).
 pub const CONTROL_TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_secs(5),
     read: Duration::from_secs(15),
