@@ -4,6 +4,7 @@
 
 use crate::scenario::Model;
 
+pub mod decnet;
 pub mod joinmarket;
 pub mod kstlib;
 pub mod lilbee;
@@ -16,4 +17,5 @@ pub static ALL: &[&dyn Model] = &[
     kstlib::MODEL,
     nfd_s::MODEL,
     lilbee::MODEL,
+    decnet::MODEL,
 ];

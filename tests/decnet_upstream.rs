@@ -1,0 +1,520 @@
+//! DECNET's points, each checked so that a model off by one step or one
+//! comparison fails: the agent loop and httpx's timeouts through small
+//! scenarios on the engine, the master's handler and sweep on the
+//! database directly. Upstream: DECNET v1.0.0 (36353026), httpx 0.28.1,
+//! httpcore 1.0.9; line numbers in docs/models/decnet.md.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use heartsim::models::decnet::db::{Db, HostRow, LifecycleRow, TopologyRow};
+use heartsim::models::decnet::msg::{Body, Cert, Delta, Json, Status, Topology};
+use heartsim::models::ALL;
+use heartsim::run::run;
+use heartsim::scenario::Scenario;
+use heartsim_sim::trace::Level;
+
+/// Run a decnet scenario (master `m` on host `master`, then `nodes`) and
+/// give its decisions as `time node kind reason` lines.
+fn decisions(latency: &str, duration: &str, nodes: &str) -> Vec<String> {
+    let text = format!(
+        r#"
+version = 1
+[scenario]
+name = "upstream point"
+model = "decnet"
+profile = "decnet-1.0.0"
+duration = "{duration}"
+[network]
+latency = "{latency}"
+[[host]]
+name = "master"
+[[node]]
+name = "m"
+kind = "swarmctl"
+host = "master"
+{nodes}
+"#
+    );
+    let s = Scenario::parse(ALL, Path::new("decnet.toml"), &text).expect("valid scenario");
+    let t = run(&s, None, Level::Decision).expect("within limits").trace;
+    t.decisions()
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r.t,
+                t.node_name(r.node),
+                r.kind,
+                r.reason.as_deref().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+fn having<'a>(lines: &'a [String], pat: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.contains(pat))
+        .collect()
+}
+
+/// `_loop`: tick then `sleep(30)` (heartbeat.py l. 101-108): the first POST
+/// at once, the next 30 s after the previous tick *ended* (here a 250 ms
+/// body build on a zero-latency link).
+#[test]
+fn first_post_at_once_then_30s_after_the_tick_ended() {
+    let d = decisions(
+        "0ms",
+        "65s",
+        "[[node]]\nname = \"a1\"\nkind = \"agent\"\ntick_time = \"250ms\"\n",
+    );
+    assert_eq!(
+        having(&d, "a1 beat "),
+        [
+            "0:00:00.250 a1 beat 204",
+            "0:00:30.500 a1 beat 204",
+            "0:01:00.750 a1 beat 204"
+        ]
+    );
+}
+
+/// Only 204 is quiet (l. 89); a 403 is logged and the loop keeps its 30 s
+/// period: no backoff, no jitter.
+#[test]
+fn rejected_beats_keep_the_period() {
+    let d = decisions(
+        "0ms",
+        "95s",
+        "[[node]]\nname = \"a1\"\nkind = \"agent\"\ncertificate = \"a2\"\n",
+    );
+    assert_eq!(
+        having(&d, "beat-rejected"),
+        [
+            "0:00:00.000 a1 beat-rejected 403",
+            "0:00:30.000 a1 beat-rejected 403",
+            "0:01:00.000 a1 beat-rejected 403",
+            "0:01:30.000 a1 beat-rejected 403"
+        ]
+    );
+}
+
+/// `connect` bounds `connect_tcp` and then, afresh, `start_tls`
+/// (connection.py l. 106-155): a master whose kernel accepts but whose
+/// process is paused gives ConnectTimeout 5 s after the TCP connect
+/// completed (0.020), not 5 s after it began.
+#[test]
+fn connect_timeout_applies_to_tcp_and_again_to_tls() {
+    let d = decisions(
+        "10ms",
+        "20s",
+        "[[node]]\nname = \"a1\"\nkind = \"agent\"\n[[fault]]\nat = \"0s\"\nkind = \"pause\"\nnode = \"m\"\n",
+    );
+    assert_eq!(
+        having(&d, "beat-failed"),
+        ["0:00:05.020 a1 beat-failed ConnectTimeout"]
+    );
+}
+
+/// An unanswered SYN: ConnectTimeout at 5 s (SYNs at 0, 1, 3 s), not the
+/// kernel's 127 s.
+#[test]
+fn unanswered_syn_times_out_at_5s() {
+    let d = decisions(
+        "10ms",
+        "20s",
+        "[[node]]\nname = \"a1\"\nkind = \"agent\"\n[[fault]]\nat = \"0s\"\nkind = \"partition\"\ngroups = [[\"m\"], [\"a1\"]]\n",
+    );
+    assert_eq!(
+        having(&d, "beat-failed"),
+        ["0:00:05.000 a1 beat-failed ConnectTimeout"]
+    );
+}
+
+/// The read timer (10 s) starts once the request is written (0.040): a
+/// master paused after sending its TLS flight (0.030) gives ReadTimeout at
+/// 10.040; the loop then sleeps 30 s.
+#[test]
+fn read_timeout_10s_after_the_request() {
+    let d = decisions(
+        "10ms",
+        "50s",
+        "[[node]]\nname = \"a1\"\nkind = \"agent\"\n[[fault]]\nat = \"35ms\"\nkind = \"pause\"\nnode = \"m\"\n",
+    );
+    // The next tick (40.040) connects (the paused master's kernel answers)
+    // and its TLS handshake times out 5 s after the connect: 45.060.
+    assert_eq!(
+        having(&d, "beat-failed"),
+        [
+            "0:00:10.040 a1 beat-failed ReadTimeout",
+            "0:00:45.060 a1 beat-failed ConnectTimeout"
+        ]
+    );
+}
+
+/// A FIN before the response is RemoteProtocolError ("Server disconnected
+/// without sending a response.", http11.py l. 228-231); a RST is ReadError
+/// (anyio.py l. 26-31); a refused SYN is ConnectError: distinct exceptions.
+#[test]
+fn fin_reset_and_refused_are_distinct_errors() {
+    let killed = decisions(
+        "10ms",
+        "20s",
+        "[[node]]\nname = \"a1\"\nkind = \"agent\"\n[[fault]]\nat = \"35ms\"\nkind = \"pause\"\nnode = \"m\"\n[[fault]]\nat = \"1s\"\nkind = \"kill\"\nnode = \"m\"\n",
+    );
+    assert_eq!(
+        having(&killed, "beat-failed"),
+        ["0:00:01.010 a1 beat-failed RemoteProtocolError"]
+    );
+    let crashed = decisions(
+        "10ms",
+        "20s",
+        "[[node]]\nname = \"a1\"\nkind = \"agent\"\n[[fault]]\nat = \"35ms\"\nkind = \"crash\"\nnode = \"m\"\n[[fault]]\nat = \"1s\"\nkind = \"restart\"\nnode = \"m\"\n",
+    );
+    let failed = having(&crashed, "beat-failed");
+    assert_eq!(failed.len(), 1, "{crashed:#?}");
+    assert!(
+        failed[0].ends_with("a1 beat-failed ReadError"),
+        "{failed:?}"
+    );
+    let refused = decisions(
+        "10ms",
+        "20s",
+        "[[node]]\nname = \"a1\"\nkind = \"agent\"\nstart = \"1s\"\n[[fault]]\nat = \"0s\"\nkind = \"kill\"\nnode = \"m\"\n",
+    );
+    assert_eq!(
+        having(&refused, "beat-failed"),
+        ["0:00:01.020 a1 beat-failed ConnectError"]
+    );
+}
+
+/// `keepalive_expiry` 5 s < 30 s: every tick opens its own connection.
+#[test]
+fn every_tick_opens_a_new_connection() {
+    let text = r#"
+version = 1
+[scenario]
+name = "keepalive"
+model = "decnet"
+profile = "decnet-1.0.0"
+duration = "100s"
+[[host]]
+name = "master"
+[[node]]
+name = "m"
+kind = "swarmctl"
+host = "master"
+[[node]]
+name = "a1"
+kind = "agent"
+"#;
+    let s = Scenario::parse(ALL, Path::new("k.toml"), text).expect("valid");
+    let t = run(&s, None, Level::Net).expect("runs").trace;
+    let connects = t
+        .records()
+        .filter(|r| r.kind == "connect" && t.node_name(r.node) == "a1")
+        .count();
+    let beats = t.decisions().filter(|r| r.kind == "beat").count();
+    assert_eq!((connects, beats), (4, 4));
+}
+
+/// The panel's window is `seconds_since < 90` (worker_registry.py l. 96):
+/// a bus beat stamped 0:00:00 is `ok` at the poll at 89 s and `stale` at
+/// the one at exactly 90 s.
+#[test]
+fn panel_stale_at_exactly_90s() {
+    let d = decisions(
+        "0ms",
+        "100s",
+        r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+panel_every = "1s"
+[[node]]
+name = "b"
+kind = "bus"
+host = "master"
+[[node]]
+name = "a1"
+kind = "agent"
+host = "master"
+bus = "b"
+[[fault]]
+at = "10s"
+kind = "kill"
+node = "b"
+"#,
+    );
+    assert_eq!(
+        having(&d, "worker-status"),
+        [
+            "0:00:01.000 api worker-status ok",
+            "0:01:30.000 api worker-status stale"
+        ]
+    );
+}
+
+/// A /deploy that cannot be dispatched fails its row at once with the
+/// exception's name (`SwarmDeployStrategy`, strategies.py l. 217-232).
+#[test]
+fn failed_dispatch_fails_the_row() {
+    let d = decisions(
+        "10ms",
+        "10s",
+        r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+actions = [{ at = "1s", action = "deploy", host_uuid = "a1", decky = "d1" }]
+[[node]]
+name = "a1"
+kind = "agent"
+[[fault]]
+at = "500ms"
+kind = "kill"
+node = "a1"
+"#,
+    );
+    assert_eq!(
+        having(&d, "lifecycle-row"),
+        [
+            "0:00:01.000 api lifecycle-row running",
+            "0:00:01.020 api lifecycle-row failed"
+        ]
+    );
+}
+
+// ---- the handler and the sweep, on the database ----
+
+fn host(fp: &str) -> HostRow {
+    HostRow {
+        name: "a1".into(),
+        fingerprint: fp.into(),
+        status: "enrolled".into(),
+        last_heartbeat: None,
+        address: Some(1),
+    }
+}
+
+fn db() -> Db {
+    let mut db = Db::default();
+    db.hosts.insert("a1".into(), host("a1"));
+    db
+}
+
+fn body(uuid: &str, status: Option<Status>, lifecycle: Option<Vec<Delta>>) -> Body {
+    Body::Object {
+        host_uuid: Some(Json::Str(uuid.into())),
+        agent_version: None,
+        status: status.map(Json::Status),
+        topology: None,
+        lifecycle,
+    }
+}
+
+fn idle() -> Option<Status> {
+    Some(Status {
+        deployed: false,
+        deckies: vec![],
+    })
+}
+
+fn cert(f: &str) -> Cert {
+    Cert::Signed(f.into())
+}
+
+/// 422 before 404 before 403 (api_heartbeat.py l. 235-240, 64-72).
+#[test]
+fn handler_order_422_404_403_204() {
+    let mut d = db();
+    assert_eq!(
+        d.heartbeat(5, &Cert::None, &body("ghost", None, None)).0,
+        422
+    );
+    assert_eq!(d.heartbeat(5, &Cert::None, &Body::NotJson).0, 422);
+    assert_eq!(
+        d.heartbeat(5, &Cert::None, &body("ghost", idle(), None)),
+        (404, "unknown host")
+    );
+    assert_eq!(
+        d.heartbeat(5, &Cert::None, &body("a1", idle(), None)),
+        (403, "peer cert unavailable")
+    );
+    assert_eq!(
+        d.heartbeat(5, &cert("a2"), &body("a1", idle(), None)),
+        (403, "cert fingerprint mismatch")
+    );
+    assert_eq!(d, db(), "nothing changed");
+    assert_eq!(
+        d.heartbeat(5, &cert("a1"), &body("a1", idle(), None)),
+        (204, "")
+    );
+    assert_eq!(d.hosts["a1"].status, "active");
+    assert_eq!(d.hosts["a1"].last_heartbeat, Some(5));
+    // An empty pinned fingerprint matches nothing (l. 70-71).
+    let mut e = Db::default();
+    e.hosts.insert("a1".into(), host(""));
+    assert_eq!(e.heartbeat(5, &cert(""), &body("a1", idle(), None)).0, 403);
+}
+
+fn row(started: u64, status: &str) -> LifecycleRow {
+    LifecycleRow {
+        decky: "d1".into(),
+        operation: "deploy".into(),
+        host: "a1".into(),
+        status: status.into(),
+        started_at: started,
+        completed_at: None,
+        error: None,
+    }
+}
+
+fn delta(status: &str, error: Option<String>, at: Option<u64>) -> Delta {
+    Delta {
+        decky: "d1".into(),
+        operation: "deploy".into(),
+        status: status.into(),
+        error: error.map(Arc::from),
+        completed_at_us: at,
+    }
+}
+
+/// Deltas go to the newest open row (decky_lifecycle.py l. 74-86); only
+/// running/succeeded/failed (l. 172); error cut to 2000 (l. 197); the
+/// delta's completed_at, else the master's for a terminal status only.
+#[test]
+fn deltas_newest_open_row_statuses_truncation_and_completed_at() {
+    let mut d = db();
+    d.lifecycle.insert(1, row(10, "running"));
+    d.lifecycle.insert(2, row(20, "pending"));
+    d.lifecycle.insert(3, row(30, "succeeded"));
+    let long = "x".repeat(2500);
+    d.heartbeat(
+        100,
+        &cert("a1"),
+        &body("a1", idle(), Some(vec![delta("failed", Some(long), None)])),
+    );
+    assert_eq!(
+        d.lifecycle[&2].status, "failed",
+        "the newest open row, not the terminal one"
+    );
+    assert_eq!(d.lifecycle[&2].error.as_ref().map(String::len), Some(2000));
+    assert_eq!(d.lifecycle[&2].completed_at, Some(100));
+    d.heartbeat(
+        110,
+        &cert("a1"),
+        &body("a1", idle(), Some(vec![delta("pending", None, None)])),
+    );
+    assert_eq!(
+        d.lifecycle[&1].status, "running",
+        "pending is not a delta status"
+    );
+    d.heartbeat(
+        120,
+        &cert("a1"),
+        &body("a1", idle(), Some(vec![delta("running", None, None)])),
+    );
+    assert_eq!(
+        d.lifecycle[&1].completed_at, None,
+        "running stamps no completed_at"
+    );
+    d.heartbeat(
+        130,
+        &cert("a1"),
+        &body("a1", idle(), Some(vec![delta("succeeded", None, Some(77))])),
+    );
+    assert_eq!(
+        (
+            d.lifecycle[&1].status.as_str(),
+            d.lifecycle[&1].completed_at
+        ),
+        ("succeeded", Some(77))
+    );
+    let before = d.clone();
+    d.heartbeat(
+        140,
+        &cert("a1"),
+        &body("a1", idle(), Some(vec![delta("failed", None, None)])),
+    );
+    assert_eq!(d.lifecycle, before.lifecycle, "no open row: dropped");
+}
+
+/// Shards only when `status.deployed` (l. 251-253), keyed by decky name.
+#[test]
+fn shards_only_when_deployed() {
+    let mut d = db();
+    let s = Status {
+        deployed: false,
+        deckies: vec![("d1".into(), true)],
+    };
+    d.heartbeat(1, &cert("a1"), &body("a1", Some(s), None));
+    assert!(d.shards.is_empty());
+    let s = Status {
+        deployed: true,
+        deckies: vec![("d1".into(), true), ("d2".into(), false)],
+    };
+    d.heartbeat(2, &cert("a1"), &body("a1", Some(s), None));
+    assert_eq!(d.shards["d1"].state, "running");
+    assert_eq!(d.shards["d2"].state, "degraded");
+}
+
+/// Resync (l. 103-137): flagged when the hash differs, is empty or
+/// missing, or another id is reported; not when id and hash match; a
+/// flagged topology is skipped.
+#[test]
+fn topology_resync_rules() {
+    let check = |reported: Option<Topology>| {
+        let mut d = db();
+        d.topologies.insert(
+            "t1".into(),
+            TopologyRow {
+                host: "a1".into(),
+                hash: "h".into(),
+                needs_resync: false,
+            },
+        );
+        let mut b = body("a1", idle(), None);
+        if let Body::Object { topology, .. } = &mut b {
+            *topology = reported;
+        }
+        d.heartbeat(1, &cert("a1"), &b);
+        d.topologies["t1"].needs_resync
+    };
+    let topo = |id: &str, hash: &str| {
+        Some(Topology {
+            id: id.into(),
+            hash: hash.into(),
+        })
+    };
+    assert!(!check(topo("t1", "h")));
+    assert!(check(topo("t1", "other")));
+    assert!(check(topo("t1", "")));
+    assert!(check(topo("t2", "h")));
+    assert!(check(None));
+}
+
+/// The sweep: open rows with `started_at < now - 1 h`, strictly
+/// (decky_lifecycle.py l. 97-98).
+#[test]
+fn sweep_is_strict_and_open_rows_only() {
+    let hour = 3_600_000_000;
+    let mut d = db();
+    d.lifecycle.insert(1, row(1_000, "running"));
+    d.lifecycle.insert(2, row(999, "pending"));
+    d.lifecycle.insert(3, row(0, "succeeded"));
+    d.sweep(hour + 1_000);
+    assert_eq!(
+        d.lifecycle[&1].status, "running",
+        "started_at == cutoff is kept"
+    );
+    assert_eq!(d.lifecycle[&2].status, "failed");
+    assert_eq!(
+        d.lifecycle[&2].error.as_deref(),
+        Some("master restarted during operation")
+    );
+    assert_eq!(d.lifecycle[&2].completed_at, Some(hour + 1_000));
+    assert_eq!(d.lifecycle[&3].status, "succeeded");
+}
