@@ -1,0 +1,169 @@
+"""The differential oracle (docs/oracle.md): run heartsim scenarios through
+the Rust model (`heartsim run`) and through the real upstream code (a
+runner per upstream system), and compare their decision records exactly:
+time, kind, node, peer and reason.
+
+    python tests/oracle/oracle.py --heartsim target/debug/heartsim FILE...
+    python tests/oracle/oracle.py --heartsim BIN --fuzz 200 --seed 2026112721
+
+Exit status: 0 every scenario agrees, 1 a difference (the first is printed
+with the command that replays it), 2 bad input or a harness error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from concurrent.futures import ProcessPoolExecutor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+# One runner per upstream system: the model it checks, its module, and
+# the record kinds it produces (the model's decision records; the engine's
+# fault records are inputs, not compared).
+RUNNERS = {
+    "kstlib": (
+        "kstlib_runner",
+        {
+            "beat", "missed-beat", "target-dead", "alert", "callback-failed", "loop-died",
+            "start-error", "alive", "dead", "fired", "rearmed", "watchdog-reset",
+        },
+    ),
+}
+
+FIELDS = ("t_us", "node", "kind", "peer", "reason")
+
+
+def key(r: dict) -> tuple:
+    return tuple(r.get(f) for f in FIELDS)
+
+
+def ordered(records: list[dict]) -> list[dict]:
+    """By time, then node; each node's own records keep their order.
+    (Records of two nodes at one instant have no order upstream: their
+    threads race.)"""
+    return sorted(records, key=lambda r: (r["t_us"], r["node"]))
+
+
+def show(r: dict | None) -> str:
+    if r is None:
+        return "<none>"
+    t = r["t_us"]
+    s = f"{t // 3_600_000_000}:{t // 60_000_000 % 60:02}:{t // 1_000_000 % 60:02}.{t % 1_000_000:06}"
+    return f"{s}  {r['node']:<8} {r['kind']:<14} {r.get('peer') or '':<8} {r.get('reason') or ''}  ({r.get('msg') or ''})"
+
+
+def model_records(heartsim: str, path: str, kinds: set[str]) -> list[dict]:
+    p = subprocess.run(
+        [heartsim, "run", path, "--format", "jsonl", "--decisions"],
+        capture_output=True,
+        text=True,
+    )
+    if p.returncode not in (0, 1):
+        raise RuntimeError(f"heartsim run {path} exited {p.returncode}: {p.stderr.strip()}")
+    out = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    return [r for r in out if r["kind"] in kinds]
+
+
+def check(heartsim: str, path: str, replay: str) -> tuple[str, str]:
+    """("ok" | "differ" | "skip" | "error", report)."""
+    with open(path, "rb") as f:
+        model = tomllib.load(f)["scenario"]["model"]
+    if model not in RUNNERS:
+        return "skip", f"{path}: no oracle for model {model!r}"
+    module, kinds = RUNNERS[model]
+    runner = __import__(module)
+    try:
+        want = ordered(model_records(heartsim, path, kinds))
+        got = ordered(runner.run(path))
+    except Exception as e:  # noqa: BLE001 - a harness error names the file
+        import traceback
+
+        return "error", f"{path}: {type(e).__name__}: {e}\n{traceback.format_exc()}\n  replay: {replay} {path}"
+    for i in range(max(len(want), len(got))):
+        a = want[i] if i < len(want) else None
+        b = got[i] if i < len(got) else None
+        if a is None or b is None or key(a) != key(b):
+            ctx = "\n".join("    " + show(r) for r in want[max(0, i - 3) : i])
+            return "differ", (
+                f"{path}: the model and upstream differ at decision record {i + 1}"
+                f" (of {len(want)} model, {len(got)} upstream):\n"
+                f"  before it (both):\n{ctx or '    <nothing>'}\n"
+                f"  model:    {show(a)}\n"
+                f"  upstream: {show(b)}\n"
+                f"  replay: {replay} {path}"
+            )
+    return "ok", f"{path}: {len(want)} decision records agree"
+
+
+def _check_one(args):
+    heartsim, path, replay = args
+    return path, check(heartsim, path, replay)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("files", nargs="*")
+    ap.add_argument("--heartsim", required=True, help="the heartsim binary")
+    ap.add_argument("--fuzz", type=int, metavar="N", help="also N generated cases (heartsim fuzz --emit)")
+    ap.add_argument("--model", default="kstlib", help="the model whose generator --fuzz uses")
+    ap.add_argument("--seed", type=int, default=0, help="the generator's seed for --fuzz")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--replay", default=None, help="the replay command prefix to print")
+    ap.add_argument("--keep-going", action="store_true", help="report every difference, not the first")
+    a = ap.parse_args()
+    replay = a.replay or f"{sys.executable} {os.path.relpath(__file__)} --heartsim {a.heartsim}"
+    files = list(a.files)
+    tmp = None
+    started = time.monotonic()
+    if a.fuzz:
+        tmp = tempfile.mkdtemp(prefix="oracle-fuzz-", dir=os.environ.get("ORACLE_FUZZ_DIR"))
+        p = subprocess.run(
+            [a.heartsim, "fuzz", "--model", a.model, "--cases", str(a.fuzz), "--seed", str(a.seed), "--emit", tmp],
+            capture_output=True,
+            text=True,
+        )
+        if p.returncode != 0:
+            print(f"error: heartsim fuzz --emit: {p.stderr.strip()}", file=sys.stderr)
+            return 2
+        files += sorted(
+            (os.path.join(tmp, f) for f in os.listdir(tmp)),
+            key=lambda f: int(f.rsplit("-", 1)[1].split(".")[0]),
+        )
+    counts = {"ok": 0, "differ": 0, "skip": 0, "error": 0}
+    first_bad = None
+    jobs = [(a.heartsim, f, replay) for f in files]
+    results = (
+        map(_check_one, jobs)
+        if a.jobs <= 1
+        else ProcessPoolExecutor(a.jobs).map(_check_one, jobs, chunksize=4)
+    )
+    for path, (status, report) in results:
+        counts[status] += 1
+        if status in ("differ", "error"):
+            print(report, flush=True)
+            first_bad = first_bad or status
+            if not a.keep_going:
+                break
+        elif status == "skip" or not a.fuzz:
+            print(f"{status}: {report}", flush=True)
+    took = time.monotonic() - started
+    fuzz = f" ({a.fuzz} generated, seed {a.seed})" if a.fuzz else ""
+    print(
+        f"oracle: {counts['ok']} passed, {counts['differ'] + counts['error']} failed, "
+        f"{counts['skip']} skipped{fuzz} in {took:.1f} s"
+    )
+    if first_bad == "error":
+        return 2
+    return 1 if first_bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
