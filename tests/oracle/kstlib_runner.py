@@ -211,6 +211,10 @@ pathlib.Path.read_text = _read_text
 # --- What a reader read, and why upstream's answer is what it is.
 
 
+_parsed: dict = {}
+_UNPARSABLE = object()
+
+
 def classify(data: bytes | None, missing: bool, reader: str, now_wall_us: int, max_age: float):
     """The model's reason for a reader's verdict on the bytes upstream just
     read (the same instant, nothing ran in between), decided with Python's
@@ -219,9 +223,16 @@ def classify(data: bytes | None, missing: bool, reader: str, now_wall_us: int, m
         return False, "no state file", None
     if data is None:
         return False, "unreadable", None
-    try:
-        d = json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    d = _parsed.get(data, _parsed)
+    if d is _parsed:
+        try:
+            d = json.loads(data.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            d = _UNPARSABLE
+        if len(_parsed) > 4096:
+            _parsed.clear()
+        _parsed[data] = d
+    if d is _UNPARSABLE:
         return False, "unparsable", None
     if not isinstance(d, dict):
         return False, "not a JSON object", None
@@ -284,6 +295,8 @@ class Runner:
         logger.handlers[:] = [_CallbackLog(self)]
         logger.propagate = False
         logger.setLevel(logging.WARNING)
+        # A killed process leaves its loop's tasks pending: nothing to say.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
     # -- records
 

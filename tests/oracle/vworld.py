@@ -66,6 +66,8 @@ class Clock:
         self.anchor_m = 0
 
     def mono(self, g: int) -> int:
+        if self.drift == 0:
+            return max(0, self.anchor_m + g - self.anchor_g) if g >= self.anchor_g else self.anchor_m
         span = max(0, g - self.anchor_g)
         d = span * self.drift
         q = abs(d) // US * (1 if d >= 0 else -1)  # Rust's i128 division truncates
