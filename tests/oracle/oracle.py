@@ -73,7 +73,8 @@ def model_records(heartsim: str, path: str, kinds: set[str]) -> list[dict]:
 
 
 def check(heartsim: str, path: str, replay: str) -> tuple[str, str]:
-    """("ok" | "differ" | "skip" | "error", report)."""
+    """("ok" | "differ" | "skip" | "error", report); a difference's report
+    starts its second part with the upstream side's key after `@@`."""
     with open(path, "rb") as f:
         model = tomllib.load(f)["scenario"]["model"]
     if model not in RUNNERS:
@@ -99,6 +100,7 @@ def check(heartsim: str, path: str, replay: str) -> tuple[str, str]:
                 f"  model:    {show(a)}\n"
                 f"  upstream: {show(b)}\n"
                 f"  replay: {replay} {path}"
+                f"@@{' '.join(str(x) for x in key(b)) if b else '<none>'}"
             )
     return "ok", f"{path}: {len(want)} decision records agree"
 
@@ -118,6 +120,11 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--replay", default=None, help="the replay command prefix to print")
     ap.add_argument("--keep-going", action="store_true", help="report every difference, not the first")
+    ap.add_argument(
+        "--expect-difference",
+        action="store_true",
+        help="each file must differ (a known model divergence, docs/oracle.md): it passes if the oracle finds a difference",
+    )
     a = ap.parse_args()
     replay = a.replay or f"{sys.executable} {os.path.relpath(__file__)} --heartsim {a.heartsim}"
     files = list(a.files)
@@ -146,20 +153,35 @@ def main() -> int:
         else ProcessPoolExecutor(a.jobs).map(_check_one, jobs, chunksize=4)
     )
     for path, (status, report) in results:
+        report, _, upstream_key = report.partition("@@")
+        if a.expect_difference:
+            # The file names the upstream record where the difference shows:
+            # `# upstream-first-difference: t_us node kind peer reason`.
+            want = None
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("# upstream-first-difference: "):
+                        want = line.split(": ", 1)[1].strip()
+            if status == "differ" and want == upstream_key:
+                print(f"ok (differs, as documented): {report}", flush=True)
+                status = "ok"
+            elif status in ("ok", "differ"):
+                status, report = "differ", (
+                    f"{path}: expected the documented difference (upstream {want}); got: "
+                    + ("agreement" if status == "ok" else f"{upstream_key}\n{report}")
+                )
         counts[status] += 1
         if status in ("differ", "error"):
             print(report, flush=True)
             first_bad = first_bad or status
             if not a.keep_going:
                 break
-        elif status == "skip" or not a.fuzz:
+        elif status == "skip" or (not a.fuzz and not a.expect_difference):
             print(f"{status}: {report}", flush=True)
     took = time.monotonic() - started
     fuzz = f" ({a.fuzz} generated, seed {a.seed})" if a.fuzz else ""
-    print(
-        f"oracle: {counts['ok']} passed, {counts['differ'] + counts['error']} failed, "
-        f"{counts['skip']} skipped{fuzz} in {took:.1f} s"
-    )
+    print(f"oracle: {len(files)} scenarios{fuzz}, {took:.1f} s")
+    print(f"oracle: {counts['ok']} passed, {counts['differ'] + counts['error']} failed, {counts['skip']} skipped")
     if first_bad == "error":
         return 2
     return 1 if first_bad else 0
