@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use heartsim::fuzz::{build, case_strategy, emit, fuzz, to_toml, FaultKind, FuzzConfig, GenOptions};
+use heartsim::fuzz::{
+    build, case_strategy, emit, fuzz, to_toml, FaultKind, FuzzConfig, GenOptions,
+};
 use heartsim::jobs::Shard;
 use heartsim::models::joinmarket::{Profile, MODEL};
 use heartsim::models::ALL;
