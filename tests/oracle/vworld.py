@@ -105,9 +105,6 @@ class Entry:
     def __init__(self, t, cls, seq, fn):
         self.t, self.cls, self.seq, self.fn, self.live = t, cls, seq, fn, True
 
-    def __lt__(self, other):
-        return (self.t, self.cls, self.seq) < (other.t, other.cls, other.seq)
-
 
 class World:
     """The event queue and the greenlets of every process."""
@@ -118,7 +115,7 @@ class World:
         self.now = 0
         self.end = end_us
         self.seq = 0
-        self.heap: list[Entry] = []
+        self.heap: list[tuple] = []
         # Wake-ups that happen at once (a thread started, an event set, an
         # executor's result): run before the next queued event, as the
         # engine carries out a dispatch's own outputs before the next event.
@@ -132,7 +129,8 @@ class World:
     def at(self, t: int, fn, cls: int = OTHER) -> Entry:
         self.seq += 1
         e = Entry(max(t, self.now), cls, self.seq, fn)
-        heapq.heappush(self.heap, e)
+        # Tuples compare in C; `seq` is unique, so the entry never is.
+        heapq.heappush(self.heap, (e.t, cls, self.seq, e))
         return e
 
     def soon(self, fn) -> None:
@@ -143,11 +141,11 @@ class World:
         while True:
             while self.ready:
                 self.ready.popleft()()
-            while heap and not heap[0].live:
+            while heap and not heap[0][3].live:
                 heapq.heappop(heap)
-            if not heap or heap[0].t > self.end:
+            if not heap or heap[0][0] > self.end:
                 break
-            e = heapq.heappop(heap)
+            e = heapq.heappop(heap)[3]
             self.now = e.t
             self.events += 1
             if self.events > self.max_events:
@@ -576,6 +574,9 @@ class VExecutor(concurrent.futures.ThreadPoolExecutor):
         super().__init__(max_workers=1)
         self._proc = proc
         self._workers: list[Actor] = []
+        self._jobs: deque = deque()
+        self._waiters: list[Actor] = []
+        self._closing = False
 
     def submit(self, fn, /, *args, **kwargs):
         f = concurrent.futures.Future()
@@ -592,14 +593,38 @@ class VExecutor(concurrent.futures.ThreadPoolExecutor):
             else:
                 f.set_result(r)
 
-        self._workers.append(self._proc.spawn(run, "executor"))
+        # An idle worker takes it at once, as the pool's idle thread would;
+        # else a new worker (the pool grows; none is ever busy twice).
+        self._jobs.append(run)
+        idle = next((w for w in self._workers if w.idle), None)
+        if idle is not None:
+            idle.idle = False
+            idle.wake("job")
+        else:
+            w = self._proc.spawn(lambda: self._work(w), "executor")
+            w.idle = False
+            self._workers.append(w)
         return f
 
+    def _work(self, me):
+        while True:
+            while self._jobs:
+                self._jobs.popleft()()
+            if self._closing:
+                return
+            me.idle = True
+            for j in self._waiters:
+                j.wake("idle")
+            me.block(None)
+
     def shutdown(self, wait=True, *, cancel_futures=False):
+        self._closing = True
         if not wait:
             return
         me = current_actor()
-        for w in self._workers:
-            while not w.done:
-                w.joiners.append(me)
+        while any(not w.idle and not w.done for w in self._workers):
+            self._waiters.append(me)
+            try:
                 me.block(None)
+            finally:
+                self._waiters.remove(me)
