@@ -349,9 +349,10 @@ class Runner:
         proc = actor.proc
         proc.last_op = ("write", path)
         disk = self.disk(proc)
-        ino, data = disk.open_write(path, data, self.w.now)
-        with contextlib.suppress(ValueError, KeyError, UnicodeDecodeError):
+        with contextlib.suppress(ValueError, KeyError, TypeError, UnicodeDecodeError):
+            # The timestamp this beat took (a `beat` record's msg).
             self.written[self.node(proc)] = json.loads(data.decode())["timestamp"]
+        ino, data = disk.open_write(path, data, self.w.now)
         if disk.write_time == 0:
             disk.land(ino, data, self.w.now)
             return

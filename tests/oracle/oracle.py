@@ -5,6 +5,7 @@ time, kind, node, peer and reason.
 
     python tests/oracle/oracle.py --heartsim target/debug/heartsim FILE...
     python tests/oracle/oracle.py --heartsim BIN --fuzz 200 --seed 2026112721
+    python tests/oracle/oracle.py --heartsim BIN --jsonl FILE   # upstream's records
 
 Exit status: 0 every scenario agrees, 1 a difference (the first is printed
 with the command that replays it), 2 bad input or a harness error.
@@ -140,7 +141,20 @@ def main() -> int:
         action="store_true",
         help="each file must differ (a known model divergence, docs/oracle.md): it passes if the oracle finds a difference",
     )
+    ap.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="print upstream's decision records of each file as heartsim's jsonl trace (docs/trace-format.md), compare nothing",
+    )
     a = ap.parse_args()
+    if a.jsonl:
+        for path in a.files:
+            with open(path, "rb") as f:
+                model = tomllib.load(f)["scenario"]["model"]
+            records, _ = __import__(RUNNERS[model][0]).run(path)
+            for r in records:
+                print(json.dumps(r, separators=(",", ":")))
+        return 0
     replay = a.replay or f"{sys.executable} {os.path.relpath(__file__)} --heartsim {a.heartsim}"
     files = list(a.files)
     tmp = None
