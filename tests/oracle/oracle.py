@@ -43,7 +43,9 @@ FIELDS = ("t_us", "node", "kind", "peer", "reason")
 
 
 def key(r: dict) -> tuple:
-    return tuple(r.get(f) for f in FIELDS)
+    """What must agree; for a `beat`, also the timestamp it wrote (msg)."""
+    k = tuple(r.get(f) for f in FIELDS)
+    return k + (r.get("msg"),) if r["kind"] == "beat" else k
 
 
 def ordered(records: list[dict]) -> list[dict]:
