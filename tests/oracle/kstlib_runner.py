@@ -65,6 +65,11 @@ def under(prefix: str | None, path: str) -> bool:
     return path == prefix or (path.startswith(prefix) and (path[len(prefix):].startswith("/") or prefix.endswith("/")))
 
 
+def _key_order(p: str | None):
+    """Rust's order of `Option<String>` keys: None first, then by bytes."""
+    return (p is not None, (p or "").encode())
+
+
 class File:
     __slots__ = ("ino", "data", "written_at", "synced")
 
@@ -78,8 +83,11 @@ class Disk:
         self.write_time = write_time
         self.dirs: set[str] = set()
         self.files: dict[str, File] = {}
+        # As fs.rs's BTreeMap/BTreeSet: one entry per path (a second
+        # `torn-write` of a path still pending adds nothing), searched in
+        # key order (None, the whole disk, first).
         self.errors: dict[str | None, int] = {}
-        self.torn: list[str | None] = []
+        self.torn: set[str | None] = set()
         self.next_ino = 0
 
     def mkdir_all(self, path: str):
@@ -100,14 +108,14 @@ class Disk:
         d = parent(path)
         if d not in ("/", ".") and d not in self.dirs:
             raise oserror(E.ENOENT, path)
-        for p, code in self.errors.items():
+        for p in sorted(self.errors, key=_key_order):
             if under(p, path):
-                raise oserror(code, path)
+                raise oserror(self.errors[p], path)
         if path not in self.files and len(self.files) >= MAX_FILES:
             raise oserror(E.ENOSPC, path)
-        for p in self.torn:
+        for p in sorted(self.torn, key=_key_order):
             if under(p, path):
-                self.torn.remove(p)
+                self.torn.discard(p)
                 data = data[: len(data) // 2]
                 break
         if path in self.files:
@@ -696,7 +704,7 @@ class Runner:
             elif k == "slow-disk":
                 disk.write_time = duration_us(f.raw["write"])
             else:
-                disk.torn.append(path)
+                disk.torn.add(path)
         elif k == "kill-before-rename":
             self.kill_before_rename.add(f.node)
         elif k in ("partition", "heal", "link", "break", "repair", "hold", "stall", "release"):
