@@ -18,7 +18,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
+import shutil
 import time
 import tomllib
 from concurrent.futures import ProcessPoolExecutor
@@ -135,6 +135,7 @@ def main() -> int:
     ap.add_argument("--fuzz", type=int, metavar="N", help="also N generated cases (heartsim fuzz --emit)")
     ap.add_argument("--model", default="kstlib", help="the model whose generator --fuzz uses")
     ap.add_argument("--seed", type=int, default=0, help="the generator's seed for --fuzz")
+    ap.add_argument("--fuzz-dir", help="where --fuzz writes its cases (default target/oracle/fuzz/MODEL-SEED)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--replay", default=None, help="the replay command prefix to print")
     ap.add_argument("--keep-going", action="store_true", help="report every difference, not the first")
@@ -162,7 +163,11 @@ def main() -> int:
     tmp = None
     started = time.monotonic()
     if a.fuzz:
-        tmp = tempfile.mkdtemp(prefix="oracle-fuzz-", dir=os.environ.get("ORACLE_FUZZ_DIR"))
+        # Kept after the run (a difference's replay command names its file),
+        # replaced by the next run of the same seed.
+        tmp = a.fuzz_dir or os.path.join("target", "oracle", "fuzz", f"{a.model}-{a.seed}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
         p = subprocess.run(
             [a.heartsim, "fuzz", "--model", a.model, "--cases", str(a.fuzz), "--seed", str(a.seed), "--emit", tmp],
             capture_output=True,
