@@ -110,6 +110,11 @@ enum Command {
         /// first, and a new failing seed is appended to it.
         #[arg(long)]
         regressions: Option<PathBuf>,
+        /// Write the generated cases (this shard's) to DIR as scenario
+        /// files, `<model>-<seed>-<case>.toml`, and run none of them
+        /// (for the differential oracle, docs/oracle.md).
+        #[arg(long, value_name = "DIR")]
+        emit: Option<PathBuf>,
         #[command(flatten)]
         jobs: JobsArgs,
     },
@@ -386,6 +391,7 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
             check_determinism,
             out,
             regressions,
+            emit,
             jobs,
         } => {
             let (model, profile) = match fuzz_target(models, model.as_deref(), profile.as_deref()) {
@@ -431,7 +437,10 @@ pub fn main(models: &'static [&'static dyn Model]) -> ExitCode {
                 regressions,
                 ..FuzzConfig::new(model)
             };
-            fuzz_command(&config, &jobs)
+            match emit {
+                Some(dir) => emit_command(&config, &dir),
+                None => fuzz_command(&config, &jobs),
+            }
         }
     }
 }
@@ -486,6 +495,25 @@ fn list_models(models: &[&'static dyn Model]) -> String {
         out += &format!("  invariants: {}\n", m.invariants().join(", "));
     }
     out
+}
+
+/// `heartsim fuzz --emit DIR`: the cases as files, none run.
+fn emit_command(config: &FuzzConfig, dir: &std::path::Path) -> ExitCode {
+    match crate::fuzz::emit(config, dir) {
+        Ok(paths) => {
+            println!(
+                "fuzz: wrote {} cases to {} (seed {})",
+                paths.len(),
+                dir.display(),
+                config.seed
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write cases to {}: {e}", dir.display());
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn fuzz_command(config: &FuzzConfig, jobs_args: &JobsArgs) -> ExitCode {

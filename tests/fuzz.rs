@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use heartsim::fuzz::{build, case_strategy, fuzz, to_toml, FaultKind, FuzzConfig, GenOptions};
+use heartsim::fuzz::{
+    build, case_strategy, emit, fuzz, to_toml, FaultKind, FuzzConfig, GenOptions,
+};
 use heartsim::jobs::Shard;
 use heartsim::models::joinmarket::{Profile, MODEL};
 use heartsim::models::ALL;
@@ -332,4 +334,32 @@ fn one_and_two_jobs_report_the_first_failing_case_as_proptest_alone_does() {
     let a = fuzz(&clean(Shard { index: 0, count: 2 }), |_, _| {}).expect("clean");
     let b = fuzz(&clean(Shard { index: 1, count: 2 }), |_, _| {}).expect("clean");
     assert_eq!((a.cases, b.cases), (20, 20));
+}
+
+/// `heartsim fuzz --emit`: a campaign's cases as valid scenario files named
+/// by case number; a shard writes the same files for its cases.
+#[test]
+fn emitted_cases_are_valid_files_and_a_shard_writes_its_own_the_same() {
+    let mut config = FuzzConfig::new(heartsim::models::kstlib::MODEL);
+    config.cases = 6;
+    config.seed = 2026112720;
+    let (all_dir, half_dir) = (out_dir("emit-all"), out_dir("emit-half"));
+    let _ = std::fs::remove_dir_all(&all_dir);
+    let _ = std::fs::remove_dir_all(&half_dir);
+    let all = emit(&config, &all_dir).expect("emitted");
+    assert_eq!(all.len(), 6);
+    for (k, path) in all.iter().enumerate() {
+        assert!(path.ends_with(format!("kstlib-2026112720-{k}.toml")));
+        let text = std::fs::read_to_string(path).expect("written");
+        if let Err(e) = Scenario::parse(ALL, path, &text) {
+            panic!("case {k} is invalid:\n{e}\n{text}");
+        }
+    }
+    config.shard = "1/2".parse().expect("a shard");
+    let half = emit(&config, &half_dir).expect("emitted");
+    assert_eq!(half.len(), 3);
+    for (a, b) in all[3..].iter().zip(&half) {
+        assert_eq!(a.file_name(), b.file_name());
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    }
 }

@@ -25,7 +25,7 @@ use std::fmt;
 use proptest::prelude::*;
 
 pub use runner::{
-    check_file, first_divergence, fuzz, replay_command, CaseFailure, FuzzConfig, FuzzFailure,
+    check_file, emit, first_divergence, fuzz, replay_command, CaseFailure, FuzzConfig, FuzzFailure,
     FuzzReport,
 };
 

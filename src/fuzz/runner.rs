@@ -413,6 +413,37 @@ pub fn fuzz(
     }
 }
 
+/// Write the cases `config` would run (its shard of them), unrun, as
+/// `<dir>/<model>-<seed>-<k>.toml`, `k` the case number: the same chain of
+/// cases as [`fuzz`] (so case `k` is the one `fuzz` runs as case `k`), for
+/// tools that run them elsewhere (the differential oracle, docs/oracle.md).
+/// Returns the paths written, in case order.
+pub fn emit(config: &FuzzConfig, dir: &Path) -> io::Result<Vec<PathBuf>> {
+    fs::create_dir_all(dir)?;
+    let strategy = scenario_strategy(&config.gen);
+    let range = config.shard.range(config.cases as usize);
+    let mut runner = TestRunner::new_with_rng(Config::default(), rng_for(config.seed));
+    let mut written = Vec::with_capacity(range.len());
+    for k in 0..range.end {
+        let case_rng = runner.new_rng();
+        *runner.rng() = case_rng;
+        let tree = strategy
+            .new_tree(&mut runner)
+            .map_err(|why| io::Error::other(format!("proptest aborted: {why}")))?;
+        if k >= range.start {
+            let file = tree.current();
+            let path = dir.join(format!(
+                "{}-{}-{k}.toml",
+                file.scenario.model.get_ref(),
+                config.seed
+            ));
+            fs::write(&path, to_toml(&file))?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
+
 /// A campaign's end: a shrunk failure written to a file, or proptest's
 /// abort.
 fn finish(
