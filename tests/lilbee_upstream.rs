@@ -315,3 +315,140 @@ fn a_ping_waits_behind_the_workers_request_and_orphans_take_the_late_replies() {
     assert!(has(&lines, "0:01:05.000 ping-ok - -"), "{lines:#?}");
     assert_eq!(count(&lines, "executor-full"), 0, "{lines:#?}");
 }
+
+/// pool.py `shutdown_pool_runtime`: `runtime.run_sync(pool.shutdown(),
+/// timeout=drain_timeout_s)` (`drain_timeout_s: float = 10.0`), `except
+/// (TimeoutError, RuntimeError, OSError)`, then `runtime.shutdown()`
+/// (`loop.call_soon_threadsafe(loop.stop)`). A call busy for 60 s holds
+/// the recv lock: the close's ack wait times out at 15 s, its join at
+/// 20 s, when the 10 s cap has already stopped the loop. The join thread
+/// still terminates the worker, but the call's EOF reaches a stopped
+/// loop: no crash is counted, the call never returns, `closed` is never
+/// written.
+#[test]
+fn shutdown_drain_is_capped_at_10s_then_the_loop_stops() {
+    let lines = decisions(
+        "80s",
+        "shutdown_at = \"10s\"",
+        "[[node]]\nname = \"embed\"\nkind = \"role\"\nanswer_delay = \"60s\"\ncall_at = [\"1s\"]",
+    );
+    let tail: Vec<&String> = lines
+        .iter()
+        .skip_while(|l| !l.starts_with("0:00:10.000 shutdown"))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "0:00:10.000 shutdown - -",
+            "0:00:20.000 loop-stopped drain timeout -",
+            "0:00:20.000 terminate - embed#1",
+            "0:00:20.000 exit terminated embed#1",
+        ],
+        "{lines:#?}"
+    );
+}
+
+/// When `pool.shutdown()` returns, `run_sync` returns and the loop
+/// stops; later calls raise `PoolShutdownError` (`run_sync`: `if
+/// self._stopped: ... raise PoolShutdownError()`).
+#[test]
+fn a_drained_shutdown_stops_the_loop_at_once() {
+    let lines = decisions(
+        "30s",
+        "shutdown_at = \"10s\"",
+        "[[node]]\nname = \"embed\"\nkind = \"role\"\ncall_at = [\"1s\", \"12s\"]",
+    );
+    let tail: Vec<&String> = lines
+        .iter()
+        .skip_while(|l| !l.starts_with("0:00:10.000 shutdown"))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "0:00:10.000 shutdown - -",
+            "0:00:10.000 exit exited embed#1",
+            "0:00:10.000 closed - embed#1",
+            "0:00:10.000 loop-stopped drained -",
+            "0:00:12.000 call-failed PoolShutdownError -",
+        ],
+        "{lines:#?}"
+    );
+}
+
+/// transport_pipe.py `close`: `await asyncio.get_running_loop()
+/// .run_in_executor(self._executor, self._join_process, timeout)`;
+/// cancelling that await does not stop the thread, which goes on with
+/// `self._process.join(timeout=timeout)` and `if self._process.is_alive():
+/// ... self._process.terminate()`. Driven by hand (the worker behaviours
+/// cannot reach it: a silent worker always leaves an orphan first, and
+/// the join then waits for a thread): a worker that ponged once, then
+/// answers its call at 1 s, then nothing; the reap's close at 30 s waits
+/// 5 s for the ack, joins from 35 s, and the shutdown at 37 s cancels it:
+/// `closed` at 37 s (the `finally`), `terminate` at 40 s all the same.
+/// Before the fix the join was dropped and the worker never terminated.
+#[test]
+fn a_close_cancelled_while_joining_still_terminates_the_worker() {
+    use heartsim::models::lilbee::{Behaviour, Config, Frame, Msg, Pool, RoleSpec};
+    use heartsim::sim::{Dest, Duration, NodeId, Outbox, Timestamp};
+
+    let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
+    let cfg = Config {
+        max_idle: Duration::from_secs(20),
+        shutdown_at: Some(secs(37)),
+        ..Config::default()
+    };
+    let spec = RoleSpec {
+        name: "embed".into(),
+        behaviour: Behaviour::Healthy,
+        bad_spawns: None,
+        answer_delay: Duration::ZERO,
+        spawn_time: Duration::ZERO,
+        calls: vec![secs(1)],
+    };
+    let mut pool = Pool::new(cfg, vec![(NodeId(1), spec)]);
+    pool.on_start(secs(0));
+    let mut log: Vec<String> = Vec::new();
+    // The engine stamps a record's time; here it is the input's.
+    let note = |at: Timestamp, out: &Outbox<Msg>, log: &mut Vec<String>| {
+        for r in out.records() {
+            let why = r.reason.as_deref().unwrap_or("-");
+            log.push(format!("{at} {} {why}", r.kind));
+        }
+    };
+    while let Some(d) = pool.poll_timeout() {
+        if d.at > secs(80) {
+            break;
+        }
+        let mut out = Outbox::new(NodeId(0));
+        pool.on_timeout(d.at, &mut out);
+        note(d.at, &out, &mut log);
+        if out.terminates().next().is_some() {
+            log.push(format!("{} worker terminated", d.at));
+        }
+        // Until 50 s the worker answers at once; then it is silent.
+        let replies: Vec<_> = out
+            .sends()
+            .filter_map(|(to, msg, _)| match (to, msg) {
+                (Dest::Conn(c), Msg::Frame(Frame::Request)) => Some((c, Frame::Result)),
+                (Dest::Conn(c), Msg::Frame(Frame::Ping)) => Some((c, Frame::Pong)),
+                _ => None,
+            })
+            .filter(|_| d.at < secs(50))
+            .collect();
+        for (c, f) in replies {
+            let mut out = Outbox::new(NodeId(0));
+            pool.on_frame(d.at, c, f, &mut out);
+            note(d.at, &out, &mut log);
+        }
+    }
+    for want in [
+        "0:00:30.000 reap -",
+        "0:00:37.000 shutdown -",
+        "0:00:37.000 closed -",
+        "0:00:37.000 loop-stopped drained",
+        "0:00:40.000 terminate -",
+        "0:00:40.000 worker terminated",
+    ] {
+        assert!(log.iter().any(|l| l == want), "{want}: {log:#?}");
+    }
+}

@@ -91,6 +91,11 @@ pub struct Config {
     pub restart_window: Duration,
     /// `shutdown_pool_runtime` runs at this time.
     pub shutdown_at: Option<Timestamp>,
+    /// `shutdown_pool_runtime`'s `drain_timeout_s` (pool.py
+    /// `drain_timeout_s: float = 10.0`): `run_sync(pool.shutdown(),
+    /// timeout=drain_timeout_s)` gives up after this, then the runtime
+    /// loop is stopped.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Config {
@@ -104,6 +109,7 @@ impl Default for Config {
             restart_budget: 3,
             restart_window: Duration::from_secs(60),
             shutdown_at: None,
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -140,6 +146,7 @@ pub mod kind {
     pub const CLOSED: &str = "closed";
     pub const EXECUTOR_FULL: &str = "executor-full";
     pub const SHUTDOWN: &str = "shutdown";
+    pub const LOOP_STOPPED: &str = "loop-stopped";
 }
 
 const FAILURES: &[Reason] = &[
@@ -217,6 +224,11 @@ const RECORDS: &[RecordKind] = &[
         &[],
         "shutdown_pool_runtime: ticker cancelled, pool shut down",
     ),
+    RecordKind::decision(
+        kind::LOOP_STOPPED,
+        &[Reason::Is("drained"), Reason::Is("drain timeout")],
+        "shutdown_pool_runtime stopped the pool's loop: after pool.shutdown() returned (`drained`) or after drain_timeout_s = 10 s (`drain timeout`); nothing on the loop runs from then on, executor threads do",
+    ),
 ];
 
 const INVARIANTS: [&str; 5] = invariants::ALL;
@@ -247,6 +259,7 @@ impl scenario::Model for Lilbee {
             "join",
             "client call",
             "shutdown",
+            "drain timeout",
             "work",
             "die",
         ]

@@ -149,6 +149,11 @@ struct Task {
     parent: Option<TaskId>,
     /// The ticker awaits this task.
     ticker: bool,
+    /// A close cancelled while its `_join_process` ran: the coroutine is
+    /// gone but the executor thread goes on (a running
+    /// `concurrent.futures` item cannot be cancelled), so the join, and
+    /// the `terminate` after it, still happen; nobody reads the result.
+    detached: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,6 +199,16 @@ pub struct Pool {
     ticker: Ticker,
     shutdown: bool,
     shutdown_at: Option<Timestamp>,
+    /// When `run_sync(pool.shutdown(), timeout=drain_timeout_s)` gives up
+    /// (pool.py `shutdown_pool_runtime`); counted from the shutdown itself,
+    /// since `run_sync`'s timer starts before the coroutine runs.
+    drain_until: Option<Timestamp>,
+    /// The closes `pool.shutdown()` awaits (`asyncio.gather`).
+    draining: Vec<TaskId>,
+    /// `runtime.shutdown()` stopped the loop (`loop.call_soon_threadsafe(loop.stop)`):
+    /// no coroutine, callback or loop timer runs any more; executor
+    /// threads (reads, `_join_process`) still do.
+    stopped: bool,
     /// The time of the input being handled (for joins a thread starts).
     now: Timestamp,
 }
@@ -227,6 +242,9 @@ impl Pool {
             wakes: VecDeque::new(),
             ticker: Ticker::Stopped,
             shutdown: false,
+            drain_until: None,
+            draining: Vec::new(),
+            stopped: false,
             now: Timestamp::ZERO,
         }
     }
@@ -267,11 +285,19 @@ impl Pool {
         if let Some(at) = self.shutdown_at {
             consider(at, "shutdown");
         }
+        if let Some(at) = self.drain_until {
+            consider(at, "drain timeout");
+        }
         best
     }
 
     pub fn on_timeout(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
         self.now = now;
+        // `run_sync`'s timer started before any timer of `pool.shutdown()`,
+        // so at a tie the loop stops first.
+        if self.drain_until.is_some_and(|t| now >= t) {
+            self.stop_loop(Some("drain timeout"), out);
+        }
         if self.shutdown_at.is_some_and(|t| now >= t) {
             self.shutdown_at = None;
             self.pool_shutdown(now, out);
@@ -363,6 +389,7 @@ impl Pool {
                 deadline: None,
                 parent: None,
                 ticker: false,
+                detached: false,
             },
         );
         id
@@ -611,8 +638,8 @@ impl Pool {
                 *r = None;
             }
         }
-        // A join thread keeps waiting for the process; nobody reads it.
-        ch.joins.retain(|t| *t != task);
+        // A running join thread is not in `work`: it keeps joining (see
+        // `Task::detached`).
         self.release_send_lock(task, conn);
         self.release_recv_lock(task, conn);
     }
@@ -658,11 +685,48 @@ impl Pool {
     /// Handle every wake, in order, until none is left.
     fn run(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
         while let Some((id, wake)) = self.wakes.pop_front() {
+            if self.stopped {
+                self.wakes.clear();
+                return;
+            }
             let Some(task) = self.tasks.get(&id).cloned() else {
                 continue;
             };
+            if task.detached {
+                if wake == Wake::Joined {
+                    self.tasks.remove(&id);
+                }
+                continue;
+            }
             self.step(id, task, wake, now, out);
         }
+        // `pool.shutdown()` returned: `run_sync` returns and
+        // `runtime.shutdown()` stops the loop. What was ready at this
+        // instant has run (the stop takes a thread hop).
+        if self.shutdown && self.draining.is_empty() && !self.stopped {
+            self.stop_loop(Some("drained"), out);
+        }
+    }
+
+    /// `runtime.shutdown()` (pool.py `PoolRuntime.shutdown`:
+    /// `loop.call_soon_threadsafe(loop.stop)`): after the drain, or after
+    /// `run_sync`'s `TimeoutError` (logged, `"forcing runtime stop"`).
+    /// Only running executor threads go on: a `_join_process` keeps its
+    /// join and `terminate`.
+    fn stop_loop(&mut self, why: Option<&'static str>, out: &mut Outbox<Msg>) {
+        self.stopped = true;
+        self.drain_until = None;
+        self.wakes.clear();
+        for (id, task) in &mut self.tasks {
+            let joining = self
+                .chans
+                .get(&task.chan)
+                .is_some_and(|c| c.joins.contains(id));
+            if !joining {
+                task.deadline = None;
+            }
+        }
+        out.record(kind::LOOP_STOPPED, None, why.map(Cow::Borrowed), None);
     }
 
     fn set_step(&mut self, id: TaskId, step: Step) {
@@ -828,6 +892,16 @@ impl Pool {
         out: &mut Outbox<Msg>,
     ) {
         self.abandon(id, task.chan);
+        let joining = self.chans[&task.chan].joins.contains(&id);
+        if task.what == What::Close && joining {
+            // transport_pipe.py `close`: `await asyncio.get_running_loop()
+            // .run_in_executor(self._executor, self._join_process, timeout)`:
+            // the cancel ends the await, not `_join_process`
+            // (`self._process.join(timeout=timeout)`, then
+            // `if self._process.is_alive(): ... self._process.terminate()`).
+            self.tasks.get_mut(&id).expect("task").detached = true;
+            return self.close_finally(id, task, now, out);
+        }
         self.tasks.get_mut(&id).expect("task").deadline = None;
         match task.what {
             What::Call | What::Ping => {
@@ -873,6 +947,14 @@ impl Pool {
     fn close_done(&mut self, id: TaskId, task: &Task, now: Timestamp, out: &mut Outbox<Msg>) {
         let ch = self.chans.get_mut(&task.chan).expect("channel");
         ch.joins.retain(|t| *t != id);
+        self.tasks.remove(&id);
+        self.close_finally(id, task, now, out);
+    }
+
+    /// The `finally` of `close()` (the task itself is left to the caller).
+    fn close_finally(&mut self, id: TaskId, task: &Task, now: Timestamp, out: &mut Outbox<Msg>) {
+        self.draining.retain(|t| *t != id);
+        let ch = self.chans.get_mut(&task.chan).expect("channel");
         ch.shut = true;
         let cancelled: Vec<TaskId> = ch.work.drain(..).map(|(t, _)| t).collect();
         let name = ch.name.clone();
@@ -881,7 +963,6 @@ impl Pool {
         for t in cancelled {
             self.wakes.push_back((t, Wake::Cancelled));
         }
-        self.tasks.remove(&id);
         match task.parent {
             Some(REAPER) => self.reap_close_done(now, out),
             Some(parent) => self.wakes.push_back((parent, Wake::Closed)),
@@ -1092,8 +1173,11 @@ impl Pool {
             .iter_mut()
             .filter_map(|r| r.channel.take())
             .collect();
+        self.drain_until = Some(now + self.cfg.drain_timeout);
         for c in live {
-            self.start_close(c, None);
+            if let Some(id) = self.start_close(c, None) {
+                self.draining.push(id);
+            }
         }
     }
 
