@@ -149,3 +149,29 @@ fn a_drifting_pool_clock_keeps_all_five() {
         assert_eq!(broken(&s, &t), Vec::<String>::new(), "{ppm}");
     }
 }
+
+/// Where two reads may be blocked on one pipe (after a timed-out call,
+/// here), upstream can split a frame between them and raise `EOFError`
+/// for a live worker (audit 2026-11-27, D1): `crash-follows-a-death`
+/// claims nothing about that worker, and still judges the others.
+#[test]
+fn crash_follows_a_death_is_not_judged_after_a_read_was_orphaned() {
+    let s = crashes();
+    let t = run(&s, None, Level::Decision).expect("runs").trace;
+    let mut out = Trace::new(t.names().to_vec(), Level::Decision);
+    let mut added = false;
+    for r in t.records().filter(|r| r.kind != "exit") {
+        out.push(r.clone());
+        if r.kind == "call" && !added {
+            let mut timeout = r.clone();
+            timeout.kind = "call-failed";
+            timeout.reason = Some("TimeoutError".into());
+            out.push(timeout);
+            added = true;
+        }
+    }
+    let got = broken(&s, &out);
+    only(&got, "crash-follows-a-death");
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(got.iter().all(|v| !v.contains("embed#1\"")), "{got:#?}");
+}

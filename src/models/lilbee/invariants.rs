@@ -29,6 +29,15 @@ pub const BUSY_WORKER_NEVER_REAPED: &str = "busy-worker-never-reaped";
 
 /// A crash is recorded only for a worker that has died: at 13277138 only
 /// EOF or a broken pipe raise `WorkerCrashError` (a timeout does not).
+///
+/// Judged only for a worker none of whose reads was ever left blocked
+/// (no timed-out or cancelled call or ping on it, no close of it begun):
+/// upstream, two threads blocked in `conn.recv()` on one pipe race for a
+/// frame and can split it (`Connection._recv_bytes` reads the header and
+/// the body in two `read()`s), and the reader that gets half raises
+/// `EOFError`, a `WorkerCrashError` of a live worker (audit
+/// 2026-11-27, D1). The model gives the frame whole to the oldest reader,
+/// which upstream does not guarantee, so the check claims nothing there.
 pub const CRASH_FOLLOWS_A_DEATH: &str = "crash-follows-a-death";
 
 /// A role is degraded exactly when a crash leaves more than
@@ -86,6 +95,11 @@ struct State {
     dead: BTreeSet<String>,
     stamped: BTreeMap<NodeId, Timestamp>,
     tick: Option<Timestamp>,
+    /// Each role's current worker (its latest spawn).
+    current: BTreeMap<NodeId, String>,
+    /// Workers that may have had two blocked readers (see
+    /// [`CRASH_FOLLOWS_A_DEATH`]).
+    raced: BTreeSet<String>,
 }
 
 pub fn check(setup: &Setup, scenario: &Scenario, trace: &Trace) -> Vec<Violation> {
@@ -120,6 +134,9 @@ pub fn check(setup: &Setup, scenario: &Scenario, trace: &Trace) -> Vec<Violation
                 st.dead.insert(msg.to_string());
             }
             kind::TICK => st.tick = Some(mono),
+            // Every live channel is closed: each close's read may be
+            // left blocked.
+            kind::SHUTDOWN => st.raced.extend(st.current.values().cloned()),
             _ => {}
         }
         let Some(role) = r.peer else { continue };
@@ -138,6 +155,7 @@ pub fn check(setup: &Setup, scenario: &Scenario, trace: &Trace) -> Vec<Violation
                     );
                 }
                 st.stamped.insert(role, mono);
+                st.current.insert(role, worker.to_string());
             }
             kind::CALL => st.calls.entry(role).or_default().push(msg.to_string()),
             kind::CALL_OK | kind::CALL_FAILED => {
@@ -180,12 +198,39 @@ pub fn check(setup: &Setup, scenario: &Scenario, trace: &Trace) -> Vec<Violation
                     );
                 }
             }
-            kind::CRASH if wants(CRASH_FOLLOWS_A_DEATH) && !st.dead.contains(worker) => {
+            kind::CRASH
+                if wants(CRASH_FOLLOWS_A_DEATH)
+                    && !st.dead.contains(worker)
+                    && !st.raced.contains(worker) =>
+            {
                 fail(
                     CRASH_FOLLOWS_A_DEATH,
                     r.t,
                     format!("crash recorded for {worker:?}, which has not died"),
                 );
+            }
+            _ => {}
+        }
+        // A read left blocked (an orphan), or a close begun (its read may
+        // be): from now on this worker's reads may race.
+        let orphaned = matches!(r.reason.as_deref(), Some("TimeoutError" | "CancelledError"));
+        match r.kind {
+            kind::CALL_FAILED | kind::PING_FAILED if orphaned => {
+                // A ping's timeout names no worker: it is the current one.
+                let w = match worker {
+                    "" => st.current.get(&role).cloned().unwrap_or_default(),
+                    w => w.to_string(),
+                };
+                st.raced.insert(w);
+            }
+            kind::REAP => {
+                st.raced.insert(worker.to_string());
+            }
+            // `_on_crash` closes the role's current channel.
+            kind::CRASH => {
+                if let Some(w) = st.current.get(&role) {
+                    st.raced.insert(w.clone());
+                }
             }
             _ => {}
         }
