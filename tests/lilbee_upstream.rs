@@ -452,3 +452,53 @@ fn a_close_cancelled_while_joining_still_terminates_the_worker() {
         assert!(log.iter().any(|l| l == want), "{want}: {log:#?}");
     }
 }
+
+/// transport_pipe.py `close`'s `finally`: `self._conn.close()`, while the
+/// timed-out call's thread and the close's own are still blocked in
+/// `conn.recv()`: on Linux their `read()`s hold the socket, so the worker
+/// reads no EOF (audit 2026-11-27, D3, measured). The worker
+/// (worker_runtime.py `run_worker`) finishes its request at 103 s, its
+/// result and the shutdown's ack release the two readers, and it exits
+/// after the ack; before the fix it exited at 32 s, mid-request.
+#[test]
+fn closing_a_pipe_with_blocked_readers_gives_the_worker_no_eof() {
+    let lines = decisions(
+        "120s",
+        "max_idle_s = 20\ncall_timeout = \"10s\"\nshutdown_at = \"32s\"",
+        "[[node]]\nname = \"embed\"\nkind = \"role\"\nanswer_delay = \"100s\"\ncall_at = [\"1s\"]",
+    );
+    assert!(
+        has(&lines, "0:00:30.000 reap - embed#1 idle 0:00:29.000"),
+        "{lines:#?}"
+    );
+    assert!(has(&lines, "0:00:32.000 closed - embed#1"), "{lines:#?}");
+    assert!(has(&lines, "0:01:43.000 exit exited embed#1"), "{lines:#?}");
+    assert_eq!(count(&lines, "exit"), 1, "{lines:#?}");
+}
+
+/// worker_runtime.py `run_worker` reads EOF only at its next `conn.recv()`
+/// (`except EOFError: return`), after the handler in progress, whose
+/// `conn.send` of the result then fails: a worker busy when its pipe's
+/// other end goes away (a killed pool) exits when the request is done.
+#[test]
+fn a_busy_worker_exits_after_its_request_not_at_eof() {
+    use heartsim::models::lilbee::{Behaviour, Frame, Msg, Worker, WorkerSpec};
+    use heartsim::sim::{ConnId, Duration, NodeId, Outbox, Timestamp};
+
+    let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
+    let mut w = Worker::new(WorkerSpec {
+        role: "embed".into(),
+        behaviour: Behaviour::Healthy,
+        answer_delay: Duration::from_secs(20),
+    });
+    let mut out = Outbox::<Msg>::new(NodeId(2));
+    w.on_start(secs(0));
+    w.on_frame(secs(1), ConnId(0), Frame::Request, &mut out);
+    w.on_frame(secs(2), ConnId(0), Frame::Ping, &mut out);
+    w.on_eof(&mut out);
+    assert!(!out.exits(), "EOF read before the request is done");
+    assert_eq!(w.poll_timeout().map(|d| d.at), Some(secs(21)));
+    w.on_timeout(secs(21), &mut out);
+    assert!(out.exits(), "exits when its result cannot be sent");
+    assert_eq!(out.sends().count(), 0, "no result, no pong");
+}

@@ -90,6 +90,11 @@ struct Chan {
     recv_waiters: VecDeque<TaskId>,
     /// `executor.shutdown()` ran: nothing more runs.
     shut: bool,
+    /// `conn.close()` ran while threads were blocked in `conn.recv()`:
+    /// each blocked `read()` holds the socket, so the kernel releases it
+    /// (and the worker reads EOF) only when the last of them returns
+    /// (audit 2026-11-27, D3, measured on Linux).
+    close_deferred: bool,
 }
 
 impl Chan {
@@ -337,6 +342,10 @@ impl Pool {
             if let Some(task) = reader {
                 self.wakes.push_back((task, Wake::Frame(f)));
             }
+            if ch.close_deferred && ch.readers.is_empty() {
+                ch.close_deferred = false;
+                out.close(conn);
+            }
             self.pump(conn, out);
         }
         self.run(now, out);
@@ -447,6 +456,7 @@ impl Pool {
                 recv_lock: None,
                 recv_waiters: VecDeque::new(),
                 shut: false,
+                close_deferred: false,
             },
         );
         self.record(out, kind::SPAWN_WORKER, role, Some(dead), Some(name));
@@ -958,7 +968,12 @@ impl Pool {
         ch.shut = true;
         let cancelled: Vec<TaskId> = ch.work.drain(..).map(|(t, _)| t).collect();
         let name = ch.name.clone();
-        out.close(task.chan);
+        // transport_pipe.py `close`'s `finally`: `self._conn.close()`.
+        if ch.readers.is_empty() {
+            out.close(task.chan);
+        } else {
+            ch.close_deferred = true;
+        }
         self.record(out, kind::CLOSED, task.role, None, Some(name));
         for t in cancelled {
             self.wakes.push_back((t, Wake::Cancelled));

@@ -64,6 +64,8 @@ pub struct Worker {
     /// A request in progress answers `result` at this time.
     busy_until: Option<Timestamp>,
     die_at: Option<Timestamp>,
+    /// EOF came while a request was in progress.
+    eof: bool,
 }
 
 impl Worker {
@@ -74,6 +76,7 @@ impl Worker {
             queue: VecDeque::new(),
             busy_until: None,
             die_at: None,
+            eof: false,
         }
     }
 
@@ -92,9 +95,18 @@ impl Worker {
         self.run(now, out);
     }
 
-    /// EOF on the pipe: `except EOFError: return` (`run_worker`), unless hung.
+    /// EOF on the pipe: `except EOFError: return` (`run_worker`), unless
+    /// hung. The loop reads EOF only at its next `conn.recv()`, after the
+    /// handler in progress; that handler's `conn.send` of its result then
+    /// fails (`BrokenPipeError`, uncaught in `run_worker`), so a busy worker
+    /// exits when its request is done, its queued frames unread.
     pub fn on_eof(&mut self, out: &mut Outbox<Msg>) {
-        if self.spec.behaviour != Behaviour::Hang {
+        if self.spec.behaviour == Behaviour::Hang {
+            return;
+        }
+        if self.busy_until.is_some() {
+            self.eof = true;
+        } else {
             out.exit();
         }
     }
@@ -106,6 +118,9 @@ impl Worker {
         }
         if self.busy_until.is_some_and(|t| now >= t) {
             self.busy_until = None;
+            if self.eof {
+                return out.exit();
+            }
             self.send(Frame::Result, out);
             self.run(now, out);
         }
