@@ -56,6 +56,7 @@ fn generated_cases_are_valid_round_trip_and_reach_every_decision() {
         "executor-full",
         "terminate",
         "shutdown",
+        "loop-stopped",
     ] {
         assert!(seen.contains(want), "no case reached {want:?}: {seen:#?}");
     }
