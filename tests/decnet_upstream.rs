@@ -454,6 +454,39 @@ node = "a1"
     );
 }
 
+/// The lifecycle push builds its body (`executor.status()`, like a tick)
+/// before posting (`heartbeat.py` l. 187-191): with `tick_time` 200 ms a
+/// deploy reaching the agent at 1.090 (pin, then httpx) and done at
+/// 11.090 is pushed at 11.290 and closes its row at 11.340, while
+/// `completed_at` stays the agent's clock at the end, 11.090.
+#[test]
+fn lifecycle_push_builds_its_body_first() {
+    let d = decisions_msg(
+        "10ms",
+        "20s",
+        r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+actions = [{ at = "1s", action = "deploy", host_uuid = "a1", decky = "d1" }]
+[[node]]
+name = "a1"
+kind = "agent"
+tick_time = "200ms"
+operation_time = "10s"
+"#,
+    );
+    let closed = having(&d, "m lifecycle-row succeeded");
+    assert_eq!(closed.len(), 1, "{d:#?}");
+    assert!(closed[0].starts_with("0:00:11.340 "), "{closed:?}");
+    assert!(
+        closed[0].ends_with("completed_at=0:00:11.090"),
+        "{closed:?}"
+    );
+    assert_eq!(having(&d, "a1 push "), ["0:00:11.350 a1 push 204"]);
+}
+
 // ---- the handler and the sweep, on the database ----
 
 fn host(fp: &str) -> HostRow {

@@ -102,6 +102,8 @@ pub struct Agent {
     next_token: u64,
     /// When the self-destruct reaper stops the agent.
     reaper: Option<Timestamp>,
+    /// Lifecycle pushes whose body is being built: when it is done.
+    building_pushes: Vec<(Timestamp, Delta)>,
 }
 
 /// The reaper's `sleep 3` before it stops the units (`agent/executor.py`
@@ -126,6 +128,7 @@ impl Agent {
             next_bus: None,
             next_token: 1,
             reaper: None,
+            building_pushes: Vec::new(),
         }
     }
 
@@ -291,6 +294,12 @@ impl Agent {
         if self.next_bus.is_some_and(|at| at <= t) {
             self.publish(now, out);
         }
+        let (built, building): (Vec<_>, Vec<_>) =
+            self.building_pushes.drain(..).partition(|(at, _)| *at <= t);
+        self.building_pushes = building;
+        for (_, delta) in built {
+            self.send_push(now, delta, out);
+        }
         let (done, running): (Vec<_>, Vec<_>) =
             self.operations.drain(..).partition(|(at, _, _)| *at <= t);
         self.operations = running;
@@ -328,6 +337,19 @@ impl Agent {
         if self.spec.host_uuid.is_none() || !self.spec.tls {
             return;
         }
+        // `body = await _build_body(..., lifecycle=deltas)` before
+        // `client.post` (`heartbeat.py` l. 187-191): `executor.status()`,
+        // the same work as a tick's, so it takes `tick_time` too.
+        if self.spec.tick_time == Duration::ZERO {
+            self.send_push(now, delta, out);
+        } else {
+            self.building_pushes
+                .push((now.mono + self.spec.tick_time, delta));
+        }
+    }
+
+    /// The push's POST, its body built.
+    fn send_push(&mut self, now: Now, delta: Delta, out: &mut Outbox<Msg>) {
         let token = self.next_token;
         self.next_token += 1;
         let request = Request::Heartbeat(self.body(Some(vec![delta])));
@@ -467,6 +489,10 @@ impl Agent {
             at: *at,
             reason: "operation",
         });
+        let built = self.building_pushes.iter().map(|(at, _)| Deadline {
+            at: *at,
+            reason: "build body",
+        });
         let reaper = self.reaper.map(|at| Deadline {
             at,
             reason: "self-destruct reaper",
@@ -475,6 +501,7 @@ impl Agent {
             .chain(pushes)
             .chain(bus)
             .chain(ops)
+            .chain(built)
             .chain(reaper)
             .min_by_key(|d| d.at)
     }
