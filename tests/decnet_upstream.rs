@@ -17,6 +17,15 @@ use heartsim_sim::trace::Level;
 /// Run a decnet scenario (master `m` on host `master`, then `nodes`) and
 /// give its decisions as `time node kind reason` lines.
 fn decisions(latency: &str, duration: &str, nodes: &str) -> Vec<String> {
+    decisions_with(latency, duration, nodes, false)
+}
+
+/// [`decisions`], each line ending with the record's `msg`.
+fn decisions_msg(latency: &str, duration: &str, nodes: &str) -> Vec<String> {
+    decisions_with(latency, duration, nodes, true)
+}
+
+fn decisions_with(latency: &str, duration: &str, nodes: &str, with_msg: bool) -> Vec<String> {
     let text = format!(
         r#"
 version = 1
@@ -40,13 +49,17 @@ host = "master"
     let t = run(&s, None, Level::Decision).expect("within limits").trace;
     t.decisions()
         .map(|r| {
-            format!(
+            let line = format!(
                 "{} {} {} {}",
                 r.t,
                 t.node_name(r.node),
                 r.kind,
                 r.reason.as_deref().unwrap_or("")
-            )
+            );
+            match (with_msg, r.msg.as_deref()) {
+                (true, Some(msg)) => format!("{line} {msg}"),
+                _ => line,
+            }
         })
         .collect()
 }
@@ -201,6 +214,41 @@ fn fin_reset_and_refused_are_distinct_errors() {
     );
 }
 
+/// A broken request write is never `WriteError`: httpcore swallows it
+/// (`http11.py` l. 82-95, `except WriteError: ... pass`) and reads, which
+/// fails on the dead connection: `ReadError` (`_backends/anyio.py`
+/// l. 26-31), at the instant of the write (0.040, after the master's TLS
+/// flight).
+#[test]
+fn broken_write_is_a_read_error() {
+    let d = decisions(
+        "10ms",
+        "20s",
+        "[[node]]\nname = \"a1\"\nkind = \"agent\"\n[[fault]]\nat = \"30ms\"\nkind = \"break\"\nfrom = \"a1\"\nto = \"m\"\n",
+    );
+    assert_eq!(
+        having(&d, "beat-failed"),
+        ["0:00:00.040 a1 beat-failed ReadError"]
+    );
+}
+
+/// A client certificate refused in the handshake shows on the first read
+/// as a raw `ssl.SSLError`: anyio re-raises it (`anyio/streams/tls.py`
+/// l. 197-208), httpcore's read map lacks it (`_backends/anyio.py`
+/// l. 25-31), httpx re-raises it unmapped (`default.py` l. 114-115).
+#[test]
+fn refused_client_certificate_is_a_raw_ssl_error() {
+    let d = decisions(
+        "10ms",
+        "5s",
+        "[[node]]\nname = \"x\"\nkind = \"impostor\"\nhost_uuid = \"a1\"\ncertificate = \"none\"\ninterval = \"10s\"\n",
+    );
+    assert_eq!(
+        having(&d, "beat-failed"),
+        ["0:00:00.060 x beat-failed SSLError"]
+    );
+}
+
 /// `keepalive_expiry` 5 s < 30 s: every tick opens its own connection.
 #[test]
 fn every_tick_opens_a_new_connection() {
@@ -298,6 +346,145 @@ node = "a1"
             "0:00:01.020 api lifecycle-row failed"
         ]
     );
+}
+
+/// The master's calls to an agent pin its certificate first on a blocking
+/// socket of their own (`swarm/client.py` l. 179-212): two round trips
+/// (TCP, TLS) before httpx's own connection, so a probe at 1:00 answered
+/// at 60.100 (pin 60.000-60.040, httpx TCP 60.060, TLS 60.080, response
+/// 60.100), and a row whose pin is not the agent's certificate is
+/// `unreachable` (FingerprintMismatchError, l. 202-205) with
+/// `last_heartbeat` untouched.
+#[test]
+fn probe_pins_the_agent_certificate_first() {
+    let d = decisions_msg(
+        "10ms",
+        "70s",
+        r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+probe_every = "1m"
+actions = [{ at = "1s", action = "enrol", host_uuid = "b1", name = "b", certificate = "other", node = "a1" }]
+[[node]]
+name = "a1"
+kind = "agent"
+"#,
+    );
+    let probes = having(&d, "api probe");
+    assert_eq!(probes.len(), 2, "{d:#?}");
+    assert!(
+        probes.contains(&"0:01:00.100 api probe ok uuid=a1"),
+        "{probes:?}"
+    );
+    assert!(
+        probes.contains(&"0:01:00.040 api probe FingerprintMismatchError uuid=b1"),
+        "{probes:?}"
+    );
+    let rows = having(&d, "api host-row");
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with("0:01:00.040 api host-row unreachable uuid=b1")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with("0:01:00.100 api host-row active uuid=a1")
+                && l.ends_with("last_heartbeat=0:01:00.100")),
+        "{rows:?}"
+    );
+}
+
+/// The pin's `socket.create_connection(.., timeout=10.0)` (l. 179): a
+/// dispatch to a crashed host fails its row at +10 s with
+/// `TimeoutError: timed out` (not httpx's 5 s ConnectTimeout); a paused
+/// agent (its kernel accepts) at +10 s + 1 RTT, the handshake's read
+/// timing out; a refused connect is the socket's `ConnectionRefusedError`.
+#[test]
+fn dispatch_pin_timeouts_and_refusal() {
+    let dispatch = |fault: &str| {
+        decisions_msg(
+            "10ms",
+            "30s",
+            &format!(
+                r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+actions = [{{ at = "1s", action = "deploy", host_uuid = "a1", decky = "d1" }}]
+[[node]]
+name = "a1"
+kind = "agent"
+[[fault]]
+at = "500ms"
+kind = "{fault}"
+node = "a1"
+"#
+            ),
+        )
+    };
+    let failed = |d: &[String]| -> Vec<String> {
+        having(d, "lifecycle-row failed")
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    };
+    let crashed = dispatch("crash");
+    let f = failed(&crashed);
+    assert_eq!(f.len(), 1, "{crashed:#?}");
+    assert!(f[0].starts_with("0:00:11.000 "), "{f:?}");
+    assert!(f[0].contains("error=\"TimeoutError: timed out\""), "{f:?}");
+    let paused = dispatch("pause");
+    let f = failed(&paused);
+    assert_eq!(f.len(), 1, "{paused:#?}");
+    assert!(f[0].starts_with("0:00:11.020 "), "{f:?}");
+    assert!(
+        f[0].contains("TimeoutError: The handshake operation timed out"),
+        "{f:?}"
+    );
+    let killed = dispatch("kill");
+    let f = failed(&killed);
+    assert_eq!(f.len(), 1, "{killed:#?}");
+    assert!(f[0].starts_with("0:00:01.020 "), "{f:?}");
+    assert!(
+        f[0].contains("ConnectionRefusedError: [Errno 111] Connection refused"),
+        "{f:?}"
+    );
+}
+
+/// The lifecycle push builds its body (`executor.status()`, like a tick)
+/// before posting (`heartbeat.py` l. 187-191): with `tick_time` 200 ms a
+/// deploy reaching the agent at 1.090 (pin, then httpx) and done at
+/// 11.090 is pushed at 11.290 and closes its row at 11.340, while
+/// `completed_at` stays the agent's clock at the end, 11.090.
+#[test]
+fn lifecycle_push_builds_its_body_first() {
+    let d = decisions_msg(
+        "10ms",
+        "20s",
+        r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+actions = [{ at = "1s", action = "deploy", host_uuid = "a1", decky = "d1" }]
+[[node]]
+name = "a1"
+kind = "agent"
+tick_time = "200ms"
+operation_time = "10s"
+"#,
+    );
+    let closed = having(&d, "m lifecycle-row succeeded");
+    assert_eq!(closed.len(), 1, "{d:#?}");
+    assert!(closed[0].starts_with("0:00:11.340 "), "{closed:?}");
+    assert!(
+        closed[0].ends_with("completed_at=0:00:11.090"),
+        "{closed:?}"
+    );
+    assert_eq!(having(&d, "a1 push "), ["0:00:11.350 a1 push 204"]);
 }
 
 // ---- the handler and the sweep, on the database ----

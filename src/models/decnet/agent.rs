@@ -100,22 +100,35 @@ pub struct Agent {
     bus_conn: Option<ConnId>,
     next_bus: Option<Timestamp>,
     next_token: u64,
+    /// When the self-destruct reaper stops the agent.
+    reaper: Option<Timestamp>,
+    /// Lifecycle pushes whose body is being built: when it is done.
+    building_pushes: Vec<(Timestamp, Delta)>,
 }
+
+/// The reaper's `sleep 3` before it stops the units (`agent/executor.py`
+/// l. 219).
+pub const REAPER_DELAY: Duration = Duration::from_secs(3);
 
 /// The request's awaited-write token of the loop's calls.
 const BEAT_TOKEN: u64 = 0;
 
 impl Agent {
     pub fn new(spec: Arc<AgentSpec>) -> Self {
+        // The agent's API serves `worker.crt`, the same certificate it
+        // presents as a client (`agent/server.py` l. 46-51).
+        let server = Server::new(spec.cert.clone());
         Agent {
             spec,
             beat: Loop::Off,
             pushes: Vec::new(),
             operations: Vec::new(),
-            server: Server::default(),
+            server,
             bus_conn: None,
             next_bus: None,
             next_token: 1,
+            reaper: None,
+            building_pushes: Vec::new(),
         }
     }
 
@@ -150,6 +163,7 @@ impl Agent {
             self.spec.cert.clone(),
             AGENT_TIMEOUTS,
             BEAT_TOKEN,
+            None,
             out,
         );
         self.beat = Loop::InFlight(Box::new(call));
@@ -248,6 +262,14 @@ impl Agent {
 
     fn on_timeout(&mut self, now: Now, out: &mut Outbox<Msg>) {
         let t = now.mono;
+        if self.reaper.is_some_and(|at| at <= t) {
+            // `systemctl stop decnet-agent`: the process ends, its
+            // sockets with it.
+            self.reaper = None;
+            out.record(kind::SELF_DESTRUCT, None, Some("stopped".into()), None);
+            out.exit();
+            return;
+        }
         match &mut self.beat {
             Loop::Building { until } if *until <= t => self.post(now, out),
             Loop::Sleeping { until } if *until <= t => self.tick(now, out),
@@ -271,6 +293,12 @@ impl Agent {
         }
         if self.next_bus.is_some_and(|at| at <= t) {
             self.publish(now, out);
+        }
+        let (built, building): (Vec<_>, Vec<_>) =
+            self.building_pushes.drain(..).partition(|(at, _)| *at <= t);
+        self.building_pushes = building;
+        for (_, delta) in built {
+            self.send_push(now, delta, out);
         }
         let (done, running): (Vec<_>, Vec<_>) =
             self.operations.drain(..).partition(|(at, _, _)| *at <= t);
@@ -309,6 +337,19 @@ impl Agent {
         if self.spec.host_uuid.is_none() || !self.spec.tls {
             return;
         }
+        // `body = await _build_body(..., lifecycle=deltas)` before
+        // `client.post` (`heartbeat.py` l. 187-191): `executor.status()`,
+        // the same work as a tick's, so it takes `tick_time` too.
+        if self.spec.tick_time == Duration::ZERO {
+            self.send_push(now, delta, out);
+        } else {
+            self.building_pushes
+                .push((now.mono + self.spec.tick_time, delta));
+        }
+    }
+
+    /// The push's POST, its body built.
+    fn send_push(&mut self, now: Now, delta: Delta, out: &mut Outbox<Msg>) {
         let token = self.next_token;
         self.next_token += 1;
         let request = Request::Heartbeat(self.body(Some(vec![delta])));
@@ -319,6 +360,7 @@ impl Agent {
             self.spec.cert.clone(),
             AGENT_TIMEOUTS,
             token,
+            None,
             out,
         );
         self.pushes.push(call);
@@ -347,7 +389,7 @@ impl Agent {
                     kind::BEAT_FAILED,
                     master,
                     Some(e.name().into()),
-                    Some(e.detail().into()),
+                    Some(e.detail().to_string().into()),
                 );
             }
         }
@@ -395,6 +437,26 @@ impl Agent {
                 self.operations
                     .push((t + self.spec.operation_time, decky, operation));
             }
+            // `executor.self_destruct()` (`agent/executor.py` l. 241-302)
+            // awaits the deployer's teardown, spawns the detached reaper
+            // and returns; the route answers 200 (`agent/app.py`
+            // l. 234-248). The reaper's `sleep 3` then `systemctl stop
+            // decnet-agent` (l. 219-231) stops the agent: its lifespan's
+            // `finally` stops the heartbeat loop (`app.py` l. 134) and the
+            // process ends. The model's teardown takes no time (it has no
+            // containers) and assumes the systemd install.
+            Request::SelfDestruct => {
+                self.server.respond(incoming.conn, 200, "", out);
+                out.record(
+                    kind::SELF_DESTRUCT,
+                    Some(incoming.peer),
+                    Some("scheduled".into()),
+                    None,
+                );
+                if self.reaper.is_none() {
+                    self.reaper = Some(t + REAPER_DELAY);
+                }
+            }
             Request::Heartbeat(_) => self.server.respond(incoming.conn, 404, "Not Found", out),
         }
     }
@@ -427,10 +489,20 @@ impl Agent {
             at: *at,
             reason: "operation",
         });
+        let built = self.building_pushes.iter().map(|(at, _)| Deadline {
+            at: *at,
+            reason: "build body",
+        });
+        let reaper = self.reaper.map(|at| Deadline {
+            at,
+            reason: "self-destruct reaper",
+        });
         beat.into_iter()
             .chain(pushes)
             .chain(bus)
             .chain(ops)
+            .chain(built)
+            .chain(reaper)
             .min_by_key(|d| d.at)
     }
 }
@@ -468,7 +540,7 @@ fn push_done(outcome: &Outcome, out: &mut Outbox<Msg>) {
             kind::PUSH_FAILED,
             None,
             Some(e.name().into()),
-            Some(e.detail().into()),
+            Some(e.detail().to_string().into()),
         ),
     }
 }

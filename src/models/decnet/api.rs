@@ -60,15 +60,26 @@ pub struct ApiSpec {
 enum Job {
     Sweep,
     Probe,
-    ProbeResult { uuid: String, ok: bool },
+    ProbeResult {
+        uuid: String,
+        ok: bool,
+    },
     Act(Action),
-    DeployFailed { id: u64, error: String },
+    DeployFailed {
+        id: u64,
+        error: String,
+    },
+    /// The decommission's cleanup once the self-destruct call is over.
+    Delete {
+        uuid: Arc<str>,
+    },
 }
 
 #[derive(Clone, Debug)]
 enum Purpose {
     Probe { uuid: String },
     Deploy { id: u64 },
+    SelfDestruct { uuid: Arc<str> },
 }
 
 #[derive(Clone, Debug)]
@@ -247,9 +258,13 @@ impl Api {
         }
     }
 
+    /// `async with AgentClient(host=row) as agent:` then the request: the
+    /// pin connection first when the row has a fingerprint
+    /// (`swarm/client.py` l. 195-212; `https` module docs).
     fn start_call(
         &mut self,
         now: Now,
+        row: &HostRow,
         to: usize,
         request: Request,
         purpose: Purpose,
@@ -257,6 +272,7 @@ impl Api {
     ) {
         let token = self.next_token;
         self.next_token += 1;
+        let pin = (!row.fingerprint.is_empty()).then(|| Arc::from(row.fingerprint.as_str()));
         let call = Call::start(
             now.mono,
             NodeId(to),
@@ -264,6 +280,7 @@ impl Api {
             operator_cert(),
             CONTROL_TIMEOUTS,
             token,
+            pin,
             out,
         );
         self.calls.push((call, purpose));
@@ -276,13 +293,11 @@ impl Api {
             // `asyncio.gather(_probe_and_update(r) for r in rows)`: hosts
             // without an address are skipped (l. 35-36).
             Job::Probe => {
-                let targets: Vec<(String, usize)> = db
-                    .hosts
-                    .iter()
-                    .filter_map(|(uuid, h)| h.address.map(|a| (uuid.clone(), a)))
-                    .collect();
-                for (uuid, to) in targets {
-                    self.start_call(now, to, Request::Health, Purpose::Probe { uuid }, out);
+                for (uuid, h) in &db.hosts {
+                    if let Some(to) = h.address {
+                        let purpose = Purpose::Probe { uuid: uuid.clone() };
+                        self.start_call(now, h, to, Request::Health, purpose, out);
+                    }
                 }
             }
             // `update_swarm_host(uuid, patch)`: nothing if the row is gone.
@@ -303,11 +318,24 @@ impl Api {
                     Some("decommission".into()),
                     Some(format!("uuid={uuid}").into()),
                 );
-                if db.hosts.contains_key(&*uuid) {
-                    db.shards.retain(|_, s| *s.host != *uuid);
-                    db.hosts.remove(&*uuid);
+                // `get_swarm_host_by_uuid`, 404 if gone; then the
+                // best-effort `async with AgentClient(host=row) as agent:
+                // await agent.self_destruct()` (`api_decommission_host.py`
+                // l. 40-58), and only after it the deletes (l. 59-60). A
+                // row without an address cannot be dialled: the exception
+                // is logged and the cleanup runs at once.
+                match db.hosts.get(&*uuid) {
+                    None => {}
+                    Some(h) => match h.address {
+                        Some(to) => {
+                            let purpose = Purpose::SelfDestruct { uuid };
+                            self.start_call(now, h, to, Request::SelfDestruct, purpose, out);
+                        }
+                        None => delete_host(db, &uuid),
+                    },
                 }
             }
+            Job::Delete { uuid } => delete_host(db, &uuid),
             Job::Act(Action::Enrol {
                 name,
                 uuid,
@@ -347,10 +375,10 @@ impl Api {
             }) => {
                 let id = db.open_lifecycle(wall, &decky, &operation, &uuid);
                 // `_resolve_swarm_host` raising fails the row at once.
-                match db.hosts.get(&*uuid).and_then(|h| h.address) {
-                    Some(to) => {
+                match db.hosts.get(&*uuid).and_then(|h| Some((h, h.address?))) {
+                    Some((h, to)) => {
                         let request = Request::Operation { decky, operation };
-                        self.start_call(now, to, request, Purpose::Deploy { id }, out);
+                        self.start_call(now, h, to, request, Purpose::Deploy { id }, out);
                     }
                     None => fail(db, id, wall, "RuntimeError: host has no address".into()),
                 }
@@ -391,6 +419,20 @@ impl Api {
             }
             // A successful dispatch leaves the row running (l. 236-237);
             // an exception fails it with `f"{type(exc).__name__}: {exc}"`.
+            // `except Exception: log.exception(...)`, then
+            // `delete_decky_shards_for_host` and `delete_swarm_host`
+            // (`api_decommission_host.py` l. 52-60).
+            Purpose::SelfDestruct { uuid } => {
+                if let Some((name, detail)) = error {
+                    out.record(
+                        kind::OPERATOR,
+                        Some(peer),
+                        Some("self-destruct failed".into()),
+                        Some(format!("uuid={uuid} {name}: {detail}").into()),
+                    );
+                }
+                self.db.begin(Job::Delete { uuid }, out);
+            }
             Purpose::Deploy { id } => {
                 if let Some((name, detail)) = error {
                     self.db.begin(
@@ -408,7 +450,7 @@ impl Api {
     pub fn poll_timeout(&self) -> Option<Deadline> {
         let calls = self.calls.iter().map(|(c, _)| Deadline {
             at: c.deadline(),
-            reason: "httpx timeout",
+            reason: c.deadline_reason(),
         });
         let action = self
             .spec
@@ -432,6 +474,12 @@ impl Api {
             .chain(probe)
             .min_by_key(|d| d.at)
     }
+}
+
+/// `delete_decky_shards_for_host(uuid)` then `delete_swarm_host(uuid)`.
+fn delete_host(db: &mut Db, uuid: &str) {
+    db.shards.retain(|_, s| *s.host != *uuid);
+    db.hosts.remove(uuid);
 }
 
 /// `_mark_failed` (`strategies.py` l. 83-111): error cut to 2000.

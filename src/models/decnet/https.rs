@@ -22,12 +22,39 @@
 //! - Exceptions (`_backends/anyio.py`): connect `OSError -> ConnectError`
 //!   (refused), `TimeoutError -> ConnectTimeout` (l. 108-112); TLS
 //!   `SSLError`/`EndOfStream`/`BrokenResourceError -> ConnectError` (l.
-//!   61-66); read `BrokenResourceError -> ReadError` (reset, TLS alert),
+//!   61-66); read `BrokenResourceError -> ReadError` (reset),
 //!   `TimeoutError -> ReadTimeout` (l. 26-31); a FIN before the response is
 //!   `RemoteProtocolError` (`http11.py` l. 228-231); write
-//!   `TimeoutError -> WriteTimeout`, broken `-> WriteError` (l. 43-47).
+//!   `TimeoutError -> WriteTimeout` (l. 43-47).
+//! - A TLS alert after the handshake (the server refused the client
+//!   certificate; TLS 1.3 shows it on the first read) is a raw
+//!   `ssl.SSLError`: anyio converts only `SSLEOFError` /
+//!   `UNEXPECTED_EOF_WHILE_READING` and re-raises the rest
+//!   (`anyio/streams/tls.py` l. 197-208: `raise`), the read map has no
+//!   `ssl.SSLError` (`_backends/anyio.py` l. 25-31), and httpx re-raises
+//!   what it cannot map (`httpx/_transports/default.py` l. 114-115:
+//!   `if mapped_exc is None: raise`).
+//! - The master's calls to an agent (`AgentClient`, `decnet/swarm/client.py`)
+//!   first pin the agent's certificate on a connection of their own:
+//!   `__aenter__` awaits `_verify_pin()` (l. 209-212), which, for a row
+//!   with a fingerprint (every enrolled row), runs `_fetch_peer_fingerprint`
+//!   in a thread (l. 195-205): `socket.create_connection((address, port),
+//!   timeout=10.0)` (l. 179), a blocking TLS handshake under the same 10 s
+//!   socket timeout per read (`ctx.wrap_socket`, l. 182), the server
+//!   certificate's digest, then the socket closed (l. 183-188); a digest
+//!   other than the row's raises `FingerprintMismatchError` (l. 202-205).
+//!   Only then does httpx open its own connection. That is two round trips
+//!   (TCP, TLS 1.3's first flight; the client's handshake is complete once
+//!   it has sent its Finished) before the call, and the socket's own
+//!   exceptions, not httpx's: `ConnectionRefusedError`, `TimeoutError`,
+//!   `ConnectionResetError`, `ssl.SSLEOFError`.
+//! - A failed request write is never `WriteError`: httpcore swallows it
+//!   (`http11.py` l. 82-95, `except WriteError: ... pass`) and reads the
+//!   response, which fails on the dead connection: `BrokenResourceError ->
+//!   ReadError` (`_backends/anyio.py` l. 26-31).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use heartsim_sim::{ConnError, ConnId, Dest, Duration, Input, NodeId, Outbox, Timestamp};
 
@@ -60,42 +87,49 @@ pub const CONTROL_TIMEOUTS: Timeouts = Timeouts {
 };
 
 /// What an httpx request raised: distinct from any HTTP status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HttpError {
     /// `httpx.ConnectError`: refused, or the TLS handshake failed.
     Connect(&'static str),
     /// `httpx.ConnectTimeout`: TCP connect or TLS handshake past `connect`.
     ConnectTimeout,
-    /// `httpx.WriteError`.
-    Write(&'static str),
     /// `httpx.WriteTimeout`.
     WriteTimeout,
-    /// `httpx.ReadError`: a reset, or a TLS alert, while waiting.
+    /// `httpx.ReadError`: a reset while writing or waiting.
     Read(&'static str),
+    /// A raw `ssl.SSLError`: a TLS alert after the handshake (module docs).
+    Ssl(&'static str),
     /// `httpx.ReadTimeout`.
     ReadTimeout,
     /// `httpx.RemoteProtocolError`: "Server disconnected without sending a
     /// response."
     Disconnected,
+    /// The pin connection's (module docs) exception, by its Python name.
+    Pin {
+        name: &'static str,
+        detail: Arc<str>,
+    },
 }
 
 impl HttpError {
     /// The exception as the log would name it (the record's reason).
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
+            HttpError::Pin { name, .. } => name,
             HttpError::Connect(_) => "ConnectError",
             HttpError::ConnectTimeout => "ConnectTimeout",
-            HttpError::Write(_) => "WriteError",
             HttpError::WriteTimeout => "WriteTimeout",
             HttpError::Read(_) => "ReadError",
+            HttpError::Ssl(_) => "SSLError",
             HttpError::ReadTimeout => "ReadTimeout",
             HttpError::Disconnected => "RemoteProtocolError",
         }
     }
     /// What caused it (the record's message).
-    pub fn detail(self) -> &'static str {
+    pub fn detail(&self) -> &str {
         match self {
-            HttpError::Connect(d) | HttpError::Write(d) | HttpError::Read(d) => d,
+            HttpError::Pin { detail, .. } => detail,
+            HttpError::Connect(d) | HttpError::Read(d) | HttpError::Ssl(d) => d,
             HttpError::ConnectTimeout | HttpError::WriteTimeout | HttpError::ReadTimeout => {
                 "timed out"
             }
@@ -116,6 +150,10 @@ pub enum Outcome {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
+    /// The pin's `socket.create_connection(.., timeout=10.0)`.
+    PinTcp,
+    /// The pin's `wrap_socket` handshake: waiting for the server's flight.
+    PinTls,
     /// `connect_tcp`: waiting for the SYN-ACK.
     Tcp,
     /// `start_tls`: ClientHello sent, waiting for the server's flight.
@@ -137,10 +175,26 @@ pub struct Call {
     request: Request,
     cert: Cert,
     token: u64,
+    /// The row's fingerprint the agent's certificate must match, until the
+    /// pin connection is done.
+    pin: Option<Arc<str>>,
+}
+
+/// `socket.create_connection(..., timeout=10.0)` (`swarm/client.py` l. 179):
+/// the connect, and each blocking read of the handshake.
+pub const PIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn pin_error(name: &'static str, detail: impl Into<Arc<str>>) -> Outcome {
+    Outcome::Error(HttpError::Pin {
+        name,
+        detail: detail.into(),
+    })
 }
 
 impl Call {
-    /// Open the connection; `token` names the request's awaited write.
+    /// Open the connection (the pin's first, given `pin`: module docs);
+    /// `token` names the request's awaited write.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         now: Timestamp,
         peer: NodeId,
@@ -148,24 +202,38 @@ impl Call {
         cert: Cert,
         timeouts: Timeouts,
         token: u64,
+        pin: Option<Arc<str>>,
         out: &mut Outbox<Msg>,
     ) -> Call {
         let conn = out.connect(peer);
+        let (stage, deadline) = match pin {
+            Some(_) => (Stage::PinTcp, now + PIN_TIMEOUT),
+            None => (Stage::Tcp, now + timeouts.connect),
+        };
         Call {
             conn,
             peer,
-            stage: Stage::Tcp,
-            deadline: now + timeouts.connect,
+            stage,
+            deadline,
             timeouts,
             request,
             cert,
             token,
+            pin,
         }
     }
 
     /// When its current timer expires.
     pub fn deadline(&self) -> Timestamp {
         self.deadline
+    }
+
+    /// What its current timer is, for the trace.
+    pub fn deadline_reason(&self) -> &'static str {
+        match self.stage {
+            Stage::PinTcp | Stage::PinTls => "pin socket timeout",
+            _ => "httpx timeout",
+        }
     }
 
     /// Whether `input` is about this call.
@@ -192,6 +260,72 @@ impl Call {
         out: &mut Outbox<Msg>,
     ) -> Option<Outcome> {
         let result = match (self.stage, input) {
+            (Stage::PinTcp, Input::Connected { .. }) => {
+                out.send(self.conn, Msg::ClientHello);
+                self.stage = Stage::PinTls;
+                self.deadline = now + PIN_TIMEOUT;
+                None
+            }
+            // `create_connection` re-raises the connect's `OSError`.
+            (Stage::PinTcp, Input::ConnectFailed { error, .. }) => Some(match error {
+                ConnError::Refused => {
+                    pin_error("ConnectionRefusedError", "[Errno 111] Connection refused")
+                }
+                ConnError::TimedOut => {
+                    pin_error("TimeoutError", "[Errno 110] Connection timed out")
+                }
+                _ => pin_error(
+                    "ConnectionResetError",
+                    "[Errno 104] Connection reset by peer",
+                ),
+            }),
+            (
+                Stage::PinTls,
+                Input::Data {
+                    msg: Msg::ServerHello(server),
+                    ..
+                },
+            ) => {
+                // The client's handshake ends with its Finished; then
+                // `getpeercert`, the socket closed (l. 182-188), and the
+                // digest compared (l. 202-205). An empty `der` is a
+                // mismatch against "" (l. 189-192).
+                out.send(self.conn, Msg::ClientFinished(self.cert.clone()));
+                out.close(self.conn);
+                let expected = self.pin.take().unwrap_or_default();
+                match server {
+                    Cert::Signed(actual) if *actual == expected => {
+                        self.conn = out.connect(self.peer);
+                        self.stage = Stage::Tcp;
+                        self.deadline = now + self.timeouts.connect;
+                        return None;
+                    }
+                    // `ctx.verify_mode = ssl.CERT_REQUIRED` against the
+                    // DECNET CA (l. 176-177).
+                    Cert::Untrusted(_) => {
+                        return Some(pin_error(
+                            "SSLCertVerificationError",
+                            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate",
+                        ));
+                    }
+                    Cert::Signed(actual) => return Some(mismatch(self.peer, &expected, actual)),
+                    Cert::None => return Some(mismatch(self.peer, &expected, "")),
+                }
+            }
+            (
+                Stage::PinTls,
+                Input::Data {
+                    msg: Msg::Alert(_), ..
+                },
+            ) => Some(pin_error("SSLError", "TLS alert during the pin handshake")),
+            (Stage::PinTls, Input::Closed { .. }) => Some(pin_error(
+                "SSLEOFError",
+                "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol",
+            )),
+            (Stage::PinTls, Input::Reset { .. }) => Some(pin_error(
+                "ConnectionResetError",
+                "[Errno 104] Connection reset by peer",
+            )),
             (Stage::Tcp, Input::Connected { .. }) => {
                 out.send(self.conn, Msg::ClientHello);
                 self.stage = Stage::Tls;
@@ -208,7 +342,7 @@ impl Call {
             (
                 Stage::Tls,
                 Input::Data {
-                    msg: Msg::ServerHello,
+                    msg: Msg::ServerHello(_),
                     ..
                 },
             ) => {
@@ -237,21 +371,23 @@ impl Call {
                 self.deadline = now + self.timeouts.read;
                 None
             }
+            // httpcore swallows the `WriteError` and reads: the read fails
+            // on the dead connection (module docs, `http11.py` l. 82-95).
             (Stage::Write, Input::SendDone { result: Err(_), .. })
-            | (Stage::Write, Input::Reset { .. }) => {
-                Some(Outcome::Error(HttpError::Write("[Errno 32] Broken pipe")))
-            }
+            | (Stage::Write | Stage::Read, Input::Reset { .. }) => Some(Outcome::Error(
+                HttpError::Read("[Errno 104] Connection reset by peer"),
+            )),
             (
                 Stage::Write | Stage::Read,
                 Input::Data {
                     msg: Msg::Alert(alert),
                     ..
                 },
-            ) => Some(Outcome::Error(HttpError::Read(
+            ) => Some(Outcome::Error(HttpError::Ssl(
                 if &**alert == "unknown ca" {
-                    "SSLError: tlsv1 alert unknown ca"
+                    "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca"
                 } else {
-                    "SSLError: tlsv13 alert certificate required"
+                    "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required"
                 },
             ))),
             (
@@ -264,13 +400,21 @@ impl Call {
                 status: *status,
                 detail: detail.clone(),
             }),
-            (Stage::Read, Input::Reset { .. }) => Some(Outcome::Error(HttpError::Read(
-                "[Errno 104] Connection reset by peer",
-            ))),
             (Stage::Write | Stage::Read, Input::Closed { .. }) => {
                 Some(Outcome::Error(HttpError::Disconnected))
             }
+            // `socket.timeout` is `TimeoutError`: "timed out" from the
+            // connect, CPython's `_ssl.c` "The handshake operation timed
+            // out" (prefixed there by `_ssl.c:<line>: `) from the handshake.
+            (Stage::PinTcp, Input::Timeout) if now >= self.deadline => {
+                Some(pin_error("TimeoutError", "timed out"))
+            }
+            (Stage::PinTls, Input::Timeout) if now >= self.deadline => Some(pin_error(
+                "TimeoutError",
+                "The handshake operation timed out",
+            )),
             (stage, Input::Timeout) if now >= self.deadline => Some(Outcome::Error(match stage {
+                Stage::PinTcp | Stage::PinTls => unreachable!("handled above"),
                 Stage::Tcp | Stage::Tls => HttpError::ConnectTimeout,
                 Stage::Write => HttpError::WriteTimeout,
                 Stage::Read => HttpError::ReadTimeout,
@@ -285,11 +429,29 @@ impl Call {
     }
 }
 
+/// `FingerprintMismatchError(f"{address}:{port}", expected, actual)`
+/// (`swarm/client.py` l. 37-49; the agent's port 8765); the model's
+/// address is the node.
+fn mismatch(peer: NodeId, expected: &str, actual: &str) -> Outcome {
+    let cut = |f: &str| f.chars().take(16).collect::<String>();
+    pin_error(
+        "FingerprintMismatchError",
+        format!(
+            "agent node{}:8765: cert fingerprint mismatch (expected={}…, got={}…)",
+            peer.0,
+            cut(expected),
+            cut(actual)
+        ),
+    )
+}
+
 /// A TLS server's connections (uvicorn with `--ssl-cert-reqs 2`,
 /// `decnet/cli/swarmctl.py` l. 122-125; the agent's API likewise,
 /// `decnet/agent/app.py` l. 5).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Server {
+    /// Its own certificate, sent in the handshake.
+    cert: Cert,
     /// Each connection, with the client certificate once verified.
     conns: BTreeMap<ConnId, Option<Cert>>,
 }
@@ -304,6 +466,13 @@ pub struct Incoming {
 }
 
 impl Server {
+    pub fn new(cert: Cert) -> Server {
+        Server {
+            cert,
+            conns: BTreeMap::new(),
+        }
+    }
+
     /// Feed it a connection input; a request that passed TLS comes back.
     pub fn on_input(&mut self, input: Input<Msg>, out: &mut Outbox<Msg>) -> Option<Incoming> {
         match input {
@@ -313,7 +482,7 @@ impl Server {
             Input::Data { conn, peer, msg } => {
                 let slot = self.conns.get_mut(&conn)?;
                 match msg {
-                    Msg::ClientHello => out.send(conn, Msg::ServerHello),
+                    Msg::ClientHello => out.send(conn, Msg::ServerHello(self.cert.clone())),
                     Msg::ClientFinished(cert) => match cert {
                         // `ssl.CERT_REQUIRED`: the handshake fails with an
                         // alert and the server drops the connection.

@@ -58,6 +58,7 @@ pub mod kind {
     pub const BEAT_FAILED: &str = "beat-failed";
     pub const NOT_STARTED: &str = "not-started";
     pub const OPERATION_STARTED: &str = "operation-started";
+    pub const SELF_DESTRUCT: &str = "self-destruct";
     pub const OPERATION_DONE: &str = "operation-done";
     pub const PUSH: &str = "push";
     pub const PUSH_REJECTED: &str = "push-rejected";
@@ -78,9 +79,9 @@ const STATUSES: &[Reason] = &[Reason::Family("", "<HTTP status>")];
 const EXCEPTIONS: &[Reason] = &[
     Reason::Is("ConnectError"),
     Reason::Is("ConnectTimeout"),
-    Reason::Is("WriteError"),
     Reason::Is("WriteTimeout"),
     Reason::Is("ReadError"),
+    Reason::Is("SSLError"),
     Reason::Is("ReadTimeout"),
     Reason::Is("RemoteProtocolError"),
 ];
@@ -88,13 +89,18 @@ const EXCEPTIONS: &[Reason] = &[
 const RECORDS: &[RecordKind] = &[
     RecordKind::decision(kind::BEAT, STATUSES, "agent: the loop's POST /swarm/heartbeat got 204 (_tick returns quietly)"),
     RecordKind::decision(kind::BEAT_REJECTED, STATUSES, "agent: the loop's POST got another status, logged `heartbeat rejected` (msg: the detail)"),
-    RecordKind::decision(kind::BEAT_FAILED, EXCEPTIONS, "agent: the loop's POST raised this httpx exception, logged `heartbeat tick failed` (msg: its cause)"),
+    RecordKind::decision(kind::BEAT_FAILED, EXCEPTIONS, "agent: the loop's POST raised this exception (httpx's, or a raw `ssl.SSLError` for a refused client certificate), logged `heartbeat tick failed` (msg: its cause)"),
     RecordKind::decision(
         kind::NOT_STARTED,
         &[Reason::Is("DECNET_HOST_UUID or DECNET_MASTER_HOST unset"), Reason::Is("worker SSL context unavailable")],
         "agent: heartbeat.start() declined to start the loop",
     ),
     RecordKind::decision(kind::OPERATION_STARTED, &[], "agent: /deploy or /mutate answered 202, the work runs in the background (msg: decky, operation)"),
+    RecordKind::decision(
+        kind::SELF_DESTRUCT,
+        &[Reason::Is("scheduled"), Reason::Is("stopped")],
+        "agent: POST /self-destruct answered and the reaper spawned; 3 s later the reaper's `systemctl stop decnet-agent` ends the process",
+    ),
     RecordKind::decision(kind::OPERATION_DONE, &[Reason::Is("succeeded"), Reason::Is("failed")], "agent: a background operation ended; its delta is pushed once"),
     RecordKind::decision(kind::PUSH, STATUSES, "agent: the lifecycle push got 200 or 204"),
     RecordKind::decision(kind::PUSH_REJECTED, STATUSES, "agent: the lifecycle push got another status (logged, not retried)"),
@@ -131,7 +137,7 @@ const RECORDS: &[RecordKind] = &[
         &[Reason::Is("ok"), Reason::Is("stale"), Reason::Is("unknown")],
         "api: the workers panel's `agent` row changed at a GET /workers poll",
     ),
-    RecordKind::decision(kind::PROBE, &[Reason::Is("ok"), Reason::Is("HTTPStatusError"), Reason::Is("ConnectError"), Reason::Is("ConnectTimeout"), Reason::Is("WriteError"), Reason::Is("WriteTimeout"), Reason::Is("ReadError"), Reason::Is("ReadTimeout"), Reason::Is("RemoteProtocolError")], "api: an agent's GET /health probe ended"),
+    RecordKind::decision(kind::PROBE, &[Reason::Is("ok"), Reason::Is("HTTPStatusError"), Reason::Is("ConnectError"), Reason::Is("ConnectTimeout"), Reason::Is("WriteTimeout"), Reason::Is("ReadError"), Reason::Is("SSLError"), Reason::Is("ReadTimeout"), Reason::Is("RemoteProtocolError"), Reason::Is("TimeoutError"), Reason::Is("ConnectionRefusedError"), Reason::Is("ConnectionResetError"), Reason::Is("SSLEOFError"), Reason::Is("SSLCertVerificationError"), Reason::Is("FingerprintMismatchError")], "api: an agent's GET /health probe ended (the last six: its certificate-pin connection's, swarm/client.py l. 170-212)"),
     RecordKind::decision(
         kind::BUS,
         &[Reason::Is("unavailable"), Reason::Is("lost")],
@@ -139,8 +145,8 @@ const RECORDS: &[RecordKind] = &[
     ),
     RecordKind::decision(
         kind::OPERATOR,
-        &[Reason::Is("decommission"), Reason::Is("enrol"), Reason::Is("enrol refused 409")],
-        "api: an operator action",
+        &[Reason::Is("decommission"), Reason::Is("self-destruct failed"), Reason::Is("enrol"), Reason::Is("enrol refused 409")],
+        "api: an operator action; `self-destruct failed` is a decommission's best-effort call to the agent raising (msg: the exception), after which the row is deleted all the same",
     ),
 ];
 
@@ -170,6 +176,8 @@ impl scenario::Model for Decnet {
             "asyncio.sleep",
             "bus heartbeat",
             "operation",
+            "self-destruct reaper",
+            "pin socket timeout",
             "operator",
             "GET /workers",
             "GET /swarm/hosts",

@@ -100,6 +100,8 @@ pub enum Request {
         decky: Arc<str>,
         operation: Arc<str>,
     },
+    /// `POST /self-destruct` to an agent (decommission).
+    SelfDestruct,
 }
 
 impl Request {
@@ -108,6 +110,7 @@ impl Request {
             Request::Heartbeat(_) => "POST /swarm/heartbeat",
             Request::Health => "GET /health",
             Request::Operation { .. } => "POST /deploy",
+            Request::SelfDestruct => "POST /self-destruct",
         }
     }
 }
@@ -117,8 +120,9 @@ impl Request {
 pub enum Msg {
     /// TLS 1.3, client: ClientHello.
     ClientHello,
-    /// TLS 1.3, server: ServerHello .. CertificateRequest .. Finished.
-    ServerHello,
+    /// TLS 1.3, server: ServerHello .. Certificate (the server's own) ..
+    /// CertificateRequest .. Finished.
+    ServerHello(Cert),
     /// TLS 1.3, client: Certificate, CertificateVerify, Finished.
     ClientFinished(Cert),
     /// TLS alert (the server refused the client's certificate).
@@ -144,7 +148,9 @@ impl Msg {
     pub fn describe(&self) -> String {
         match self {
             Msg::ClientHello => "TLS ClientHello".into(),
-            Msg::ServerHello => "TLS ServerHello..Finished".into(),
+            Msg::ServerHello(c) => {
+                format!("TLS ServerHello..Certificate({})..Finished", c.describe())
+            }
             Msg::ClientFinished(c) => format!("TLS Certificate({})..Finished", c.describe()),
             Msg::Alert(a) => format!("TLS alert {a}"),
             Msg::Request(r) => r.path().into(),

@@ -34,7 +34,7 @@ impl Swarmctl {
     pub fn new(initial: Arc<Db>) -> Self {
         Swarmctl {
             initial,
-            server: Server::default(),
+            server: Server::new(Cert::Signed("decnet-swarmctl".into())),
             db: Access::default(),
         }
     }
