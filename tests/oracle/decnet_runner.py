@@ -354,6 +354,9 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     lat_us = duration_us(net.get("latency", "0s"))
     if any(h.clock_drift_ppm or h.clock_offset_us for h in sc.hosts):
         raise Unsupported("host clocks")
+    other = sorted({n.kind for n in sc.nodes} - {"swarmctl", "agent", "impostor"})
+    if other:
+        raise Unsupported(f"node kinds {other} (the main API and the bus are not run)")
     masters = [n for n in sc.nodes if n.kind == "swarmctl"]
     agents = []
     for n in sc.nodes:
