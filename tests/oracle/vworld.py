@@ -47,6 +47,11 @@ class Killed(BaseException):
     Exception` catches it, so the thread unwinds without running on."""
 
 
+class Unsupported(Exception):
+    """A runner cannot run this scenario (what it needs is named): the
+    oracle counts the file as skipped, never as agreeing."""
+
+
 class OracleError(Exception):
     """The harness cannot do what the scenario asks (not upstream's fault)."""
 
