@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import selectors
+import ssl
 import sys
 import tempfile
 import threading
@@ -428,9 +429,13 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             await self.until(arrive, a, s)
             if a.cert in ("none", "untrusted"):
                 # CERT_REQUIRED: the handshake fails on the server; the
-                # client sees the alert on its first read.
+                # client sees the alert on its first read, as a raw
+                # `ssl.SSLError`: anyio re-raises it (`_backends/_asyncio`
+                # `tls.py` ~197-208) and neither httpcore's read mapping nor
+                # httpx's maps it (`default.py` ~114-115: `if mapped_exc is
+                # None: raise`); see src/models/decnet/https.rs.
                 await self.until(arrive + lat_us, a, s)
-                raise httpx.ReadError("tls alert", request=request)
+                raise ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
             status, hdrs, body = m.handle(arrive, a, content, list(request.headers.raw), w.rec)
             await self.until(arrive + lat_us, a, s)
             return httpx.Response(status, headers=hdrs, content=body, request=request)
