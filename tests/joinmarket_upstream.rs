@@ -351,17 +351,16 @@ fn at_ms(ms: u64) -> Now {
 
 /// What a directory did, step by step: `(ms, record or send)`, the records
 /// of a step before its sends. Awaited sends are answered with success at
-/// once (and marked with their connection), except on the stalled
-/// connections of the second field (their buffers are full: never). With
-/// the third field, closes are logged too. The fourth keeps the stalled
-/// writes (`release` answers them).
+/// once (and marked with their connection), except on the `stalled`
+/// connections (their buffers are full: never), whose writes wait in
+/// `held` (`release` answers them). With `closes`, closes are logged too.
 #[derive(Default)]
-struct Log(
-    Vec<(u64, String)>,
-    Vec<ConnId>,
-    bool,
-    Vec<(heartsim::sim::Dest, u64)>,
-);
+struct Log {
+    lines: Vec<(u64, String)>,
+    stalled: Vec<ConnId>,
+    closes: bool,
+    held: Vec<(heartsim::sim::Dest, u64)>,
+}
 
 impl Log {
     fn step(&mut self, d: &mut Directory, ms: u64, input: Input<Frame>) -> Outbox<Frame> {
@@ -374,14 +373,14 @@ impl Log {
                 .as_deref()
                 .map(|m| format!(" ({m})"))
                 .unwrap_or_default();
-            self.0.push((
+            self.lines.push((
                 ms,
                 format!("{} {reason}", r.kind).trim_end().to_string() + &msg,
             ));
         }
-        if self.2 {
+        if self.closes {
             for conn in out.closes() {
-                self.0.push((ms, format!("close {}", conn.0)));
+                self.lines.push((ms, format!("close {}", conn.0)));
             }
         }
         let mut awaited = Vec::new();
@@ -389,13 +388,13 @@ impl Log {
             let mut line = format!("send {msg}");
             if let (heartsim::sim::Dest::Conn(conn), Some(token)) = (to, token) {
                 line += &format!(" on {}", conn.0);
-                if self.1.contains(&conn) {
-                    self.3.push((to, token));
+                if self.stalled.contains(&conn) {
+                    self.held.push((to, token));
                 } else {
                     awaited.push((to, token));
                 }
             }
-            self.0.push((ms, line));
+            self.lines.push((ms, line));
         }
         for (to, token) in awaited {
             self.step(
@@ -413,12 +412,12 @@ impl Log {
 
     /// `conn`'s buffers drain: its stalled writes complete.
     fn release(&mut self, d: &mut Directory, ms: u64, conn: ConnId) {
-        self.1.retain(|&c| c != conn);
+        self.stalled.retain(|&c| c != conn);
         let (done, kept) = self
-            .3
+            .held
             .drain(..)
             .partition(|(to, _)| *to == heartsim::sim::Dest::Conn(conn));
-        self.3 = kept;
+        self.held = kept;
         for (to, token) in done {
             let result = Ok(());
             self.step(d, ms, Input::SendDone { to, token, result });
@@ -500,7 +499,7 @@ fn python_registers_50ms_after_its_reply_and_reads_what_came_meanwhile_after() {
                 (50, "disconnect peer closed".into()),
             ]
         };
-        assert_eq!(log.0, expected, "{profile:?}");
+        assert_eq!(log.lines, expected, "{profile:?}");
         assert_eq!(d.registered(), 0);
     }
 }
@@ -532,7 +531,7 @@ fn a_duplicate_during_the_50ms_sleep_is_refused_by_head_and_overwrites_in_eb812d
         }
         log.settle(&mut d);
         let records: Vec<(u64, String)> = log
-            .0
+            .lines
             .into_iter()
             .filter(|(_, l)| !l.starts_with("send"))
             .collect();
@@ -603,11 +602,11 @@ fn eb812d4c_old_connection_keeps_acting_on_its_key() {
     // The first sweep that finds both idle (past 600 s since 1.050 and
     // 2.050) is at 11:00: it PINGs in dict order, the overwritten key (now
     // on the new connection) first, then bob.
-    log.0.clear();
+    log.lines.clear();
     log.run_until(&mut d, 660_001);
     let ping = Frame::Ping.to_string();
     let sends: Vec<&str> = log
-        .0
+        .lines
         .iter()
         .filter(|(_, l)| l.starts_with("send"))
         .map(|(_, l)| l.as_str())
@@ -618,7 +617,7 @@ fn eb812d4c_old_connection_keeps_acting_on_its_key() {
     );
     // The PONG comes on alice's old connection: it clears the key's pending
     // PONG, so only bob is evicted after the wait.
-    log.0.clear();
+    log.lines.clear();
     log.step(
         &mut d,
         661_000,
@@ -630,7 +629,7 @@ fn eb812d4c_old_connection_keeps_acting_on_its_key() {
     );
     log.run_until(&mut d, 690_001);
     let records: Vec<&str> = log
-        .0
+        .lines
         .iter()
         .filter(|(_, l)| !l.starts_with("send"))
         .map(|(_, l)| l.as_str())
@@ -639,7 +638,7 @@ fn eb812d4c_old_connection_keeps_acting_on_its_key() {
     assert_eq!(d.registered(), 1);
     // alice's old connection closes: its cleanup unregisters the key, that
     // is the new peer, whose connection stays open.
-    log.0.clear();
+    log.lines.clear();
     let out = log.step(
         &mut d,
         700_000,
@@ -649,7 +648,7 @@ fn eb812d4c_old_connection_keeps_acting_on_its_key() {
         },
     );
     assert_eq!(
-        log.0,
+        log.lines,
         vec![(
             700_000,
             "disconnect peer closed (its connection stays open)".to_string()
@@ -659,9 +658,13 @@ fn eb812d4c_old_connection_keeps_acting_on_its_key() {
     assert_eq!(out.records().next().and_then(|r| r.peer), Some(NEW));
     assert_eq!(d.registered(), 0);
     // Never swept again: no PING, no hard eviction, though it stays silent.
-    log.0.clear();
+    log.lines.clear();
     log.run_until(&mut d, 4 * 3600 * 1000);
-    assert!(log.0.iter().all(|(_, l)| l == "sweep"), "{:?}", log.0);
+    assert!(
+        log.lines.iter().all(|(_, l)| l == "sweep"),
+        "{:?}",
+        log.lines
+    );
 }
 
 /// Issue 18, point 8: joinmarket-rs counts `!orderbook` in its own bucket
@@ -701,7 +704,7 @@ fn rust_disconnects_a_4th_orderbook_within_a_minute_and_python_does_not() {
             );
         }
         let records: Vec<&(u64, String)> = log
-            .0
+            .lines
             .iter()
             .filter(|(_, l)| !l.starts_with("send"))
             .collect();
@@ -760,7 +763,7 @@ fn head_nick_authentication_refuses_expires_and_registers() {
             );
         }
         log.run_until(&mut d, 20_000);
-        (log.0, d.registered())
+        (log.lines, d.registered())
     };
     let reply = |accepted| format!("send {}", Frame::HandshakeReply { accepted });
     let challenge = format!("send {}", Frame::NickAuthChallenge);
@@ -849,7 +852,7 @@ fn a_reset_during_the_50ms_sleep_drops_the_lines_before_it() {
         };
         log.step(&mut d, 20, reset);
         log.settle(&mut d);
-        let records: Vec<&(u64, String)> = log.0.iter().skip(1).collect();
+        let records: Vec<&(u64, String)> = log.lines.iter().skip(1).collect();
         assert_eq!(
             records,
             vec![
@@ -896,7 +899,7 @@ fn a_departure_is_broadcast_to_the_other_peers_before_the_close() {
             log.hello(&mut d, 0, conn, peer, hello);
         }
         log.settle(&mut d);
-        log.0.clear();
+        log.lines.clear();
         // alice's connection ends (EOF): her handler cleans up.
         let out = log.step(
             &mut d,
@@ -906,7 +909,7 @@ fn a_departure_is_broadcast_to_the_other_peers_before_the_close() {
                 peer: PEER,
             },
         );
-        let lines: Vec<&str> = log.0.iter().map(|(_, l)| l.as_str()).collect();
+        let lines: Vec<&str> = log.lines.iter().map(|(_, l)| l.as_str()).collect();
         let entry = format!(
             "send {}",
             Frame::PeerList {
@@ -945,7 +948,7 @@ fn a_departure_is_broadcast_to_the_other_peers_before_the_close() {
         }
         assert_eq!(d.registered(), 2, "{profile:?}");
         // tom (a taker) leaves: eb812d4c finds no one to tell.
-        log.0.clear();
+        log.lines.clear();
         log.step(
             &mut d,
             2_000,
@@ -954,7 +957,11 @@ fn a_departure_is_broadcast_to_the_other_peers_before_the_close() {
                 peer: NodeId(3),
             },
         );
-        let sends = log.0.iter().filter(|(_, l)| l.starts_with("send")).count();
+        let sends = log
+            .lines
+            .iter()
+            .filter(|(_, l)| l.starts_with("send"))
+            .count();
         let expected = match profile {
             Profile::JoinmarketNg => 1,
             Profile::JoinmarketNgEb812d4c | Profile::JoinmarketRs => 0,
@@ -1123,7 +1130,10 @@ fn head_awaits_its_pong_and_reads_nothing_meanwhile() {
 /// bob, both ping-capable, on connections 1 and 2.
 fn head_with_stalled_alice() -> (Directory, Log) {
     let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir");
-    let mut log = Log(Vec::new(), vec![STREAM], false, Vec::new());
+    let mut log = Log {
+        stalled: vec![STREAM],
+        ..Log::default()
+    };
     log.step(&mut d, 0, Input::Start);
     for (conn, peer, nick) in [(STREAM, PEER, "alice"), (ConnId(2), NodeId(2), "bob")] {
         let hello = Frame::Handshake {
@@ -1136,7 +1146,7 @@ fn head_with_stalled_alice() -> (Directory, Log) {
         log.hello(&mut d, 0, conn, peer, hello);
     }
     log.settle(&mut d);
-    log.0.clear();
+    log.lines.clear();
     (d, log)
 }
 
@@ -1156,19 +1166,22 @@ fn head_writes_to_one_nick_wait_for_each_other() {
     // 10 s: bob's offer is relayed to alice: the write waits for her lock.
     let offer = Frame::PubMsg("bob!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002".into());
     log.step(&mut d, 10_000, data(ConnId(2), NodeId(2), offer.clone()));
-    assert_eq!(log.0, vec![(1_000, format!("send {} on 1", Frame::Pong))]);
+    assert_eq!(
+        log.lines,
+        vec![(1_000, format!("send {} on 1", Frame::Pong))]
+    );
     // 31 s: the PONG gives up; the relay has the lock and writes.
     log.run_until(&mut d, 31_001);
     assert_eq!(
-        log.0.last(),
+        log.lines.last(),
         Some(&(31_000, format!("send {offer} on 1"))),
         "{:?}",
-        log.0
+        log.lines
     );
     // Its own 30 s: it gives up at 61 s, and alice goes then.
     log.run_until(&mut d, 61_001);
     let gone: Vec<_> = log
-        .0
+        .lines
         .iter()
         .filter(|(_, l)| l.starts_with("disc"))
         .collect();
@@ -1186,11 +1199,11 @@ fn head_a_duplicate_nick_waits_for_the_owners_lock() {
     let again = ConnId(3);
     log.hello(&mut d, 5_000, again, PEER, handshake(true));
     log.step(&mut d, 6_000, data(again, PEER, Frame::Ping));
-    assert_eq!(log.0.len(), 1, "{:?}", log.0);
+    assert_eq!(log.lines.len(), 1, "{:?}", log.lines);
     log.run_until(&mut d, 31_001);
     let rejection = Frame::HandshakeReply { accepted: false };
     assert_eq!(
-        log.0[1..],
+        log.lines[1..],
         [
             (
                 31_000,
@@ -1212,7 +1225,7 @@ fn head_a_reset_under_a_blocked_write_is_cleaned_up_by_its_own_handler() {
     let (mut d, mut log) = head_with_stalled_alice();
     let offer = Frame::PubMsg("bob!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002".into());
     log.step(&mut d, 1_000, data(ConnId(2), NodeId(2), offer.clone()));
-    assert_eq!(log.0, vec![(1_000, format!("send {offer} on 1"))]);
+    assert_eq!(log.lines, vec![(1_000, format!("send {offer} on 1"))]);
     let reset = Input::Reset {
         conn: STREAM,
         peer: PEER,
@@ -1220,7 +1233,7 @@ fn head_a_reset_under_a_blocked_write_is_cleaned_up_by_its_own_handler() {
     };
     log.step(&mut d, 2_000, reset);
     let gone: Vec<_> = log
-        .0
+        .lines
         .iter()
         .filter(|(_, l)| l.starts_with("disc"))
         .collect();
@@ -1244,7 +1257,10 @@ fn head_a_displaced_close_is_given_up_after_5s() {
     };
     let mut d =
         Directory::new(Profile::JoinmarketNg, Timers::default(), "dir").with_nick_auth(Some(auth));
-    let mut log = Log(Vec::new(), vec![STREAM], false, Vec::new());
+    let mut log = Log {
+        stalled: vec![STREAM],
+        ..Log::default()
+    };
     let hello = Frame::Handshake {
         nick: Arc::from("alice"),
         location: Arc::from(onion_for("alice")),
@@ -1265,12 +1281,12 @@ fn head_a_displaced_close_is_given_up_after_5s() {
     log.run_until(&mut d, 60_000);
     let ok = format!("send {}", Frame::NickAuthResult(AuthCode::Ok));
     let when: Vec<u64> = log
-        .0
+        .lines
         .iter()
         .filter(|(_, l)| *l == ok)
         .map(|(t, _)| *t)
         .collect();
-    assert_eq!(when, vec![10, 45_010], "{:?}", log.0);
+    assert_eq!(when, vec![10, 45_010], "{:?}", log.lines);
     assert_eq!(d.registered(), 1);
 }
 
@@ -1288,7 +1304,11 @@ fn head_an_evicted_peer_that_speaks_during_its_broadcast_is_closed_by_its_handle
     };
     let mut d = Directory::new(Profile::JoinmarketNg, timers, "dir");
     // alice, a non-ping taker, is stalled; bob pings but never answers.
-    let mut log = Log(Vec::new(), vec![STREAM], true, Vec::new());
+    let mut log = Log {
+        stalled: vec![STREAM],
+        closes: true,
+        ..Log::default()
+    };
     log.step(&mut d, 0, Input::Start);
     let bob = (ConnId(2), NodeId(2));
     for (conn, peer, nick, ping, location) in [
@@ -1312,9 +1332,9 @@ fn head_an_evicted_peer_that_speaks_during_its_broadcast_is_closed_by_its_handle
     }
     // 40 s: bob is PINGed; 45 s: evicted, his departure blocks on alice.
     log.run_until(&mut d, 46_000);
-    log.0.retain(|(t, _)| *t >= 45_000);
+    log.lines.retain(|(t, _)| *t >= 45_000);
     assert_eq!(
-        log.0,
+        log.lines,
         vec![
             (45_000, "evict pong timeout".to_string()),
             (
@@ -1331,11 +1351,11 @@ fn head_an_evicted_peer_that_speaks_during_its_broadcast_is_closed_by_its_handle
     );
     // 50 s: bob says something: his handler closes his connection.
     log.step(&mut d, 50_000, data(bob.0, bob.1, Frame::Ping));
-    assert_eq!(log.0.last(), Some(&(50_000, "close 2".to_string())));
+    assert_eq!(log.lines.last(), Some(&(50_000, "close 2".to_string())));
     // 75 s: the broadcast gives up: alice goes; bob is not closed again.
     log.run_until(&mut d, 76_000);
     let closes: Vec<_> = log
-        .0
+        .lines
         .iter()
         .filter(|(_, l)| l.starts_with("close"))
         .collect();
@@ -1343,10 +1363,10 @@ fn head_an_evicted_peer_that_speaks_during_its_broadcast_is_closed_by_its_handle
         closes,
         vec![&(50_000, "close 2".to_string())],
         "{:?}",
-        log.0
+        log.lines
     );
     assert!(log
-        .0
+        .lines
         .contains(&(75_000, "disconnect send failed:".to_string())));
 }
 
@@ -1366,7 +1386,11 @@ fn eb812d4c_an_eviction_unregisters_and_closes_whoever_holds_the_key_by_then() {
     };
     let mut d = Directory::new(Profile::JoinmarketNgEb812d4c, timers, "dir");
     // alice, a non-ping taker, is stalled; bob, a ping maker, is silent.
-    let mut log = Log(Vec::new(), vec![STREAM], true, Vec::new());
+    let mut log = Log {
+        stalled: vec![STREAM],
+        closes: true,
+        ..Log::default()
+    };
     log.step(&mut d, 0, Input::Start);
     let bob_hello = || Frame::Handshake {
         nick: Arc::from("bob"),
@@ -1386,22 +1410,24 @@ fn eb812d4c_an_eviction_unregisters_and_closes_whoever_holds_the_key_by_then() {
     log.hello(&mut d, 0, ConnId(2), NodeId(2), bob_hello());
     // 45 s: bob evicted; his departure's write to alice blocks.
     log.run_until(&mut d, 46_000);
-    assert!(log.0.contains(&(45_000, "evict pong timeout".to_string())));
+    assert!(log
+        .lines
+        .contains(&(45_000, "evict pong timeout".to_string())));
     // 50 s: bob reconnects; 50.05 s: registered over the old entry.
     log.hello(&mut d, 50_000, ConnId(3), NodeId(2), bob_hello());
     log.run_until(&mut d, 51_000);
     assert!(
-        log.0
+        log.lines
             .contains(&(50_050, "register (maker ping)".to_string())),
         "{:?}",
-        log.0
+        log.lines
     );
     assert_eq!(d.registered(), 2);
     // 60 s: alice drains: the eviction goes on by key.
-    log.0.clear();
+    log.lines.clear();
     log.release(&mut d, 60_000, STREAM);
     assert_eq!(
-        log.0,
+        log.lines,
         vec![
             (60_000, "evict pong timeout".to_string()),
             (60_000, "close 3".to_string()),
@@ -1423,7 +1449,10 @@ fn eb812d4c_a_sweep_blocked_in_a_write_pings_a_key_taken_over_meanwhile() {
         pong_wait: heartsim::sim::Duration::from_secs(5),
     };
     let mut d = Directory::new(Profile::JoinmarketNgEb812d4c, timers, "dir");
-    let mut log = Log(Vec::new(), vec![STREAM], false, Vec::new());
+    let mut log = Log {
+        stalled: vec![STREAM],
+        ..Log::default()
+    };
     log.step(&mut d, 0, Input::Start);
     let hello = |nick: &str| Frame::Handshake {
         nick: Arc::from(nick),
@@ -1437,17 +1466,17 @@ fn eb812d4c_a_sweep_blocked_in_a_write_pings_a_key_taken_over_meanwhile() {
     // 40 s: alice's PING blocks the sweep before it gets to bob.
     log.run_until(&mut d, 41_000);
     assert_eq!(
-        log.0.last(),
+        log.lines.last(),
         Some(&(40_000, format!("send {} on 1", Frame::Ping)))
     );
     // 42 s: bob reconnects, registered over his old entry at 42.05 s.
     log.hello(&mut d, 42_000, ConnId(3), NodeId(2), hello("bob"));
     log.run_until(&mut d, 43_000);
     // 50 s: alice drains; the sweep PINGs bob's key on its new connection.
-    log.0.clear();
+    log.lines.clear();
     log.release(&mut d, 50_000, STREAM);
     assert_eq!(
-        log.0,
+        log.lines,
         vec![
             (50_000, "ping".to_string()),
             (50_000, format!("send {} on 3", Frame::Ping)),
@@ -1464,7 +1493,10 @@ fn eb812d4c_a_sweep_blocked_in_a_write_pings_a_key_taken_over_meanwhile() {
 fn head_a_failed_write_is_handled_beside_the_rest_of_its_batch() {
     let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir");
     let (alice, bob, carol, dave) = (STREAM, ConnId(2), ConnId(3), ConnId(4));
-    let mut log = Log(Vec::new(), vec![alice, carol], false, Vec::new());
+    let mut log = Log {
+        stalled: vec![alice, carol],
+        ..Log::default()
+    };
     log.step(&mut d, 0, Input::Start);
     for (conn, nick) in [
         (alice, "alice"),
@@ -1497,12 +1529,12 @@ fn head_a_failed_write_is_handled_beside_the_rest_of_its_batch() {
     };
     let to_dave = format!("send {gone} on 4");
     assert!(
-        log.0
+        log.lines
             .contains(&(31_000, "disconnect send failed:".to_string())),
         "{:?}",
-        log.0
+        log.lines
     );
-    assert!(log.0.contains(&(31_000, to_dave)), "{:?}", log.0);
+    assert!(log.lines.contains(&(31_000, to_dave)), "{:?}", log.lines);
 }
 
 /// `_batched_broadcast_iter` fills each batch of 50 as it goes, passing
@@ -1513,7 +1545,10 @@ fn head_a_failed_write_is_handled_beside_the_rest_of_its_batch() {
 fn head_broadcast_batches_are_filled_as_they_come() {
     let mut d = Directory::new(Profile::JoinmarketNg, Timers::default(), "dir");
     let conn = |i: u64| ConnId(i + 1);
-    let mut log = Log(Vec::new(), vec![conn(1), conn(51)], false, Vec::new());
+    let mut log = Log {
+        stalled: vec![conn(1), conn(51)],
+        ..Log::default()
+    };
     log.step(&mut d, 0, Input::Start);
     for i in 0..102 {
         let hello = Frame::Handshake {
@@ -1526,11 +1561,11 @@ fn head_broadcast_batches_are_filled_as_they_come() {
         log.hello(&mut d, 0, conn(i), NodeId(i as usize + 1), hello);
     }
     log.settle(&mut d);
-    log.0.clear();
+    log.lines.clear();
     // 1 s: p0's offer goes to p1..p50 first; p1's write blocks the batch.
     let offer = Frame::PubMsg("p0!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002".into());
     log.step(&mut d, 1_000, data(conn(0), NodeId(1), offer.clone()));
-    assert_eq!(log.0.len(), 50, "{:?}", log.0);
+    assert_eq!(log.lines.len(), 50, "{:?}", log.lines);
     // 2 s: p60 leaves.
     let eof = Input::Closed {
         conn: conn(60),
@@ -1538,10 +1573,10 @@ fn head_broadcast_batches_are_filled_as_they_come() {
     };
     log.step(&mut d, 2_000, eof);
     // 5 s: p1 drains: the second batch is p51..p101 but p60, at once.
-    log.0.clear();
+    log.lines.clear();
     log.release(&mut d, 5_000, conn(1));
     let relayed: Vec<u64> = log
-        .0
+        .lines
         .iter()
         .filter(|(_, l)| l.starts_with(&format!("send {offer} on ")))
         .map(|(_, l)| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap() - 1)
@@ -1562,7 +1597,10 @@ fn rust_relays_through_each_tasks_broadcast_channel_and_a_lagging_task_ends() {
     for total in [257, 258] {
         let mut d = Directory::new(Profile::JoinmarketRs, Timers::default(), "dir");
         let bob = ConnId(100);
-        let mut log = Log(Vec::new(), vec![bob], false, Vec::new());
+        let mut log = Log {
+            stalled: vec![bob],
+            ..Log::default()
+        };
         log.step(&mut d, 0, Input::Start);
         let makers: Vec<ConnId> = (1..=9).map(ConnId).collect();
         for &conn in &makers {
@@ -1584,22 +1622,22 @@ fn rust_relays_through_each_tasks_broadcast_channel_and_a_lagging_task_ends() {
             nick_auth: false,
         };
         log.hello(&mut d, 0, bob, NodeId(100), hello);
-        log.0.clear();
+        log.lines.clear();
         let offer = |conn: ConnId| {
             Frame::PubMsg(format!("m{}!PUBLIC!sw0absoffer 0 27300 1000000 0 0.0002", conn.0).into())
         };
         // 1 s: m1's offer goes to m2..m9 and to bob, whose write blocks.
         log.step(&mut d, 1_000, data(makers[0], NodeId(1), offer(makers[0])));
         let to: Vec<&str> = log
-            .0
+            .lines
             .iter()
             .map(|(_, l)| l.rsplit(' ').next().unwrap())
             .collect();
         assert_eq!(to, ["2", "3", "4", "5", "6", "7", "8", "9", "100"]);
         // bob's PING waits unanswered behind the blocked write.
-        log.0.clear();
+        log.lines.clear();
         log.step(&mut d, 1_500, data(bob, NodeId(100), Frame::Ping));
-        assert!(log.0.is_empty(), "{:?}", log.0);
+        assert!(log.lines.is_empty(), "{:?}", log.lines);
         // 256 more broadcasts queue behind it; the 257th is one too many.
         let mut sent = 1;
         'outer: for round in 0..29 {
@@ -1616,17 +1654,17 @@ fn rust_relays_through_each_tasks_broadcast_channel_and_a_lagging_task_ends() {
             }
         }
         assert_eq!(d.registered(), 10, "no one is gone yet");
-        log.0.clear();
+        log.lines.clear();
         log.release(&mut d, 5_000, bob);
         let lagged = (
             5_000,
             "disconnect lagged on the broadcast channel".to_string(),
         );
         if total == 258 {
-            assert_eq!(log.0, vec![lagged]);
+            assert_eq!(log.lines, vec![lagged]);
             assert_eq!(d.registered(), 9);
         } else {
-            assert!(!log.0.contains(&lagged), "{total}");
+            assert!(!log.lines.contains(&lagged), "{total}");
             assert_eq!(d.registered(), 10, "{total}");
         }
     }
@@ -1644,7 +1682,7 @@ fn python_drops_lines_past_its_token_bucket() {
         let (mut d, _) = directory_after(profile, handshake(true));
         let mut log = Log::default();
         let pongs = |log: &Log| {
-            log.0
+            log.lines
                 .iter()
                 .filter(|(_, l)| l.starts_with(&format!("send {}", Frame::Pong)))
                 .count()
@@ -1660,7 +1698,10 @@ fn python_drops_lines_past_its_token_bucket() {
         // A malformed line with the bucket empty: HEAD parses first and
         // disconnects; eb812d4c rate-limits first and drops it.
         log.step(&mut d, 1_002, data(STREAM, PEER, Frame::Malformed));
-        let gone = log.0.iter().any(|(_, l)| l == "disconnect malformed line");
+        let gone = log
+            .lines
+            .iter()
+            .any(|(_, l)| l == "disconnect malformed line");
         assert_eq!(gone, profile == Profile::JoinmarketNg, "{profile:?}");
         assert_eq!(d.registered(), usize::from(!gone), "{profile:?}");
     }

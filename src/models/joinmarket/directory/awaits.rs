@@ -241,34 +241,27 @@ impl Directory {
         }
         let (k, reason, msg) = record;
         out.record(k, Some(node), Some(reason.clone()), msg);
-        if !self.profile.is_ng() && self.broadcasts {
-            // joinmarket-rs: the peer's task ends (`channel.rs`).
+        if !self.profile.is_ng() || !self.broadcasts {
+            // joinmarket-rs: the peer's task ends (`channel.rs`); a run
+            // without broadcasts has no farewell: the registry and the
+            // close only.
             return self.task_ends(id, close_it, out);
         }
-        if !self.profile.is_ng() || !self.broadcasts {
-            self.unregister(id);
-            if close_it {
-                out.close(stream);
-            }
-            return;
-        }
-        let frame = self.departure_entry(id);
-        let targets = self.targets(key, maker);
-        let mut steps: Vec<Step> = Vec::new();
+        // eb812d4c (HEAD departs under its lock, above): the broadcast, then
+        // the key unregistered; an eviction closes the key's connection
+        // (`unregister_key`), a cleanup its own.
         let evict = close_it && ctx == Ctx::Sweep;
-        if self.profile == Profile::JoinmarketNgEb812d4c {
-            steps.extend(Self::broadcast(frame, targets));
-            steps.push(Step::UnregisterKey {
-                id,
-                key,
-                evict,
-                reason,
-            });
-        } else {
-            self.unregister(id);
-            steps.extend(Self::broadcast(frame, targets));
-        }
-        if close_it && !(evict && self.profile == Profile::JoinmarketNgEb812d4c) {
+        let frame = self.departure_entry(id);
+        let mut steps: Vec<Step> = Self::broadcast(frame, self.targets(key, maker))
+            .into_iter()
+            .collect();
+        steps.push(Step::UnregisterKey {
+            id,
+            key,
+            evict,
+            reason,
+        });
+        if close_it && !evict {
             steps.push(Step::Close(stream));
         }
         self.then(ctx, steps, false);
@@ -705,10 +698,14 @@ impl Directory {
                 if s.awaiting.is_some_and(|a| a.started && a.stream == stream))
     }
 
-    /// A write to `stream` is over: if nothing else is in asyncio's buffer
-    /// for it, closes waiting for it go on.
+    /// A write to `stream` is over: if a close waits for the stream and
+    /// nothing else is in asyncio's buffer for it, the close goes on. (Who
+    /// waits is checked first: few coroutines await at once, while a
+    /// broadcast has a write in flight per peer.)
     pub(super) fn write_over(&mut self, now: Now, stream: StreamId, out: &mut Outbox<Frame>) {
-        if !self.buffered(stream) {
+        let waited = self.close_on_drain.contains(&stream)
+            || self.awaits.values().any(|a| a.drains.contains(&stream));
+        if waited && !self.buffered(stream) {
             self.drained(now, stream, out);
         }
     }
