@@ -57,6 +57,8 @@ fn errors_name_the_place_and_the_expectation() {
         (&format!("{MASTER}[[node]]\nname = \"api\"\nkind = \"api\"\nhost = \"master\"\nactions = [{{ at = \"1m\", action = \"enrol\", host_uuid = \"x\" }}]\n"), (20, "an enrol needs `certificate`")),
         (&format!("{MASTER}[[node]]\nname = \"api\"\nkind = \"api\"\nhost = \"master\"\nactions = [{{ at = \"1m\", action = \"reboot\", host_uuid = \"x\" }}]\n"), (20, "unknown action \"reboot\"")),
         (&format!("{MASTER}[[node]]\nname = \"api\"\nkind = \"api\"\nhost = \"master\"\npanel_every = \"0s\"\n"), (20, "panel_every must be greater than zero")),
+        (&format!("{MASTER}[[node]]\nname = \"api\"\nkind = \"api\"\nhost = \"master\"\nactions = [{{ at = \"1m\", action = \"enrol\", host_uuid = \"a1\", certificate = \"c\" }}]\n[[node]]\nname = \"a1\"\nkind = \"agent\"\n"), (20, "host_uuid \"a1\" already has a row")),
+        (&format!("{MASTER}[[node]]\nname = \"api\"\nkind = \"api\"\nhost = \"master\"\nactions = [{{ at = \"1m\", action = \"enrol\", host_uuid = \"n\", certificate = \"c\" }}, {{ at = \"2m\", action = \"enrol\", host_uuid = \"n\", certificate = \"d\" }}]\n"), (20, "host_uuid \"n\" already has a row")),
     ];
     for (nodes, (line, want)) in cases {
         let (l, _, message) = error_of(nodes);

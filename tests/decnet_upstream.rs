@@ -112,6 +112,101 @@ fn rejected_beats_keep_the_period() {
     );
 }
 
+/// Fingerprints are lowercase hex on both sides (`swarm/pki.py:72`,
+/// `web/_mtls.py:120`; compared at `api_heartbeat.py:70-72`), so the
+/// agent's own certificate always matches its row: a name with capitals
+/// (the model's stand-in for a digest) is accepted by the heartbeat and by
+/// the probe's pin alike (session 8 audit N1: the heartbeat lowercased
+/// only the stored side and refused it).
+#[test]
+fn a_certificate_name_with_capitals_matches_its_own_row() {
+    let d = decisions(
+        "10ms",
+        "70s",
+        r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+probe_every = "1m"
+[[node]]
+name = "Worker1"
+kind = "agent"
+"#,
+    );
+    assert_eq!(
+        having(&d, "Worker1 beat"),
+        [
+            "0:00:00.060 Worker1 beat 204",
+            "0:00:30.120 Worker1 beat 204",
+            "0:01:00.180 Worker1 beat 204"
+        ],
+        "{d:#?}"
+    );
+    assert_eq!(
+        having(&d, "api probe"),
+        ["0:01:00.100 api probe ok"],
+        "{d:#?}"
+    );
+}
+
+/// The agent's state moves with its operations (session 8 audit N2):
+/// `deploy` saves the config before `compose up` (`engine/deployer.py`
+/// l. 689 vs 708-726), so the next beat reports the decky deployed but not
+/// running (a `degraded` shard) and the push after `compose up` reports it
+/// running; `mutate_async` on an agent with no saved state fails at once
+/// (`executor.py` l. 147-153), not after the operation's time; a
+/// self-destruct clears the state (l. 256-258).
+#[test]
+fn operations_change_what_the_agent_reports() {
+    let d = decisions_msg(
+        "10ms",
+        "3m",
+        r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+actions = [
+  { at = "1m", action = "mutate", host_uuid = "a1", decky = "d1" },
+  { at = "1m30s", action = "deploy", host_uuid = "a2", decky = "d2" },
+  { at = "2m10s", action = "mutate", host_uuid = "a2", decky = "d9" },
+]
+[[node]]
+name = "a1"
+kind = "agent"
+operation_time = "20s"
+[[node]]
+name = "a2"
+kind = "agent"
+operation_time = "20s"
+"#,
+    );
+    let rows = having(&d, "lifecycle-row failed");
+    assert_eq!(rows.len(), 2, "{d:#?}");
+    assert!(
+        rows[0].starts_with("0:01:00.140 m lifecycle-row failed")
+            && rows[0].contains("completed_at=0:01:00.090")
+            && rows[0].ends_with("error=\"no active deployment on this worker\""),
+        "{rows:?}"
+    );
+    assert!(
+        rows[1].contains("decky=d9")
+            && rows[1].ends_with("error=\"decky 'd9' not found in worker state\""),
+        "{rows:?}"
+    );
+    let shards = having(&d, "shard-row");
+    assert!(
+        shards[0].starts_with("0:01:30.230 m shard-row degraded decky=d2 host=a2"),
+        "{shards:?}"
+    );
+    assert!(
+        shards[1].starts_with("0:01:50.140 m shard-row running decky=d2 host=a2"),
+        "{shards:?}"
+    );
+    assert!(!shards.iter().any(|l| l.contains("host=a1")), "{shards:?}");
+}
+
 /// `connect` bounds `connect_tcp` and then, afresh, `start_tls`
 /// (connection.py l. 106-155): a master whose kernel accepts but whose
 /// process is paused gives ConnectTimeout 5 s after the TCP connect

@@ -95,6 +95,9 @@ pub struct Agent {
     pushes: Vec<Call>,
     /// Background operations: when each ends, its decky and operation.
     operations: Vec<(Timestamp, Arc<str>, Arc<str>)>,
+    /// What `executor.status()` reports: the scenario's at start, then as
+    /// operations save and clear the agent's state.
+    status: Status,
     server: Server,
     /// The bus client's UNIX-socket connection (`bus/unix_client.py`).
     bus_conn: Option<ConnId>,
@@ -118,11 +121,13 @@ impl Agent {
         // The agent's API serves `worker.crt`, the same certificate it
         // presents as a client (`agent/server.py` l. 46-51).
         let server = Server::new(spec.cert.clone());
+        let status = spec.status.clone();
         Agent {
             spec,
             beat: Loop::Off,
             pushes: Vec::new(),
             operations: Vec::new(),
+            status,
             server,
             bus_conn: None,
             next_bus: None,
@@ -136,7 +141,7 @@ impl Agent {
     fn body(&self, lifecycle: Option<Vec<Delta>>) -> Body {
         let spec = &self.spec;
         let uuid = spec.host_uuid.clone().unwrap_or_default();
-        let status = Some(Json::Status(spec.status.clone()));
+        let status = Some(Json::Status(self.status.clone()));
         let base = |host_uuid, status| Body::Object {
             host_uuid,
             agent_version: Some("1.0.0".into()),
@@ -270,6 +275,7 @@ impl Agent {
             out.exit();
             return;
         }
+        self.server.on_timeout(t, out);
         match &mut self.beat {
             Loop::Building { until } if *until <= t => self.post(now, out),
             Loop::Sleeping { until } if *until <= t => self.tick(now, out),
@@ -304,7 +310,18 @@ impl Agent {
             self.operations.drain(..).partition(|(at, _, _)| *at <= t);
         self.operations = running;
         for (_, decky, operation) in done {
-            self.push_delta(now, decky, operation, out);
+            let result = match &self.spec.operation_error {
+                None => {
+                    // `compose up` brought the decky's containers up: every
+                    // service runs (`_decky_runtime_states`, l. 206).
+                    if &*operation == "deploy" {
+                        self.set_running(&decky, true);
+                    }
+                    Ok(())
+                }
+                Some(e) => Err(e.clone()),
+            };
+            self.push_delta(now, decky, operation, result, out);
         }
     }
 
@@ -315,11 +332,12 @@ impl Agent {
         now: Now,
         decky: Arc<str>,
         operation: Arc<str>,
+        result: Result<(), Arc<str>>,
         out: &mut Outbox<Msg>,
     ) {
-        let (status, error) = match &self.spec.operation_error {
-            None => ("succeeded", None),
-            Some(e) => ("failed", Some(e.clone())),
+        let (status, error) = match result {
+            Ok(()) => ("succeeded", None),
+            Err(e) => ("failed", Some(e)),
         };
         let delta = Delta {
             decky,
@@ -419,7 +437,7 @@ impl Agent {
             }
             return;
         }
-        let Some(incoming) = self.server.on_input(input, out) else {
+        let Some(incoming) = self.server.on_input(t, input, out) else {
             return;
         };
         match incoming.request {
@@ -434,8 +452,14 @@ impl Agent {
                     None,
                     Some(format!("decky={decky} operation={operation}").into()),
                 );
-                self.operations
-                    .push((t + self.spec.operation_time, decky, operation));
+                match self.start_operation(&decky, &operation) {
+                    Ok(()) => {
+                        self.operations
+                            .push((t + self.spec.operation_time, decky, operation))
+                    }
+                    // `mutate_async` fails at once, before any work.
+                    Err(e) => self.push_delta(now, decky, operation, Err(e), out),
+                }
             }
             // `executor.self_destruct()` (`agent/executor.py` l. 241-302)
             // awaits the deployer's teardown, spawns the detached reaper
@@ -453,11 +477,51 @@ impl Agent {
                     Some("scheduled".into()),
                     None,
                 );
+                // `await teardown(None)` clears the saved state
+                // (`self_destruct`, `executor.py` l. 256-258) before the answer: a beat
+                // from now on reports `deployed: false`.
+                self.status = Status {
+                    deployed: false,
+                    deckies: Vec::new(),
+                };
                 if self.reaper.is_none() {
                     self.reaper = Some(t + REAPER_DELAY);
                 }
             }
             Request::Heartbeat(_) => self.server.respond(incoming.conn, 404, "Not Found", out),
+        }
+    }
+
+    /// What an operation does to the saved state when it starts.
+    /// `deploy` (`engine/deployer.py` l. 689) saves the new config before
+    /// `compose down`/`build`/`up` (l. 708-726): from then on the agent
+    /// reports it deployed, with the decky (one per deploy here) not
+    /// running until `compose up` has run. `mutate_async` (`executor.py`
+    /// l. 147-159) needs a saved state holding the decky, else it fails
+    /// at once; what it changes (the decky's services) is not modelled, so
+    /// the decky's running flag stays as it was.
+    fn start_operation(&mut self, decky: &Arc<str>, operation: &str) -> Result<(), Arc<str>> {
+        if operation == "deploy" {
+            self.status = Status {
+                deployed: true,
+                deckies: vec![(decky.clone(), false)],
+            };
+            return Ok(());
+        }
+        if !self.status.deployed {
+            return Err("no active deployment on this worker".into());
+        }
+        if !self.status.deckies.iter().any(|(d, _)| d == decky) {
+            return Err(format!("decky '{decky}' not found in worker state").into());
+        }
+        Ok(())
+    }
+
+    fn set_running(&mut self, decky: &Arc<str>, running: bool) {
+        for (d, r) in &mut self.status.deckies {
+            if d == decky {
+                *r = running;
+            }
         }
     }
 
@@ -497,12 +561,17 @@ impl Agent {
             at,
             reason: "self-destruct reaper",
         });
+        let handshake = self.server.deadline().map(|at| Deadline {
+            at,
+            reason: "ssl handshake timeout",
+        });
         beat.into_iter()
             .chain(pushes)
             .chain(bus)
             .chain(ops)
             .chain(built)
             .chain(reaper)
+            .chain(handshake)
             .min_by_key(|d| d.at)
     }
 }

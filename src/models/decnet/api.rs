@@ -375,12 +375,21 @@ impl Api {
             }) => {
                 let id = db.open_lifecycle(wall, &decky, &operation, &uuid);
                 // `_resolve_swarm_host` raising fails the row at once.
-                match db.hosts.get(&*uuid).and_then(|h| Some((h, h.address?))) {
-                    Some((h, to)) => {
+                match db.hosts.get(&*uuid).map(|h| (h, h.address)) {
+                    Some((h, Some(to))) => {
                         let request = Request::Operation { decky, operation };
                         self.start_call(now, h, to, request, Purpose::Deploy { id }, out);
                     }
-                    None => fail(db, id, wall, "RuntimeError: host has no address".into()),
+                    Some((_, None)) => {
+                        fail(db, id, wall, "RuntimeError: host has no address".into())
+                    }
+                    // `_resolve_swarm_host` (`engine/deployer.py` l. 851-857).
+                    None => fail(
+                        db,
+                        id,
+                        wall,
+                        format!("ValueError: topology pinned to unknown swarm host '{uuid}'"),
+                    ),
                 }
             }
             Job::DeployFailed { id, error } => fail(db, id, wall, error),

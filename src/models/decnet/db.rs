@@ -118,7 +118,13 @@ impl Db {
             Cert::None => return (403, "peer cert unavailable"),
             Cert::Signed(f) | Cert::Untrusted(f) => f,
         };
-        if host.fingerprint.is_empty() || **fp != *host.fingerprint.to_lowercase() {
+        // `_peer_fingerprint_from_transport` takes `hexdigest().lower()`
+        // (`web/_mtls.py:120`) and l. 70-72 compares it with the stored
+        // fingerprint `.lower()`. Both digests are lowercase hex already
+        // (`swarm/pki.py:72`), so upstream's comparison is exact; the
+        // certificate names that stand for them here compare exactly too
+        // (lowercasing one side refused every name with a capital).
+        if host.fingerprint.is_empty() || **fp != *host.fingerprint {
             return (403, "cert fingerprint mismatch");
         }
         // l. 242-246: the master's clock at receipt.

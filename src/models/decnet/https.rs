@@ -130,9 +130,10 @@ impl HttpError {
         match self {
             HttpError::Pin { detail, .. } => detail,
             HttpError::Connect(d) | HttpError::Read(d) | HttpError::Ssl(d) => d,
-            HttpError::ConnectTimeout | HttpError::WriteTimeout | HttpError::ReadTimeout => {
-                "timed out"
-            }
+            // `anyio.fail_after` raises a bare `TimeoutError()`, which
+            // httpcore maps and httpx re-raises with `str(exc)`: empty
+            // (`httpx/_transports/default.py` l. 117-118).
+            HttpError::ConnectTimeout | HttpError::WriteTimeout | HttpError::ReadTimeout => "",
             HttpError::Disconnected => "Server disconnected without sending a response.",
         }
     }
@@ -294,6 +295,9 @@ impl Call {
                 out.close(self.conn);
                 let expected = self.pin.take().unwrap_or_default();
                 match server {
+                    // `fp.lower()` against `hexdigest().lower()`
+                    // (`swarm/client.py:130, 193`): both lowercase hex, so
+                    // exact, as the heartbeat's check (`db.rs`).
                     Cert::Signed(actual) if *actual == expected => {
                         self.conn = out.connect(self.peer);
                         self.stage = Stage::Tcp;
@@ -333,11 +337,13 @@ impl Call {
                 None
             }
             (Stage::Tcp, Input::ConnectFailed { error, .. }) => {
-                Some(Outcome::Error(HttpError::Connect(match error {
-                    ConnError::Refused => "[Errno 111] Connection refused",
-                    ConnError::TimedOut => "[Errno 110] Connection timed out",
-                    _ => "[Errno 104] Connection reset by peer",
-                })))
+                // anyio's `connect_tcp` gathers each address's `OSError`
+                // and raises `OSError("All connection attempts failed")`
+                // (`anyio/_core/_sockets.py` l. 241-248), whatever the cause.
+                let _ = error;
+                Some(Outcome::Error(HttpError::Connect(
+                    "All connection attempts failed",
+                )))
             }
             (
                 Stage::Tls,
@@ -360,9 +366,8 @@ impl Call {
                     msg: Msg::Alert(_), ..
                 },
             ) => Some(Outcome::Error(HttpError::Connect("SSLError: TLS alert"))),
-            (Stage::Tls, Input::Closed { .. }) => Some(Outcome::Error(HttpError::Connect(
-                "EndOfStream during handshake",
-            ))),
+            // `EndOfStream` during `start_tls`: `ConnectError('')`.
+            (Stage::Tls, Input::Closed { .. }) => Some(Outcome::Error(HttpError::Connect(""))),
             (Stage::Tls, Input::Reset { .. }) => Some(Outcome::Error(HttpError::Connect(
                 "[Errno 104] Connection reset by peer",
             ))),
@@ -452,8 +457,22 @@ fn mismatch(peer: NodeId, expected: &str, actual: &str) -> Outcome {
 pub struct Server {
     /// Its own certificate, sent in the handshake.
     cert: Cert,
-    /// Each connection, with the client certificate once verified.
-    conns: BTreeMap<ConnId, Option<Cert>>,
+    /// Each connection: the client certificate once the handshake is
+    /// done, else when it is aborted.
+    conns: BTreeMap<ConnId, ServerConn>,
+}
+
+/// asyncio's server-side handshake bound: uvicorn passes no
+/// `ssl_handshake_timeout` to `loop.create_server` (`uvicorn/server.py`
+/// l. 144-151), so `SSL_HANDSHAKE_TIMEOUT = 60.0` (`asyncio/constants.py`
+/// l. 16) applies from `connection_made` (`asyncio/sslproto.py` l. 277-278,
+/// 545-551: `_check_handshake_timeout` aborts the transport).
+pub const SSL_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+enum ServerConn {
+    Handshake { abort_at: Timestamp },
+    Verified(Cert),
 }
 
 /// A request that reached the application, with the peer's certificate.
@@ -473,11 +492,18 @@ impl Server {
         }
     }
 
-    /// Feed it a connection input; a request that passed TLS comes back.
-    pub fn on_input(&mut self, input: Input<Msg>, out: &mut Outbox<Msg>) -> Option<Incoming> {
+    /// Feed it a connection input (at monotonic `now`); a request that
+    /// passed TLS comes back.
+    pub fn on_input(
+        &mut self,
+        now: Timestamp,
+        input: Input<Msg>,
+        out: &mut Outbox<Msg>,
+    ) -> Option<Incoming> {
         match input {
             Input::Accepted { conn, .. } => {
-                self.conns.insert(conn, None);
+                let abort_at = now + SSL_HANDSHAKE_TIMEOUT;
+                self.conns.insert(conn, ServerConn::Handshake { abort_at });
             }
             Input::Data { conn, peer, msg } => {
                 let slot = self.conns.get_mut(&conn)?;
@@ -488,10 +514,13 @@ impl Server {
                         // alert and the server drops the connection.
                         Cert::None => self.refuse(conn, "certificate required", out),
                         Cert::Untrusted(_) => self.refuse(conn, "unknown ca", out),
-                        Cert::Signed(_) => *slot = Some(cert),
+                        Cert::Signed(_) => *slot = ServerConn::Verified(cert),
                     },
                     Msg::Request(request) => {
-                        let cert = slot.clone()?;
+                        let ServerConn::Verified(cert) = slot else {
+                            return None;
+                        };
+                        let cert = cert.clone();
                         return Some(Incoming {
                             conn,
                             peer,
@@ -509,6 +538,34 @@ impl Server {
             _ => {}
         }
         None
+    }
+
+    /// The earliest handshake abort due.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        self.conns
+            .values()
+            .filter_map(|c| match c {
+                ServerConn::Handshake { abort_at } => Some(*abort_at),
+                ServerConn::Verified(_) => None,
+            })
+            .min()
+    }
+
+    /// Abort each connection whose handshake has not finished within
+    /// [`SSL_HANDSHAKE_TIMEOUT`]: `transport._force_close`, a plain close
+    /// (upstream logs it at debug level only). A client that gave up on
+    /// the request long ago cannot have it applied after a long partition.
+    pub fn on_timeout(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
+        let due: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c, ServerConn::Handshake { abort_at } if *abort_at <= now))
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in due {
+            self.conns.remove(&conn);
+            out.close(conn);
+        }
     }
 
     fn refuse(&mut self, conn: ConnId, alert: &'static str, out: &mut Outbox<Msg>) {

@@ -177,6 +177,7 @@ impl scenario::Model for Decnet {
             "bus heartbeat",
             "operation",
             "self-destruct reaper",
+            "ssl handshake timeout",
             "pin socket timeout",
             "operator",
             "GET /workers",

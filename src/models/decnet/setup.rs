@@ -6,6 +6,7 @@
 //! and `impostor` (an agent's loop with another identity; not upstream
 //! code, so its `interval` may differ).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use heartsim_sim::trace::Trace;
@@ -348,6 +349,23 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
                     Role::Agent(Arc::new(spec))
                 }
             });
+        }
+    }
+    // Upstream mints a fresh `uuid4` per enrolment (`api_enroll_host.py`
+    // l. 88): an `enrol` can never reuse a row's uuid, so a scenario that
+    // makes one do so is refused rather than silently overwriting the row.
+    let mut taken: BTreeSet<&str> = db.hosts.keys().map(String::as_str).collect();
+    for k in &keys {
+        for a in k.actions.iter().filter(|a| a.action.get_ref() == "enrol") {
+            if !taken.insert(a.host_uuid.get_ref().as_str()) {
+                return ctx.err(
+                    a.host_uuid.span(),
+                    format!(
+                        "host_uuid {:?} already has a row: an enrol mints a new uuid (upstream's uuid4), so give it one no other host or enrol uses",
+                        a.host_uuid.get_ref()
+                    ),
+                );
+            }
         }
     }
     Ok(Setup {

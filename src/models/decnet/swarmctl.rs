@@ -87,9 +87,10 @@ impl Swarmctl {
                 self.db.commit(&old, &db, out);
                 self.server.respond(p.conn, status, detail, out);
             }
-            Input::Stop | Input::Timeout | Input::Recv { .. } => {}
+            Input::Timeout => self.server.on_timeout(now.mono, out),
+            Input::Stop | Input::Recv { .. } => {}
             input => {
-                let Some(incoming) = self.server.on_input(input, out) else {
+                let Some(incoming) = self.server.on_input(now.mono, input, out) else {
                     return;
                 };
                 match incoming.request {
@@ -109,6 +110,9 @@ impl Swarmctl {
     }
 
     pub fn poll_timeout(&self) -> Option<Deadline> {
-        None
+        self.server.deadline().map(|at| Deadline {
+            at,
+            reason: "ssl handshake timeout",
+        })
     }
 }
