@@ -640,6 +640,17 @@ impl<M: Clone> Streams<M> {
                     ep.retransmits = 0;
                     ep.timer = None;
                     self.sample_rtt(now, conn, node, packet.echo);
+                    // The SYN's timer goes before the process hears of the
+                    // connection: a segment it writes on `Connected` arms
+                    // its own retransmission timer (`tcp_event_new_data_sent`
+                    // -> `tcp_rearm_rto`), which must survive. (Cancelling
+                    // after the input lost that timer: a lost first write
+                    // was never resent; the oracle's finding T1.)
+                    self.effects.push(Effect::Timer {
+                        conn,
+                        node,
+                        at: None,
+                    });
                     let owner = self.endpoints[&(conn, node)].owner;
                     if let Some(incarnation) = owner {
                         self.effects.push(Effect::Input {
@@ -649,11 +660,6 @@ impl<M: Clone> Streams<M> {
                             input: Input::Connected { conn, peer: from },
                         });
                     }
-                    self.effects.push(Effect::Timer {
-                        conn,
-                        node,
-                        at: None,
-                    });
                     // The kernel ACKs the SYN-ACK at once; what the process
                     // writes goes after it (`connect()` returns first).
                     self.transmit(now, conn, node, Kind::Ack, Some(packet.ts));

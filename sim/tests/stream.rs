@@ -6,8 +6,10 @@ use heartsim_sim::net::{Latency, LinkConfig, Network, Partition};
 use heartsim_sim::script::{Act, Script};
 use heartsim_sim::trace::Level;
 use heartsim_sim::{
-    Clock, Duration, Engine, Fault, Limits, NodeId, NodeSpec, TcpConfig, Timestamp,
+    Clock, Deadline, Duration, Engine, Fault, Input, Limits, Machine, NodeId, NodeSpec, Now,
+    Outbox, TcpConfig, Timestamp,
 };
+use std::borrow::Cow;
 
 const A: NodeId = NodeId(0);
 const B: NodeId = NodeId(1);
@@ -467,5 +469,103 @@ fn a_process_killed_with_data_it_never_read_resets_instead_of_closing() {
         want.extend(done);
         want.push("0:00:02.050 a reset connection reset");
         assert_eq!(got, want, "{fault:?}");
+    }
+}
+
+/// Connects to `b` at start and writes `hello` the moment it is connected,
+/// inside the `Connected` input (as httpcore's `start_tls` does).
+struct EagerClient;
+
+impl Machine for EagerClient {
+    type Msg = String;
+    fn handle(&mut self, _now: Now, input: Input<String>, out: &mut Outbox<String>) {
+        match input {
+            Input::Start => {
+                out.connect(B);
+            }
+            Input::Connected { conn, .. } => out.send(conn, "hello".to_string()),
+            _ => {}
+        }
+    }
+    fn poll_timeout(&self) -> Option<Deadline> {
+        None
+    }
+    fn describe(msg: &String) -> Cow<'static, str> {
+        Cow::Owned(msg.clone())
+    }
+}
+
+/// A segment written on `Connected` keeps the retransmission timer its
+/// write armed (Linux `tcp_event_new_data_sent` -> `tcp_rearm_rto`): lost to
+/// a short partition, it is resent one RTO later. SYN 0 -> 50, SYN-ACK
+/// 50 -> 100 (RTT 100 ms, RTO 300 ms): `hello` leaves at 100 and is lost
+/// (a -> b blocked 120..200 ms), resent at 400, delivered at 450. The
+/// engine used to cancel the SYN's timer after the input, losing the new
+/// one: `hello` never arrived (the differential oracle's finding T1).
+#[test]
+fn a_segment_written_on_connected_is_resent_after_the_rto() {
+    let nodes = ["a", "b"]
+        .into_iter()
+        .map(|name| NodeSpec {
+            name: name.into(),
+            clock: Clock::default(),
+            start_at: Some(Timestamp::ZERO),
+        })
+        .collect();
+    let link = LinkConfig {
+        latency: Latency::Fixed(Duration::from_ms(50)),
+        ..LinkConfig::default()
+    };
+    let faults = vec![(ms(120), partition(A, B)), (ms(200), Fault::Heal)];
+    let limits = Limits {
+        end: ms(5_000),
+        ..Limits::default()
+    };
+    let mut engine = Engine::new(
+        nodes,
+        Network::new(7, link),
+        faults,
+        limits,
+        Level::Decision,
+        |me| {
+            if me == A {
+                Either::Client(EagerClient)
+            } else {
+                Either::Server(Script::new(vec![(ms(0), Act::Listen)]))
+            }
+        },
+    );
+    engine.run().expect("within limits");
+    let trace = engine.trace();
+    let got: Vec<String> = trace
+        .records()
+        .filter(|r| r.kind == "in" && r.msg.as_deref() == Some("data hello"))
+        .map(|r| r.t.to_string())
+        .collect();
+    assert_eq!(got, ["0:00:00.450"]);
+}
+
+/// The eager client on one node, a script on the other.
+enum Either {
+    Client(EagerClient),
+    Server(Script),
+}
+
+impl Machine for Either {
+    type Msg = String;
+    fn handle(&mut self, now: Now, input: Input<String>, out: &mut Outbox<String>) {
+        match self {
+            Either::Client(c) => c.handle(now, input, out),
+            Either::Server(s) => s.handle(now, input, out),
+        }
+    }
+    fn poll_timeout(&self) -> Option<Deadline> {
+        match self {
+            Either::Client(c) => c.poll_timeout(),
+            Either::Server(s) => s.poll_timeout(),
+        }
+    }
+    fn describe(msg: &String) -> Cow<'static, str> {
+        Cow::Owned(msg.clone())
     }
 }
