@@ -236,6 +236,48 @@ fn only_successful_calls_stamp_last_used() {
     );
 }
 
+/// `reset_role_failures` (pool.py): `registration.crash_history.clear()`
+/// and `registration.degraded = False`, nothing else. Two crashes, a
+/// reset, two more within 60 s: not degraded (without the clear, 4 in the
+/// window would degrade at 9 s). The reset spawns nothing and the ticker
+/// pings no role without a channel: the tick at 30 s after a degraded
+/// role's reset finds no live role; the call at 40 s spawns.
+#[test]
+fn reset_role_failures_clears_the_count_and_the_mark_and_spawns_nothing() {
+    let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nbehaviour = \"crash-on-call\"\nbad_spawns = 8\nspawn_time = \"0s\"\ncall_at = [\"1s\", \"2s\", \"4s\", \"9s\"]\nreset_failures_at = [\"3s\"]";
+    let lines = decisions("20s", "", roles);
+    assert!(
+        has(&lines, "0:00:03.000 reset-failures - 2 crashes cleared"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:09.000 crash-recorded - embed#4 2 in window"),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "degraded"), 0, "{lines:#?}");
+
+    let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nbehaviour = \"crash-on-call\"\nbad_spawns = 4\nspawn_time = \"0s\"\ncall_at = [\"1s\", \"2s\", \"3s\", \"4s\", \"5s\", \"40s\"]\nreset_failures_at = [\"20s\"]";
+    let lines = decisions("45s", "", roles);
+    assert!(has(&lines, "0:00:04.000 degraded - 4 crashes"), "{lines:#?}");
+    assert!(
+        has(&lines, "0:00:05.000 call-failed RoleDegradedError -"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(
+            &lines,
+            "0:00:20.000 reset-failures - 4 crashes cleared, was degraded"
+        ),
+        "{lines:#?}"
+    );
+    assert!(has(&lines, "0:00:30.000 tick no live roles -"), "{lines:#?}");
+    assert!(
+        has(&lines, "0:00:40.000 spawn-worker no channel embed#5"),
+        "{lines:#?}"
+    );
+    assert!(has(&lines, "0:00:40.100 call-ok - embed#5"), "{lines:#?}");
+}
+
 /// Bad `[config]` and `[[node]]` values are errors at the value.
 #[test]
 fn bad_values_are_clear_errors() {
@@ -288,6 +330,21 @@ fn bad_values_are_clear_errors() {
         "",
         "[[node]]\nname = \"e\"\nkind = \"role\"\ncall_every = \"1ms\"\ncall_until = \"1h\"",
         "MAX_CALLS",
+    );
+    bad(
+        "",
+        "[[node]]\nname = \"e\"\nkind = \"role\"\nstream_chunks = 1001",
+        "stream_chunks: expected a count from 0 to 1000",
+    );
+    bad(
+        "",
+        "[[node]]\nname = \"e\"\nkind = \"role\"\nreset_failures_at = [\"soon\"]",
+        "reset_failures_at",
+    );
+    bad(
+        "",
+        "[[node]]\nname = \"p2\"\nkind = \"pool\"\nstream_at = [\"1s\"]",
+        "this is a role key",
     );
 }
 
@@ -404,6 +461,9 @@ fn a_close_cancelled_while_joining_still_terminates_the_worker() {
         answer_delay: Duration::ZERO,
         spawn_time: Duration::ZERO,
         calls: vec![secs(1)],
+        streams: Vec::new(),
+        stream_chunks: 0,
+        resets: Vec::new(),
     };
     let mut pool = Pool::new(cfg, vec![(NodeId(1), spec)]);
     pool.on_start(secs(0));
@@ -490,6 +550,7 @@ fn a_busy_worker_exits_after_its_request_not_at_eof() {
         role: "embed".into(),
         behaviour: Behaviour::Healthy,
         answer_delay: Duration::from_secs(20),
+        stream_chunks: 0,
     });
     let mut out = Outbox::<Msg>::new(NodeId(2));
     w.on_start(secs(0));
