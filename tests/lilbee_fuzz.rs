@@ -1,7 +1,7 @@
 //! The fuzzer on lilbee: generated cases are valid, round-trip and reach
 //! the pool's decisions (reaps, crashes, degraded roles, ping timeouts,
-//! full executors, silent deaths), and a budget over the profile finds
-//! nothing.
+//! full executors, silent deaths, resets, streams, clean exits), and a
+//! budget over the profile finds nothing.
 //!
 //! `PROPTEST_CASES` sets the budget (default 64).
 
@@ -57,6 +57,11 @@ fn generated_cases_are_valid_round_trip_and_reach_every_decision() {
         "terminate",
         "shutdown",
         "loop-stopped",
+        "reset-failures",
+        "stream-ok",
+        "stream-failed WorkerCrashError",
+        "atexit-terminate",
+        "exit-blocked",
     ] {
         assert!(seen.contains(want), "no case reached {want:?}: {seen:#?}");
     }

@@ -278,6 +278,128 @@ fn reset_role_failures_clears_the_count_and_the_mark_and_spawns_nothing() {
     assert!(has(&lines, "0:00:40.100 call-ok - embed#5"), "{lines:#?}");
 }
 
+/// transport_pipe.py `PipeChannel.stream`: no `wait_for` (a 5 s
+/// `call_timeout` does not end a 40 s stream), `in_flight` raised until
+/// `stream_end` (the tick at 30 s skips the ping, stamping); pool.py
+/// `_spawn_and_stream` stamps `last_used` after the stream (41 s). So the
+/// tick at 60 s finds the role idle 19 s, under `max_idle_s` 25: not
+/// reaped (a model stamping only at 30 s would reap it, idle 30 s); it is
+/// reaped at 90 s, 30 s after the 60 s pong.
+#[test]
+fn a_stream_has_no_timeout_and_stamps_last_used_at_its_end() {
+    let roles = "[[node]]\nname = \"chat\"\nkind = \"role\"\nspawn_time = \"0s\"\nanswer_delay = \"20s\"\nstream_chunks = 2\nstream_at = [\"1s\"]";
+    let lines = decisions("95s", "max_idle_s = 25\ncall_timeout = \"5s\"", roles);
+    assert!(has(&lines, "0:00:01.000 stream - chat#1"), "{lines:#?}");
+    assert!(
+        has(&lines, "0:00:30.000 ping-skipped - in_flight 1"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:41.000 stream-ok - chat#1 2 chunks"),
+        "{lines:#?}"
+    );
+    assert!(has(&lines, "0:01:00.000 ping-ok - -"), "{lines:#?}");
+    assert!(
+        has(&lines, "0:01:30.000 reap - chat#1 idle 0:00:30.000"),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "reap"), 1, "{lines:#?}");
+}
+
+/// A worker dying mid-stream: EOF in `_recv` is a `WorkerCrashError`
+/// (`except (EOFError, OSError, ...)`), `_spawn_and_stream` runs
+/// `_on_crash` (`except WorkerCrashError: await pool._on_crash(role)`):
+/// a crash counted, the channel dropped; no stamp.
+#[test]
+fn a_worker_dying_mid_stream_is_a_crash() {
+    let roles = "[[node]]\nname = \"chat\"\nkind = \"role\"\nbehaviour = \"die-after\"\ndie_after = \"25s\"\nspawn_time = \"0s\"\nanswer_delay = \"10s\"\nstream_chunks = 5\nstream_at = [\"1s\"]";
+    let lines = decisions("40s", "", roles);
+    assert!(
+        has(&lines, "0:00:26.000 crash-recorded - chat#1 1 in window"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:26.000 stream-failed WorkerCrashError chat#1"),
+        "{lines:#?}"
+    );
+    assert!(has(&lines, "0:00:30.000 tick no live roles -"), "{lines:#?}");
+}
+
+/// worker_runtime.py `run_worker`: the streaming handler runs to its end
+/// before the loop reads again, so a ping that came meanwhile is answered
+/// after `stream_end` (`if state.stream_in_flight:` never sees it); the
+/// chunks come one every `answer_delay`.
+#[test]
+fn a_worker_streams_its_chunks_then_answers_the_waiting_ping() {
+    use heartsim::models::lilbee::{Behaviour, Frame, Msg, Worker, WorkerSpec};
+    use heartsim::sim::{ConnId, Duration, NodeId, Outbox, Timestamp};
+
+    let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
+    let mut w = Worker::new(WorkerSpec {
+        role: "chat".into(),
+        behaviour: Behaviour::Healthy,
+        answer_delay: Duration::from_secs(10),
+        stream_chunks: 2,
+    });
+    let frames = |out: &Outbox<Msg>| -> Vec<Frame> {
+        out.sends()
+            .filter_map(|(_, m, _)| match m {
+                Msg::Frame(f) => Some(*f),
+                Msg::Spawn(_) => None,
+            })
+            .collect()
+    };
+    w.on_start(secs(0));
+    let mut out = Outbox::<Msg>::new(NodeId(2));
+    w.on_frame(secs(0), ConnId(0), Frame::Stream, &mut out);
+    w.on_frame(secs(1), ConnId(0), Frame::Ping, &mut out);
+    assert!(frames(&out).is_empty(), "{:?}", frames(&out));
+    assert_eq!(w.poll_timeout().map(|d| d.at), Some(secs(10)));
+    let mut out = Outbox::<Msg>::new(NodeId(2));
+    w.on_timeout(secs(10), &mut out);
+    assert_eq!(frames(&out), [Frame::StreamChunk]);
+    let mut out = Outbox::<Msg>::new(NodeId(2));
+    w.on_timeout(secs(20), &mut out);
+    assert_eq!(
+        frames(&out),
+        [Frame::StreamChunk, Frame::StreamEnd, Frame::Pong]
+    );
+}
+
+/// A `stop` of the pool is a clean interpreter exit: concurrent.futures'
+/// `_python_exit` joins every executor thread, then multiprocessing's
+/// `_exit_function` terminates each live daemonic child (util.py:
+/// `if p.daemon: ... p._popen.terminate()`; transport_pipe.py
+/// `PipeSpawner(daemon=True)`). An idle worker is terminated at the stop
+/// (before: it read EOF and exited). With a call's read blocked on a hung
+/// worker, the exit waits for that thread and terminates nobody
+/// (docs/audits/lilbee-atexit.py).
+#[test]
+fn a_clean_exit_terminates_daemonic_workers_unless_a_read_is_blocked() {
+    let idle = "[[node]]\nname = \"embed\"\nkind = \"role\"\ncall_at = [\"1s\"]\n\n[[fault]]\nat = \"31s\"\nkind = \"stop\"\nnode = \"pool\"";
+    let lines = decisions("60s", "", idle);
+    assert!(
+        has(&lines, "0:00:31.000 atexit-terminate - embed#1"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:31.000 exit terminated embed#1"),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "exit"), 1, "{lines:#?}");
+
+    let hung = "[[node]]\nname = \"embed\"\nkind = \"role\"\ncall_at = [\"1s\"]\n\n[[node]]\nname = \"vision\"\nkind = \"role\"\nbehaviour = \"hang\"\ncall_at = [\"2s\"]\n\n[[fault]]\nat = \"20s\"\nkind = \"stop\"\nnode = \"pool\"";
+    let lines = decisions("60s", "", hung);
+    assert!(
+        has(&lines, "0:00:20.000 exit-blocked - 1 blocked reads"),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "atexit-terminate"), 0, "{lines:#?}");
+    // The idle worker reads EOF and exits; the hung one outlives the pool.
+    assert!(has(&lines, "0:00:20.000 exit exited embed#1"), "{lines:#?}");
+    assert_eq!(count(&lines, "exit"), 1, "{lines:#?}");
+}
+
 /// Bad `[config]` and `[[node]]` values are errors at the value.
 #[test]
 fn bad_values_are_clear_errors() {
