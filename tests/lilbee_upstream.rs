@@ -258,7 +258,10 @@ fn reset_role_failures_clears_the_count_and_the_mark_and_spawns_nothing() {
 
     let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nbehaviour = \"crash-on-call\"\nbad_spawns = 4\nspawn_time = \"0s\"\ncall_at = [\"1s\", \"2s\", \"3s\", \"4s\", \"5s\", \"40s\"]\nreset_failures_at = [\"20s\"]";
     let lines = decisions("45s", "", roles);
-    assert!(has(&lines, "0:00:04.000 degraded - 4 crashes"), "{lines:#?}");
+    assert!(
+        has(&lines, "0:00:04.000 degraded - 4 crashes"),
+        "{lines:#?}"
+    );
     assert!(
         has(&lines, "0:00:05.000 call-failed RoleDegradedError -"),
         "{lines:#?}"
@@ -270,7 +273,10 @@ fn reset_role_failures_clears_the_count_and_the_mark_and_spawns_nothing() {
         ),
         "{lines:#?}"
     );
-    assert!(has(&lines, "0:00:30.000 tick no live roles -"), "{lines:#?}");
+    assert!(
+        has(&lines, "0:00:30.000 tick no live roles -"),
+        "{lines:#?}"
+    );
     assert!(
         has(&lines, "0:00:40.000 spawn-worker no channel embed#5"),
         "{lines:#?}"
@@ -322,7 +328,10 @@ fn a_worker_dying_mid_stream_is_a_crash() {
         has(&lines, "0:00:26.000 stream-failed WorkerCrashError chat#1"),
         "{lines:#?}"
     );
-    assert!(has(&lines, "0:00:30.000 tick no live roles -"), "{lines:#?}");
+    assert!(
+        has(&lines, "0:00:30.000 tick no live roles -"),
+        "{lines:#?}"
+    );
 }
 
 /// worker_runtime.py `run_worker`: the streaming handler runs to its end

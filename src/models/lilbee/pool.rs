@@ -1003,7 +1003,13 @@ impl Pool {
                 self.finish_op(id, task.chan);
                 let name = self.chans[&task.chan].name.clone();
                 let msg = format!("{name} reply {f:?}");
-                self.record(out, kind::STREAM_FAILED, task.role, Some(PROTOCOL), Some(msg));
+                self.record(
+                    out,
+                    kind::STREAM_FAILED,
+                    task.role,
+                    Some(PROTOCOL),
+                    Some(msg),
+                );
                 self.tasks.remove(&id);
             }
         }

@@ -201,7 +201,10 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
                     k.call_from.as_ref().map(|v| v.span()),
                     k.call_until.as_ref().map(|v| v.span()),
                     k.call_at.as_ref().and_then(|v| v.first()).map(|v| v.span()),
-                    k.stream_at.as_ref().and_then(|v| v.first()).map(|v| v.span()),
+                    k.stream_at
+                        .as_ref()
+                        .and_then(|v| v.first())
+                        .map(|v| v.span()),
                     k.stream_chunks.as_ref().map(|v| v.span()),
                     k.reset_failures_at
                         .as_ref()

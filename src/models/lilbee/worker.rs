@@ -29,7 +29,8 @@ use super::{Frame, Msg};
 pub enum Behaviour {
     /// Answers every frame (a request after `answer_delay`).
     Healthy,
-    /// Dies (EOF at the parent) when a request reaches it.
+    /// Dies (EOF at the parent) when a request (a call's or a stream's)
+    /// reaches it.
     CrashOnCall,
     /// Dies when a ping reaches it.
     CrashOnPing,
@@ -211,7 +212,11 @@ impl Worker {
                 }
                 Frame::Stream => self.stream(now, self.spec.stream_chunks, out),
                 // Replies never travel to a worker.
-                Frame::Pong | Frame::Ack | Frame::Result | Frame::StreamChunk | Frame::StreamEnd => {}
+                Frame::Pong
+                | Frame::Ack
+                | Frame::Result
+                | Frame::StreamChunk
+                | Frame::StreamEnd => {}
             }
         }
     }
