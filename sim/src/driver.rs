@@ -461,6 +461,13 @@ where
                     Output::Spawn { .. } | Output::Terminate(_) | Output::Exit => {
                         refuse(&io.shared, "the pipe medium (spawned processes)".into());
                     }
+                    Output::Linger => {
+                        refuse(
+                            &io.shared,
+                            "a stopped process that finishes its work first (Outbox::linger)"
+                                .into(),
+                        );
+                    }
                 }
                 kernel.absorb(&process, &mut next, t, &io.shared);
             }

@@ -115,6 +115,7 @@ pub(crate) enum Output<M> {
     },
     Terminate(ConnId),
     Exit,
+    Linger,
 }
 
 /// Where a machine puts what it wants done.
@@ -209,6 +210,20 @@ impl<M> Outbox<M> {
     /// This process ends (returns from its main, or dies by its own hand).
     pub fn exit(&mut self) {
         self.items.push(Output::Exit);
+    }
+    /// Answering `Input::Stop`: the process is not done yet (a thread
+    /// finishing the write it is in, a runtime waiting for its executor's
+    /// threads), so it runs on, timers, file operations and connections
+    /// as before, until it calls [`Self::exit`] (or is killed, or its host
+    /// crashes). Without it a stopped process ends once `Input::Stop` is
+    /// handled. Outside `Input::Stop` it means nothing. The madsim engine
+    /// refuses it.
+    pub fn linger(&mut self) {
+        self.items.push(Output::Linger);
+    }
+    /// Whether the machine asked to linger, for tests.
+    pub fn lingers(&self) -> bool {
+        self.items.iter().any(|o| matches!(o, Output::Linger))
     }
     /// Children spawned so far `(conn, name)`, for tests that drive a
     /// machine by hand.
@@ -673,6 +688,9 @@ pub struct Engine<M: Machine, F: FnMut(NodeId) -> M> {
     rto_queue: BTreeSet<(Timestamp, u64, ConnId, NodeId)>,
     /// Each endpoint's armed timer, `(at, seq)`, to find it in `rto_queue`.
     rto_armed: BTreeMap<(ConnId, NodeId), (Timestamp, u64)>,
+    /// The node whose machine answered `Input::Stop` with
+    /// [`Outbox::linger`], while a stop fault is carried out.
+    lingering: Option<NodeId>,
     /// Inputs still to hand to the node being dispatched (kept between
     /// dispatches so that an event allocates nothing for them).
     pending: VecDeque<Input<M::Msg>>,
@@ -730,6 +748,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
             streams: Streams::new(TcpConfig::default()),
             rto_queue: BTreeSet::new(),
             rto_armed: BTreeMap::new(),
+            lingering: None,
             pending: VecDeque::new(),
             disks: Disks::default(),
             pipes: BTreeMap::new(),
@@ -1364,8 +1383,13 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 self.boot(n);
             }
             Fault::Stop(n) => {
+                // A machine that answers with `Outbox::linger` runs on
+                // until it exits.
+                self.lingering = None;
                 self.dispatch(n, Input::Stop);
-                self.end_process(n);
+                if self.lingering.take() != Some(n) {
+                    self.end_process(n);
+                }
             }
             Fault::Kill(n) => self.end_process(n),
             Fault::Crash(n) => self.crash(n),
@@ -1595,6 +1619,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                         }
                     }
                     Output::Exit => exited = true,
+                    Output::Linger => self.lingering = Some(n),
                     Output::File { op, token } => {
                         killed = self.file(n, op, token, &mut pending);
                     }

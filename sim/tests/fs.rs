@@ -1,6 +1,7 @@
 //! The filesystem medium through the engine: a slow write's answer and
 //! data, a process gone before its write lands, a paused process, a kill
-//! between a temp write and its rename, and a power loss.
+//! between a temp write and its rename, a power loss, and a stopped
+//! process that lingers until its write lands (`Outbox::linger`).
 
 use std::borrow::Cow;
 
@@ -13,20 +14,37 @@ use heartsim_sim::{
 };
 
 /// At start: mkdir /d, write /d/x.tmp, rename it to /d/x; records each
-/// answer as `done <token>` (or `failed <token> <errno>`).
-struct Saver;
+/// answer as `done <token>` (or `failed <token> <errno>`). With
+/// `lingers`, a stop before the rename is answered with `linger`, and the
+/// process exits once the rename is done.
+#[derive(Default)]
+struct Saver {
+    lingers: bool,
+    stopping: bool,
+    renamed: bool,
+}
 
 impl Machine for Saver {
     type Msg = FileDone;
     fn handle(&mut self, _now: Now, input: Input<FileDone>, out: &mut Outbox<FileDone>) {
         match input {
             Input::Start => out.file(FileOp::MkdirAll("/d".into()), 1),
+            Input::Stop if self.lingers && !self.renamed => {
+                self.stopping = true;
+                out.linger();
+            }
             Input::Recv { msg, .. } => {
                 let text = match &msg.result {
                     Ok(_) => format!("done {}", msg.token),
                     Err(e) => format!("failed {} {e}", msg.token),
                 };
                 out.record("file", None, None, Some(Cow::Owned(text)));
+                if msg.token == 3 {
+                    self.renamed = true;
+                    if self.stopping {
+                        out.exit();
+                    }
+                }
                 match (msg.token, msg.result) {
                     (1, Ok(_)) => out.file(
                         FileOp::Write {
@@ -73,6 +91,15 @@ fn run(
     durability: Durability,
     faults: Vec<(u64, Fault)>,
 ) -> (Vec<String>, Option<Vec<u8>>, Option<Vec<u8>>) {
+    run_saver(false, write_ms, durability, faults)
+}
+
+fn run_saver(
+    lingers: bool,
+    write_ms: u64,
+    durability: Durability,
+    faults: Vec<(u64, Fault)>,
+) -> (Vec<String>, Option<Vec<u8>>, Option<Vec<u8>>) {
     let nodes = vec![NodeSpec {
         name: "s".into(),
         clock: Clock::default(),
@@ -94,7 +121,10 @@ fn run(
         faults,
         limits,
         Level::Decision,
-        |_| Saver,
+        |_| Saver {
+            lingers,
+            ..Saver::default()
+        },
     )
     .with_disks(disks);
     engine.run().expect("within limits");
@@ -122,6 +152,40 @@ fn a_slow_write_answers_after_the_write_time() {
     );
     assert_eq!(x.as_deref(), Some(&b"payload"[..]));
     assert_eq!(tmp, None);
+}
+
+#[test]
+fn a_stopped_process_that_lingers_finishes_its_write_then_exits() {
+    let (lines, x, tmp) = run_saver(
+        true,
+        250,
+        Durability::AutoDaAlloc,
+        vec![(100, Fault::Stop(NodeId(0)))],
+    );
+    assert_eq!(
+        lines,
+        [
+            "0:00:00.000 file done 1",
+            "0:00:00.100 stop ",
+            "0:00:00.250 file done 2",
+            "0:00:00.250 file done 3",
+        ]
+    );
+    assert_eq!(x.as_deref(), Some(&b"payload"[..]));
+    assert_eq!(tmp, None);
+}
+
+#[test]
+fn a_stopped_process_that_does_not_linger_ends_at_once() {
+    let (lines, x, tmp) = run_saver(
+        false,
+        250,
+        Durability::AutoDaAlloc,
+        vec![(100, Fault::Stop(NodeId(0)))],
+    );
+    assert_eq!(lines, ["0:00:00.000 file done 1", "0:00:00.100 stop "]);
+    assert_eq!(x, None);
+    assert_eq!(tmp.as_deref(), Some(&b""[..]));
 }
 
 #[test]

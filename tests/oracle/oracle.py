@@ -35,7 +35,8 @@ RUNNERS = {
     "kstlib": (
         "kstlib_runner",
         {
-            "beat", "missed-beat", "target-dead", "alert", "callback-failed", "loop-died",
+            "beat", "beat-landed-after-stop", "missed-beat", "target-dead", "alert",
+            "callback-failed", "loop-died",
             "start-error", "alive", "dead", "fired", "rearmed", "watchdog-reset",
         },
     ),
@@ -49,9 +50,9 @@ FIELDS = ("t_us", "node", "kind", "peer", "reason")
 
 
 def key(r: dict) -> tuple:
-    """What must agree; for a `beat`, also the timestamp it wrote (msg)."""
+    """What must agree; for a beat that landed, also the timestamp it wrote (msg)."""
     k = tuple(r.get(f) for f in FIELDS)
-    return k + (r.get("msg"),) if r["kind"] == "beat" else k
+    return k + (r.get("msg"),) if r["kind"] in ("beat", "beat-landed-after-stop") else k
 
 
 def ordered(records: list[dict]) -> list[dict]:

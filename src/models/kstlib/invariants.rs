@@ -193,7 +193,7 @@ fn reads_see_the_latest_beat(
         }
         let msg = r.msg.as_deref().unwrap_or("");
         match r.kind {
-            kind::BEAT => {
+            kind::BEAT | kind::BEAT_LANDED_AFTER_STOP => {
                 latest.insert((disk, path), msg.to_string());
             }
             kind::ALIVE | kind::DEAD | kind::FIRED | kind::REARMED => {

@@ -78,6 +78,7 @@ const PROFILES: [scenario::Profile; 2] = [Profile::Threaded.entry(), Profile::As
 /// The record kinds the machines write.
 pub mod kind {
     pub const BEAT: &str = "beat";
+    pub const BEAT_LANDED_AFTER_STOP: &str = "beat-landed-after-stop";
     pub const MISSED_BEAT: &str = "missed-beat";
     pub const TARGET_DEAD: &str = "target-dead";
     pub const ALERT: &str = "alert";
@@ -119,6 +120,11 @@ const RECORDS: &[RecordKind] = &[
         kind::BEAT,
         &[],
         "writer: beat() returned (msg: the timestamp written, or `no state file`)",
+    ),
+    RecordKind::decision(
+        kind::BEAT_LANDED_AFTER_STOP,
+        &[],
+        "async writer, stopped inside beat(): the executor's thread renamed the state file after the task was cancelled (heartsim's record: upstream calls no callback; msg: the timestamp written)",
     ),
     RecordKind::decision(
         kind::MISSED_BEAT,
@@ -228,6 +234,7 @@ impl scenario::Model for Kstlib {
         &[
             "stop_event.wait",
             "asyncio.sleep",
+            "thread.join",
             "poll",
             "watchdog check",
             "ping",
@@ -278,7 +285,7 @@ impl Machine for Node {
     fn handle(&mut self, now: Now, input: Input<Msg>, out: &mut Outbox<Msg>) {
         match (self, input) {
             (Node::Writer(w), Input::Start) => w.on_start(now, out),
-            (Node::Writer(w), Input::Stop) => w.on_stop(),
+            (Node::Writer(w), Input::Stop) => w.on_stop(now, out),
             (Node::Writer(w), Input::Timeout) => w.on_timeout(now, out),
             (
                 Node::Writer(w),

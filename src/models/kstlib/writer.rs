@@ -71,11 +71,29 @@ impl Step {
     }
 }
 
+/// A stop landed inside `beat()`: the beat runs to its end (upstream
+/// cannot interrupt a thread), then the process exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stopping {
+    /// Threaded: `stop()` sets `_stop_event`, then
+    /// `self._thread.join(timeout=self._interval + 1.0)` (lines 259-272),
+    /// and the application returns, taking the daemon thread with it, at
+    /// this monotonic reading if the thread is still in `beat()`.
+    Join(Timestamp),
+    /// Async: `astop()` cancels the task awaiting `run_in_executor(None,
+    /// self.beat)` (lines 344-358, 399), so nothing after `beat()` runs;
+    /// the executor's thread finishes `beat()` and `asyncio.run` waits for
+    /// it (`shutdown_default_executor`, and `concurrent.futures`' exit hook
+    /// joins its threads) without a bound.
+    Executor,
+}
+
 #[derive(Clone, Debug)]
 pub struct Writer {
     profile: Profile,
     spec: WriterSpec,
     phase: Phase,
+    stopping: Option<Stopping>,
 }
 
 impl Writer {
@@ -84,6 +102,7 @@ impl Writer {
             profile,
             spec,
             phase: Phase::Over,
+            stopping: None,
         }
     }
 
@@ -107,11 +126,33 @@ impl Writer {
         }
     }
 
-    pub fn on_stop(&mut self) {
-        self.phase = Phase::Over;
+    /// The application stops the heartbeat and returns. In a wait, the
+    /// loop ends at once (`_stop_event.wait` returns true; the sleeping
+    /// task is cancelled). Inside `beat()` the write in flight completes
+    /// first ([`Stopping`]); the process lingers until then.
+    pub fn on_stop(&mut self, now: Now, out: &mut Outbox<Msg>) {
+        if !matches!(self.phase, Phase::Beating { .. }) {
+            self.phase = Phase::Over;
+            return;
+        }
+        if self.stopping.is_none() {
+            self.stopping = Some(match self.profile {
+                Profile::Threaded => {
+                    Stopping::Join(now.mono + self.spec.interval + Duration::from_secs(1))
+                }
+                Profile::Async => Stopping::Executor,
+            });
+        }
+        out.linger();
     }
 
     pub fn poll_timeout(&self) -> Option<Deadline> {
+        if let (Phase::Beating { .. }, Some(Stopping::Join(at))) = (&self.phase, self.stopping) {
+            return Some(Deadline {
+                at,
+                reason: "thread.join",
+            });
+        }
         match self.phase {
             Phase::Waiting(at) => Some(Deadline {
                 at,
@@ -125,6 +166,15 @@ impl Writer {
     }
 
     pub fn on_timeout(&mut self, now: Now, out: &mut Outbox<Msg>) {
+        if let Some(Stopping::Join(at)) = self.stopping {
+            // `join` timed out: `stop()` returns with the thread still in
+            // `beat()`, the application exits, the daemon thread dies.
+            if now.mono >= at {
+                self.phase = Phase::Over;
+                out.exit();
+            }
+            return;
+        }
         if let Phase::Waiting(at) = self.phase {
             if now.mono >= at {
                 self.begin_beat(now, out);
@@ -169,6 +219,27 @@ impl Writer {
             return;
         };
         let tmp = state::temp_path(&path);
+        if self.stopping == Some(Stopping::Executor)
+            && (done.result.is_err() || *step == Step::Rename)
+        {
+            // `beat()` returned or raised in the executor's thread; the
+            // cancelled task runs none of what follows it. A rename that
+            // landed changed the file: heartsim says so (upstream is
+            // silent), so that readers' checks know what it holds.
+            if let (Ok(_), Phase::Beating { timestamp, .. }) = (
+                &done.result,
+                std::mem::replace(&mut self.phase, Phase::Over),
+            ) {
+                out.record(
+                    kind::BEAT_LANDED_AFTER_STOP,
+                    None,
+                    None,
+                    Some(Cow::Owned(timestamp)),
+                );
+            }
+            out.exit();
+            return;
+        }
         match (done.result, *step) {
             (Err(e), step) => self.after_beat(now, Err((e, step, tmp)), out),
             (Ok(_), Step::Mkdir) => {
@@ -253,6 +324,7 @@ impl Writer {
                     None,
                 );
                 self.phase = Phase::Over;
+                self.exit_if_stopping(out);
                 return;
             }
         }
@@ -275,8 +347,23 @@ impl Writer {
                 None,
             );
         }
+        if self.exit_if_stopping(out) {
+            return;
+        }
         // Both loops wait a full interval after the work: the period is
         // interval + the beat's time.
         self.phase = Phase::Waiting(now.mono + self.spec.interval);
+    }
+
+    /// Threaded, stopped inside `beat()`: the iteration is over, and
+    /// `while not self._stop_event.wait(...)` ends the loop at once, so
+    /// `join` returns and the application exits.
+    fn exit_if_stopping(&mut self, out: &mut Outbox<Msg>) -> bool {
+        if self.stopping.is_none() {
+            return false;
+        }
+        self.phase = Phase::Over;
+        out.exit();
+        true
     }
 }
