@@ -380,11 +380,13 @@ fn a_worker_streams_its_chunks_then_answers_the_waiting_ping() {
 /// `_exit_function` terminates each live daemonic child (util.py:
 /// `if p.daemon: ... p._popen.terminate()`; transport_pipe.py
 /// `PipeSpawner(daemon=True)`). An idle worker is terminated at the stop
-/// (before: it read EOF and exited). With a call's read blocked on a hung
-/// worker, the exit waits for that thread and terminates nobody
+/// (before: it read EOF and exited). A call's read blocked on a busy
+/// worker keeps the process running until the result comes (22 s), then
+/// both workers are terminated; blocked on a hung worker, it never
+/// returns: nobody is terminated, nobody reads EOF
 /// (docs/audits/lilbee-atexit.py).
 #[test]
-fn a_clean_exit_terminates_daemonic_workers_unless_a_read_is_blocked() {
+fn a_clean_exit_terminates_daemonic_workers_once_no_thread_is_busy() {
     let idle = "[[node]]\nname = \"embed\"\nkind = \"role\"\ncall_at = [\"1s\"]\n\n[[fault]]\nat = \"31s\"\nkind = \"stop\"\nnode = \"pool\"";
     let lines = decisions("60s", "", idle);
     assert!(
@@ -397,16 +399,30 @@ fn a_clean_exit_terminates_daemonic_workers_unless_a_read_is_blocked() {
     );
     assert_eq!(count(&lines, "exit"), 1, "{lines:#?}");
 
-    let hung = "[[node]]\nname = \"embed\"\nkind = \"role\"\ncall_at = [\"1s\"]\n\n[[node]]\nname = \"vision\"\nkind = \"role\"\nbehaviour = \"hang\"\ncall_at = [\"2s\"]\n\n[[fault]]\nat = \"20s\"\nkind = \"stop\"\nnode = \"pool\"";
-    let lines = decisions("60s", "", hung);
+    let roles = |second: &str| {
+        format!("[[node]]\nname = \"embed\"\nkind = \"role\"\ncall_at = [\"1s\"]\n\n[[node]]\nname = \"vision\"\nkind = \"role\"\nspawn_time = \"0s\"\n{second}\ncall_at = [\"2s\"]\n\n[[fault]]\nat = \"20s\"\nkind = \"stop\"\nnode = \"pool\"")
+    };
+    let busy = decisions("60s", "", &roles("answer_delay = \"20s\""));
     assert!(
-        has(&lines, "0:00:20.000 exit-blocked - 1 blocked reads"),
-        "{lines:#?}"
+        has(&busy, "0:00:20.000 exit-blocked - 1 executor threads busy"),
+        "{busy:#?}"
     );
-    assert_eq!(count(&lines, "atexit-terminate"), 0, "{lines:#?}");
-    // The idle worker reads EOF and exits; the hung one outlives the pool.
-    assert!(has(&lines, "0:00:20.000 exit exited embed#1"), "{lines:#?}");
-    assert_eq!(count(&lines, "exit"), 1, "{lines:#?}");
+    assert!(has(&busy, "0:00:22.000 call-ok - vision#1"), "{busy:#?}");
+    for w in ["embed#1", "vision#1"] {
+        assert!(
+            has(&busy, &format!("0:00:22.000 atexit-terminate - {w}")),
+            "{busy:#?}"
+        );
+    }
+    assert_eq!(count(&busy, "exit"), 2, "{busy:#?}");
+
+    let hung = decisions("60s", "", &roles("behaviour = \"hang\""));
+    assert!(
+        has(&hung, "0:00:20.000 exit-blocked - 1 executor threads busy"),
+        "{hung:#?}"
+    );
+    assert_eq!(count(&hung, "atexit-terminate"), 0, "{hung:#?}");
+    assert_eq!(count(&hung, "exit"), 0, "{hung:#?}");
 }
 
 /// Bad `[config]` and `[[node]]` values are errors at the value.

@@ -124,10 +124,12 @@ pub fn check(setup: &Setup, scenario: &Scenario, trace: &Trace) -> Vec<Violation
         let msg = r.msg.as_deref().unwrap_or("");
         let mono = clock.mono(r.t);
         // A pool process that ends or starts again is a fresh pool (its
-        // workers' names restart too).
+        // workers' names restart too). A `stop` is not an end: a pool
+        // exiting cleanly runs on while its executor threads are busy
+        // (`Pool::on_exit`), and nothing of it is recorded after it ends.
         if matches!(
             r.kind,
-            engine::START | engine::RESTART | engine::STOP | engine::KILL | engine::CRASH
+            engine::START | engine::RESTART | engine::KILL | engine::CRASH
         ) {
             st = State::default();
             continue;
@@ -267,7 +269,7 @@ fn degraded_exactly_past_the_budget(
         let mono = clock.mono(r.t);
         if matches!(
             r.kind,
-            engine::START | engine::RESTART | engine::STOP | engine::KILL | engine::CRASH
+            engine::START | engine::RESTART | engine::KILL | engine::CRASH
         ) {
             crashes.clear();
             degraded.clear();

@@ -217,12 +217,12 @@ const RECORDS: &[RecordKind] = &[
     RecordKind::decision(
         kind::ATEXIT_TERMINATE,
         &[],
-        "the interpreter's clean exit (a `stop`): multiprocessing's `_exit_function` terminated a live daemonic worker (msg: its name)",
+        "the interpreter's clean exit (a `stop`), once no executor thread is busy: multiprocessing's `_exit_function` terminated a live daemonic worker (msg: its name)",
     ),
     RecordKind::decision(
         kind::EXIT_BLOCKED,
         &[],
-        "the interpreter's clean exit (a `stop`) waits in concurrent.futures' `_python_exit` for executor threads blocked in `conn.recv()`: no worker is terminated (msg: `<n> blocked reads`)",
+        "the interpreter's clean exit (a `stop`) waits in concurrent.futures' `_python_exit` for busy executor threads (blocked reads, joins, queued work): the process lingers, and `atexit-terminate` comes once they are idle, never if a read is blocked on a hung worker (msg: `<n> executor threads busy`)",
     ),
     RecordKind::decision(kind::PING_OK, &[], "ticker: a ping got its pong"),
     RecordKind::decision(

@@ -244,6 +244,9 @@ pub struct Pool {
     /// no coroutine, callback or loop timer runs any more; executor
     /// threads (reads, `_join_process`) still do.
     stopped: bool,
+    /// The interpreter is exiting (a `stop`) and waits for executor
+    /// threads: see [`Pool::on_exit`].
+    exiting: bool,
     /// The time of the input being handled (for joins a thread starts).
     now: Timestamp,
 }
@@ -284,6 +287,7 @@ impl Pool {
             drain_until: None,
             draining: Vec::new(),
             stopped: false,
+            exiting: false,
             now: Timestamp::ZERO,
         }
     }
@@ -370,6 +374,7 @@ impl Pool {
             self.tick(now, out);
         }
         self.run(now, out);
+        self.exit_when_idle(out);
     }
 
     pub fn on_frame(&mut self, now: Timestamp, conn: ConnId, frame: Frame, out: &mut Outbox<Msg>) {
@@ -390,6 +395,7 @@ impl Pool {
             self.pump(conn, out);
         }
         self.run(now, out);
+        self.exit_when_idle(out);
     }
 
     /// EOF: the worker process is gone (`is_alive()` is false from now
@@ -408,6 +414,7 @@ impl Pool {
         }
         self.pump(conn, out);
         self.run(now, out);
+        self.exit_when_idle(out);
     }
 
     fn record(
@@ -560,32 +567,78 @@ impl Pool {
         self.record(out, kind::RESET_FAILURES, role, None, Some(msg));
     }
 
-    /// The interpreter's clean exit (a `stop` of the pool process). First
-    /// `threading._shutdown` runs concurrent.futures' `_python_exit`
-    /// (CPython 3.11 `concurrent/futures/thread.py`: `for t, q in items:
-    /// t.join()`, registered by `threading._register_atexit(_python_exit)`),
+    /// The interpreter's clean exit (a `stop` of the pool process: the
+    /// application's main returned). First `threading._shutdown` runs
+    /// concurrent.futures' `_python_exit` (CPython 3.11
+    /// `concurrent/futures/thread.py`: `_shutdown = True`, then `for t, q in
+    /// items: t.join()`, registered by `threading._register_atexit(_python_exit)`),
     /// which joins every executor thread ever started, shut-down
-    /// executors' included; then the `atexit` handlers, among them
-    /// `multiprocessing.util._exit_function` (util.py 320-362: `for p in
-    /// active_children(): if p.daemon: ... p._popen.terminate()`). Every
-    /// worker is daemonic (transport_pipe.py `PipeSpawner.__init__(self, *,
-    /// daemon: bool = True)`, `self._ctx.Process(..., daemon=self._daemon, ...)`;
-    /// pool.py `WorkerPool.__init__`: `PipeSpawner()`).
+    /// executors' included: a thread ends once its running item and the
+    /// items queued before the exit are done. Then the `atexit` handlers,
+    /// among them `multiprocessing.util._exit_function` (util.py 320-362:
+    /// `for p in active_children(): if p.daemon: ... p._popen.terminate()`).
+    /// Every worker is daemonic (transport_pipe.py `PipeSpawner.__init__(self,
+    /// *, daemon: bool = True)`, `self._ctx.Process(..., daemon=self._daemon,
+    /// ...)`; pool.py `WorkerPool.__init__`: `PipeSpawner()`).
     ///
-    /// A thread blocked in `conn.recv()` returns only on a frame or EOF,
-    /// so while one is, the exit waits and terminates nobody (forever for
-    /// a hung worker: `docs/audits/lilbee-atexit.py`). The engine ends the
-    /// process at once all the same (its workers read EOF): what the
-    /// model can say is only that no worker was terminated. Joins
-    /// (`_join_process`) end within their timeouts: the model terminates
-    /// at once what upstream terminates after them.
+    /// So while a thread is busy (a read blocked in `conn.recv()`, a
+    /// `_join_process`, queued work) the process lingers and nobody is
+    /// terminated; a read blocked on a hung worker never returns, and the
+    /// process never exits (`docs/audits/lilbee-atexit.py`). Meanwhile the
+    /// loop, on a daemon thread, still runs what is in progress, but
+    /// nothing new reaches a worker: the clients are done, the ticker is
+    /// assumed to start nothing (its loop's thread is not in the index),
+    /// and any `run_in_executor` raises `RuntimeError` (`submit`: `if
+    /// _shutdown: raise RuntimeError('cannot schedule new futures after
+    /// interpreter shutdown')`).
     pub fn on_exit(&mut self, out: &mut Outbox<Msg>) {
-        let blocked: usize = self.chans.values().map(|c| c.readers.len()).sum();
-        if blocked > 0 {
-            let msg = format!("{blocked} blocked reads");
+        self.exiting = true;
+        for role in &mut self.roles {
+            role.todo.clear();
+        }
+        self.shutdown_at = None;
+        if !matches!(
+            self.ticker,
+            Ticker::Pinging { task: Some(_), .. }
+                | Ticker::Reaping {
+                    closing: Some(_),
+                    ..
+                }
+        ) {
+            self.ticker = Ticker::Stopped;
+        }
+        let busy = self.busy_threads();
+        if busy > 0 {
+            let msg = format!("{busy} executor threads busy");
             out.record(kind::EXIT_BLOCKED, None, None, Some(Cow::Owned(msg)));
+            out.linger();
+        } else {
+            // The engine ends the process once `Stop` is handled.
+            self.terminate_daemons(out);
+        }
+    }
+
+    /// Executor threads `_python_exit` still waits for: blocked reads,
+    /// joins, and the work queued for them.
+    fn busy_threads(&self) -> usize {
+        (self.chans.values())
+            .map(|c| c.readers.len() + c.joins.len() + c.work.len())
+            .sum()
+    }
+
+    /// Once no executor thread is busy, `_exit_function` terminates each
+    /// live worker and the process ends.
+    fn exit_when_idle(&mut self, out: &mut Outbox<Msg>) {
+        if !self.exiting || self.busy_threads() > 0 {
             return;
         }
+        self.terminate_daemons(out);
+        out.exit();
+    }
+
+    /// `_exit_function`: terminate every live (daemonic) worker.
+    fn terminate_daemons(&mut self, out: &mut Outbox<Msg>) {
+        self.exiting = false;
         let live: Vec<(ConnId, usize, String)> = (self.chans.iter())
             .filter(|(_, c)| c.alive)
             .map(|(&conn, c)| (conn, c.role, c.name.clone()))
@@ -695,7 +748,9 @@ impl Pool {
     /// `loop.run_in_executor(self._executor, ...)`.
     fn submit(&mut self, task: TaskId, conn: ConnId, work: Work, out: &mut Outbox<Msg>) {
         let ch = self.chans.get_mut(&conn).expect("channel");
-        if ch.shut {
+        // `_python_exit` has set `_shutdown` (see `on_exit`): the same
+        // `RuntimeError` as a shut executor's.
+        if ch.shut || self.exiting {
             self.wakes.push_back((task, Wake::ExecutorShut));
             return;
         }
