@@ -425,6 +425,34 @@ fn a_clean_exit_terminates_daemonic_workers_once_no_thread_is_busy() {
     assert_eq!(count(&hung, "exit"), 0, "{hung:#?}");
 }
 
+/// While the exit waits, what the ticker awaits runs on and nothing new
+/// starts (`Pool::on_exit`). The call on `a` times out at 6 s (its thread
+/// stays blocked: the worker is busy until 41 s); the tick at 30 s pings
+/// `a` (a second blocked read); the stop at 32 s lingers. The ping times
+/// out at 35 s, and the tick does not go on to ping `b`. At 41 s the
+/// result and the pong release both threads: both workers terminated.
+#[test]
+fn an_exiting_pool_finishes_the_ticks_ping_and_starts_no_other() {
+    let roles = "[[node]]\nname = \"a\"\nkind = \"role\"\nspawn_time = \"0s\"\nanswer_delay = \"40s\"\ncall_at = [\"1s\"]\n\n[[node]]\nname = \"b\"\nkind = \"role\"\nspawn_time = \"0s\"\ncall_at = [\"1s\"]\n\n[[fault]]\nat = \"32s\"\nkind = \"stop\"\nnode = \"pool\"";
+    let lines = decisions("60s", "call_timeout = \"5s\"", roles);
+    assert!(
+        has(&lines, "0:00:32.000 exit-blocked - 2 executor threads busy"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:35.000 ping-failed TimeoutError -"),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "ping-failed"), 1, "{lines:#?}");
+    assert_eq!(count(&lines, "ping-ok"), 0, "{lines:#?}");
+    for w in ["a#1", "b#1"] {
+        assert!(
+            has(&lines, &format!("0:00:41.000 atexit-terminate - {w}")),
+            "{lines:#?}"
+        );
+    }
+}
+
 /// Bad `[config]` and `[[node]]` values are errors at the value.
 #[test]
 fn bad_values_are_clear_errors() {

@@ -597,14 +597,9 @@ impl Pool {
             role.todo.clear();
         }
         self.shutdown_at = None;
-        if !matches!(
-            self.ticker,
-            Ticker::Pinging { task: Some(_), .. }
-                | Ticker::Reaping {
-                    closing: Some(_),
-                    ..
-                }
-        ) {
+        // What the ticker awaits runs on; `reap` and `ping_next` start
+        // nothing after it.
+        if matches!(self.ticker, Ticker::Sleeping(_)) {
             self.ticker = Ticker::Stopped;
         }
         let busy = self.busy_threads();
@@ -1323,6 +1318,12 @@ impl Pool {
     /// `reap_idle` (pool.py), from role `next` on, with the one
     /// `now` of the pass; then the pings.
     fn reap(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
+        if self.exiting {
+            // The interpreter is exiting: the ticker finishes what it
+            // awaits and starts nothing new (`on_exit`).
+            self.ticker = Ticker::Stopped;
+            return;
+        }
         let Ticker::Reaping {
             now: pass_now,
             next,
@@ -1371,6 +1372,10 @@ impl Pool {
 
     /// The next `ping_role` of the tick, or the sleep after the last.
     fn ping_next(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
+        if self.exiting {
+            self.ticker = Ticker::Stopped;
+            return;
+        }
         loop {
             let Ticker::Pinging {
                 snapshot,
