@@ -38,8 +38,8 @@ fn generated_cases_are_valid_round_trip_and_reach_every_decision() {
         let mut blocked = false;
         for r in trace.decisions() {
             // A clean exit that waited for a thread, then terminated.
-            blocked = (blocked || r.kind == "exit-blocked")
-                && !matches!(r.kind, "start" | "restart");
+            blocked =
+                (blocked || r.kind == "exit-blocked") && !matches!(r.kind, "start" | "restart");
             if blocked && r.kind == "atexit-terminate" {
                 seen.insert("atexit-terminate after exit-blocked".into());
             }
