@@ -1,7 +1,7 @@
 //! The fuzzer on lilbee: generated cases are valid, round-trip and reach
 //! the pool's decisions (reaps, crashes, degraded roles, ping timeouts,
-//! full executors, silent deaths), and a budget over the profile finds
-//! nothing.
+//! full executors, silent deaths, resets, streams, clean exits), and a
+//! budget over the profile finds nothing.
 //!
 //! `PROPTEST_CASES` sets the budget (default 64).
 
@@ -35,7 +35,14 @@ fn generated_cases_are_valid_round_trip_and_reach_every_decision() {
         let back: ScenarioFile = toml::from_str(&text).expect("parses as a file");
         assert_eq!(to_toml(&back), text, "case {i} round-trips");
         let trace = run(&scenario, None, Level::Decision).expect("runs").trace;
+        let mut blocked = false;
         for r in trace.decisions() {
+            // A clean exit that waited for a thread, then terminated.
+            blocked =
+                (blocked || r.kind == "exit-blocked") && !matches!(r.kind, "start" | "restart");
+            if blocked && r.kind == "atexit-terminate" {
+                seen.insert("atexit-terminate after exit-blocked".into());
+            }
             seen.insert(match r.reason.as_deref() {
                 Some(why) if r.kind.ends_with("failed") || r.kind == "spawn-worker" => {
                     format!("{} {why}", r.kind)
@@ -57,6 +64,12 @@ fn generated_cases_are_valid_round_trip_and_reach_every_decision() {
         "terminate",
         "shutdown",
         "loop-stopped",
+        "reset-failures",
+        "stream-ok",
+        "stream-failed WorkerCrashError",
+        "atexit-terminate",
+        "exit-blocked",
+        "atexit-terminate after exit-blocked",
     ] {
         assert!(seen.contains(want), "no case reached {want:?}: {seen:#?}");
     }

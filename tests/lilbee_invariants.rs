@@ -81,6 +81,34 @@ fn a_spawn_after_degraded_breaks_degraded_role_never_respawns() {
     only(&got, "degraded-role-never-respawns");
 }
 
+/// `reset_role_failures` lifts the degraded mark and clears the crash
+/// history (pool.py): a run that degrades, resets, spawns and crashes
+/// again (4 more crashes: degraded again at 33 s) keeps all five; the
+/// same trace without its `reset-failures` breaks
+/// `degraded-role-never-respawns` (a spawn after `degraded`) and
+/// `degraded-exactly-past-the-budget` (a second mark, once is all
+/// without a reset).
+#[test]
+fn a_reset_allows_the_respawn_and_restarts_the_count() {
+    let s = scenario(
+        "",
+        "behaviour = \"crash-on-call\"\nbad_spawns = 8\nspawn_time = \"0s\"\ncall_at = [\"1s\", \"2s\", \"3s\", \"4s\", \"30s\", \"31s\", \"32s\", \"33s\", \"34s\"]\nreset_failures_at = [\"20s\"]",
+    );
+    let t = run(&s, None, Level::Decision).expect("runs").trace;
+    assert_eq!(broken(&s, &t), Vec::<String>::new());
+    let got = broken(&s, &edited(&t, |r| r.kind == "reset-failures", None));
+    assert!(
+        got.iter()
+            .any(|v| v.contains("degraded-role-never-respawns")),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter()
+            .any(|v| v.contains("degraded-exactly-past-the-budget")),
+        "{got:#?}"
+    );
+}
+
 #[test]
 fn a_reap_before_the_call_ended_breaks_busy_worker_never_reaped() {
     let s = long_call();

@@ -236,6 +236,223 @@ fn only_successful_calls_stamp_last_used() {
     );
 }
 
+/// `reset_role_failures` (pool.py): `registration.crash_history.clear()`
+/// and `registration.degraded = False`, nothing else. Two crashes, a
+/// reset, two more within 60 s: not degraded (without the clear, 4 in the
+/// window would degrade at 9 s). The reset spawns nothing and the ticker
+/// pings no role without a channel: the tick at 30 s after a degraded
+/// role's reset finds no live role; the call at 40 s spawns.
+#[test]
+fn reset_role_failures_clears_the_count_and_the_mark_and_spawns_nothing() {
+    let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nbehaviour = \"crash-on-call\"\nbad_spawns = 8\nspawn_time = \"0s\"\ncall_at = [\"1s\", \"2s\", \"4s\", \"9s\"]\nreset_failures_at = [\"3s\"]";
+    let lines = decisions("20s", "", roles);
+    assert!(
+        has(&lines, "0:00:03.000 reset-failures - 2 crashes cleared"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:09.000 crash-recorded - embed#4 2 in window"),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "degraded"), 0, "{lines:#?}");
+
+    let roles = "[[node]]\nname = \"embed\"\nkind = \"role\"\nbehaviour = \"crash-on-call\"\nbad_spawns = 4\nspawn_time = \"0s\"\ncall_at = [\"1s\", \"2s\", \"3s\", \"4s\", \"5s\", \"40s\"]\nreset_failures_at = [\"20s\"]";
+    let lines = decisions("45s", "", roles);
+    assert!(
+        has(&lines, "0:00:04.000 degraded - 4 crashes"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:05.000 call-failed RoleDegradedError -"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(
+            &lines,
+            "0:00:20.000 reset-failures - 4 crashes cleared, was degraded"
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:30.000 tick no live roles -"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:40.000 spawn-worker no channel embed#5"),
+        "{lines:#?}"
+    );
+    assert!(has(&lines, "0:00:40.100 call-ok - embed#5"), "{lines:#?}");
+}
+
+/// transport_pipe.py `PipeChannel.stream`: no `wait_for` (a 5 s
+/// `call_timeout` does not end a 40 s stream), `in_flight` raised until
+/// `stream_end` (the tick at 30 s skips the ping, stamping); pool.py
+/// `_spawn_and_stream` stamps `last_used` after the stream (41 s). So the
+/// tick at 60 s finds the role idle 19 s, under `max_idle_s` 25: not
+/// reaped (a model stamping only at 30 s would reap it, idle 30 s); it is
+/// reaped at 90 s, 30 s after the 60 s pong.
+#[test]
+fn a_stream_has_no_timeout_and_stamps_last_used_at_its_end() {
+    let roles = "[[node]]\nname = \"chat\"\nkind = \"role\"\nspawn_time = \"0s\"\nanswer_delay = \"20s\"\nstream_chunks = 2\nstream_at = [\"1s\"]";
+    let lines = decisions("95s", "max_idle_s = 25\ncall_timeout = \"5s\"", roles);
+    assert!(has(&lines, "0:00:01.000 stream - chat#1"), "{lines:#?}");
+    assert!(
+        has(&lines, "0:00:30.000 ping-skipped - in_flight 1"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:41.000 stream-ok - chat#1 2 chunks"),
+        "{lines:#?}"
+    );
+    assert!(has(&lines, "0:01:00.000 ping-ok - -"), "{lines:#?}");
+    assert!(
+        has(&lines, "0:01:30.000 reap - chat#1 idle 0:00:30.000"),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "reap"), 1, "{lines:#?}");
+}
+
+/// A worker dying mid-stream: EOF in `_recv` is a `WorkerCrashError`
+/// (`except (EOFError, OSError, ...)`), `_spawn_and_stream` runs
+/// `_on_crash` (`except WorkerCrashError: await pool._on_crash(role)`):
+/// a crash counted, the channel dropped; no stamp.
+#[test]
+fn a_worker_dying_mid_stream_is_a_crash() {
+    let roles = "[[node]]\nname = \"chat\"\nkind = \"role\"\nbehaviour = \"die-after\"\ndie_after = \"25s\"\nspawn_time = \"0s\"\nanswer_delay = \"10s\"\nstream_chunks = 5\nstream_at = [\"1s\"]";
+    let lines = decisions("40s", "", roles);
+    assert!(
+        has(&lines, "0:00:26.000 crash-recorded - chat#1 1 in window"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:26.000 stream-failed WorkerCrashError chat#1"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:30.000 tick no live roles -"),
+        "{lines:#?}"
+    );
+}
+
+/// worker_runtime.py `run_worker`: the streaming handler runs to its end
+/// before the loop reads again, so a ping that came meanwhile is answered
+/// after `stream_end` (`if state.stream_in_flight:` never sees it); the
+/// chunks come one every `answer_delay`.
+#[test]
+fn a_worker_streams_its_chunks_then_answers_the_waiting_ping() {
+    use heartsim::models::lilbee::{Behaviour, Frame, Msg, Worker, WorkerSpec};
+    use heartsim::sim::{ConnId, Duration, NodeId, Outbox, Timestamp};
+
+    let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
+    let mut w = Worker::new(WorkerSpec {
+        role: "chat".into(),
+        behaviour: Behaviour::Healthy,
+        answer_delay: Duration::from_secs(10),
+        stream_chunks: 2,
+    });
+    let frames = |out: &Outbox<Msg>| -> Vec<Frame> {
+        out.sends()
+            .filter_map(|(_, m, _)| match m {
+                Msg::Frame(f) => Some(*f),
+                Msg::Spawn(_) => None,
+            })
+            .collect()
+    };
+    w.on_start(secs(0));
+    let mut out = Outbox::<Msg>::new(NodeId(2));
+    w.on_frame(secs(0), ConnId(0), Frame::Stream, &mut out);
+    w.on_frame(secs(1), ConnId(0), Frame::Ping, &mut out);
+    assert!(frames(&out).is_empty(), "{:?}", frames(&out));
+    assert_eq!(w.poll_timeout().map(|d| d.at), Some(secs(10)));
+    let mut out = Outbox::<Msg>::new(NodeId(2));
+    w.on_timeout(secs(10), &mut out);
+    assert_eq!(frames(&out), [Frame::StreamChunk]);
+    let mut out = Outbox::<Msg>::new(NodeId(2));
+    w.on_timeout(secs(20), &mut out);
+    assert_eq!(
+        frames(&out),
+        [Frame::StreamChunk, Frame::StreamEnd, Frame::Pong]
+    );
+}
+
+/// A `stop` of the pool is a clean interpreter exit: concurrent.futures'
+/// `_python_exit` joins every executor thread, then multiprocessing's
+/// `_exit_function` terminates each live daemonic child (util.py:
+/// `if p.daemon: ... p._popen.terminate()`; transport_pipe.py
+/// `PipeSpawner(daemon=True)`). An idle worker is terminated at the stop
+/// (before: it read EOF and exited). A call's read blocked on a busy
+/// worker keeps the process running until the result comes (22 s), then
+/// both workers are terminated; blocked on a hung worker, it never
+/// returns: nobody is terminated, nobody reads EOF
+/// (docs/audits/lilbee-atexit.py).
+#[test]
+fn a_clean_exit_terminates_daemonic_workers_once_no_thread_is_busy() {
+    let idle = "[[node]]\nname = \"embed\"\nkind = \"role\"\ncall_at = [\"1s\"]\n\n[[fault]]\nat = \"31s\"\nkind = \"stop\"\nnode = \"pool\"";
+    let lines = decisions("60s", "", idle);
+    assert!(
+        has(&lines, "0:00:31.000 atexit-terminate - embed#1"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:31.000 exit terminated embed#1"),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "exit"), 1, "{lines:#?}");
+
+    let roles = |second: &str| {
+        format!("[[node]]\nname = \"embed\"\nkind = \"role\"\ncall_at = [\"1s\"]\n\n[[node]]\nname = \"vision\"\nkind = \"role\"\nspawn_time = \"0s\"\n{second}\ncall_at = [\"2s\"]\n\n[[fault]]\nat = \"20s\"\nkind = \"stop\"\nnode = \"pool\"")
+    };
+    let busy = decisions("60s", "", &roles("answer_delay = \"20s\""));
+    assert!(
+        has(&busy, "0:00:20.000 exit-blocked - 1 executor threads busy"),
+        "{busy:#?}"
+    );
+    assert!(has(&busy, "0:00:22.000 call-ok - vision#1"), "{busy:#?}");
+    for w in ["embed#1", "vision#1"] {
+        assert!(
+            has(&busy, &format!("0:00:22.000 atexit-terminate - {w}")),
+            "{busy:#?}"
+        );
+    }
+    assert_eq!(count(&busy, "exit"), 2, "{busy:#?}");
+
+    let hung = decisions("60s", "", &roles("behaviour = \"hang\""));
+    assert!(
+        has(&hung, "0:00:20.000 exit-blocked - 1 executor threads busy"),
+        "{hung:#?}"
+    );
+    assert_eq!(count(&hung, "atexit-terminate"), 0, "{hung:#?}");
+    assert_eq!(count(&hung, "exit"), 0, "{hung:#?}");
+}
+
+/// While the exit waits, what the ticker awaits runs on and nothing new
+/// starts (`Pool::on_exit`). The call on `a` times out at 6 s (its thread
+/// stays blocked: the worker is busy until 41 s); the tick at 30 s pings
+/// `a` (a second blocked read); the stop at 32 s lingers. The ping times
+/// out at 35 s, and the tick does not go on to ping `b`. At 41 s the
+/// result and the pong release both threads: both workers terminated.
+#[test]
+fn an_exiting_pool_finishes_the_ticks_ping_and_starts_no_other() {
+    let roles = "[[node]]\nname = \"a\"\nkind = \"role\"\nspawn_time = \"0s\"\nanswer_delay = \"40s\"\ncall_at = [\"1s\"]\n\n[[node]]\nname = \"b\"\nkind = \"role\"\nspawn_time = \"0s\"\ncall_at = [\"1s\"]\n\n[[fault]]\nat = \"32s\"\nkind = \"stop\"\nnode = \"pool\"";
+    let lines = decisions("60s", "call_timeout = \"5s\"", roles);
+    assert!(
+        has(&lines, "0:00:32.000 exit-blocked - 2 executor threads busy"),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&lines, "0:00:35.000 ping-failed TimeoutError -"),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "ping-failed"), 1, "{lines:#?}");
+    assert_eq!(count(&lines, "ping-ok"), 0, "{lines:#?}");
+    for w in ["a#1", "b#1"] {
+        assert!(
+            has(&lines, &format!("0:00:41.000 atexit-terminate - {w}")),
+            "{lines:#?}"
+        );
+    }
+}
+
 /// Bad `[config]` and `[[node]]` values are errors at the value.
 #[test]
 fn bad_values_are_clear_errors() {
@@ -288,6 +505,21 @@ fn bad_values_are_clear_errors() {
         "",
         "[[node]]\nname = \"e\"\nkind = \"role\"\ncall_every = \"1ms\"\ncall_until = \"1h\"",
         "MAX_CALLS",
+    );
+    bad(
+        "",
+        "[[node]]\nname = \"e\"\nkind = \"role\"\nstream_chunks = 1001",
+        "stream_chunks: expected a count from 0 to 1000",
+    );
+    bad(
+        "",
+        "[[node]]\nname = \"e\"\nkind = \"role\"\nreset_failures_at = [\"soon\"]",
+        "reset_failures_at",
+    );
+    bad(
+        "",
+        "[[node]]\nname = \"p2\"\nkind = \"pool\"\nstream_at = [\"1s\"]",
+        "this is a role key",
     );
 }
 
@@ -404,6 +636,9 @@ fn a_close_cancelled_while_joining_still_terminates_the_worker() {
         answer_delay: Duration::ZERO,
         spawn_time: Duration::ZERO,
         calls: vec![secs(1)],
+        streams: Vec::new(),
+        stream_chunks: 0,
+        resets: Vec::new(),
     };
     let mut pool = Pool::new(cfg, vec![(NodeId(1), spec)]);
     pool.on_start(secs(0));
@@ -490,6 +725,7 @@ fn a_busy_worker_exits_after_its_request_not_at_eof() {
         role: "embed".into(),
         behaviour: Behaviour::Healthy,
         answer_delay: Duration::from_secs(20),
+        stream_chunks: 0,
     });
     let mut out = Outbox::<Msg>::new(NodeId(2));
     w.on_start(secs(0));

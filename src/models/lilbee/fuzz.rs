@@ -35,7 +35,8 @@ const BEHAVIOURS: [&str; 5] = [
 ];
 
 /// A role: a behaviour for some spawns, a spawn time, a work time, and
-/// calls at a fixed rate over a stretch, plus a burst.
+/// calls at a fixed rate over a stretch, plus a burst; a few streams, and
+/// a few `reset_role_failures`.
 pub fn node() -> BoxedStrategy<NodeSection> {
     (
         0..BEHAVIOURS.len(),
@@ -45,9 +46,23 @@ pub fn node() -> BoxedStrategy<NodeSection> {
         0u64..=8_000,
         (1u64..=120, 0u64..=300, 0u64..=900),
         prop::collection::vec(0u64..=900, 0..=5),
+        (
+            prop::collection::vec(0u64..=900, 0..=3),
+            0i64..=6,
+            prop::collection::vec(0u64..=900, 0..=3),
+        ),
     )
         .prop_map(
-            |(b, bad_spawns, die_s, answer_ms, spawn_ms, (every_s, from_s, len_s), burst)| {
+            |(
+                b,
+                bad_spawns,
+                die_s,
+                answer_ms,
+                spawn_ms,
+                (every_s, from_s, len_s),
+                burst,
+                (streams, chunks, resets),
+            )| {
                 let behaviour = BEHAVIOURS[b];
                 let keys = NodeKeys {
                     behaviour: Some(sp(behaviour.to_string())),
@@ -59,6 +74,11 @@ pub fn node() -> BoxedStrategy<NodeSection> {
                     call_every: Some(sp(format!("{every_s}s"))),
                     call_from: Some(sp(format!("{from_s}s"))),
                     call_until: Some(sp(format!("{}s", from_s + len_s))),
+                    stream_at: Some(streams.into_iter().map(|t| sp(format!("{t}s"))).collect()),
+                    stream_chunks: Some(sp(chunks)),
+                    reset_failures_at: Some(
+                        resets.into_iter().map(|t| sp(format!("{t}s"))).collect(),
+                    ),
                 };
                 section("r", "role", &keys)
             },

@@ -15,15 +15,17 @@ use super::setup::Setup;
 use crate::scenario::{Scenario, Violation};
 
 /// Once a role is degraded, no worker of it is ever spawned again by
-/// that pool process: the degraded mark is sticky until
-/// `reset_role_failures` (pool.py), which no scenario calls;
-/// `_ensure_channel` raises `RoleDegradedError` before spawning.
+/// that pool process until a `reset-failures` of the role: the degraded
+/// mark is sticky until `reset_role_failures` (pool.py:
+/// `registration.degraded = False`); `_ensure_channel` raises
+/// `RoleDegradedError` before spawning.
 pub const DEGRADED_ROLE_NEVER_RESPAWNS: &str = "degraded-role-never-respawns";
 
 /// `reap_idle` never closes a worker with a call in flight on it
 /// (`if channel.in_flight > 0: continue`, pool.py `reap_idle`): every call
-/// that began on a worker (`call`, msg the worker) has ended (`call-ok` or
-/// `call-failed`) before a `reap` of that worker. Pings do not count: the
+/// or stream that began on a worker (`call`/`stream`, msg the worker) has
+/// ended (`call-ok`/`stream-ok` or `call-failed`/`stream-failed`) before a
+/// `reap` of that worker. Pings do not count: the
 /// ticker reaps before it pings, and pings one at a time.
 pub const BUSY_WORKER_NEVER_REAPED: &str = "busy-worker-never-reaped";
 
@@ -42,12 +44,13 @@ pub const CRASH_FOLLOWS_A_DEATH: &str = "crash-follows-a-death";
 
 /// A role is degraded exactly when a crash leaves more than
 /// `restart_budget` crashes in the window `[now - restart_window, now]`,
-/// counted from the `crash-recorded` records.
+/// counted from the `crash-recorded` records since the role's last
+/// `reset-failures` (`registration.crash_history.clear()`).
 pub const DEGRADED_EXACTLY_PAST_THE_BUDGET: &str = "degraded-exactly-past-the-budget";
 
 /// A reaped worker's role was idle for `max_idle_s` at the tick: the
-/// latest stamp of `last_used` (its spawn, a successful call or ping, a
-/// skipped ping) is at least `max_idle_s` before the tick's time.
+/// latest stamp of `last_used` (its spawn, a successful call, stream or
+/// ping, a skipped ping) is at least `max_idle_s` before the tick's time.
 pub const REAPED_ONLY_WHEN_IDLE: &str = "reaped-only-when-idle";
 
 pub const ALL: [&str; 5] = [
@@ -90,7 +93,7 @@ impl<'a> PoolClock<'a> {
 #[derive(Default)]
 struct State {
     degraded: BTreeSet<NodeId>,
-    /// Calls in flight per role: the worker each began on.
+    /// Calls and streams in flight per role: the worker each began on.
     calls: BTreeMap<NodeId, Vec<String>>,
     dead: BTreeSet<String>,
     stamped: BTreeMap<NodeId, Timestamp>,
@@ -121,10 +124,12 @@ pub fn check(setup: &Setup, scenario: &Scenario, trace: &Trace) -> Vec<Violation
         let msg = r.msg.as_deref().unwrap_or("");
         let mono = clock.mono(r.t);
         // A pool process that ends or starts again is a fresh pool (its
-        // workers' names restart too).
+        // workers' names restart too). A `stop` is not an end: a pool
+        // exiting cleanly runs on while its executor threads are busy
+        // (`Pool::on_exit`), and nothing of it is recorded after it ends.
         if matches!(
             r.kind,
-            engine::START | engine::RESTART | engine::STOP | engine::KILL | engine::CRASH
+            engine::START | engine::RESTART | engine::KILL | engine::CRASH
         ) {
             st = State::default();
             continue;
@@ -145,6 +150,9 @@ pub fn check(setup: &Setup, scenario: &Scenario, trace: &Trace) -> Vec<Violation
             kind::DEGRADED => {
                 st.degraded.insert(role);
             }
+            kind::RESET_FAILURES => {
+                st.degraded.remove(&role);
+            }
             kind::SPAWN_WORKER => {
                 if wants(DEGRADED_ROLE_NEVER_RESPAWNS) && st.degraded.contains(&role) {
                     let name = trace.name(role);
@@ -157,14 +165,14 @@ pub fn check(setup: &Setup, scenario: &Scenario, trace: &Trace) -> Vec<Violation
                 st.stamped.insert(role, mono);
                 st.current.insert(role, worker.to_string());
             }
-            kind::CALL => st.calls.entry(role).or_default().push(msg.to_string()),
-            kind::CALL_OK | kind::CALL_FAILED => {
-                if r.kind == kind::CALL_OK {
+            kind::CALL | kind::STREAM => st.calls.entry(role).or_default().push(worker.to_string()),
+            kind::CALL_OK | kind::CALL_FAILED | kind::STREAM_OK | kind::STREAM_FAILED => {
+                if matches!(r.kind, kind::CALL_OK | kind::STREAM_OK) {
                     st.stamped.insert(role, mono);
                 }
                 // Calls end in any order; each record names its worker.
                 let list = st.calls.entry(role).or_default();
-                if let Some(i) = list.iter().position(|w| w == msg) {
+                if let Some(i) = list.iter().position(|w| w == worker) {
                     list.remove(i);
                 }
             }
@@ -215,7 +223,7 @@ pub fn check(setup: &Setup, scenario: &Scenario, trace: &Trace) -> Vec<Violation
         // be): from now on this worker's reads may race.
         let orphaned = matches!(r.reason.as_deref(), Some("TimeoutError" | "CancelledError"));
         match r.kind {
-            kind::CALL_FAILED | kind::PING_FAILED if orphaned => {
+            kind::CALL_FAILED | kind::PING_FAILED | kind::STREAM_FAILED if orphaned => {
                 // A ping's timeout names no worker: it is the current one.
                 let w = match worker {
                     "" => st.current.get(&role).cloned().unwrap_or_default(),
@@ -261,13 +269,17 @@ fn degraded_exactly_past_the_budget(
         let mono = clock.mono(r.t);
         if matches!(
             r.kind,
-            engine::START | engine::RESTART | engine::STOP | engine::KILL | engine::CRASH
+            engine::START | engine::RESTART | engine::KILL | engine::CRASH
         ) {
             crashes.clear();
             degraded.clear();
             continue;
         }
         let Some(role) = r.peer else { continue };
+        if r.kind == kind::RESET_FAILURES {
+            crashes.remove(&role);
+            degraded.remove(&role);
+        }
         if r.kind == kind::CRASH {
             {
                 let list = crashes.entry(role).or_default();

@@ -127,6 +127,15 @@ pub struct RoleSpec {
     pub spawn_time: Duration,
     /// When clients call, on the pool's monotonic clock.
     pub calls: Vec<Timestamp>,
+    /// When clients start a stream (`pool.<role>.stream(...)`), on the
+    /// pool's monotonic clock.
+    pub streams: Vec<Timestamp>,
+    /// How many `stream_chunk` frames a worker sends for a stream, one
+    /// every `answer_delay`, before its `stream_end`.
+    pub stream_chunks: u32,
+    /// When an operator calls `pool.reset_role_failures(role)` (the UI's
+    /// "retry"), on the pool's monotonic clock.
+    pub resets: Vec<Timestamp>,
 }
 
 /// The record kinds the pool writes (node: the pool; peer: the role).
@@ -137,6 +146,12 @@ pub mod kind {
     pub const CALL: &str = "call";
     pub const CALL_OK: &str = "call-ok";
     pub const CALL_FAILED: &str = "call-failed";
+    pub const STREAM: &str = "stream";
+    pub const STREAM_OK: &str = "stream-ok";
+    pub const STREAM_FAILED: &str = "stream-failed";
+    pub const RESET_FAILURES: &str = "reset-failures";
+    pub const ATEXIT_TERMINATE: &str = "atexit-terminate";
+    pub const EXIT_BLOCKED: &str = "exit-blocked";
     pub const PING_OK: &str = "ping-ok";
     pub const PING_SKIPPED: &str = "ping-skipped";
     pub const PING_FAILED: &str = "ping-failed";
@@ -183,6 +198,32 @@ const RECORDS: &[RecordKind] = &[
     ),
     RecordKind::decision(kind::CALL_OK, &[], "a call returned a result"),
     RecordKind::decision(kind::CALL_FAILED, FAILURES, "a call raised (reason: what)"),
+    RecordKind::decision(
+        kind::STREAM,
+        &[],
+        "a client started a stream on the role (msg: the worker it uses)",
+    ),
+    RecordKind::decision(
+        kind::STREAM_OK,
+        &[],
+        "a stream ended with `stream_end`, last_used stamped (msg: `<worker> <n> chunks`, the chunks its reader got)",
+    ),
+    RecordKind::decision(kind::STREAM_FAILED, FAILURES, "a stream raised (reason: what)"),
+    RecordKind::decision(
+        kind::RESET_FAILURES,
+        &[],
+        "reset_role_failures: crash history cleared, degraded mark lifted; the channel untouched (msg: `<n> crashes cleared`, and `, was degraded`)",
+    ),
+    RecordKind::decision(
+        kind::ATEXIT_TERMINATE,
+        &[],
+        "the interpreter's clean exit (a `stop`), once no executor thread is busy: multiprocessing's `_exit_function` terminated a live daemonic worker (msg: its name)",
+    ),
+    RecordKind::decision(
+        kind::EXIT_BLOCKED,
+        &[],
+        "the interpreter's clean exit (a `stop`) waits in concurrent.futures' `_python_exit` for busy executor threads (blocked reads, joins, queued work): the process lingers, and `atexit-terminate` comes once they are idle, never if a read is blocked on a hung worker (msg: `<n> executor threads busy`)",
+    ),
     RecordKind::decision(kind::PING_OK, &[], "ticker: a ping got its pong"),
     RecordKind::decision(
         kind::PING_SKIPPED,
@@ -294,6 +335,12 @@ pub enum Frame {
     Pong,
     Shutdown,
     Ack,
+    /// A request for a stream (`PipeChannel.stream`'s `_send(kind, payload)`).
+    Stream,
+    /// `STREAM_CHUNK_KIND`.
+    StreamChunk,
+    /// `STREAM_END_KIND`.
+    StreamEnd,
 }
 
 /// What crosses a pipe, and what a spawn starts.
@@ -329,6 +376,7 @@ impl Machine for Node {
                 },
             ) => p.on_frame(t, conn, f, out),
             (Node::Pool(p), Input::Closed { conn, .. }) => p.on_eof(t, conn, out),
+            (Node::Pool(p), Input::Stop) => p.on_exit(out),
             (Node::Worker(w), Input::Start) => w.on_start(t),
             (Node::Worker(w), Input::Timeout) => w.on_timeout(t, out),
             (

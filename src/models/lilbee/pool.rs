@@ -115,8 +115,20 @@ struct Role {
     crash_history: VecDeque<Timestamp>,
     degraded: bool,
     spawns: u32,
-    /// The workload's call times still to come, soonest last.
-    calls: Vec<Timestamp>,
+    /// The workload still to come, soonest last; at one instant a reset
+    /// comes before a call, a call before a stream.
+    todo: Vec<(Timestamp, Action)>,
+}
+
+/// What the application does to a role at a time of the workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Action {
+    /// `pool.reset_role_failures(role)` (pool.py).
+    Reset,
+    /// `await pool.<role>.call(...)`.
+    Call,
+    /// `async for chunk in pool.<role>.stream(...)`.
+    Stream,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +140,10 @@ enum What {
     Ping,
     /// `PipeChannel.close(timeout=5)` (transport_pipe.py).
     Close,
+    /// `RoleAccessor.stream` -> `_spawn_and_stream` ->
+    /// `PipeChannel.stream` (pool.py, transport_pipe.py): no `wait_for`,
+    /// one `_recv()` per frame until `stream_end`.
+    Stream,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +175,20 @@ struct Task {
     /// `concurrent.futures` item cannot be cancelled), so the join, and
     /// the `terminate` after it, still happen; nobody reads the result.
     detached: bool,
+    /// A stream's chunks read so far.
+    chunks: u32,
+}
+
+impl Task {
+    /// Whether an exception now reaches the `finally: self._bump_in_flight(-1)`.
+    /// Call and ping raise `in_flight` inside their `try:`; a stream before
+    /// it, and sends before it (`self._bump_in_flight(1)` / `await
+    /// self._send(kind, payload)` / `try:`, transport_pipe.py
+    /// `PipeChannel.stream`): an exception in the send leaves `in_flight`
+    /// raised for good.
+    fn in_try(&self) -> bool {
+        !(self.what == What::Stream && matches!(self.step, Step::SendLock | Step::Sending))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,6 +244,9 @@ pub struct Pool {
     /// no coroutine, callback or loop timer runs any more; executor
     /// threads (reads, `_join_process`) still do.
     stopped: bool,
+    /// The interpreter is exiting (a `stop`) and waits for executor
+    /// threads: see [`Pool::on_exit`].
+    exiting: bool,
     /// The time of the input being handled (for joins a thread starts).
     now: Timestamp,
 }
@@ -223,8 +256,12 @@ impl Pool {
         let roles = roles
             .into_iter()
             .map(|(node, spec)| {
-                let mut calls = spec.calls.clone();
-                calls.sort_unstable_by(|a, b| b.cmp(a));
+                let mut todo: Vec<(Timestamp, Action)> = (spec.resets.iter())
+                    .map(|&t| (t, Action::Reset))
+                    .chain(spec.calls.iter().map(|&t| (t, Action::Call)))
+                    .chain(spec.streams.iter().map(|&t| (t, Action::Stream)))
+                    .collect();
+                todo.sort_unstable_by(|a, b| b.cmp(a));
                 Role {
                     node,
                     spec,
@@ -233,7 +270,7 @@ impl Pool {
                     crash_history: VecDeque::new(),
                     degraded: false,
                     spawns: 0,
-                    calls,
+                    todo,
                 }
             })
             .collect();
@@ -250,6 +287,7 @@ impl Pool {
             drain_until: None,
             draining: Vec::new(),
             stopped: false,
+            exiting: false,
             now: Timestamp::ZERO,
         }
     }
@@ -257,9 +295,9 @@ impl Pool {
     /// `start_health_ticker`: the first tick one interval after start.
     pub fn on_start(&mut self, now: Timestamp) {
         self.now = now;
-        // A pool started (again) later serves only the calls from then on.
+        // A pool started (again) later serves only the workload from then on.
         for role in &mut self.roles {
-            role.calls.retain(|&t| t >= now);
+            role.todo.retain(|&(t, _)| t >= now);
         }
         if self.shutdown_at.is_some_and(|t| t < now) {
             self.shutdown_at = None;
@@ -283,7 +321,7 @@ impl Pool {
             }
         }
         for role in &self.roles {
-            if let Some(&at) = role.calls.last() {
+            if let Some(&(at, _)) = role.todo.last() {
                 consider(at, "client call");
             }
         }
@@ -320,15 +358,23 @@ impl Pool {
             self.expire(id, now, out);
         }
         for i in 0..self.roles.len() {
-            while self.roles[i].calls.last().is_some_and(|&t| now >= t) {
-                self.roles[i].calls.pop();
-                self.start_call(i, now, out);
+            while let Some(&(t, action)) = self.roles[i].todo.last() {
+                if now < t {
+                    break;
+                }
+                self.roles[i].todo.pop();
+                match action {
+                    Action::Reset => self.reset_role_failures(i, out),
+                    Action::Call => self.start_call(i, now, out),
+                    Action::Stream => self.start_stream(i, now, out),
+                }
             }
         }
         if matches!(self.ticker, Ticker::Sleeping(at) if now >= at) {
             self.tick(now, out);
         }
         self.run(now, out);
+        self.exit_when_idle(out);
     }
 
     pub fn on_frame(&mut self, now: Timestamp, conn: ConnId, frame: Frame, out: &mut Outbox<Msg>) {
@@ -349,6 +395,7 @@ impl Pool {
             self.pump(conn, out);
         }
         self.run(now, out);
+        self.exit_when_idle(out);
     }
 
     /// EOF: the worker process is gone (`is_alive()` is false from now
@@ -367,6 +414,7 @@ impl Pool {
         }
         self.pump(conn, out);
         self.run(now, out);
+        self.exit_when_idle(out);
     }
 
     fn record(
@@ -399,6 +447,7 @@ impl Pool {
                 parent: None,
                 ticker: false,
                 detached: false,
+                chunks: 0,
             },
         );
         id
@@ -435,6 +484,7 @@ impl Pool {
             role: r.spec.name.clone(),
             behaviour,
             answer_delay: r.spec.answer_delay,
+            stream_chunks: r.spec.stream_chunks,
         };
         let conn = out.spawn(name.clone(), Msg::Spawn(spec), r.spec.spawn_time);
         r.channel = Some(conn);
@@ -478,6 +528,120 @@ impl Pool {
         let id = self.new_task(What::Call, role, conn);
         self.chans.get_mut(&conn).expect("live").in_flight += 1;
         self.send_lock(id, conn);
+    }
+
+    /// A client's `async for chunk in pool.<role>.stream(kind, payload)`
+    /// (pool.py `_spawn_and_stream`: `channel = await pool._ensure_channel(role)`,
+    /// then transport_pipe.py `PipeChannel.stream`: `self._ensure_open()`,
+    /// `self._bump_in_flight(1)`, `await self._send(kind, payload)`).
+    fn start_stream(&mut self, role: usize, now: Timestamp, out: &mut Outbox<Msg>) {
+        let conn = match self.ensure_channel(role, now, out) {
+            Ok(c) => c,
+            Err(why) => return self.record(out, kind::STREAM_FAILED, role, Some(why), None),
+        };
+        let name = self.chans[&conn].name.clone();
+        self.record(out, kind::STREAM, role, None, Some(name.clone()));
+        if self.chans[&conn].closed {
+            return self.record(out, kind::STREAM_FAILED, role, Some(CLOSED), Some(name));
+        }
+        let id = self.new_task(What::Stream, role, conn);
+        self.chans.get_mut(&conn).expect("live").in_flight += 1;
+        self.send_lock(id, conn);
+    }
+
+    /// `reset_role_failures` (pool.py): `registration.crash_history.clear()`,
+    /// `registration.degraded = False`, and nothing else: the channel is
+    /// not touched and nothing is spawned (the next call or stream does
+    /// that; the ticker pings only live roles). A plain method called
+    /// from the UI's thread, not a coroutine: it takes no lock and works
+    /// after a shutdown or with the loop stopped.
+    fn reset_role_failures(&mut self, role: usize, out: &mut Outbox<Msg>) {
+        let r = &mut self.roles[role];
+        let cleared = r.crash_history.len();
+        let was = std::mem::replace(&mut r.degraded, false);
+        r.crash_history.clear();
+        let msg = format!(
+            "{cleared} crashes cleared{}",
+            if was { ", was degraded" } else { "" }
+        );
+        self.record(out, kind::RESET_FAILURES, role, None, Some(msg));
+    }
+
+    /// The interpreter's clean exit (a `stop` of the pool process: the
+    /// application's main returned). First `threading._shutdown` runs
+    /// concurrent.futures' `_python_exit` (CPython 3.11
+    /// `concurrent/futures/thread.py`: `_shutdown = True`, then `for t, q in
+    /// items: t.join()`, registered by `threading._register_atexit(_python_exit)`),
+    /// which joins every executor thread ever started, shut-down
+    /// executors' included: a thread ends once its running item and the
+    /// items queued before the exit are done. Then the `atexit` handlers,
+    /// among them `multiprocessing.util._exit_function` (util.py 320-362:
+    /// `for p in active_children(): if p.daemon: ... p._popen.terminate()`).
+    /// Every worker is daemonic (transport_pipe.py `PipeSpawner.__init__(self,
+    /// *, daemon: bool = True)`, `self._ctx.Process(..., daemon=self._daemon,
+    /// ...)`; pool.py `WorkerPool.__init__`: `PipeSpawner()`).
+    ///
+    /// So while a thread is busy (a read blocked in `conn.recv()`, a
+    /// `_join_process`, queued work) the process lingers and nobody is
+    /// terminated; a read blocked on a hung worker never returns, and the
+    /// process never exits (`docs/audits/lilbee-atexit.py`). Meanwhile the
+    /// loop, on a daemon thread, still runs what is in progress, but
+    /// nothing new reaches a worker: the clients are done, the ticker is
+    /// assumed to start nothing (its loop's thread is not in the index),
+    /// and any `run_in_executor` raises `RuntimeError` (`submit`: `if
+    /// _shutdown: raise RuntimeError('cannot schedule new futures after
+    /// interpreter shutdown')`).
+    pub fn on_exit(&mut self, out: &mut Outbox<Msg>) {
+        self.exiting = true;
+        for role in &mut self.roles {
+            role.todo.clear();
+        }
+        self.shutdown_at = None;
+        // What the ticker awaits runs on; `reap` and `ping_next` start
+        // nothing after it.
+        if matches!(self.ticker, Ticker::Sleeping(_)) {
+            self.ticker = Ticker::Stopped;
+        }
+        let busy = self.busy_threads();
+        if busy > 0 {
+            let msg = format!("{busy} executor threads busy");
+            out.record(kind::EXIT_BLOCKED, None, None, Some(Cow::Owned(msg)));
+            out.linger();
+        } else {
+            // The engine ends the process once `Stop` is handled.
+            self.terminate_daemons(out);
+        }
+    }
+
+    /// Executor threads `_python_exit` still waits for: blocked reads,
+    /// joins, and the work queued for them.
+    fn busy_threads(&self) -> usize {
+        (self.chans.values())
+            .map(|c| c.readers.len() + c.joins.len() + c.work.len())
+            .sum()
+    }
+
+    /// Once no executor thread is busy, `_exit_function` terminates each
+    /// live worker and the process ends.
+    fn exit_when_idle(&mut self, out: &mut Outbox<Msg>) {
+        if !self.exiting || self.busy_threads() > 0 {
+            return;
+        }
+        self.terminate_daemons(out);
+        out.exit();
+    }
+
+    /// `_exit_function`: terminate every live (daemonic) worker.
+    fn terminate_daemons(&mut self, out: &mut Outbox<Msg>) {
+        self.exiting = false;
+        let live: Vec<(ConnId, usize, String)> = (self.chans.iter())
+            .filter(|(_, c)| c.alive)
+            .map(|(&conn, c)| (conn, c.role, c.name.clone()))
+            .collect();
+        for (conn, role, name) in live {
+            self.record(out, kind::ATEXIT_TERMINATE, role, None, Some(name));
+            out.terminate(conn);
+        }
     }
 
     /// `ping_role(role)` from the ticker.
@@ -579,7 +743,9 @@ impl Pool {
     /// `loop.run_in_executor(self._executor, ...)`.
     fn submit(&mut self, task: TaskId, conn: ConnId, work: Work, out: &mut Outbox<Msg>) {
         let ch = self.chans.get_mut(&conn).expect("channel");
-        if ch.shut {
+        // `_python_exit` has set `_shutdown` (see `on_exit`): the same
+        // `RuntimeError` as a shut executor's.
+        if ch.shut || self.exiting {
             self.wakes.push_back((task, Wake::ExecutorShut));
             return;
         }
@@ -752,6 +918,7 @@ impl Pool {
                     What::Call => Frame::Request,
                     What::Ping => Frame::Ping,
                     What::Close => Frame::Shutdown,
+                    What::Stream => Frame::Stream,
                 };
                 self.submit(id, conn, Work::Send(frame), out);
             }
@@ -759,13 +926,15 @@ impl Pool {
                 self.release_send_lock(id, conn);
                 // `asyncio.wait_for(self._recv(), timeout=...)`: the
                 // timeout covers the recv lock and the read, never the
-                // send.
+                // send. A stream has none (`msg_kind, value = await self._recv()`).
                 let timeout = match task.what {
-                    What::Call => self.cfg.call_timeout,
-                    What::Ping => self.cfg.health_timeout,
-                    What::Close => self.cfg.shutdown_timeout,
+                    What::Call => Some(self.cfg.call_timeout),
+                    What::Ping => Some(self.cfg.health_timeout),
+                    What::Close => Some(self.cfg.shutdown_timeout),
+                    What::Stream => None,
                 };
-                self.tasks.get_mut(&id).expect("task").deadline = Some((now + timeout, "wait_for"));
+                self.tasks.get_mut(&id).expect("task").deadline =
+                    timeout.map(|t| (now + t, "wait_for"));
                 self.recv_lock(id, conn);
             }
             (Step::Sending, Wake::SendFailed) => {
@@ -843,6 +1012,56 @@ impl Pool {
             }
             // Any reply ends the wait for the ack (`close`: `await asyncio.wait_for(self._recv(), timeout=timeout)`).
             What::Close => self.join(id, task.chan, now, out),
+            What::Stream => self.stream_frame(id, task, f, now, out),
+        }
+    }
+
+    /// transport_pipe.py `PipeChannel.stream`'s loop: `if msg_kind ==
+    /// STREAM_CHUNK_KIND: yield value` / `elif msg_kind == STREAM_END_KIND:
+    /// return` / `elif msg_kind == PONG_KIND: continue` / `else: raise
+    /// WorkerError("ProtocolError", ...)`. Each frame is one `_recv()`,
+    /// which releases `_recv_lock` when it returns: the next read queues
+    /// behind whoever waits for the lock. A clean end stamps `last_used`
+    /// (pool.py `_spawn_and_stream`: `pool._stamp_used(role)` after the
+    /// `async for`); a `ProtocolError` is not a `WorkerCrashError`, so no
+    /// `_on_crash`.
+    fn stream_frame(
+        &mut self,
+        id: TaskId,
+        task: &Task,
+        f: Frame,
+        now: Timestamp,
+        out: &mut Outbox<Msg>,
+    ) {
+        match f {
+            Frame::StreamChunk | Frame::Pong => {
+                if f == Frame::StreamChunk {
+                    self.tasks.get_mut(&id).expect("task").chunks += 1;
+                }
+                self.recv_lock(id, task.chan);
+            }
+            Frame::StreamEnd => {
+                self.finish_op(id, task.chan);
+                self.roles[task.role].last_used = Some(now);
+                let name = self.chans[&task.chan].name.clone();
+                let chunks = self.tasks[&id].chunks;
+                let msg = format!("{name} {chunks} chunks");
+                self.record(out, kind::STREAM_OK, task.role, None, Some(msg));
+                self.tasks.remove(&id);
+            }
+            _ => {
+                self.finish_op(id, task.chan);
+                let name = self.chans[&task.chan].name.clone();
+                let msg = format!("{name} reply {f:?}");
+                self.record(
+                    out,
+                    kind::STREAM_FAILED,
+                    task.role,
+                    Some(PROTOCOL),
+                    Some(msg),
+                );
+                self.tasks.remove(&id);
+            }
         }
     }
 
@@ -856,8 +1075,14 @@ impl Pool {
     /// close; a close suppresses it and joins.
     fn crashed(&mut self, id: TaskId, task: &Task, now: Timestamp, out: &mut Outbox<Msg>) {
         match task.what {
-            What::Call | What::Ping => {
-                self.finish_op(id, task.chan);
+            What::Call | What::Ping | What::Stream => {
+                // `PipeChannel.stream` sends before its `try:`
+                // (`self._bump_in_flight(1)` / `await self._send(kind,
+                // payload)` / `try:`): a failed send skips the `finally`
+                // and `in_flight` stays raised on the dropped channel.
+                if task.in_try() {
+                    self.finish_op(id, task.chan);
+                }
                 match self.on_crash(task.role, now, id, out) {
                     Some(close) => self.set_step(id, Step::CrashClose(close)),
                     None => self.after_close(id, task, now, out),
@@ -888,6 +1113,8 @@ impl Pool {
             }
             // `suppress(asyncio.TimeoutError, WorkerError)` (transport_pipe.py `close`).
             What::Close => self.join(id, task.chan, now, out),
+            // A stream sets no deadline.
+            What::Stream => {}
         }
     }
 
@@ -914,14 +1141,14 @@ impl Pool {
         }
         self.tasks.get_mut(&id).expect("task").deadline = None;
         match task.what {
-            What::Call | What::Ping => {
-                if !matches!(task.step, Step::CrashClose(_)) {
+            What::Call | What::Ping | What::Stream => {
+                if !matches!(task.step, Step::CrashClose(_)) && task.in_try() {
                     self.finish_op(id, task.chan);
                 }
-                let kind = if task.what == What::Call {
-                    kind::CALL_FAILED
-                } else {
-                    kind::PING_FAILED
+                let kind = match task.what {
+                    What::Call => kind::CALL_FAILED,
+                    What::Stream => kind::STREAM_FAILED,
+                    _ => kind::PING_FAILED,
                 };
                 let name = self.chans[&task.chan].name.clone();
                 self.record(out, kind, task.role, Some(why), Some(name));
@@ -996,6 +1223,11 @@ impl Pool {
             What::Ping => {
                 self.record(out, kind::PING_FAILED, task.role, Some(CRASH), None);
                 self.ticker_task_done(id, now, out);
+            }
+            What::Stream => {
+                let name = self.chans[&task.chan].name.clone();
+                self.record(out, kind::STREAM_FAILED, task.role, Some(CRASH), Some(name));
+                self.tasks.remove(&id);
             }
             What::Close => {}
         }
@@ -1086,6 +1318,12 @@ impl Pool {
     /// `reap_idle` (pool.py), from role `next` on, with the one
     /// `now` of the pass; then the pings.
     fn reap(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
+        if self.exiting {
+            // The interpreter is exiting: the ticker finishes what it
+            // awaits and starts nothing new (`on_exit`).
+            self.ticker = Ticker::Stopped;
+            return;
+        }
         let Ticker::Reaping {
             now: pass_now,
             next,
@@ -1134,6 +1372,10 @@ impl Pool {
 
     /// The next `ping_role` of the tick, or the sleep after the last.
     fn ping_next(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
+        if self.exiting {
+            self.ticker = Ticker::Stopped;
+            return;
+        }
         loop {
             let Ticker::Pinging {
                 snapshot,

@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::{invariants, Behaviour, Config, Node, Pool, Profile, RoleSpec};
 use crate::scenario::{self, Scenario, ScenarioError, Sections, Violation, S};
 
-/// The most client calls one role's workload may hold.
+/// The most client calls (with streams and resets) one role's workload may hold.
 pub const MAX_CALLS: usize = 100_000;
+
+/// The most chunks one stream may have.
+pub const MAX_STREAM_CHUNKS: u32 = 1000;
 
 /// The pool's settings (pool.py and health_ticker.py constants).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
@@ -79,6 +82,18 @@ pub struct NodeKeys {
     /// ...until this time (required with call_every).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call_until: Option<S<String>>,
+    /// role: clients start a stream (`pool.<role>.stream(...)`: no
+    /// timeout, in flight until its end) at these times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_at: Option<Vec<S<String>>>,
+    /// role: a stream's `stream_chunk` frames, one every answer_delay,
+    /// then `stream_end` (default 3, at most 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_chunks: Option<S<i64>>,
+    /// role: an operator calls `pool.reset_role_failures(role)` (the UI's
+    /// "retry") at these times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_failures_at: Option<Vec<S<String>>>,
 }
 
 /// A checked lilbee scenario.
@@ -186,6 +201,15 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
                     k.call_from.as_ref().map(|v| v.span()),
                     k.call_until.as_ref().map(|v| v.span()),
                     k.call_at.as_ref().and_then(|v| v.first()).map(|v| v.span()),
+                    k.stream_at
+                        .as_ref()
+                        .and_then(|v| v.first())
+                        .map(|v| v.span()),
+                    k.stream_chunks.as_ref().map(|v| v.span()),
+                    k.reset_failures_at
+                        .as_ref()
+                        .and_then(|v| v.first())
+                        .map(|v| v.span()),
                 ];
                 if let Some(span) = extra.into_iter().flatten().next() {
                     return ctx.err(
@@ -277,10 +301,30 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
                     }
                     (None, None, None) => {}
                 }
-                if calls.len() > MAX_CALLS {
+                let mut streams = Vec::new();
+                for at in k.stream_at.iter().flatten() {
+                    streams.push(Timestamp::ZERO + ctx.duration(at, "stream_at")?);
+                }
+                let stream_chunks = match &k.stream_chunks {
+                    None => 3,
+                    Some(v) => match u32::try_from(*v.get_ref()) {
+                        Ok(n) if n <= MAX_STREAM_CHUNKS => n,
+                        _ => {
+                            return ctx.err(
+                                v.span(),
+                                format!("stream_chunks: expected a count from 0 to {MAX_STREAM_CHUNKS} (MAX_STREAM_CHUNKS)"),
+                            )
+                        }
+                    },
+                };
+                let mut resets = Vec::new();
+                for at in k.reset_failures_at.iter().flatten() {
+                    resets.push(Timestamp::ZERO + ctx.duration(at, "reset_failures_at")?);
+                }
+                if calls.len() + streams.len() + resets.len() > MAX_CALLS {
                     return ctx.err(
                         kind.span(),
-                        format!("more than {MAX_CALLS} calls (MAX_CALLS)"),
+                        format!("more than {MAX_CALLS} calls, streams and resets (MAX_CALLS) for one role"),
                     );
                 }
                 for id in written.ids.clone() {
@@ -293,6 +337,9 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
                             answer_delay,
                             spawn_time,
                             calls: calls.clone(),
+                            streams: streams.clone(),
+                            stream_chunks,
+                            resets: resets.clone(),
                         },
                     ));
                 }

@@ -7,6 +7,15 @@
 //! process exits; `ping` -> `pong`; a request -> the role's handler, which
 //! answers `result` after its work (`answer_delay`); EOF -> return (exit).
 //! A ping waits behind a request in progress: one pipe, one thread.
+//!
+//! A stream request (`PipeChannel.stream`'s `_send(kind, payload)`) runs
+//! the role's streaming handler: `stream_chunks` `stream_chunk` frames, one
+//! every `answer_delay`, then `stream_end` at once. The handlers are not
+//! in the code index at 13277138 (the chat worker's generation loop); the
+//! chunk count and rate stand for its tokens. The loop is single-threaded:
+//! a ping that arrives during a stream waits, and is answered (`pong`)
+//! after `stream_end`; `_dispatch_kind`'s `if state.stream_in_flight:`
+//! (drop the ping) cannot see a ping while the handler runs.
 
 use std::collections::VecDeque;
 
@@ -20,7 +29,8 @@ use super::{Frame, Msg};
 pub enum Behaviour {
     /// Answers every frame (a request after `answer_delay`).
     Healthy,
-    /// Dies (EOF at the parent) when a request reaches it.
+    /// Dies (EOF at the parent) when a request (a call's or a stream's)
+    /// reaches it.
     CrashOnCall,
     /// Dies when a ping reaches it.
     CrashOnPing,
@@ -39,6 +49,8 @@ pub struct WorkerSpec {
     pub behaviour: Behaviour,
     #[serde(with = "us")]
     pub answer_delay: Duration,
+    /// A stream's chunks before its end.
+    pub stream_chunks: u32,
 }
 
 /// A [`Duration`] on the wire as microseconds (the madsim engine carries
@@ -61,8 +73,11 @@ pub struct Worker {
     pipe: Option<ConnId>,
     /// Frames read but not yet handled (the loop handles one at a time).
     queue: VecDeque<Frame>,
-    /// A request in progress answers `result` at this time.
+    /// A request in progress answers `result` (or a stream its next
+    /// chunk) at this time.
     busy_until: Option<Timestamp>,
+    /// A stream in progress: chunks still to send (`None`: a plain request).
+    stream_left: Option<u32>,
     die_at: Option<Timestamp>,
     /// EOF came while a request was in progress.
     eof: bool,
@@ -75,6 +90,7 @@ impl Worker {
             pipe: None,
             queue: VecDeque::new(),
             busy_until: None,
+            stream_left: None,
             die_at: None,
             eof: false,
         }
@@ -121,7 +137,13 @@ impl Worker {
             if self.eof {
                 return out.exit();
             }
-            self.send(Frame::Result, out);
+            match self.stream_left {
+                None => self.send(Frame::Result, out),
+                Some(left) => {
+                    self.send(Frame::StreamChunk, out);
+                    self.stream(now, left - 1, out);
+                }
+            }
             self.run(now, out);
         }
     }
@@ -136,6 +158,23 @@ impl Worker {
         if let Some(conn) = self.pipe {
             out.send(Dest::Conn(conn), Msg::Frame(frame));
         }
+    }
+
+    /// A stream with `left` chunks to go: the next after `answer_delay`
+    /// (all at once when it is zero), then `stream_end`.
+    fn stream(&mut self, now: Timestamp, left: u32, out: &mut Outbox<Msg>) {
+        self.stream_left = None;
+        if left == 0 {
+            return self.send(Frame::StreamEnd, out);
+        }
+        if self.spec.answer_delay == Duration::ZERO {
+            for _ in 0..left {
+                self.send(Frame::StreamChunk, out);
+            }
+            return self.send(Frame::StreamEnd, out);
+        }
+        self.stream_left = Some(left);
+        self.busy_until = Some(now + self.spec.answer_delay);
     }
 
     /// `_dispatch_kind` (worker_runtime.py) for each waiting frame, until a
@@ -167,8 +206,17 @@ impl Worker {
                         self.busy_until = Some(now + self.spec.answer_delay);
                     }
                 }
+                Frame::Stream if self.spec.behaviour == Behaviour::CrashOnCall => {
+                    out.exit();
+                    return;
+                }
+                Frame::Stream => self.stream(now, self.spec.stream_chunks, out),
                 // Replies never travel to a worker.
-                Frame::Pong | Frame::Ack | Frame::Result => {}
+                Frame::Pong
+                | Frame::Ack
+                | Frame::Result
+                | Frame::StreamChunk
+                | Frame::StreamEnd => {}
             }
         }
     }
