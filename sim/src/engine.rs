@@ -1373,7 +1373,15 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         let record = fault_record(&fault, self.now, &self.trace);
         self.trace.push(record);
         match fault {
-            Fault::Start(n) => self.boot(n),
+            Fault::Start(n) => {
+                // One process per node: one still running (a stopped one
+                // that lingers) ends first, its connections and pipes
+                // closed as a kill closes them.
+                if self.nodes[n.0].machine.is_some() {
+                    self.end_process(n);
+                }
+                self.boot(n);
+            }
             Fault::Restart(n) => {
                 // Whatever died comes back: after a crash the host, after a
                 // kill or stop the process. A running node is rebooted.

@@ -239,3 +239,16 @@ fn writes_before_ready_wait_and_a_child_killed_before_ready_never_starts() {
         ]
     );
 }
+
+/// A `start` of a node whose process still runs (a stopped one that
+/// lingers, or a fault on a running node) ends that process first, as a
+/// kill does: its children read EOF. Before, the new machine replaced it
+/// silently and the old children never heard of it.
+#[test]
+fn a_start_of_a_running_node_ends_its_process_first() {
+    let got = run("c", vec![(3_000, Fault::Start(NodeId(0)))]);
+    assert!(
+        got.contains(&"0:00:03.000 kid child-eof - -".to_string()),
+        "{got:#?}"
+    );
+}
