@@ -162,6 +162,7 @@ pub mod kind {
     pub const EXECUTOR_FULL: &str = "executor-full";
     pub const SHUTDOWN: &str = "shutdown";
     pub const LOOP_STOPPED: &str = "loop-stopped";
+    pub const TICKER_DIED: &str = "ticker-died";
 }
 
 const FAILURES: &[Reason] = &[
@@ -264,6 +265,11 @@ const RECORDS: &[RecordKind] = &[
         kind::SHUTDOWN,
         &[],
         "shutdown_pool_runtime: ticker cancelled, pool shut down",
+    ),
+    RecordKind::decision(
+        kind::TICKER_DIED,
+        &[Reason::Is("CancelledError")],
+        "the ticker's ping ended in CancelledError outside a shutdown: it escapes `_tick_once`'s `except Exception` and `_ticker_loop` returns; no tick again (heartsim's record)",
     ),
     RecordKind::decision(
         kind::LOOP_STOPPED,

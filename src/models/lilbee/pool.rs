@@ -1156,8 +1156,26 @@ impl Pool {
                     self.cancel(c);
                 }
                 // A ping's error reaches the ticker, which logs it and
-                // goes on (health_ticker.py `_tick_once`: `except Exception: log.debug(...)`); after a shutdown the
-                // ticker is gone.
+                // goes on (health_ticker.py `_tick_once`: `except
+                // Exception: log.debug(...)`); after a shutdown the ticker
+                // is gone. A `CancelledError` is a `BaseException`: it
+                // escapes that guard and `_ticker_loop` returns on it
+                // (seed l. 61-66): no tick ever again (second lilbee
+                // audit, point 3; no known path reaches it outside a
+                // shutdown).
+                let the_tickers =
+                    matches!(&self.ticker, Ticker::Pinging { task: Some(t), .. } if *t == id);
+                if why == CANCELLED && the_tickers {
+                    self.tasks.remove(&id);
+                    self.ticker = Ticker::Stopped;
+                    out.record(
+                        kind::TICKER_DIED,
+                        None,
+                        Some(Cow::Borrowed(CANCELLED)),
+                        None,
+                    );
+                    return;
+                }
                 self.ticker_task_done(id, now, out);
             }
             What::Close => {
