@@ -166,6 +166,12 @@ impl Api {
                 msg: Msg::Publish { worker, ts_us },
                 ..
             } if Some(conn) == self.bus_conn => {
+                out.record(
+                    kind::WORKER_SEEN,
+                    self.spec.bus,
+                    None,
+                    Some(format!("worker={worker} ts={}", Timestamp::from_us(ts_us)).into()),
+                );
                 self.seen.insert(worker, ts_us);
             }
             // The subscription ends with the bus's connection and is never

@@ -164,8 +164,8 @@ impl scenario::Setup for Setup {
         }
     }
 
-    fn violations(&self, _scenario: &Scenario, trace: &Trace) -> Vec<Violation> {
-        invariants::check(self, trace)
+    fn violations(&self, scenario: &Scenario, trace: &Trace) -> Vec<Violation> {
+        invariants::check(self, scenario, trace)
     }
 }
 
