@@ -3,7 +3,7 @@
 //! nothing (with the determinism check), and each invariant flags the
 //! trace it exists to catch.
 //!
-//! `PROPTEST_CASES` sets the budget (default 64).
+//! `PROPTEST_CASES` sets the budget (default 24: a few seconds).
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -186,7 +186,7 @@ fn a_budget_finds_nothing() {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
+        .unwrap_or(24);
     let config = FuzzConfig {
         cases,
         seed: 2026112712,
