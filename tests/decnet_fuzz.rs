@@ -37,7 +37,10 @@ fn decision_key(node: &str, kind: &str, reason: Option<&str>, msg: Option<&str>)
         "lifecycle-row" if reason == "failed" => {
             if node == "m" {
                 "lifecycle-row failed by a delta".into()
-            } else if msg.unwrap_or("").contains("master restarted during operation") {
+            } else if msg
+                .unwrap_or("")
+                .contains("master restarted during operation")
+            {
                 "lifecycle-row failed by the sweep".into()
             } else {
                 "lifecycle-row failed".into()
@@ -172,12 +175,33 @@ fn generated_cases_are_valid_round_trip_and_reach_every_decision() {
         "self-destruct stopped",
     ];
     let missing: Vec<_> = want.iter().filter(|w| !seen.contains(**w)).collect();
-    assert!(missing.is_empty(), "no case reached {missing:?}; reached {seen:#?}");
+    assert!(
+        missing.is_empty(),
+        "no case reached {missing:?}; reached {seen:#?}"
+    );
     for kind in [
-        "crash", "kill", "stop", "start", "restart", "pause", "resume", "partition", "heal",
-        "clock-jump", "clock-drift", "link", "[[link]]", "break", "repair", "stall", "release",
+        "crash",
+        "kill",
+        "stop",
+        "start",
+        "restart",
+        "pause",
+        "resume",
+        "partition",
+        "heal",
+        "clock-jump",
+        "clock-drift",
+        "link",
+        "[[link]]",
+        "break",
+        "repair",
+        "stall",
+        "release",
     ] {
-        assert!(faults.contains(kind), "no case has a {kind} fault: {faults:?}");
+        assert!(
+            faults.contains(kind),
+            "no case has a {kind} fault: {faults:?}"
+        );
     }
 }
 
@@ -288,7 +312,14 @@ fn the_security_invariants_flag_their_traces() {
     .is_empty());
     // 204 with another CA-signed certificate.
     assert_eq!(
-        flagged(vec![rec(0, M, "heartbeat", Some(A1), "204", "host_uuid=a1 cert a2")]),
+        flagged(vec![rec(
+            0,
+            M,
+            "heartbeat",
+            Some(A1),
+            "204",
+            "host_uuid=a1 cert a2"
+        )]),
         [PINNED_CERT_OR_NOTHING]
     );
     // A row changed after a 403.
@@ -326,7 +357,16 @@ fn the_security_invariants_flag_their_traces() {
 #[test]
 fn the_panel_invariant_flags_a_wrong_late_or_missing_change() {
     let start = || rec(0, API, "start", None, "", "");
-    let seen = || rec(1, API, "worker-seen", Some(2), "", "worker=agent ts=0:00:00.000");
+    let seen = || {
+        rec(
+            1,
+            API,
+            "worker-seen",
+            Some(2),
+            "",
+            "worker=agent ts=0:00:00.000",
+        )
+    };
     let ok = || rec(10_000, API, "worker-status", None, "ok", "worker=agent");
     let stale = |at| rec(at, API, "worker-status", None, "stale", "worker=agent");
     // As upstream: nothing flagged.
@@ -351,7 +391,14 @@ fn the_panel_invariant_flags_a_wrong_late_or_missing_change() {
         flagged(vec![
             start(),
             seen(),
-            rec(10_000, API, "worker-status", None, "unknown", "worker=agent"),
+            rec(
+                10_000,
+                API,
+                "worker-status",
+                None,
+                "unknown",
+                "worker=agent"
+            ),
             stale(90_000),
         ]),
         PANEL_FOLLOWS_THE_LAST_BUS_BEAT
@@ -375,7 +422,16 @@ fn the_panel_invariant_flags_a_wrong_late_or_missing_change() {
 #[test]
 fn the_probe_invariant_flags_unreachable_without_a_failed_probe() {
     let failed = || rec(10_000, API, "probe", Some(A1), "TimeoutError", "uuid=a1");
-    let down = || rec(10_000, API, "host-row", Some(A1), "unreachable", "uuid=a1 name=a1");
+    let down = || {
+        rec(
+            10_000,
+            API,
+            "host-row",
+            Some(A1),
+            "unreachable",
+            "uuid=a1 name=a1",
+        )
+    };
     assert!(flagged(vec![failed(), down()]).is_empty());
     // No probe, an ok probe, or swarmctl marking it.
     assert_eq!(flagged(vec![down()]), [ONLY_THE_PROBE_MARKS_UNREACHABLE]);
@@ -389,7 +445,14 @@ fn the_probe_invariant_flags_unreachable_without_a_failed_probe() {
     assert_eq!(
         flagged(vec![
             failed(),
-            rec(10_000, M, "host-row", Some(A1), "unreachable", "uuid=a1 name=a1")
+            rec(
+                10_000,
+                M,
+                "host-row",
+                Some(A1),
+                "unreachable",
+                "uuid=a1 name=a1"
+            )
         ]),
         [ONLY_THE_PROBE_MARKS_UNREACHABLE]
     );
@@ -397,7 +460,14 @@ fn the_probe_invariant_flags_unreachable_without_a_failed_probe() {
     assert_eq!(
         flagged(vec![
             failed(),
-            rec(10_000, API, "host-row", Some(A1), "active", "uuid=a1 name=a1")
+            rec(
+                10_000,
+                API,
+                "host-row",
+                Some(A1),
+                "active",
+                "uuid=a1 name=a1"
+            )
         ]),
         [ONLY_THE_PROBE_MARKS_UNREACHABLE]
     );
@@ -417,10 +487,18 @@ fn the_stale_delta_scenario_breaks_delta_closes_its_own_attempt() {
     );
     let scenario = Scenario::parse(ALL, &path, &text).expect("valid");
     let trace = run(&scenario, None, Level::Decision).expect("runs").trace;
-    let found = check(scenario.setup::<Setup>().expect("decnet"), &scenario, &trace);
+    let found = check(
+        scenario.setup::<Setup>().expect("decnet"),
+        &scenario,
+        &trace,
+    );
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].invariant, DELTA_CLOSES_ITS_OWN_ATTEMPT);
-    assert!(found[0].message.starts_with("0:06:00.140"), "{}", found[0].message);
+    assert!(
+        found[0].message.starts_with("0:06:00.140"),
+        "{}",
+        found[0].message
+    );
     // The same deploys without the second attempt: its own row, no flag.
     let once = text.replace(
         r#"  { at = "2m", action = "deploy", host_uuid = "a1", decky = "d1" },
@@ -430,5 +508,10 @@ fn the_stale_delta_scenario_breaks_delta_closes_its_own_attempt() {
     assert_ne!(once, text);
     let scenario = Scenario::parse(ALL, &path, &once).expect("valid");
     let trace = run(&scenario, None, Level::Decision).expect("runs").trace;
-    assert!(check(scenario.setup::<Setup>().expect("decnet"), &scenario, &trace).is_empty());
+    assert!(check(
+        scenario.setup::<Setup>().expect("decnet"),
+        &scenario,
+        &trace
+    )
+    .is_empty());
 }

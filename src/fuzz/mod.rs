@@ -474,7 +474,10 @@ pub fn build(case: &Case) -> ScenarioFile {
             section
                 .keys
                 .insert("host".into(), host.name.get_ref().clone().into());
-            if !hosts.iter().any(|h| h.name.get_ref() == host.name.get_ref()) {
+            if !hosts
+                .iter()
+                .any(|h| h.name.get_ref() == host.name.get_ref())
+            {
                 hosts.push(host.clone());
             }
         }

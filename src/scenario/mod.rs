@@ -412,9 +412,10 @@ impl Scenario {
         let still = Clock::default();
         self.nodes.iter().all(|n| n.clock == still)
             && self.hosts.iter().all(|h| h.clock == still)
-            && !self.faults.iter().any(|(_, f)| {
-                matches!(f, Fault::ClockJump { .. } | Fault::ClockDrift { .. })
-            })
+            && !self
+                .faults
+                .iter()
+                .any(|(_, f)| matches!(f, Fault::ClockJump { .. } | Fault::ClockDrift { .. }))
     }
 
     /// Read and validate a scenario file of one of `models`.

@@ -72,20 +72,26 @@ fn agent_keys() -> impl Strategy<Value = NodeKeys> {
         prop_oneof![3 => 1u64..=600, 1 => 3_601u64..=6_000],
         any::<bool>(),
     )
-        .prop_map(|(deployed, degraded, topology, tick, op_s, fails)| NodeKeys {
-            tick_time: (tick > 0).then(|| sp(format!("{}ms", tick * 100))),
-            deployed: deployed.then(|| sp(true)),
-            deckies: if deployed { vec![sp("d".into())] } else { Vec::new() },
-            degraded: if deployed && degraded {
-                vec![sp("e".into())]
-            } else {
-                Vec::new()
+        .prop_map(
+            |(deployed, degraded, topology, tick, op_s, fails)| NodeKeys {
+                tick_time: (tick > 0).then(|| sp(format!("{}ms", tick * 100))),
+                deployed: deployed.then(|| sp(true)),
+                deckies: if deployed {
+                    vec![sp("d".into())]
+                } else {
+                    Vec::new()
+                },
+                degraded: if deployed && degraded {
+                    vec![sp("e".into())]
+                } else {
+                    Vec::new()
+                },
+                topology: [None, Some("t1:v1"), Some("t1:v0")][topology].map(|t| sp(t.into())),
+                operation_time: Some(secs(op_s)),
+                operation_error: fails.then(|| sp("docker compose up failed".into())),
+                ..NodeKeys::default()
             },
-            topology: [None, Some("t1:v1"), Some("t1:v0")][topology].map(|t| sp(t.into())),
-            operation_time: Some(secs(op_s)),
-            operation_error: fails.then(|| sp("docker compose up failed".into())),
-            ..NodeKeys::default()
-        })
+        )
 }
 
 /// One operator action at 1 s to 70 min (most in the first 10 min, so that
@@ -206,24 +212,26 @@ pub fn node() -> BoxedStrategy<NodeSection> {
         5u64..=60,
         0usize..10,
     )
-        .prop_map(|(impostor, cert, shape, enrolled, claim, interval, start)| {
-            let certificate = ["own", "none", "untrusted", "stolen"][cert];
-            let body = Shape::ALL[shape].0;
-            let keys = NodeKeys {
-                certificate: (certificate != "own").then(|| sp(certificate.into())),
-                body: (body != "upstream").then(|| sp(body.into())),
-                enrolled: (enrolled == impostor).then(|| sp(enrolled)),
-                // Its own name, an unknown uuid, or the first agent's
-                // (the fuzzer keeps the first `a` as is).
-                host_uuid: [None, Some("ghost"), Some("a")][claim].map(|u| sp(u.into())),
-                interval: impostor.then(|| sp(format!("{interval}s"))),
-                // Now and then an agent whose loop never starts.
-                identity: (!impostor && start == 0).then(|| sp(false)),
-                tls: (!impostor && start == 1).then(|| sp(false)),
-                ..NodeKeys::default()
-            };
-            let kind = if impostor { "impostor" } else { "agent" };
-            section(if impostor { "i" } else { "a" }, kind, &keys)
-        });
+        .prop_map(
+            |(impostor, cert, shape, enrolled, claim, interval, start)| {
+                let certificate = ["own", "none", "untrusted", "stolen"][cert];
+                let body = Shape::ALL[shape].0;
+                let keys = NodeKeys {
+                    certificate: (certificate != "own").then(|| sp(certificate.into())),
+                    body: (body != "upstream").then(|| sp(body.into())),
+                    enrolled: (enrolled == impostor).then(|| sp(enrolled)),
+                    // Its own name, an unknown uuid, or the first agent's
+                    // (the fuzzer keeps the first `a` as is).
+                    host_uuid: [None, Some("ghost"), Some("a")][claim].map(|u| sp(u.into())),
+                    interval: impostor.then(|| sp(format!("{interval}s"))),
+                    // Now and then an agent whose loop never starts.
+                    identity: (!impostor && start == 0).then(|| sp(false)),
+                    tls: (!impostor && start == 1).then(|| sp(false)),
+                    ..NodeKeys::default()
+                };
+                let kind = if impostor { "impostor" } else { "agent" };
+                section(if impostor { "i" } else { "a" }, kind, &keys)
+            },
+        );
     prop_oneof![3 => good, 2 => hostile].boxed()
 }

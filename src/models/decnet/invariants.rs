@@ -294,7 +294,11 @@ fn panel_follows_the_last_bus_beat(
             }
             engine::STOP | engine::KILL | engine::CRASH | engine::PAUSE => next_poll = None,
             kind::WORKER_SEEN => {
-                let ts = r.msg.as_deref().and_then(|m| field(m, "ts")).and_then(parse_time);
+                let ts = r
+                    .msg
+                    .as_deref()
+                    .and_then(|m| field(m, "ts"))
+                    .and_then(parse_time);
                 match ts {
                     Some(ts) => taken.push((t, ts)),
                     None => flag(format!("{}: worker-seen without a ts", r.t)),
@@ -417,7 +421,11 @@ fn delta_closes_its_own_attempt(setup: &Setup, trace: &Trace) -> Vec<Violation> 
         match r.kind {
             kind::OPERATION_STARTED => {
                 if let (Some(n), Some(op)) = (r.node, op()) {
-                    ops.entry(n).or_default().entry(op).or_default().push((t, false));
+                    ops.entry(n)
+                        .or_default()
+                        .entry(op)
+                        .or_default()
+                        .push((t, false));
                 }
             }
             kind::OPERATION_DONE => {
@@ -432,8 +440,7 @@ fn delta_closes_its_own_attempt(setup: &Setup, trace: &Trace) -> Vec<Violation> 
                 applying = msg.ends_with("with lifecycle").then_some(r.peer).flatten();
             }
             kind::LIFECYCLE_ROW => {
-                let (Some(id), Some(started)) = (field(msg, "id"), field(msg, "started_at"))
-                else {
+                let (Some(id), Some(started)) = (field(msg, "id"), field(msg, "started_at")) else {
                     continue;
                 };
                 let key = (id.to_string(), started.to_string());
