@@ -160,7 +160,8 @@ impl Api {
             }
             Input::Recv { .. } => {}
             // `WorkerRegistry._on_event` -> `record(name, ts, payload)`
-            // (l. 151-169).
+            // (l. 151-169): `_seen[worker] = {"ts": ts, ..}` (l. 76-77),
+            // the last one taken, whatever its `ts`.
             Input::Data {
                 conn,
                 msg: Msg::Publish { worker, ts_us },

@@ -142,7 +142,7 @@ const RECORDS: &[RecordKind] = &[
     RecordKind::decision(
         kind::WORKER_SEEN,
         &[],
-        "api: the workers registry recorded a bus heartbeat (`WorkerRegistry.record`; msg: the worker and its publisher's `ts`)",
+        "api: the workers registry took a bus heartbeat (`WorkerRegistry.record`, worker_registry.py l. 76-77, 151-169; msg: the worker and its publisher's `ts`)",
     ),
     RecordKind::decision(kind::PROBE, &[Reason::Is("ok"), Reason::Is("HTTPStatusError"), Reason::Is("ConnectError"), Reason::Is("ConnectTimeout"), Reason::Is("WriteTimeout"), Reason::Is("ReadError"), Reason::Is("SSLError"), Reason::Is("ReadTimeout"), Reason::Is("RemoteProtocolError"), Reason::Is("TimeoutError"), Reason::Is("ConnectionRefusedError"), Reason::Is("ConnectionResetError"), Reason::Is("SSLEOFError"), Reason::Is("SSLCertVerificationError"), Reason::Is("FingerprintMismatchError")], "api: an agent's GET /health probe ended (the last six: its certificate-pin connection's, swarm/client.py l. 170-212)"),
     RecordKind::decision(
