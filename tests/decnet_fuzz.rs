@@ -46,7 +46,7 @@ fn decision_key(node: &str, kind: &str, reason: Option<&str>, msg: Option<&str>)
                 "lifecycle-row failed".into()
             }
         }
-        "worker-seen" | "operation-started" => kind.into(),
+        "worker-seen" | "operation-started" | "push-failed" => kind.into(),
         "operator" | "self-destruct" => format!("{kind} {reason}"),
         _ => format!("{kind} {word}"),
     }
@@ -156,7 +156,7 @@ fn generated_cases_are_valid_round_trip_and_reach_every_decision() {
         "operation-done succeeded",
         "operation-done failed",
         "push 204",
-        "push-failed ConnectError",
+        "push-failed",
         "worker-seen",
         "worker-status ok",
         "worker-status stale",

@@ -448,18 +448,13 @@ pub fn build(case: &Case) -> ScenarioFile {
     }
     for (n, name) in case.companions.iter().zip(&companions) {
         for ep in &n.episodes {
-            b.episode(ep, name, 0, Some(name));
+            b.episode(ep, name, started_ms(&n.section), Some(name));
         }
         nodes.push(n.section.clone());
     }
     for (n, name) in case.nodes.iter().zip(&names) {
-        let started_ms = n.section.start.as_ref().map_or(0, |s| {
-            s.get_ref()
-                .parse::<heartsim_sim::Duration>()
-                .map_or(0, |d| d.as_us() / 1000)
-        });
         for ep in &n.episodes {
-            b.episode(ep, name, started_ms, Some(name));
+            b.episode(ep, name, started_ms(&n.section), Some(name));
         }
         let mut section = n.section.clone();
         section.name = sp(name.clone());
@@ -753,6 +748,15 @@ impl Builder<'_> {
             }
         }
     }
+}
+
+/// When a node starts, in milliseconds.
+fn started_ms(section: &NodeSection) -> u64 {
+    section.start.as_ref().map_or(0, |s| {
+        s.get_ref()
+            .parse::<heartsim_sim::Duration>()
+            .map_or(0, |d| d.as_us() / 1000)
+    })
 }
 
 fn parse_ms(s: &str) -> u64 {
