@@ -140,8 +140,8 @@ fn action(homes: usize) -> impl Strategy<Value = ActionKeys> {
                     uuid.into()
                 }),
                 name: enrol.then(|| sp(uuid.into())),
-                // The host's own certificate, or a new one its agent does
-                // not present.
+                // The host's own certificate, a fresh one its agent does
+                // not present, or `h1`'s.
                 certificate: enrol.then(|| sp([uuid, "fresh", "h1"][cert].into())),
                 node: (enrol && address && uuid.starts_with('h')).then(|| sp(uuid.into())),
                 decky: (!enrol && action != "decommission").then(|| sp(["d", "e"][decky].into())),
