@@ -125,11 +125,11 @@ impl FaultKind {
         )
     }
 
-    /// Every kind that applies to `model` (the disk faults only if its
-    /// nodes live on hosts, [`Model::fuzz_host`]).
+    /// Every kind that applies to `model` (the disk faults only if it
+    /// takes them, [`Model::fuzz_disk_faults`]).
     pub fn all_for(model: &dyn Model) -> Vec<FaultKind> {
         let transport = model.transport();
-        let hosts = model.fuzz_host("n", "n", 0).is_some();
+        let hosts = model.fuzz_disk_faults();
         FaultKind::ALL
             .into_iter()
             .filter(|k| k.applies_to(transport) && (hosts || !k.on_disk()))
@@ -215,6 +215,9 @@ pub struct Case {
     /// blocks writes as it does behind megabytes of traffic.
     pub unread_limit: Option<u64>,
     pub nodes: Vec<NodeGen>,
+    /// The model's companions of the hub ([`Model::fuzz_companions`]),
+    /// under their own names.
+    pub companions: Vec<NodeGen>,
     /// Episodes on the hub itself (node and clock faults only).
     pub hub_episodes: Vec<EpisodeGen>,
 }
@@ -256,6 +259,28 @@ pub fn case_strategy(opts: &GenOptions) -> impl Strategy<Value = Case> {
         prop::collection::vec(episode_gen(), 0..=per_node),
     )
         .prop_map(|(section, episodes)| NodeGen { section, episodes });
+    // Models without companions draw nothing for them, so their seeds
+    // explore the cases they always did.
+    let companions = match model.fuzz_companions() {
+        None => Just(Vec::new()).boxed(),
+        Some(sections) => sections
+            .prop_flat_map(move |sections| {
+                let n = sections.len();
+                let episodes = prop::collection::vec(
+                    prop::collection::vec(episode_gen(), 0..=per_node),
+                    n..=n,
+                );
+                (Just(sections), episodes)
+            })
+            .prop_map(|(sections, episodes)| {
+                sections
+                    .into_iter()
+                    .zip(episodes)
+                    .map(|(section, episodes)| NodeGen { section, episodes })
+                    .collect()
+            })
+            .boxed(),
+    };
     (
         prop::sample::select(profiles),
         // TOML integers are i64: a seed must fit to be written to a file.
@@ -268,6 +293,7 @@ pub fn case_strategy(opts: &GenOptions) -> impl Strategy<Value = Case> {
         prop::collection::vec(node, 1..=max_nodes),
         prop::collection::vec(episode_gen(), 0..=per_node),
         prop::option::weighted(0.5, 1u64..=400),
+        companions,
     )
         .prop_map(
             move |(
@@ -280,6 +306,7 @@ pub fn case_strategy(opts: &GenOptions) -> impl Strategy<Value = Case> {
                 nodes,
                 hub_episodes,
                 unread_limit,
+                companions,
             )| {
                 let swarm: Vec<FaultKind> = kinds
                     .iter()
@@ -298,6 +325,7 @@ pub fn case_strategy(opts: &GenOptions) -> impl Strategy<Value = Case> {
                     latency_ms,
                     unread_limit: unread_limit.filter(|_| stalls),
                     nodes,
+                    companions,
                     hub_episodes,
                 }
             },
@@ -351,9 +379,14 @@ enum Slot {
     Disk(String),
 }
 
-/// The names of a case's nodes, made unique in order (`p7`, `p7x`, ...).
+/// The names of a case's generated nodes, made unique in order (`p7`,
+/// `p7x`, ...) and apart from the companions'.
 fn node_names(case: &Case) -> Vec<String> {
-    let mut seen = BTreeSet::new();
+    let mut seen: BTreeSet<String> = case
+        .companions
+        .iter()
+        .map(|c| c.section.name.get_ref().clone())
+        .collect();
     case.nodes
         .iter()
         .map(|n| {
@@ -376,8 +409,14 @@ pub fn build(case: &Case) -> ScenarioFile {
     let hub = model.fuzz_hub();
     let hub_name = hub.name.get_ref().clone();
 
+    let companions: Vec<String> = case
+        .companions
+        .iter()
+        .map(|c| c.section.name.get_ref().clone())
+        .collect();
     // The model's hosts, if its nodes live on hosts: node name -> host.
     let host_of: BTreeMap<String, crate::scenario::HostSection> = std::iter::once(&hub_name)
+        .chain(&companions)
         .chain(&names)
         .filter_map(|n| {
             model
@@ -385,6 +424,14 @@ pub fn build(case: &Case) -> ScenarioFile {
                 .map(|h| (n.clone(), h))
         })
         .collect();
+    // Each host's nodes, by host name.
+    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (node, host) in &host_of {
+        members
+            .entry(host.name.get_ref().clone())
+            .or_default()
+            .push(node.clone());
+    }
     let mut nodes = vec![hub];
     let mut b = Builder {
         case,
@@ -394,18 +441,20 @@ pub fn build(case: &Case) -> ScenarioFile {
         links: Vec::new(),
         busy: BTreeMap::new(),
         host_of: &host_of,
+        members: &members,
     };
     for ep in &case.hub_episodes {
         b.episode(ep, &hub_name, 0, None);
     }
-    for (n, name) in case.nodes.iter().zip(&names) {
-        let started_ms = n.section.start.as_ref().map_or(0, |s| {
-            s.get_ref()
-                .parse::<heartsim_sim::Duration>()
-                .map_or(0, |d| d.as_us() / 1000)
-        });
+    for (n, name) in case.companions.iter().zip(&companions) {
         for ep in &n.episodes {
-            b.episode(ep, name, started_ms, Some(name));
+            b.episode(ep, name, started_ms(&n.section), Some(name));
+        }
+        nodes.push(n.section.clone());
+    }
+    for (n, name) in case.nodes.iter().zip(&names) {
+        for ep in &n.episodes {
+            b.episode(ep, name, started_ms(&n.section), Some(name));
         }
         let mut section = n.section.clone();
         section.name = sp(name.clone());
@@ -414,13 +463,18 @@ pub fn build(case: &Case) -> ScenarioFile {
     let Builder {
         mut faults, links, ..
     } = b;
-    let mut hosts = Vec::new();
+    let mut hosts: Vec<crate::scenario::HostSection> = Vec::new();
     for section in &mut nodes {
         if let Some(host) = host_of.get(section.name.get_ref()) {
             section
                 .keys
                 .insert("host".into(), host.name.get_ref().clone().into());
-            hosts.push(host.clone());
+            if !hosts
+                .iter()
+                .any(|h| h.name.get_ref() == host.name.get_ref())
+            {
+                hosts.push(host.clone());
+            }
         }
     }
     // Files list faults in time order (a stable sort: an episode's begin
@@ -473,9 +527,20 @@ struct Builder<'a> {
     links: Vec<LinkOverride>,
     busy: BTreeMap<Slot, Vec<(u64, u64)>>,
     host_of: &'a BTreeMap<String, crate::scenario::HostSection>,
+    /// Each host's nodes, by host name.
+    members: &'a BTreeMap<String, Vec<String>>,
 }
 
 impl Builder<'_> {
+    /// The nodes on `node`'s host: itself alone if it has none.
+    fn on_host_of(&self, node: &str) -> Vec<String> {
+        self.host_of
+            .get(node)
+            .and_then(|h| self.members.get(h.name.get_ref()))
+            .cloned()
+            .unwrap_or_else(|| vec![node.to_string()])
+    }
+
     /// Claim `slot` for `[at, end]`, unless an earlier episode holds it.
     fn claim(&mut self, slot: Slot, at: u64, end: u64) -> bool {
         let taken = self.busy.entry(slot).or_default();
@@ -489,6 +554,12 @@ impl Builder<'_> {
     /// One episode on `node` (started at `started_ms`); `peer` is the node
     /// whose links to the hub link kinds act on (`None` for the hub, which
     /// gets node and clock faults only).
+    ///
+    /// On a node that shares its host: a `crash` is a `kill` (crashing
+    /// one process would crash its host and every other process on it),
+    /// a clock fault acts on the host's clock, a partition separates the
+    /// two hosts' processes, and link faults between two processes of one
+    /// host are left out (a host's processes reach each other locally).
     fn episode(&mut self, ep: &EpisodeGen, node: &str, started_ms: u64, peer: Option<&String>) {
         // Times are in milliseconds from here on.
         let swarm = &self.case.swarm;
@@ -519,17 +590,21 @@ impl Builder<'_> {
         };
         let on_link = |slot: fn(String, bool) -> Slot| slot(node.to_string(), ep.to_peer);
         let host = self.host_of.get(node).map(|h| h.name.get_ref().clone());
+        let shared = self.on_host_of(node).len() > 1;
+        let local = peer.is_some() && self.on_host_of(node).iter().any(|n| n == self.hub);
         let slot = match kind {
             FaultKind::CrashRestart
             | FaultKind::KillRestart
             | FaultKind::StopStart
             | FaultKind::KillBeforeRename
             | FaultKind::Pause => Some(Slot::Lifecycle(node.to_string())),
-            _ if kind.on_disk() && host.is_none() => return,
+            _ if kind.on_disk() && (host.is_none() || !self.case.model.fuzz_disk_faults()) => {
+                return
+            }
             FaultKind::DiskError | FaultKind::SlowDisk => host.clone().map(Slot::Disk),
             FaultKind::TornWrite => None,
             FaultKind::ClockJump | FaultKind::ClockDrift => None,
-            _ if peer.is_none() => return, // link kinds need a peer's link
+            _ if peer.is_none() || local => return, // link kinds need a peer's link
             FaultKind::Partition | FaultKind::OneWayPartition => Some(Slot::Partition),
             FaultKind::Stall => Some(on_link(Slot::Held)),
             FaultKind::Break => Some(on_link(Slot::Broken)),
@@ -546,6 +621,7 @@ impl Builder<'_> {
             | FaultKind::StopStart
             | FaultKind::Pause => {
                 let (down, up) = match kind {
+                    FaultKind::CrashRestart if shared => ("kill", "restart"),
                     FaultKind::CrashRestart => ("crash", "restart"),
                     FaultKind::KillRestart => ("kill", "restart"),
                     FaultKind::StopStart => ("stop", "start"),
@@ -585,29 +661,36 @@ impl Builder<'_> {
                     _ => self.faults.push(disk_fault(at, "torn-write")),
                 }
             }
-            FaultKind::ClockJump => {
-                let mut f = node_fault(at, "clock-jump");
-                let by = 1 + u64::from(ep.size) * 7; // up to ~2 h
-                let sign = if ep.negative { "-" } else { "+" };
-                f.by = Some(sp(format!("{sign}{}", secs(by))));
-                self.faults.push(f);
-            }
-            FaultKind::ClockDrift => {
-                let mut f = node_fault(at, "clock-drift");
-                let ppm = i64::from(ep.size) * 200; // up to ±20%
-                f.ppm = Some(sp(if ep.negative { -ppm } else { ppm }));
+            FaultKind::ClockJump | FaultKind::ClockDrift => {
+                // The processes of a shared host have its clock.
+                let mut f = match (host, shared) {
+                    (Some(h), true) => {
+                        let mut f = empty_fault(at, kind.name());
+                        f.host = Some(sp(h));
+                        f
+                    }
+                    _ => node_fault(at, kind.name()),
+                };
+                if kind == FaultKind::ClockJump {
+                    let by = 1 + u64::from(ep.size) * 7; // up to ~2 h
+                    let sign = if ep.negative { "-" } else { "+" };
+                    f.by = Some(sp(format!("{sign}{}", secs(by))));
+                } else {
+                    let ppm = i64::from(ep.size) * 200; // up to ±20%
+                    f.ppm = Some(sp(if ep.negative { -ppm } else { ppm }));
+                }
                 self.faults.push(f);
             }
             FaultKind::Partition => {
                 let mut f = empty_fault(at, "partition");
-                f.groups = Some(sp(vec![vec![self.hub.to_string()], vec![node.to_string()]]));
+                f.groups = Some(sp(vec![self.on_host_of(self.hub), self.on_host_of(node)]));
                 self.faults.push(f);
                 self.faults.push(empty_fault(end, "heal"));
             }
             FaultKind::OneWayPartition => {
                 let mut f = empty_fault(at, "partition");
-                f.from = Some(sp(NameList::Many(vec![from.clone()])));
-                f.to = Some(sp(NameList::Many(vec![to.clone()])));
+                f.from = Some(sp(NameList::Many(self.on_host_of(&from))));
+                f.to = Some(sp(NameList::Many(self.on_host_of(&to))));
                 self.faults.push(f);
                 self.faults.push(empty_fault(end, "heal"));
             }
@@ -665,6 +748,15 @@ impl Builder<'_> {
             }
         }
     }
+}
+
+/// When a node starts, in milliseconds.
+fn started_ms(section: &NodeSection) -> u64 {
+    section.start.as_ref().map_or(0, |s| {
+        s.get_ref()
+            .parse::<heartsim_sim::Duration>()
+            .map_or(0, |d| d.as_us() / 1000)
+    })
 }
 
 fn parse_ms(s: &str) -> u64 {

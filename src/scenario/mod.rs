@@ -406,6 +406,18 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Whether every clock reads true time for the whole run: no clock
+    /// offset or drift on any node or host, no clock fault.
+    pub fn clocks_true(&self) -> bool {
+        let still = Clock::default();
+        self.nodes.iter().all(|n| n.clock == still)
+            && self.hosts.iter().all(|h| h.clock == still)
+            && !self
+                .faults
+                .iter()
+                .any(|(_, f)| matches!(f, Fault::ClockJump { .. } | Fault::ClockDrift { .. }))
+    }
+
     /// Read and validate a scenario file of one of `models`.
     pub fn load(models: &[&'static dyn Model], path: &Path) -> Result<Scenario, ScenarioError> {
         use std::io::Read as _;

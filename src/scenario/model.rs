@@ -111,6 +111,14 @@ pub trait Model: Sync {
     /// One more node of a case, linked to the hub. The fuzzer makes its
     /// name unique and adds fault episodes on it and on its links.
     fn fuzz_node(&self) -> BoxedStrategy<NodeSection>;
+    /// Nodes a case may have beside the hub under names of the model's
+    /// own, so that other nodes' keys can name them (DECNET's main API and
+    /// bus on the master's host). Drawn once per case, never renamed or
+    /// removed one by one; the fuzzer adds fault episodes on them as on
+    /// the others. `None` (the default): none, and nothing is drawn.
+    fn fuzz_companions(&self) -> Option<BoxedStrategy<Vec<NodeSection>>> {
+        None
+    }
     /// `[config]` keys of a case (empty: no `[config]`); drawn for every
     /// case, then fitted to its profile by [`Model::fuzz_config_for`].
     fn fuzz_config(&self) -> BoxedStrategy<toml::Table> {
@@ -130,6 +138,11 @@ pub trait Model: Sync {
     /// node's `host` key. `hub` is the hub's name, `seed` the case's.
     fn fuzz_host(&self, _node: &str, _hub: &str, _seed: u64) -> Option<HostSection> {
         None
+    }
+    /// Whether the disk faults apply to its cases (default: when its nodes
+    /// live on hosts).
+    fn fuzz_disk_faults(&self) -> bool {
+        self.fuzz_host("n", "n", 0).is_some()
     }
 }
 

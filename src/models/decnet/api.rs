@@ -160,12 +160,19 @@ impl Api {
             }
             Input::Recv { .. } => {}
             // `WorkerRegistry._on_event` -> `record(name, ts, payload)`
-            // (l. 151-169).
+            // (l. 151-169): `_seen[worker] = {"ts": ts, ..}` (l. 76-77),
+            // the last one taken, whatever its `ts`.
             Input::Data {
                 conn,
                 msg: Msg::Publish { worker, ts_us },
                 ..
             } if Some(conn) == self.bus_conn => {
+                out.record(
+                    kind::WORKER_SEEN,
+                    self.spec.bus,
+                    None,
+                    Some(format!("worker={worker} ts={}", Timestamp::from_us(ts_us)).into()),
+                );
                 self.seen.insert(worker, ts_us);
             }
             // The subscription ends with the bus's connection and is never

@@ -70,6 +70,8 @@ pub mod kind {
     pub const SHARD_ROW: &str = "shard-row";
     pub const RESYNC: &str = "resync";
     pub const WORKER_STATUS: &str = "worker-status";
+    /// api: the workers registry took a bus heartbeat.
+    pub const WORKER_SEEN: &str = "worker-seen";
     pub const PROBE: &str = "probe";
     pub const OPERATOR: &str = "operator";
     pub const BUS: &str = "bus";
@@ -137,6 +139,11 @@ const RECORDS: &[RecordKind] = &[
         &[Reason::Is("ok"), Reason::Is("stale"), Reason::Is("unknown")],
         "api: the workers panel's `agent` row changed at a GET /workers poll",
     ),
+    RecordKind::decision(
+        kind::WORKER_SEEN,
+        &[],
+        "api: the workers registry took a bus heartbeat (`WorkerRegistry.record`, worker_registry.py l. 76-77, 151-169; msg: the worker and its publisher's `ts`)",
+    ),
     RecordKind::decision(kind::PROBE, &[Reason::Is("ok"), Reason::Is("HTTPStatusError"), Reason::Is("ConnectError"), Reason::Is("ConnectTimeout"), Reason::Is("WriteTimeout"), Reason::Is("ReadError"), Reason::Is("SSLError"), Reason::Is("ReadTimeout"), Reason::Is("RemoteProtocolError"), Reason::Is("TimeoutError"), Reason::Is("ConnectionRefusedError"), Reason::Is("ConnectionResetError"), Reason::Is("SSLEOFError"), Reason::Is("SSLCertVerificationError"), Reason::Is("FingerprintMismatchError")], "api: an agent's GET /health probe ended (the last six: its certificate-pin connection's, swarm/client.py l. 170-212)"),
     RecordKind::decision(
         kind::BUS,
@@ -202,8 +209,23 @@ impl scenario::Model for Decnet {
     fn fuzz_node(&self) -> BoxedStrategy<NodeSection> {
         fuzz::node()
     }
-    fn fuzz_invariants(&self, _profile: &str) -> Vec<&'static str> {
-        invariants::SECURITY.to_vec()
+    fn fuzz_companions(&self) -> Option<BoxedStrategy<Vec<NodeSection>>> {
+        Some(fuzz::companions())
+    }
+    fn fuzz_config(&self) -> BoxedStrategy<toml::Table> {
+        fuzz::config()
+    }
+    fn fuzz_host(&self, node: &str, hub: &str, _seed: u64) -> Option<scenario::HostSection> {
+        fuzz::host(node, hub)
+    }
+    /// The master's database is one JSON file read and rewritten whole, a
+    /// stand-in for SQLite that says nothing of its journal under disk
+    /// faults: none are drawn.
+    fn fuzz_disk_faults(&self) -> bool {
+        false
+    }
+    fn fuzz_invariants(&self, profile: &str) -> Vec<&'static str> {
+        invariants::kept_by(profile).to_vec()
     }
 }
 

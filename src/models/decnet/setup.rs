@@ -165,8 +165,8 @@ impl scenario::Setup for Setup {
         }
     }
 
-    fn violations(&self, _scenario: &Scenario, trace: &Trace) -> Vec<Violation> {
-        invariants::check(self, trace)
+    fn violations(&self, scenario: &Scenario, trace: &Trace) -> Vec<Violation> {
+        invariants::check(self, scenario, trace)
     }
 }
 
