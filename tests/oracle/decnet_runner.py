@@ -37,6 +37,7 @@ import threading
 import types
 import warnings
 
+import tcp
 from scenario import duration_us, load
 from vworld import OracleError, Unsupported
 
@@ -54,8 +55,10 @@ AGENT_KEYS = {
 FAULTS = {"start", "kill", "stop", "crash", "restart", "partition", "heal"}
 # The model's bodies of a hostile client (src/models/decnet/msg.rs).
 SHAPES = {"upstream", "not-json", "no-host-uuid", "no-status", "status-not-object", "host-uuid-not-string"}
+# The agent's `_TIMEOUT = httpx.Timeout(connect=5.0, read=10.0, write=5.0,
+# pool=5.0)` (`decnet/agent/heartbeat.py` l. 35).
 CONNECT_TIMEOUT_US = 5_000_000
-SYN_RETRIES_US = (0, 1_000_000, 3_000_000)  # RTO 1 s, doubling (docs/streams.md)
+READ_TIMEOUT_US = 10_000_000
 
 _env_ready = False
 
@@ -120,10 +123,13 @@ class _Selector(selectors.BaseSelector):
 
 
 class _Timer(asyncio.TimerHandle):
+    """A timer at a whole microsecond, ordered by (time, seq)."""
+
+    t_us = 0
     seq = 0
 
     def _key(self):
-        return (self._when, self.seq)
+        return (self.t_us, self.seq)
 
     def __lt__(self, other):
         return self._key() < other._key()
@@ -145,26 +151,59 @@ class _Timer(asyncio.TimerHandle):
 
 
 class _Loop(asyncio.SelectorEventLoop):
-    """The agents' asyncio loop on the simulated monotonic clock (µs)."""
+    """The agents' asyncio loop on the simulated monotonic clock (µs), run
+    as the engine runs its queue: one event (a timer) at a time, in (time,
+    seq) order, each followed by everything it makes ready (a woken task's
+    steps, what they make ready, ...) before the next event, as the engine
+    dispatches an event's inputs and carries out the machine's outputs
+    before it takes the next (asyncio alone would run every timer due at
+    one instant before any task they wake)."""
 
     def __init__(self):
         self.now_us = 0
         self._seq = 0
+        self.error = None
         super().__init__(_Selector(self))
+        self.set_exception_handler(self._failed)
+
+    def _failed(self, loop, context):
+        # A harness callback raised: end the run with it (asyncio would log
+        # it and go on).
+        if self.error is None:
+            self.error = context.get("exception") or OracleError(context.get("message"))
+        self.stop()
 
     def time(self):
         return self.now_us / 1_000_000
 
     def call_at(self, when, callback, *args, context=None):
-        # The engine's order, (time, seq): timers due at one instant run in
-        # the order they were set (asyncio's heap alone does not promise it).
+        return self.call_at_us(round(when * 1_000_000), callback, *args, context=context)
+
+    def call_at_us(self, t_us, callback, *args, context=None):
         self._check_closed()
-        timer = _Timer(when, callback, args, self, context)
+        t_us = max(t_us, self.now_us)
+        timer = _Timer(t_us / 1_000_000, callback, args, self, context)
         self._seq += 1
+        timer.t_us = t_us
         timer.seq = self._seq
         heapq.heappush(self._scheduled, timer)
         timer._scheduled = True
         return timer
+
+    def _run_once(self):
+        if self._ready:
+            handle = self._ready.popleft()
+            if not handle._cancelled:
+                handle._run()
+            return
+        while self._scheduled and self._scheduled[0]._cancelled:
+            heapq.heappop(self._scheduled)._scheduled = False
+        if not self._scheduled:
+            raise OracleError("the agents' loop has nothing left to run")
+        timer = heapq.heappop(self._scheduled)
+        timer._scheduled = False
+        self.now_us = max(self.now_us, timer.t_us)
+        timer._run()
 
     def _make_self_pipe(self):
         pass
@@ -269,11 +308,13 @@ class Master:
     async def _rows(self):
         return {h["uuid"]: (h["name"], h["status"], h["last_heartbeat"]) for h in await self.repo.list_swarm_hosts()}
 
-    def handle(self, t_us, agent, content, headers, rec):
+    def handle(self, t_us, peer, cert, content, headers, rec):
+        """The request reached swarmctl's app at `t_us` from node `peer`,
+        whose TLS client certificate is `cert`: the handler's answer."""
         import httpx
 
         self.now_us = t_us
-        chain = [der(agent.cert)]
+        chain = [der(cert)]
 
         async def app(scope, receive, send):
             scope["extensions"] = {"tls": {"client_cert_chain": chain}}
@@ -295,11 +336,11 @@ class Master:
             reason = "422 request body validation error"
         else:
             reason = f"{status} {json.loads(body).get('detail')}"
-        rec(t_us, self.name, "heartbeat", agent.name, reason)
+        rec(t_us, self.name, "heartbeat", peer, reason)
         for uuid, row in after.items():
             if before.get(uuid) != row:
-                peer = row[0] if row[0] in self.agent_names else None
-                rec(t_us, self.name, "host-row", peer, row[1])
+                name = row[0] if row[0] in self.agent_names else None
+                rec(t_us, self.name, "host-row", name, row[1])
         return status, hdrs, body
 
 
@@ -324,8 +365,6 @@ class World:
     def __init__(self, sc):
         self.sc = sc
         self.records: list[dict] = []
-        self.partition = None  # node name -> group index
-        self.unsupported = None
 
     def rec(self, t_us, node, kind, peer=None, reason=None):
         r = {"t_us": t_us, "node": node, "kind": kind}
@@ -334,10 +373,6 @@ class World:
         if reason is not None:
             r["reason"] = reason
         self.records.append(r)
-
-    def cut(self, a, b):
-        p = self.partition
-        return p is not None and a in p and b in p and p[a] != p[b]
 
 
 def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
@@ -390,83 +425,168 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     return [r for r in w.records if r["t_us"] <= sc.duration_us], set()
 
 
+class Call:
+    """One request of upstream's `httpx.AsyncClient` (httpcore 1.0.9 on
+    anyio 4.13) on a connection of its own (`keepalive_expiry` 5 s < the
+    30 s between ticks, docs/models/decnet.md), over the engine's streams
+    (`tcp.py`): `connect_tcp` under `fail_after(connect)`; `start_tls`
+    (ClientHello; the server's flight; the client's Finished) under
+    `fail_after(connect)` again; the request written; one read of the
+    response under `fail_after(read)` (`httpcore/_async/connection.py`
+    l. 106-155, `_backends/anyio.py` l. 25-50, 55-80, 98-123). What the
+    socket reports becomes the exception httpcore raises there
+    (`_backends/anyio.py`, pinned venv):
+
+    - connect: a RST (`ECONNREFUSED`, an `OSError`) -> `ConnectError`
+      (l. 108-112); no SYN-ACK in 5 s (`TimeoutError`) -> `ConnectTimeout`;
+    - TLS: a FIN (`EndOfStream`), a RST (anyio's `BrokenResourceError`
+      from `ConnectionResetError`, `anyio/_backends/_asyncio.py`
+      l. 1293-1295), an alert (`ssl.SSLError`) -> `ConnectError`
+      (l. 61-66); no server flight in 5 s -> `ConnectTimeout`;
+    - read: a RST -> `ReadError` (l. 26-31); a FIN before any response
+      byte: anyio's TLS stream turns the EOF into `EndOfStream`
+      (`standard_compatible=False`, l. 74; `anyio/streams/tls.py`
+      l. 197-206), `read` returns `b""` (l. 34-37) and h11's state makes
+      it `RemoteProtocolError("Server disconnected without sending a
+      response.")` (`_async/http11.py` l. 228-231); a TLS alert (the server
+      refused the client certificate) is a raw `ssl.SSLError`, which no
+      map names and httpx re-raises (`httpx/_transports/default.py`
+      l. 111-115); no response in 10 s -> `ReadTimeout`.
+
+    The request's write never blocks here (no `stall`), so the write
+    timer never fires and a write on a dead connection does not arise
+    before the read. After the outcome the connection is closed (the
+    model's `Call` closes it; httpcore's pool would drop it at the next
+    tick, D7)."""
+
+    def __init__(self, d, a, content, headers, fut):
+        self.d, self.a, self.fut = d, a, fut
+        self.content, self.headers = content, headers
+        self.timer = None
+        self.done = False
+        self.conn = d.net.connect(a.name, d.m.name)
+        a.calls[self.conn] = self
+        self.stage = "tcp"
+        self.arm(d.loop.now_us + CONNECT_TIMEOUT_US)
+
+    def arm(self, t_us):
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.d.loop.call_at_us(t_us, self.timeout)
+
+    def timeout(self):
+        self.timer = None
+        if not self.done:
+            import httpx
+
+            cls = httpx.ConnectTimeout if self.stage in ("tcp", "tls") else httpx.ReadTimeout
+            self.finish(exc=cls("timed out"))
+
+    def on_input(self, inp):
+        import httpx
+
+        kind, stage = inp[0], self.stage
+        msg = inp[2] if kind == "Data" else None
+        net, name, now = self.d.net, self.a.name, self.d.loop.now_us
+        if stage == "tcp" and kind == "Connected":
+            net.send(name, self.conn, ("ClientHello",))
+            self.stage = "tls"
+            self.arm(now + CONNECT_TIMEOUT_US)
+        elif stage == "tcp" and kind == "ConnectFailed":
+            self.finish(exc=httpx.ConnectError("[Errno 111] Connection refused"))
+        elif stage == "tls" and msg is not None and msg[0] == "ServerHello":
+            # TLS 1.3: the client's handshake is done once its Finished is
+            # written; the request follows it.
+            net.send(name, self.conn, ("ClientFinished", self.a.cert))
+            net.send(name, self.conn, ("Request", self.content, self.headers))
+            self.stage = "read"
+            self.arm(now + READ_TIMEOUT_US)
+        elif stage == "tls" and kind in ("Closed", "Reset", "Data"):
+            self.finish(exc=httpx.ConnectError(f"TLS handshake: {kind}"))
+        elif stage == "read" and msg is not None and msg[0] == "Response":
+            self.finish(result=msg[1:])
+        elif stage == "read" and msg is not None and msg[0] == "Alert":
+            self.finish(exc=ssl.SSLError(1, msg[1]))
+        elif stage == "read" and kind == "Closed":
+            self.finish(exc=httpx.RemoteProtocolError("Server disconnected without sending a response."))
+        elif stage == "read" and kind == "Reset":
+            self.finish(exc=httpx.ReadError("[Errno 104] Connection reset by peer"))
+
+    def finish(self, result=None, exc=None):
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.a.calls.pop(self.conn, None)
+        self.d.net.close(self.a.name, self.conn)
+        if self.fut.done():
+            return
+        if exc is not None:
+            self.fut.set_exception(exc)
+        else:
+            self.fut.set_result(result)
+
+    def abandon(self):
+        """Its process ended (the engine's `take_down`): no more inputs."""
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class Server:
+    """swarmctl's uvicorn with `--ssl-cert-reqs 2` (`decnet/cli/swarmctl.py`
+    l. 122-125): the TLS server side of each connection; a request that
+    passed TLS is handed to upstream's app at the instant it arrives."""
+
+    def __init__(self, d):
+        self.d = d
+        self.conns: dict[int, str | None] = {}
+
+    def dispatch(self, peer, inp):
+        d, kind, conn = self.d, inp[0], inp[1]
+        m = d.m.name
+        if kind == "Accepted":
+            self.conns[conn] = None
+        elif kind == "Data" and conn in self.conns:
+            msg = inp[2]
+            if msg[0] == "ClientHello":
+                d.net.send(m, conn, ("ServerHello",))
+            elif msg[0] == "ClientFinished":
+                if msg[1] in ("none", "untrusted"):
+                    # CERT_REQUIRED: the handshake fails with an alert and
+                    # the connection is dropped.
+                    alert = "certificate required" if msg[1] == "none" else "unknown ca"
+                    d.net.send(m, conn, ("Alert", alert))
+                    d.net.close(m, conn)
+                    del self.conns[conn]
+                else:
+                    self.conns[conn] = msg[1]
+            elif msg[0] == "Request" and self.conns[conn] is not None:
+                status, hdrs, body = d.m.handle(d.loop.now_us, peer, self.conns[conn], msg[1], msg[2], d.w.rec)
+                if conn in self.conns:
+                    d.net.send(m, conn, ("Response", status, hdrs, body))
+        elif kind == "Closed" and conn in self.conns:
+            del self.conns[conn]
+            d.net.close(m, conn)
+        elif kind == "Reset":
+            self.conns.pop(conn, None)
+
+
 def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
-    rtt = 2 * lat_us
+    d = types.SimpleNamespace(loop=loop, m=m, w=w)
+    nodes = {n.name: tcp.Node(n.name) for n in sc.nodes}
+    d.net = net = tcp.Net(tcp.Sched(loop), lat_us, nodes)
+    server = Server(d)
 
     class Transport(httpx.AsyncBaseTransport):
-        """One request on a new connection (keepalive_expiry 5 s < 30 s):
-        SYN; SYN-ACK and ClientHello one round trip later; the server's
-        flight and the client's Finished + request a round trip after;
-        the request reaches swarmctl half a round trip later, the
-        response the agent one latency after that."""
-
         async def handle_async_request(self, request):
             a = CUR.get()
             content = shape(a.body, await request.aread())
-            s = loop.now_us
-            # TCP connect: a SYN through (each try at 0, 1, 3 s) is
-            # answered a round trip later: a RST if swarmctl's process is
-            # down on a live host (ConnectError), a SYN-ACK if it listens.
-            ok_at = None
-            for off in SYN_RETRIES_US:
-                t = s + off
-                if t >= s + CONNECT_TIMEOUT_US:
-                    break
-                if self.reachable(a, t):
-                    ok_at = t
-                    break
-            if ok_at is None or ok_at + rtt >= s + CONNECT_TIMEOUT_US:
-                await self.until(s + CONNECT_TIMEOUT_US, a, s)
-                raise httpx.ConnectTimeout("timed out", request=request)
-            if not m.up:
-                await self.until(ok_at + rtt, a, s)
-                raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
-            tls = ok_at + rtt
-            if rtt >= CONNECT_TIMEOUT_US:
-                await self.until(tls + CONNECT_TIMEOUT_US, a, s)
-                raise httpx.ConnectTimeout("timed out", request=request)
-            arrive = tls + rtt + lat_us
-            await self.until(arrive, a, s)
-            if a.cert in ("none", "untrusted"):
-                # CERT_REQUIRED: the handshake fails on the server; the
-                # client sees the alert on its first read, as a raw
-                # `ssl.SSLError`: anyio re-raises it (`_backends/_asyncio`
-                # `tls.py` ~197-208) and neither httpcore's read mapping nor
-                # httpx's maps it (`default.py` ~114-115: `if mapped_exc is
-                # None: raise`); see src/models/decnet/https.rs.
-                await self.until(arrive + lat_us, a, s)
-                raise ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
-            status, hdrs, body = m.handle(arrive, a, content, list(request.headers.raw), w.rec)
-            await self.until(arrive + lat_us, a, s)
+            fut = loop.create_future()
+            Call(d, a, content, list(request.headers.raw), fut)
+            status, hdrs, body = await fut
             return httpx.Response(status, headers=hdrs, content=body, request=request)
-
-        def reachable(self, a, t):
-            self.stable(a, t, t)
-            return m.host_up and not w.cut(a.name, m.name)
-
-        def stable(self, a, s, t):
-            for f in sc.faults:
-                if s < f.at_us <= t and self.touches(f, a):
-                    # Not an Exception: upstream's `except Exception` must
-                    # not log it as a failed tick. The run ends and raises.
-                    w.unsupported = Unsupported(f"a {f.kind} during a request (at {f.at_us} us)")
-                    loop.stop()
-                    raise asyncio.CancelledError
-
-        def touches(self, f, a):
-            """Whether a fault can change this request's exchange."""
-            if f.kind == "heal":
-                return w.cut(a.name, m.name)
-            if f.kind == "partition":
-                side = {name: i for i, g in enumerate(f.raw["groups"]) for name in g}
-                return a.name in side and m.name in side and side[a.name] != side[m.name]
-            names = {sc.nodes[f.node].name} if f.node is not None else set()
-            names |= {n.name for n in sc.nodes if f.host is not None and n.host == f.host}
-            return a.name in names or m.name in names
-
-        async def until(self, t, a, s):
-            self.stable(a, s, t)
-            await asyncio.sleep((t - loop.now_us) / 1_000_000)
 
     transport = Transport()
     real_client = httpx.AsyncClient
@@ -566,64 +686,93 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         env.DECNET_HOST_UUID = a.uuid if a.identity else ""
         env.DECNET_MASTER_HOST = "master" if a.identity else ""
         hb._task = None
-        a.up = True
         a.task = hb.start()
 
-    def launch(a):
+    def boot(name):
+        """`Engine::boot`: a new process (its `Start`)."""
+        if name == m.name:
+            net.boot(name, server.dispatch)
+            server.conns.clear()
+            nodes[name].listening = True  # `out.listen()` at Start
+            return
+        a = by_name[name]
+        net.boot(name, a.dispatch)
+        # The agent's API listens (`serves`); impostors run none.
+        nodes[name].listening = not a.impostor
         ctx = contextvars.copy_context()
         ctx.run(CUR.set, a)
-        start_in = ctx.run
-        start_in(start, a)
+        ctx.run(start, a)
 
-    def stop(a):
-        a.up = False
+    def gone(name):
+        """The process ends: its task and its requests stop at once."""
+        a = by_name.get(name)
+        if a is None:
+            return
+        for call in list(a.calls.values()):
+            call.abandon()
+        a.calls.clear()
         if a.task is not None:
             a.task.cancel()
             a.task = None
 
+    def end(name):
+        """`Engine::end_process` (`kill`; `stop` after its no-op `Stop`)."""
+        gone(name)
+        net.end_process(name)
+
+    def crash(name):
+        gone(name)
+        net.crash(name)
+
+    for a in agents:
+        a.calls = {}
+        a.dispatch = (lambda a: lambda peer, inp: (a.calls.get(inp[1]) or _Ignore).on_input(inp))(a)
+
     def fault(f):
-        node = sc.nodes[f.node].name if f.node is not None else None
-        on_host = (
-            [n.name for n in sc.nodes if n.host == f.host] if f.host is not None else [node] if node else []
-        )
         if f.kind == "heal":
-            w.partition = None
-        elif f.kind == "partition":
-            w.partition = {name: i for i, g in enumerate(f.raw["groups"]) for name in g}
-        for name in on_host:
-            if name == m.name:
-                if f.kind in ("kill", "stop"):
-                    m.up = False
-                elif f.kind == "crash":
-                    m.up = m.host_up = False
-                elif f.kind in ("restart", "start"):
-                    m.up = m.host_up = True
-            elif name in by_name:
-                a = by_name[name]
-                if f.kind in ("kill", "stop", "crash"):
-                    stop(a)
-                elif f.kind in ("restart", "start") and not a.up:
-                    launch(a)
+            net.heal()
+            return
+        if f.kind == "partition":
+            net.partition(f.raw["groups"])
+            return
+        names = [sc.nodes[f.node].name] if f.node is not None else [n.name for n in sc.nodes if n.host == f.host]
+        for name in names:
+            if f.kind == "start":
+                boot(name)
+            elif f.kind == "restart":
+                if nodes[name].up:
+                    crash(name)
+                boot(name)
+            elif f.kind in ("kill", "stop"):
+                end(name)
+            elif f.kind == "crash":
+                crash(name)
 
     # The engine's order at one instant: node starts (node order), then
     # faults (file order), each as it comes.
-    events = [(a.start_us, 0, i, lambda a=a: launch(a)) for i, a in enumerate(agents)]
+    events = [(n.start_us, 0, i, lambda n=n: boot(n.name)) for i, n in enumerate(sc.nodes)]
     events += [(f.at_us, 1, i, lambda f=f: fault(f)) for i, f in enumerate(sc.faults)]
     for t, _, _, fn in sorted(events, key=lambda e: e[:3]):
-        loop.call_at(t / 1_000_000, fn)
+        loop.call_at_us(t, fn)
     # What happens at the scenario's last instant counts (the engine runs
     # events at `duration`): stop just after, keep nothing later.
-    loop.call_at((sc.duration_us + 1) / 1_000_000, loop.stop)
+    loop.call_at_us(sc.duration_us + 1, loop.stop)
     try:
         loop.run_forever()
-        if w.unsupported is not None:
-            raise w.unsupported
+        if loop.error is not None:
+            raise loop.error
     finally:
         for a in agents:
             if a.task is not None:
                 a.task.cancel()
         loop.run_until_complete(asyncio.sleep(0))
         logger.removeHandler(handler)
+
+
+class _Ignore:
+    @staticmethod
+    def on_input(inp):
+        pass
 
 
 if __name__ == "__main__":
