@@ -22,6 +22,7 @@ file as skipped, never as agreeing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime as _dt
 import hashlib
@@ -29,7 +30,10 @@ import heapq
 import json
 import logging
 import os
+import pathlib
 import selectors
+import shutil
+import sqlite3
 import ssl
 import sys
 import tempfile
@@ -47,9 +51,8 @@ EPOCH = _dt.datetime(2026, 1, 12, 10, 0, 0, tzinfo=_dt.timezone.utc)
 AGENT_KEYS = {
     "host_uuid", "identity", "tls", "certificate", "enrolled", "body", "tick_time",
     "deployed", "deckies", "degraded", "interval",
-    # What it reports of its topology reaches only the resync flag (not
-    # compared, with `[config] topologies`: swarmctl's database is seeded
-    # without them).
+    # `id:hash`: the topology its store holds (seeded into its own
+    # TopologyStore; see `Master.__init__` for the hashes).
     "topology",
 }
 FAULTS = {"start", "kill", "stop", "crash", "restart", "partition", "heal"}
@@ -70,7 +73,6 @@ def _import_upstream():
         os.environ.setdefault("DECNET_JWT_SECRET", "heartsim-oracle-" + "x" * 32)
         os.environ.setdefault("DECNET_ADMIN_PASSWORD", "heartsim-oracle-admin")
         os.environ["DECNET_TESTING"] = "1"
-        os.environ["DECNET_AGENT_DIR"] = "/nonexistent/heartsim-oracle-agent"
         _env_ready = True
         logging.getLogger("httpx").setLevel(logging.WARNING)
         logging.getLogger("decnet").setLevel(logging.CRITICAL)
@@ -242,6 +244,8 @@ class Agent:
             raise Unsupported(f"body {self.body!r}")
         self.tick_us = duration_us(k.get("tick_time", "0s"))
         self.interval_us = duration_us(k["interval"]) if "interval" in k else None
+        self.topology = tuple(k["topology"].split(":", 1)) if "topology" in k else None
+        self.agent_dir = None
         self.deployed = k.get("deployed", False)
         self.deckies = k.get("deckies", [])
         self.degraded = k.get("degraded", [])
@@ -255,21 +259,49 @@ def der(cert: str) -> bytes:
     return b"heartsim-certificate:" + cert.encode()
 
 
+_TEMPLATE = None
+
+
+def _template(SQLiteRepository) -> str:
+    """An initialised database (schema, admin user), made once a process."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        path = os.path.join(tempfile.mkdtemp(prefix="heartsim-decnet-template-"), "decnet.db")
+        repo = SQLiteRepository(db_path=path)
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(repo.initialize())
+            loop.run_until_complete(repo.engine.dispose())
+        finally:
+            loop.close()
+        # The admin has set a password: `_ensure_admin_user` then leaves
+        # the row alone instead of hashing DECNET_ADMIN_PASSWORD again
+        # (bcrypt, a third of a second; the admin never logs in here).
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE users SET must_change_password = 0")
+        _TEMPLATE = path
+    return _TEMPLATE
+
+
 class Master:
     """swarmctl: upstream's app on its own (real) asyncio loop and thread,
     called synchronously at the instant a request reaches it; its
     `datetime.now` in api_heartbeat is the master's simulated wall clock."""
 
-    def __init__(self, node, agents, tmp):
+    def __init__(self, node, agents, tmp, topologies):
         _, _, api, app, get_repo, SQLiteRepository = _import_upstream()
         self.name = node.name
         self.up = True
         self.host_up = True
         self.api = api
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.repo = SQLiteRepository(db_path=os.path.join(tmp, "decnet.db"))
+        # A copy of an initialised database (`initialize()` below then finds
+        # its tables and admin user: the same schema and rows, without
+        # bcrypt's half second a case).
+        self.db_path = os.path.join(tmp, "decnet.db")
+        shutil.copyfile(_template(SQLiteRepository), self.db_path)
+        self.repo = SQLiteRepository(db_path=self.db_path)
+        self.db = None  # the harness's own connection (`rows`)
         app.dependency_overrides[get_repo] = lambda: self.repo
         self.app = app
         self.now_us = 0
@@ -301,12 +333,94 @@ class Master:
                 )
             )
         self.agent_names = {a.name for a in agents if not a.impostor}
+        # `[config] topologies`: ACTIVE, pinned to their host (upstream's own
+        # `create_topology`). The model's hashes are names: the config's
+        # hash of a topology stands for upstream's `canonical_hash` of it
+        # (what the handler expects, `api_heartbeat.py` l. 113-121), any
+        # other name for another hash.
+        from decnet.topology.hashing import canonical_hash
+        from decnet.topology.persistence import hydrate
+
+        expected = {}
+        for t in topologies:
+            self.call(
+                self.repo.create_topology(
+                    {
+                        "id": t["id"],
+                        "name": t["id"],
+                        "mode": "agent",
+                        "target_host_uuid": t["host_uuid"],
+                        "status": "active",
+                        "config_snapshot": {},
+                    }
+                )
+            )
+            expected[(t["id"], t["hash"])] = canonical_hash(self.call(hydrate(self.repo, t["id"])))
+        # Each agent's own store (`DECNET_AGENT_DIR/topology.db`), holding
+        # what it reports (`topology_ops.state`).
+        from decnet.agent.topology_store import TopologyStore
+
+        for a in agents:
+            a.agent_dir = pathlib.Path(tmp, "agent-" + a.name)
+            store = TopologyStore(a.agent_dir / "topology.db")
+            if a.topology is not None:
+                tid, h = a.topology
+                store.put(tid, expected.get((tid, h), h and "heartsim-other-" + h), {})
+            store.close()
 
     def call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        """Run `coro` to its end on swarmctl's own loop, in this thread,
+        while the agents' loop waits (it is paused inside one of its
+        events: no agent runs meanwhile)."""
+        agents_loop = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(None)
+        try:
+            return self.loop.run_until_complete(coro)
+        finally:
+            asyncio.events._set_running_loop(agents_loop)
 
-    async def _rows(self):
-        return {h["uuid"]: (h["name"], h["status"], h["last_heartbeat"]) for h in await self.repo.list_swarm_hosts()}
+    def rows(self):
+        """The harness's own read of the committed rows the model records
+        (`record_changes`, src/models/decnet/db.rs): hosts by uuid,
+        lifecycle rows (by start), shards by decky name, and the
+        topologies flagged for resync."""
+        if self.db is None:
+            self.db = sqlite3.connect(self.db_path)
+        q = lambda sql: list(self.db.execute(sql))  # noqa: E731
+        return (
+            {u: (n, s, h) for u, n, s, h in q("SELECT uuid, name, status, last_heartbeat FROM swarm_hosts")},
+            {
+                i: rest
+                for i, *rest in q(
+                    "SELECT id, status, decky_name, operation, host_uuid, started_at, completed_at, error"
+                    " FROM decky_lifecycle ORDER BY started_at, rowid"
+                )
+            },
+            {n: (h, s, t) for n, h, s, t in q("SELECT decky_name, host_uuid, state, last_seen FROM decky_shards")},
+            {i: bool(r) for i, r in q("SELECT id, needs_resync FROM topologies")},
+        )
+
+    def record_changes(self, t_us, before, after, rec):
+        """What changed, in the model's order (`record_changes`)."""
+        hosts, cycles, shards, topos = after
+        for uuid in sorted(hosts):
+            row = hosts[uuid]
+            if before[0].get(uuid) != row:
+                rec(t_us, self.name, "host-row", row[0] if row[0] in self.agent_names else None, row[1])
+        for uuid in sorted(set(before[0]) - set(hosts)):
+            row = before[0][uuid]
+            rec(t_us, self.name, "host-row", row[0] if row[0] in self.agent_names else None, "deleted")
+        for i, row in cycles.items():
+            if before[1].get(i) != row:
+                rec(t_us, self.name, "lifecycle-row", None, row[0])
+        for name in sorted(shards):
+            if before[2].get(name) != shards[name]:
+                rec(t_us, self.name, "shard-row", None, shards[name][1])
+        for name in sorted(set(before[2]) - set(shards)):
+            rec(t_us, self.name, "shard-row", None, "deleted")
+        for i in sorted(topos):
+            if topos[i] and not before[3].get(i):
+                rec(t_us, self.name, "resync", None, "needs_resync")
 
     def handle(self, t_us, peer, cert, content, headers, rec):
         """The request reached swarmctl's app at `t_us` from node `peer`,
@@ -321,15 +435,15 @@ class Master:
             await self.app(scope, receive, send)
 
         async def go():
-            before = await self._rows()
             transport = httpx.ASGITransport(app=app)
             req = httpx.Request("POST", "https://master:8770/swarm/heartbeat", content=content, headers=headers)
             resp = await transport.handle_async_request(req)
             body = await resp.aread()
-            after = await self._rows()
-            return resp.status_code, list(resp.headers.raw), body, before, after
+            return resp.status_code, list(resp.headers.raw), body
 
-        status, hdrs, body, before, after = self.call(go())
+        before = self.rows()
+        status, hdrs, body = self.call(go())
+        after = self.rows()
         if status == 204:
             reason = "204"
         elif status == 422:
@@ -337,10 +451,7 @@ class Master:
         else:
             reason = f"{status} {json.loads(body).get('detail')}"
         rec(t_us, self.name, "heartbeat", peer, reason)
-        for uuid, row in after.items():
-            if before.get(uuid) != row:
-                name = row[0] if row[0] in self.agent_names else None
-                rec(t_us, self.name, "host-row", name, row[1])
+        self.record_changes(t_us, before, after, rec)
         return status, hdrs, body
 
 
@@ -413,13 +524,13 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     loop = _Loop()
     by_name = {a.name: a for a in agents}
     with tempfile.TemporaryDirectory(prefix="heartsim-decnet-") as tmp:
-        m = Master(masters[0], agents, tmp)
+        m = Master(masters[0], agents, tmp, doc.get("config", {}).get("topologies", []))
         try:
             _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx)
         finally:
             m.call(m.repo.engine.dispose())
-            m.loop.call_soon_threadsafe(m.loop.stop)
-            m.thread.join()
+            if m.db is not None:
+                m.db.close()
             m.loop.close()
             loop.close()
     return [r for r in w.records if r["t_us"] <= sc.duration_us], set()
@@ -614,9 +725,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
                     "base_image": "debian:bookworm-slim",
                     "hostname": d,
                 }
-                for i, d in enumerate(a.deckies)
+                for i, d in enumerate(a.deckies + a.degraded)
             ],
-            "runtime": {d: {"running": d not in a.degraded} for d in a.deckies},
+            # `deckies` run, `degraded` ones do not (setup.rs).
+            "runtime": {d: {"running": d not in a.degraded} for d in a.deckies + a.degraded},
         }
 
     hb._exec = types.SimpleNamespace(status=status)
@@ -681,6 +793,17 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         return None
 
     hb.build_worker_ssl_context = ssl_context
+    # The agent's directory (`_resolve_agent_dir`: DECNET_AGENT_DIR, one
+    # process each upstream) is its own; no docker daemon runs
+    # (`topology_ops.state` reports the error in `observed`, as upstream
+    # does when the socket is gone).
+    hb._resolve_agent_dir = lambda: CUR.get().agent_dir
+    import decnet.agent.topology_ops as topo_ops
+
+    def no_docker():
+        raise topo_ops.docker.errors.DockerException("heartsim: no docker daemon")
+
+    topo_ops.docker = types.SimpleNamespace(from_env=no_docker, errors=topo_ops.docker.errors)
 
     def start(a):
         env.DECNET_HOST_UUID = a.uuid if a.identity else ""

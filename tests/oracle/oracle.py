@@ -41,7 +41,10 @@ RUNNERS = {
     ),
     "decnet": (
         "decnet_runner",
-        {"beat", "beat-rejected", "beat-failed", "not-started", "heartbeat", "host-row"},
+        {
+            "beat", "beat-rejected", "beat-failed", "not-started", "heartbeat", "host-row",
+            "lifecycle-row", "shard-row", "resync",
+        },
     ),
 }
 
