@@ -37,6 +37,7 @@ import sqlite3
 import ssl
 import sys
 import tempfile
+import time as _time
 import threading
 import types
 import warnings
@@ -54,6 +55,8 @@ AGENT_KEYS = {
     # `id:hash`: the topology its store holds (seeded into its own
     # TopologyStore; see `Master.__init__` for the hashes).
     "topology",
+    # The bus node on its host (`run_health_heartbeat`).
+    "bus",
 }
 FAULTS = {"start", "kill", "stop", "crash", "restart", "partition", "heal"}
 # The model's bodies of a hostile client (src/models/decnet/msg.rs).
@@ -245,6 +248,7 @@ class Agent:
         self.tick_us = duration_us(k.get("tick_time", "0s"))
         self.interval_us = duration_us(k["interval"]) if "interval" in k else None
         self.topology = tuple(k["topology"].split(":", 1)) if "topology" in k else None
+        self.bus = k.get("bus")
         self.agent_dir = None
         self.deployed = k.get("deployed", False)
         self.deckies = k.get("deckies", [])
@@ -501,9 +505,9 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     lat_us = duration_us(net.get("latency", "0s"))
     if any(h.clock_drift_ppm or h.clock_offset_us for h in sc.hosts):
         raise Unsupported("host clocks")
-    other = sorted({n.kind for n in sc.nodes} - {"swarmctl", "agent", "impostor"})
+    other = sorted({n.kind for n in sc.nodes} - {"swarmctl", "agent", "impostor", "api", "bus"})
     if other:
-        raise Unsupported(f"node kinds {other} (the main API and the bus are not run)")
+        raise Unsupported(f"node kinds {other}")
     masters = [n for n in sc.nodes if n.kind == "swarmctl"]
     agents = []
     for n in sc.nodes:
@@ -511,10 +515,10 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
             if n.clock.drift:
                 raise Unsupported("clock drift")
             agents.append(Agent(n, n.index))
-        elif n.kind != "swarmctl":
-            raise Unsupported(f"node kind {n.kind}")
-        if n.host is not None and sum(1 for m in sc.nodes if m.host == n.host) > 1:
-            raise Unsupported("two processes on one host")
+        elif n.kind == "api" and set(n.keys) - {"panel_every"}:
+            raise Unsupported(f"api keys {sorted(set(n.keys) - {'panel_every'})} (the probe and operator actions are not run)")
+        elif n.kind == "bus" and n.keys:
+            raise Unsupported("bus keys")
     for f in sc.faults:
         if f.kind not in FAULTS or (f.kind == "partition" and "groups" not in f.raw):
             raise Unsupported(f"fault {f.kind}")
@@ -684,6 +688,77 @@ class Server:
             self.conns.pop(conn, None)
 
 
+class Proc:
+    """A process the harness runs besides the agents: the main API, a bus
+    daemon."""
+
+    def __init__(self, node):
+        self.name = node.name
+        self.kind = node.kind
+        self.host = node.host
+        self.keys = node.keys
+        self.calls: dict = {}
+        self.tasks: set = set()
+
+
+class StreamEnd:
+    """One end of a connection as asyncio streams (`StreamReader`, a
+    writer), for upstream's bus client and server (`decnet/bus/
+    unix_client.py`, `unix_server.py`) over the engine's streams: data
+    in is fed to the reader, a FIN is its EOF, a RST its
+    `ConnectionResetError` (what a UNIX socket's reader sees); a refused
+    connect is `ConnectionRefusedError` from `open_unix_connection`."""
+
+    def __init__(self, d, p, conn=None):
+        self.d, self.p, self.conn = d, p, conn
+        self.fut = None
+        self.reader = asyncio.StreamReader(loop=d.loop)
+        self.closed = False
+        self.reset = False
+        self.writer = types.SimpleNamespace(
+            write=self.write,
+            drain=self.drain,
+            close=self.close,
+            is_closing=lambda: self.closed,
+            wait_closed=self.drain_nothing,
+            get_extra_info=lambda *a, **k: None,
+        )
+
+    def on_input(self, inp):
+        kind = inp[0]
+        if kind == "Connected":
+            self.fut.set_result(None)
+        elif kind == "ConnectFailed":
+            self.p.calls.pop(self.conn, None)
+            self.fut.set_exception(ConnectionRefusedError(111, "Connection refused"))
+        elif kind == "Data":
+            self.reader.feed_data(inp[2])
+        elif kind == "Closed":
+            self.reader.feed_eof()
+        elif kind == "Reset":
+            self.reset = True
+            self.reader.set_exception(ConnectionResetError(104, "Connection reset by peer"))
+
+    def abandon(self):
+        self.closed = True
+
+    def write(self, data):
+        if not self.closed:
+            self.d.net.send(self.p.name, self.conn, bytes(data))
+
+    async def drain(self):
+        if self.reset:
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+    async def drain_nothing(self):
+        pass
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.d.net.close(self.p.name, self.conn)
+
+
 def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     d = types.SimpleNamespace(loop=loop, m=m, w=w)
     nodes = {n.name: tcp.Node(n.name) for n in sc.nodes}
@@ -809,7 +884,115 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         env.DECNET_HOST_UUID = a.uuid if a.identity else ""
         env.DECNET_MASTER_HOST = "master" if a.identity else ""
         hb._task = None
-        a.task = hb.start()
+        hb.start()
+
+    # -- the bus (`decnet/bus`) and the main API's workers panel
+    import decnet.bus.publish as bus_publish
+    import decnet.bus.unix_client as unix_client
+    import decnet.bus.unix_server as unix_server
+    import decnet.web.worker_registry as worker_registry
+
+    procs = {a.name: a for a in agents}
+    for n in sc.nodes:
+        if n.kind in ("api", "bus"):
+            procs[n.name] = Proc(n)
+    for a in agents:
+        a.calls, a.tasks = {}, set()
+
+    def task_factory(loop_, coro, context=None):
+        # Every task belongs to the process that created it (the context's
+        # CUR): a process's end cancels them all.
+        task = asyncio.Task(coro, loop=loop_, context=context)
+        p = (context or contextvars.copy_context()).get(CUR)
+        if p is not None:
+            p.tasks.add(task)
+            task.add_done_callback(p.tasks.discard)
+        return task
+
+    loop.set_task_factory(task_factory)
+    epoch = EPOCH.timestamp()
+    # `time.time()` of every process: its wall clock (host clocks are
+    # refused, so every node's is the simulated epoch + the run's time).
+    wall = types.SimpleNamespace(**{**vars(_time), "time": lambda: epoch + loop.now_us / 1_000_000})
+    bus_publish.time = wall
+    worker_registry.time = wall
+
+    def bus_of(p):
+        """The bus node a process reaches: an agent's `bus` key; the API's
+        host's bus daemon (`api.rs`: it subscribes to the bus on its host)."""
+        if isinstance(p, Agent):
+            return p.bus
+        return next((n.name for n in sc.nodes if n.kind == "bus" and n.host is not None and n.host == p.host), None)
+
+    async def open_unix_connection(path=None, **kw):
+        p = CUR.get()
+        end = StreamEnd(d, p)
+        end.fut = loop.create_future()
+        end.conn = net.connect(p.name, bus_of(p))
+        p.calls[end.conn] = end
+        await end.fut
+        return end.reader, end.writer
+
+    unix_client.asyncio = types.SimpleNamespace(**{**vars(asyncio), "open_unix_connection": open_unix_connection})
+
+    class Bus(unix_client.UnixSocketBus):
+        """Upstream's client; its reader loop's end (the daemon's FIN or
+        RST: `unix_client.py` l. 236-264) is the model's `bus lost`: the
+        subscriptions end and nothing reconnects (l. 18-21)."""
+
+        async def _reader_loop(self):
+            await super()._reader_loop()
+            p = CUR.get()
+            w.rec(loop.now_us, p.name, "bus", bus_of(p), "lost")
+
+    async def agent_bus(a):
+        """`agent/app.py` `_lifespan` after `_heartbeat.start()` (l. 117-129)."""
+        bus = None
+        try:
+            bus = Bus(socket_path="/run/decnet/bus.sock", client_name="agent")
+            await bus.connect()
+        except Exception:  # noqa: BLE001 - upstream's `except Exception`
+            # "agent: bus unavailable, skipping health heartbeat"
+            w.rec(loop.now_us, a.name, "bus", a.bus, "unavailable")
+            bus = None
+        asyncio.create_task(bus_publish.run_health_heartbeat(bus, "agent"))
+
+    async def api_main(p):
+        """`decnet/web/api.py`'s lifespan, the workers panel's part
+        (l. 213-229): `get_app_bus()` (`bus/app.py` l. 44-66: connect, or
+        None on any exception), then `get_registry().start(_bus)`. A fresh
+        process has a fresh registry and no shared bus. (Its own `api`
+        health loop is not run: the panel's `agent` row is what the model
+        shows.)"""
+        bus = None
+        if bus_of(p) is not None:
+            try:
+                bus = Bus(socket_path="/run/decnet/bus.sock", client_name="api")
+                await bus.connect()
+            except Exception:  # noqa: BLE001
+                # "app bus unavailable: %s"
+                w.rec(loop.now_us, p.name, "bus", bus_of(p), "unavailable")
+                bus = None
+        await p.registry.start(bus)
+
+    def panel(p, incarnation):
+        """The dashboard's `GET /workers` poll: upstream's `snapshot()`, the
+        `agent` row, recorded when it changes (as the model does)."""
+        if nodes[p.name].incarnation != incarnation or not nodes[p.name].up:
+            return
+        row = next(r for r in p.registry.snapshot() if r.name == "agent")
+        if p.shown != row.status:
+            p.shown = row.status
+            w.rec(loop.now_us, p.name, "worker-status", None, row.status)
+        loop.call_at_us(loop.now_us + p.every, lambda: panel(p, incarnation))
+
+    def bus_accept(p, peer, inp):
+        if inp[0] == "Accepted":
+            end = StreamEnd(d, p, inp[1])
+            p.calls[inp[1]] = end
+            p.ctx.run(loop.create_task, p.server._handle_connection(end.reader, end.writer))
+        else:
+            (p.calls.get(inp[1]) or _Ignore).on_input(inp)
 
     def boot(name):
         """`Engine::boot`: a new process (its `Start`)."""
@@ -818,25 +1001,43 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             server.conns.clear()
             nodes[name].listening = True  # `out.listen()` at Start
             return
-        a = by_name[name]
-        net.boot(name, a.dispatch)
-        # The agent's API listens (`serves`); impostors run none.
-        nodes[name].listening = not a.impostor
-        ctx = contextvars.copy_context()
-        ctx.run(CUR.set, a)
-        ctx.run(start, a)
+        p = procs[name]
+        p.calls.clear()
+        p.ctx = contextvars.copy_context()
+        p.ctx.run(CUR.set, p)
+        if isinstance(p, Agent):
+            net.boot(name, lambda peer, inp: (p.calls.get(inp[1]) or _Ignore).on_input(inp))
+            # The agent's API listens (`serves`); impostors run none.
+            nodes[name].listening = not p.impostor
+            p.ctx.run(start, p)
+            if p.bus is not None:
+                p.ctx.run(loop.create_task, agent_bus(p))
+        elif p.kind == "bus":
+            # `BusServer` as `decnet bus` runs it; `start()`'s bind
+            # (and its socket file's mode) is the stream's listen here.
+            net.boot(name, lambda peer, inp: bus_accept(p, peer, inp))
+            nodes[name].listening = True
+            p.server = unix_server.BusServer("/run/decnet/bus.sock")
+        else:
+            net.boot(name, lambda peer, inp: (p.calls.get(inp[1]) or _Ignore).on_input(inp))
+            p.registry = worker_registry.WorkerRegistry()
+            p.shown = None
+            p.ctx.run(loop.create_task, api_main(p))
+            if "panel_every" in p.keys:
+                p.every = duration_us(p.keys["panel_every"])
+                inc = nodes[name].incarnation
+                loop.call_at_us(loop.now_us + p.every, lambda: panel(p, inc))
 
     def gone(name):
-        """The process ends: its task and its requests stop at once."""
-        a = by_name.get(name)
-        if a is None:
+        """The process ends: its tasks and its requests stop at once."""
+        p = procs.get(name)
+        if p is None:
             return
-        for call in list(a.calls.values()):
+        for call in list(p.calls.values()):
             call.abandon()
-        a.calls.clear()
-        if a.task is not None:
-            a.task.cancel()
-            a.task = None
+        p.calls.clear()
+        for task in list(p.tasks):
+            task.cancel()
 
     def end(name):
         """`Engine::end_process` (`kill`; `stop` after its no-op `Stop`)."""
@@ -846,10 +1047,6 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     def crash(name):
         gone(name)
         net.crash(name)
-
-    for a in agents:
-        a.calls = {}
-        a.dispatch = (lambda a: lambda peer, inp: (a.calls.get(inp[1]) or _Ignore).on_input(inp))(a)
 
     def fault(f):
         if f.kind == "heal":
@@ -885,9 +1082,9 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         if loop.error is not None:
             raise loop.error
     finally:
-        for a in agents:
-            if a.task is not None:
-                a.task.cancel()
+        for p in procs.values():
+            for task in list(p.tasks):
+                task.cancel()
         loop.run_until_complete(asyncio.sleep(0))
         logger.removeHandler(handler)
 
