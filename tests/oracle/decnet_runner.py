@@ -61,10 +61,6 @@ AGENT_KEYS = {
 FAULTS = {"start", "kill", "stop", "crash", "restart", "partition", "heal"}
 # The model's bodies of a hostile client (src/models/decnet/msg.rs).
 SHAPES = {"upstream", "not-json", "no-host-uuid", "no-status", "status-not-object", "host-uuid-not-string"}
-# The agent's `_TIMEOUT = httpx.Timeout(connect=5.0, read=10.0, write=5.0,
-# pool=5.0)` (`decnet/agent/heartbeat.py` l. 35).
-CONNECT_TIMEOUT_US = 5_000_000
-READ_TIMEOUT_US = 10_000_000
 
 _env_ready = False
 
@@ -404,27 +400,30 @@ class Master:
             {i: bool(r) for i, r in q("SELECT id, needs_resync FROM topologies")},
         )
 
-    def record_changes(self, t_us, before, after, rec):
-        """What changed, in the model's order (`record_changes`)."""
+    def record_changes(self, t_us, before, after, rec, node=None):
+        """What changed, in the model's order (`record_changes`), recorded
+        by `node` (swarmctl's handler by default; the main API's own
+        transactions by the API)."""
+        node = node or self.name
         hosts, cycles, shards, topos = after
         for uuid in sorted(hosts):
             row = hosts[uuid]
             if before[0].get(uuid) != row:
-                rec(t_us, self.name, "host-row", row[0] if row[0] in self.agent_names else None, row[1])
+                rec(t_us, node, "host-row", row[0] if row[0] in self.agent_names else None, row[1])
         for uuid in sorted(set(before[0]) - set(hosts)):
             row = before[0][uuid]
-            rec(t_us, self.name, "host-row", row[0] if row[0] in self.agent_names else None, "deleted")
+            rec(t_us, node, "host-row", row[0] if row[0] in self.agent_names else None, "deleted")
         for i, row in cycles.items():
             if before[1].get(i) != row:
-                rec(t_us, self.name, "lifecycle-row", None, row[0])
+                rec(t_us, node, "lifecycle-row", None, row[0])
         for name in sorted(shards):
             if before[2].get(name) != shards[name]:
-                rec(t_us, self.name, "shard-row", None, shards[name][1])
+                rec(t_us, node, "shard-row", None, shards[name][1])
         for name in sorted(set(before[2]) - set(shards)):
-            rec(t_us, self.name, "shard-row", None, "deleted")
+            rec(t_us, node, "shard-row", None, "deleted")
         for i in sorted(topos):
             if topos[i] and not before[3].get(i):
-                rec(t_us, self.name, "resync", None, "needs_resync")
+                rec(t_us, node, "resync", None, "needs_resync")
 
     def handle(self, t_us, peer, cert, content, headers, rec):
         """The request reached swarmctl's app at `t_us` from node `peer`,
@@ -515,8 +514,8 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
             if n.clock.drift:
                 raise Unsupported("clock drift")
             agents.append(Agent(n, n.index))
-        elif n.kind == "api" and set(n.keys) - {"panel_every"}:
-            raise Unsupported(f"api keys {sorted(set(n.keys) - {'panel_every'})} (the probe and operator actions are not run)")
+        elif n.kind == "api" and set(n.keys) - {"panel_every", "probe_every"}:
+            raise Unsupported(f"api keys {sorted(set(n.keys) - {'panel_every', 'probe_every'})} (operator actions are not run)")
         elif n.kind == "bus" and n.keys:
             raise Unsupported("bus keys")
     for f in sc.faults:
@@ -574,15 +573,17 @@ class Call:
     model's `Call` closes it; httpcore's pool would drop it at the next
     tick, D7)."""
 
-    def __init__(self, d, a, content, headers, fut):
+    def __init__(self, d, a, to, cert, request, timeouts, fut):
         self.d, self.a, self.fut = d, a, fut
-        self.content, self.headers = content, headers
+        self.cert, self.request = cert, request
+        # httpx's `Timeout` as the request carries it (`extensions`), in µs.
+        self.connect_us, self.read_us = (round(timeouts[k] * 1_000_000) for k in ("connect", "read"))
         self.timer = None
         self.done = False
-        self.conn = d.net.connect(a.name, d.m.name)
+        self.conn = d.net.connect(a.name, to)
         a.calls[self.conn] = self
         self.stage = "tcp"
-        self.arm(d.loop.now_us + CONNECT_TIMEOUT_US)
+        self.arm(d.loop.now_us + self.connect_us)
 
     def arm(self, t_us):
         if self.timer is not None:
@@ -606,16 +607,16 @@ class Call:
         if stage == "tcp" and kind == "Connected":
             net.send(name, self.conn, ("ClientHello",))
             self.stage = "tls"
-            self.arm(now + CONNECT_TIMEOUT_US)
+            self.arm(now + self.connect_us)
         elif stage == "tcp" and kind == "ConnectFailed":
             self.finish(exc=httpx.ConnectError("[Errno 111] Connection refused"))
         elif stage == "tls" and msg is not None and msg[0] == "ServerHello":
             # TLS 1.3: the client's handshake is done once its Finished is
             # written; the request follows it.
-            net.send(name, self.conn, ("ClientFinished", self.a.cert))
-            net.send(name, self.conn, ("Request", self.content, self.headers))
+            net.send(name, self.conn, ("ClientFinished", self.cert))
+            net.send(name, self.conn, ("Request",) + self.request)
             self.stage = "read"
-            self.arm(now + READ_TIMEOUT_US)
+            self.arm(now + self.read_us)
         elif stage == "tls" and kind in ("Closed", "Reset", "Data"):
             self.finish(exc=httpx.ConnectError(f"TLS handshake: {kind}"))
         elif stage == "read" and msg is not None and msg[0] == "Response":
@@ -649,41 +650,115 @@ class Call:
             self.timer = None
 
 
-class Server:
-    """swarmctl's uvicorn with `--ssl-cert-reqs 2` (`decnet/cli/swarmctl.py`
-    l. 122-125): the TLS server side of each connection; a request that
-    passed TLS is handed to upstream's app at the instant it arrives."""
+class PinCall:
+    """`AgentClient._fetch_peer_fingerprint` (`decnet/swarm/client.py`
+    l. 170-192), which upstream runs in a thread (`asyncio.to_thread`,
+    l. 200): `socket.create_connection((address, port), timeout=10.0)`, a
+    blocking TLS handshake under the same 10 s socket timeout per read
+    (`ctx.wrap_socket`), the server certificate's DER, the socket closed.
+    Here the same steps over the engine's streams, each socket outcome as
+    CPython raises it: a RST to the SYN `ConnectionRefusedError`; no
+    SYN-ACK or no server flight within 10 s `TimeoutError` ("timed out",
+    "The handshake operation timed out"); a FIN during the handshake
+    `ssl.SSLEOFError`, a RST `ConnectionResetError`; a certificate not
+    signed by the DECNET CA `ssl.SSLCertVerificationError` (CERT_REQUIRED,
+    l. 176-177); no certificate: upstream's own `FingerprintMismatchError`
+    with an empty digest (l. 189-192). The digest is compared by
+    upstream's `_verify_pin`."""
 
-    def __init__(self, d):
-        self.d = d
+    def __init__(self, d, p, to, fut, mismatch):
+        self.d, self.a, self.fut, self.mismatch = d, p, fut, mismatch
+        self.timer = None
+        self.done = False
+        self.conn = d.net.connect(p.name, to)
+        p.calls[self.conn] = self
+        self.stage = "tcp"
+        self.arm(d.loop.now_us + 10_000_000)
+
+    arm = Call.arm
+    abandon = Call.abandon
+
+    def timeout(self):
+        self.timer = None
+        if not self.done:
+            text = "timed out" if self.stage == "tcp" else "The handshake operation timed out"
+            self.finish(exc=TimeoutError(text))
+
+    def on_input(self, inp):
+        kind = inp[0]
+        msg = inp[2] if kind == "Data" else None
+        net, name, now = self.d.net, self.a.name, self.d.loop.now_us
+        if self.stage == "tcp" and kind == "Connected":
+            net.send(name, self.conn, ("ClientHello",))
+            self.stage = "tls"
+            self.arm(now + 10_000_000)
+        elif self.stage == "tcp" and kind == "ConnectFailed":
+            if inp[2] == tcp.REFUSED:
+                self.finish(exc=ConnectionRefusedError(111, "Connection refused"))
+            else:
+                self.finish(exc=TimeoutError(110, "Connection timed out"))
+        elif self.stage == "tls" and msg is not None and msg[0] == "ServerHello":
+            # The client's handshake ends with its Finished; then the
+            # digest, and the socket closed.
+            net.send(name, self.conn, ("ClientFinished", "decnet-master"))
+            cert = msg[1]
+            if cert == "untrusted":
+                self.finish(
+                    exc=ssl.SSLCertVerificationError(
+                        1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate"
+                    )
+                )
+            elif cert == "none":
+                self.finish(exc=self.mismatch())
+            else:
+                self.finish(result=hashlib.sha256(der(cert)).hexdigest().lower())
+        elif self.stage == "tls" and msg is not None and msg[0] == "Alert":
+            self.finish(exc=ssl.SSLError(1, msg[1]))
+        elif self.stage == "tls" and kind == "Closed":
+            self.finish(exc=ssl.SSLEOFError(8, "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol"))
+        elif self.stage == "tls" and kind == "Reset":
+            self.finish(exc=ConnectionResetError(104, "Connection reset by peer"))
+
+    finish = Call.finish
+
+
+class Server:
+    """A TLS server as uvicorn runs it with `--ssl-cert-reqs 2` (swarmctl:
+    `decnet/cli/swarmctl.py` l. 122-125; the agent's API likewise): the
+    server side of each connection, its certificate `cert` in its flight,
+    a client without a CA-signed certificate refused with an alert; a
+    request that passed TLS is handed to `app(peer, client_cert, request)`
+    at the instant it arrives, whose `(status, headers, body)` goes back."""
+
+    def __init__(self, d, name, cert, app):
+        self.d, self.name, self.cert, self.app = d, name, cert, app
         self.conns: dict[int, str | None] = {}
 
     def dispatch(self, peer, inp):
-        d, kind, conn = self.d, inp[0], inp[1]
-        m = d.m.name
+        d, kind, conn, name = self.d, inp[0], inp[1], self.name
         if kind == "Accepted":
             self.conns[conn] = None
         elif kind == "Data" and conn in self.conns:
             msg = inp[2]
             if msg[0] == "ClientHello":
-                d.net.send(m, conn, ("ServerHello",))
+                d.net.send(name, conn, ("ServerHello", self.cert))
             elif msg[0] == "ClientFinished":
                 if msg[1] in ("none", "untrusted"):
                     # CERT_REQUIRED: the handshake fails with an alert and
                     # the connection is dropped.
                     alert = "certificate required" if msg[1] == "none" else "unknown ca"
-                    d.net.send(m, conn, ("Alert", alert))
-                    d.net.close(m, conn)
+                    d.net.send(name, conn, ("Alert", alert))
+                    d.net.close(name, conn)
                     del self.conns[conn]
                 else:
                     self.conns[conn] = msg[1]
             elif msg[0] == "Request" and self.conns[conn] is not None:
-                status, hdrs, body = d.m.handle(d.loop.now_us, peer, self.conns[conn], msg[1], msg[2], d.w.rec)
+                status, hdrs, body = self.app(peer, self.conns[conn], msg[1:])
                 if conn in self.conns:
-                    d.net.send(m, conn, ("Response", status, hdrs, body))
+                    d.net.send(name, conn, ("Response", status, hdrs, body))
         elif kind == "Closed" and conn in self.conns:
             del self.conns[conn]
-            d.net.close(m, conn)
+            d.net.close(name, conn)
         elif kind == "Reset":
             self.conns.pop(conn, None)
 
@@ -763,14 +838,27 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     d = types.SimpleNamespace(loop=loop, m=m, w=w)
     nodes = {n.name: tcp.Node(n.name) for n in sc.nodes}
     d.net = net = tcp.Net(tcp.Sched(loop), lat_us, nodes)
-    server = Server(d)
+    def swarmctl(peer, cert, request):
+        _, content, headers = request
+        return m.handle(loop.now_us, peer, cert, content, headers, w.rec)
+
+    server = Server(d, m.name, "decnet-swarmctl", swarmctl)
 
     class Transport(httpx.AsyncBaseTransport):
         async def handle_async_request(self, request):
-            a = CUR.get()
-            content = shape(a.body, await request.aread())
+            p = CUR.get()
+            content = await request.aread()
+            if isinstance(p, Agent):
+                # The agent's heartbeat (DECNET_MASTER_HOST is "master") or
+                # lifecycle push: its body shape and certificate.
+                to, cert, content = m.name, p.cert, shape(p.body, content)
+            else:
+                # The main API's AgentClient: the row's address is the
+                # agent's node; the master's client certificate.
+                to, cert = request.url.host, "decnet-master"
             fut = loop.create_future()
-            Call(d, a, content, list(request.headers.raw), fut)
+            req = (request.url.path, content, list(request.headers.raw))
+            Call(d, p, to, cert, req, request.extensions["timeout"], fut)
             status, hdrs, body = await fut
             return httpx.Response(status, headers=hdrs, content=body, request=request)
 
@@ -986,6 +1074,105 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             w.rec(loop.now_us, p.name, "worker-status", None, row.status)
         loop.call_at_us(loop.now_us + p.every, lambda: panel(p, incarnation))
 
+    # -- the main API's probe (`GET /swarm/hosts` of the dashboard router)
+    import decnet.swarm.client as agent_client
+    import decnet.web.router.swarm_mgmt.api_list_hosts as list_hosts_api
+
+    class Now(_dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            t = EPOCH + _dt.timedelta(microseconds=loop.now_us)
+            return t.astimezone(tz) if tz else t.replace(tzinfo=None)
+
+    list_hosts_api.datetime = Now
+    # The master's own client bundle (`ensure_master_identity`) and the
+    # TLS contexts built from it are the model's TLS world: no files.
+    agent_client.ensure_master_identity = lambda *a, **k: None
+
+    def build_client(self, timeout):
+        return httpx.AsyncClient(base_url=f"https://{self._address}:{self._port}", timeout=timeout, transport=transport)
+
+    agent_client.AgentClient._build_client = build_client
+
+    async def to_thread(func, *args, **kwargs):
+        if getattr(func, "__name__", "") == "_fetch_peer_fingerprint":
+            client = func.__self__
+            fut = loop.create_future()
+
+            def mismatch():
+                return agent_client.FingerprintMismatchError(
+                    f"{client._address}:{client._port}", client._expected_fingerprint or "", ""
+                )
+
+            PinCall(d, CUR.get(), client._address, fut, mismatch)
+            return await fut
+        raise OracleError(f"asyncio.to_thread({func!r}) in the main API")
+
+    agent_client.asyncio = types.SimpleNamespace(**{**vars(asyncio), "to_thread": to_thread})
+
+    class Probe(agent_client.AgentClient):
+        """Upstream's client; what `_probe_and_update` catches (l. 38-43)
+        or the probe's success is the model's `probe` record."""
+
+        async def __aenter__(self):
+            try:
+                return await super().__aenter__()
+            except Exception as e:
+                w.rec(loop.now_us, CUR.get().name, "probe", self._address, type(e).__name__)
+                raise
+
+        async def health(self):
+            try:
+                r = await super().health()
+            except Exception as e:
+                w.rec(loop.now_us, CUR.get().name, "probe", self._address, type(e).__name__)
+                raise
+            w.rec(loop.now_us, CUR.get().name, "probe", self._address, "ok")
+            return r
+
+    list_hosts_api.AgentClient = Probe
+
+    class Repo:
+        """The main API's repository: upstream's, on swarmctl's database;
+        each call runs to its end at once (as the model's transactions
+        do) and what it changed is recorded by the API."""
+
+        def __init__(self, p):
+            self.p = p
+
+        def __getattr__(self, name):
+            fn = getattr(m.repo, name)
+
+            async def call(*args, **kwargs):
+                before = m.rows()
+                result = m.call(fn(*args, **kwargs))
+                m.record_changes(loop.now_us, before, m.rows(), w.rec, node=self.p.name)
+                return result
+
+            return call
+
+    def probe(p, incarnation):
+        """The dashboard's `GET /swarm/hosts` poll: upstream's `list_hosts`
+        (`api_list_hosts.py` l. 55-61), every `probe_every`."""
+        if nodes[p.name].incarnation != incarnation or not nodes[p.name].up:
+            return
+        p.ctx.run(loop.create_task, list_hosts_api.list_hosts(None, {}, Repo(p)))
+        loop.call_at_us(loop.now_us + p.probe_every, lambda: probe(p, incarnation))
+
+    def agent_api(peer, cert, request):
+        """The agent's API (`decnet/agent/app.py`): `GET /health`."""
+        path = request[0]
+        if path == "/health":
+            return 200, [(b"content-type", b"application/json")], b'{"status":"ok"}'
+        raise OracleError(f"the agent's API got {path}")
+
+    def agent_dispatch(p, peer, inp):
+        call = p.calls.get(inp[1])
+        if call is not None:
+            call.on_input(inp)
+        else:
+            p.server.dispatch(peer, inp)
+
     def bus_accept(p, peer, inp):
         if inp[0] == "Accepted":
             end = StreamEnd(d, p, inp[1])
@@ -1006,8 +1193,9 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         p.ctx = contextvars.copy_context()
         p.ctx.run(CUR.set, p)
         if isinstance(p, Agent):
-            net.boot(name, lambda peer, inp: (p.calls.get(inp[1]) or _Ignore).on_input(inp))
             # The agent's API listens (`serves`); impostors run none.
+            p.server = Server(d, name, p.cert, agent_api)
+            net.boot(name, lambda peer, inp: agent_dispatch(p, peer, inp))
             nodes[name].listening = not p.impostor
             p.ctx.run(start, p)
             if p.bus is not None:
@@ -1023,6 +1211,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             p.registry = worker_registry.WorkerRegistry()
             p.shown = None
             p.ctx.run(loop.create_task, api_main(p))
+            if "probe_every" in p.keys:
+                p.probe_every = duration_us(p.keys["probe_every"])
+                inc = nodes[name].incarnation
+                loop.call_at_us(loop.now_us + p.probe_every, lambda: probe(p, inc))
             if "panel_every" in p.keys:
                 p.every = duration_us(p.keys["panel_every"])
                 inc = nodes[name].incarnation

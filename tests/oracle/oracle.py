@@ -43,7 +43,7 @@ RUNNERS = {
         "decnet_runner",
         {
             "beat", "beat-rejected", "beat-failed", "not-started", "heartbeat", "host-row",
-            "lifecycle-row", "shard-row", "resync", "worker-status", "bus",
+            "lifecycle-row", "shard-row", "resync", "worker-status", "bus", "probe",
         },
     ),
 }
