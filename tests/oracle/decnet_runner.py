@@ -327,7 +327,9 @@ class Master:
                         "name": name,
                         "address": name,
                         "client_cert_fingerprint": hashlib.sha256(der(name)).hexdigest(),
-                        "cert_bundle_path": "/var/lib/decnet/ca/workers/" + name,
+                        # Not a directory: decommission's cleanup of it
+                        # (`api_decommission_host.py` l. 62-) finds nothing.
+                        "cert_bundle_path": os.path.join(tmp, "ca", "workers", name),
                         "status": "enrolled",
                     }
                 )
@@ -388,7 +390,7 @@ class Master:
             self.db = sqlite3.connect(self.db_path)
         q = lambda sql: list(self.db.execute(sql))  # noqa: E731
         return (
-            {u: (n, s, h) for u, n, s, h in q("SELECT uuid, name, status, last_heartbeat FROM swarm_hosts")},
+            {u: (a, s, h, n) for u, n, s, h, a in q("SELECT uuid, name, status, last_heartbeat, address FROM swarm_hosts")},
             {
                 i: rest
                 for i, *rest in q(
@@ -514,8 +516,10 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
             if n.clock.drift:
                 raise Unsupported("clock drift")
             agents.append(Agent(n, n.index))
-        elif n.kind == "api" and set(n.keys) - {"panel_every", "probe_every"}:
-            raise Unsupported(f"api keys {sorted(set(n.keys) - {'panel_every', 'probe_every'})} (operator actions are not run)")
+        elif n.kind == "api" and set(n.keys) - {"panel_every", "probe_every", "actions"}:
+            raise Unsupported(f"api keys {sorted(set(n.keys) - {'panel_every', 'probe_every', 'actions'})}")
+        elif n.kind == "api" and any(a["action"] not in ("decommission", "enrol") or (a["action"] == "enrol" and "node" not in a) for a in n.keys.get("actions", [])):
+            raise Unsupported("api actions other than decommission and enrol (with `node`): deploys are not run")
         elif n.kind == "bus" and n.keys:
             raise Unsupported("bus keys")
     for f in sc.faults:
@@ -1159,11 +1163,106 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         p.ctx.run(loop.create_task, list_hosts_api.list_hosts(None, {}, Repo(p)))
         loop.call_at_us(loop.now_us + p.probe_every, lambda: probe(p, incarnation))
 
-    def agent_api(peer, cert, request):
-        """The agent's API (`decnet/agent/app.py`): `GET /health`."""
+    def failing(method):
+        """`decommission`'s `except Exception: log.exception(..)` (l. 52-58)
+        is the model's `operator self-destruct failed`."""
+
+        async def wrapped(self, *args, **kwargs):
+            try:
+                return await method(self, *args, **kwargs)
+            except Exception:
+                w.rec(loop.now_us, CUR.get().name, "operator", self._address, "self-destruct failed")
+                raise
+
+        return wrapped
+
+    # -- operator actions: decommission and enrol (the dashboard's routes,
+    # called as FastAPI would, the admin and operator checks passed)
+    import decnet.web.router.swarm.api_enroll_host as enroll_api
+    import decnet.web.router.swarm_mgmt.api_decommission_host as decommission_api
+    from decnet.web.db.models import SwarmEnrollRequest
+    from fastapi import HTTPException
+
+    decommission_api.AgentClient = type(
+        "SelfDestruct",
+        (agent_client.AgentClient,),
+        {
+            "__aenter__": failing(agent_client.AgentClient.__aenter__),
+            "self_destruct": failing(agent_client.AgentClient.self_destruct),
+        },
+    )
+    enroll_api.datetime = Now
+
+    async def act(p, action):
+        """One of the API's `actions` (the model's `Job::Act`)."""
+        what, uuid = action["action"], action["host_uuid"]
+        if what == "decommission":
+            w.rec(loop.now_us, p.name, "operator", None, "decommission")
+            try:
+                await decommission_api.decommission_host(uuid, {}, Repo(p))
+            except HTTPException:
+                pass  # 404: the row is gone
+        else:
+            cert = action["certificate"]
+
+            def issue(ca, name, sans):
+                # Past the 409 check (l. 55-57): the model's `enrol`. The
+                # certificate is the scenario's, by name (DER as `der`).
+                w.rec(loop.now_us, p.name, "operator", None, "enrol")
+                pem = b"heartsim-pem:" + cert.encode()
+                return types.SimpleNamespace(
+                    fingerprint_sha256=hashlib.sha256(der(cert)).hexdigest(),
+                    cert_pem=pem,
+                    key_pem=pem,
+                    ca_cert_pem=pem,
+                )
+
+            # The CA and the bundle on disk are the model's TLS world; the
+            # new uuid is the scenario's (upstream: uuid4).
+            enroll_api.pki = types.SimpleNamespace(
+                ensure_ca=lambda: None,
+                issue_worker_cert=issue,
+                DEFAULT_CA_DIR=pathlib.Path(m.db_path).parent / "ca",
+                write_worker_bundle=lambda *a: None,
+            )
+            enroll_api._uuid = types.SimpleNamespace(uuid4=lambda: uuid)
+            req = SwarmEnrollRequest(name=action.get("name", uuid), address=action["node"])
+            try:
+                await enroll_api.api_enroll_host(req, Repo(p), {}, None)
+            except HTTPException as e:
+                if e.status_code != 409:
+                    raise
+                w.rec(loop.now_us, p.name, "operator", None, "enrol refused 409")
+
+    def action(p, incarnation, a):
+        if nodes[p.name].incarnation == incarnation and nodes[p.name].up:
+            p.ctx.run(loop.create_task, act(p, a))
+
+    def agent_api(a, peer, cert, request):
+        """The agent's API (`decnet/agent/app.py`), the harness's stand-in
+        (its routes as the model has them): `GET /health` answers 200;
+        `POST /self-destruct` (l. 234-248): `executor.self_destruct()`
+        spawns the reaper and the route answers 200; the reaper's `sleep 3`
+        then `systemctl stop decnet-agent` ends the agent
+        (`agent/executor.py` l. 219-231; the model's `self-destruct`
+        records)."""
         path = request[0]
+        ok = (200, [(b"content-type", b"application/json")], b'{"status":"ok"}')
         if path == "/health":
-            return 200, [(b"content-type", b"application/json")], b'{"status":"ok"}'
+            return ok
+        if path == "/self-destruct":
+            w.rec(loop.now_us, a.name, "self-destruct", peer, "scheduled")
+            if not a.reaper:
+                a.reaper = True
+                inc = nodes[a.name].incarnation
+
+                def reap():
+                    if nodes[a.name].incarnation == inc and nodes[a.name].up:
+                        w.rec(loop.now_us, a.name, "self-destruct", None, "stopped")
+                        end(a.name)
+
+                loop.call_at_us(loop.now_us + 3_000_000, reap)
+            return ok
         raise OracleError(f"the agent's API got {path}")
 
     def agent_dispatch(p, peer, inp):
@@ -1194,7 +1293,8 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         p.ctx.run(CUR.set, p)
         if isinstance(p, Agent):
             # The agent's API listens (`serves`); impostors run none.
-            p.server = Server(d, name, p.cert, agent_api)
+            p.server = Server(d, name, p.cert, lambda peer, cert, req: agent_api(p, peer, cert, req))
+            p.reaper = False
             net.boot(name, lambda peer, inp: agent_dispatch(p, peer, inp))
             nodes[name].listening = not p.impostor
             p.ctx.run(start, p)
@@ -1211,6 +1311,13 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             p.registry = worker_registry.WorkerRegistry()
             p.shown = None
             p.ctx.run(loop.create_task, api_main(p))
+            inc = nodes[name].incarnation
+            for a in p.keys.get("actions", []):
+                # The model's `next_action`: those before the start are
+                # over; the rest run at their time.
+                at = duration_us(a["at"])
+                if at >= loop.now_us:
+                    loop.call_at_us(at, lambda a=a: action(p, inc, a))
             if "probe_every" in p.keys:
                 p.probe_every = duration_us(p.keys["probe_every"])
                 inc = nodes[name].incarnation

@@ -44,6 +44,7 @@ RUNNERS = {
         {
             "beat", "beat-rejected", "beat-failed", "not-started", "heartbeat", "host-row",
             "lifecycle-row", "shard-row", "resync", "worker-status", "bus", "probe",
+            "operator", "self-destruct",
         },
     ),
 }
