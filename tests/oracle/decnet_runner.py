@@ -57,6 +57,8 @@ AGENT_KEYS = {
     "topology",
     # The bus node on its host (`run_health_heartbeat`).
     "bus",
+    # A `/deploy`'s run (`deploy_async`).
+    "operation_time", "operation_error",
 }
 FAULTS = {"start", "kill", "stop", "crash", "restart", "partition", "heal"}
 # The model's bodies of a hostile client (src/models/decnet/msg.rs).
@@ -220,6 +222,8 @@ class _Loop(asyncio.SelectorEventLoop):
 
 
 CUR: contextvars.ContextVar = contextvars.ContextVar("agent")
+# Set in `push_lifecycle_delta`'s task: its requests are pushes.
+PUSHING: contextvars.ContextVar = contextvars.ContextVar("pushing", default=False)
 
 
 class Agent:
@@ -245,6 +249,8 @@ class Agent:
         self.interval_us = duration_us(k["interval"]) if "interval" in k else None
         self.topology = tuple(k["topology"].split(":", 1)) if "topology" in k else None
         self.bus = k.get("bus")
+        self.operation_us = duration_us(k.get("operation_time", "60s"))  # setup.rs
+        self.operation_error = k.get("operation_error")
         self.agent_dir = None
         self.deployed = k.get("deployed", False)
         self.deckies = k.get("deckies", [])
@@ -518,8 +524,11 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
             agents.append(Agent(n, n.index))
         elif n.kind == "api" and set(n.keys) - {"panel_every", "probe_every", "actions"}:
             raise Unsupported(f"api keys {sorted(set(n.keys) - {'panel_every', 'probe_every', 'actions'})}")
-        elif n.kind == "api" and any(a["action"] not in ("decommission", "enrol") or (a["action"] == "enrol" and "node" not in a) for a in n.keys.get("actions", [])):
-            raise Unsupported("api actions other than decommission and enrol (with `node`): deploys are not run")
+        elif n.kind == "api" and any(
+            a["action"] not in ("decommission", "enrol", "deploy") or (a["action"] == "enrol" and "node" not in a)
+            for a in n.keys.get("actions", [])
+        ):
+            raise Unsupported("api actions other than decommission, enrol (with `node`) and deploy")
         elif n.kind == "bus" and n.keys:
             raise Unsupported("bus keys")
     for f in sc.faults:
@@ -864,6 +873,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             req = (request.url.path, content, list(request.headers.raw))
             Call(d, p, to, cert, req, request.extensions["timeout"], fut)
             status, hdrs, body = await fut
+            if PUSHING.get() and status in (200, 204):
+                # `push_lifecycle_delta` returns quietly (l. 192): the
+                # model's `push`.
+                w.rec(loop.now_us, p.name, "push", None, str(status))
             return httpx.Response(status, headers=hdrs, content=body, request=request)
 
     transport = Transport()
@@ -938,6 +951,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             if msg.startswith("heartbeat rejected"):
                 a.rejected = True
                 w.rec(loop.now_us, a.name, "beat-rejected", m.name, str(r.args[0]))
+            elif msg.startswith("lifecycle delta push rejected"):
+                w.rec(loop.now_us, a.name, "push-rejected", None, str(r.args[0]))
+            elif msg.startswith("push_lifecycle_delta failed"):
+                w.rec(loop.now_us, a.name, "push-failed", None, type(r.exc_info[1]).__name__)
             elif msg.startswith("heartbeat tick failed"):
                 w.rec(loop.now_us, a.name, "beat-failed", m.name, type(r.exc_info[1]).__name__)
             elif msg.startswith("heartbeat not starting"):
@@ -960,6 +977,14 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         return None
 
     hb.build_worker_ssl_context = ssl_context
+    real_push = hb.push_lifecycle_delta if not hasattr(hb.push_lifecycle_delta, "heartsim") else hb.push_lifecycle_delta.heartsim
+
+    async def push(deltas):
+        PUSHING.set(True)
+        return await real_push(deltas)
+
+    push.heartsim = real_push
+    hb.push_lifecycle_delta = push
     # The agent's directory (`_resolve_agent_dir`: DECNET_AGENT_DIR, one
     # process each upstream) is its own; no docker daemon runs
     # (`topology_ops.state` reports the error in `observed`, as upstream
@@ -1056,6 +1081,9 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         process has a fresh registry and no shared bus. (Its own `api`
         health loop is not run: the panel's `agent` row is what the model
         shows.)"""
+        # The lifespan's sweep (l. 133-147): rows open for over an hour.
+        cutoff = Now.now(_dt.timezone.utc) - _dt.timedelta(hours=1)
+        await Repo(p).sweep_stale_lifecycle(cutoff, reason="master restarted during operation")
         bus = None
         if bus_of(p) is not None:
             try:
@@ -1196,7 +1224,9 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     async def act(p, action):
         """One of the API's `actions` (the model's `Job::Act`)."""
         what, uuid = action["action"], action["host_uuid"]
-        if what == "decommission":
+        if what == "deploy":
+            await deploy(p, uuid, action["decky"])
+        elif what == "decommission":
             w.rec(loop.now_us, p.name, "operator", None, "decommission")
             try:
                 await decommission_api.decommission_host(uuid, {}, Repo(p))
@@ -1234,6 +1264,58 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
                     raise
                 w.rec(loop.now_us, p.name, "operator", None, "enrol refused 409")
 
+    # -- deploys: the master's `SwarmDeployStrategy`, the agent's
+    # `deploy_async` and `push_lifecycle_delta`, the API's startup sweep
+    import decnet.agent.executor as executor
+    import decnet.lifecycle.strategies as strategies
+    import decnet.web.db.sqlmodel_repo.decky_lifecycle as lifecycle_repo
+
+    lifecycle_repo.datetime = Now
+    executor.DecnetConfig = __import__("decnet.models", fromlist=["DecnetConfig"]).DecnetConfig
+
+    async def run_operation(config, **kw):
+        """`deploy` of the engine (docker compose): the node's
+        `operation_time`, then its `operation_error` if any (the model's
+        operation)."""
+        a = CUR.get()
+        await asyncio.sleep(a.operation_us / 1_000_000)
+        w.rec(loop.now_us, a.name, "operation-done", None, "failed" if a.operation_error else "succeeded")
+        if a.operation_error:
+            raise RuntimeError(a.operation_error)
+
+    executor.deploy = run_operation
+
+    async def deploy(p, uuid, decky):
+        """`POST /deckies/deploy` of one decky on a host (the model's
+        `Deploy` action): the route's lifecycle row (`pending`), then
+        upstream's `SwarmDeployStrategy.execute` (`lifecycle/strategies.py`
+        l. 181-234): `running`, `/deploy` through `AgentClient`, `failed`
+        if the dispatch raised. The model creates the row `running` in one
+        step (docs/models/decnet.md): the `pending` row is not recorded."""
+        lid = m.call(
+            m.repo.create_lifecycle(
+                {"decky_name": decky, "host_uuid": uuid, "operation": "deploy", "status": "pending"}
+            )
+        )
+        cfg = executor.DecnetConfig(
+            mode="swarm",
+            interface="eth0",
+            subnet="192.168.1.0/24",
+            gateway="192.168.1.1",
+            deckies=[
+                {
+                    "name": decky,
+                    "ip": "192.168.1.10",
+                    "services": ["ssh"],
+                    "distro": "debian",
+                    "base_image": "debian:bookworm-slim",
+                    "hostname": decky,
+                    "host_uuid": uuid,
+                }
+            ],
+        )
+        await strategies.SwarmDeployStrategy().execute(Repo(p), None, lifecycle_ids={decky: lid}, config=cfg)
+
     def action(p, incarnation, a):
         if nodes[p.name].incarnation == incarnation and nodes[p.name].up:
             p.ctx.run(loop.create_task, act(p, a))
@@ -1250,6 +1332,12 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         ok = (200, [(b"content-type", b"application/json")], b'{"status":"ok"}')
         if path == "/health":
             return ok
+        if path == "/deploy":
+            # `deploy` (l. 206-218): the background `deploy_async`, 202.
+            cfg = executor.DecnetConfig.model_validate(json.loads(request[1])["config"])
+            w.rec(loop.now_us, a.name, "operation-started", peer)
+            a.ctx.run(loop.create_task, executor.deploy_async(cfg))
+            return 202, [(b"content-type", b"application/json")], b'{"status":"accepted"}'
         if path == "/self-destruct":
             w.rec(loop.now_us, a.name, "self-destruct", peer, "scheduled")
             if not a.reaper:

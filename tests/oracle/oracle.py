@@ -44,7 +44,8 @@ RUNNERS = {
         {
             "beat", "beat-rejected", "beat-failed", "not-started", "heartbeat", "host-row",
             "lifecycle-row", "shard-row", "resync", "worker-status", "bus", "probe",
-            "operator", "self-destruct",
+            "operator", "self-destruct", "operation-started", "operation-done", "push",
+            "push-rejected", "push-failed",
         },
     ),
 }

@@ -488,6 +488,8 @@ class Net:
 
     # -- what a machine does (the engine's Output handling)
     def connect(self, node, to):
+        if to not in self.nodes:
+            raise ValueError(f"{node} connects to {to!r}, not a node")
         self.next_conn += 1
         conn = self.next_conn
         n = self.nodes[node]
