@@ -1,20 +1,24 @@
 """DECNET 1.0.0 under the oracle (docs/oracle.md, "DECNET"): upstream's own
 agent loop (`decnet.agent.heartbeat`: `start`, `_loop`, `_tick`,
-`_build_body`) and the swarm controller's app (`decnet.web.swarm_api.app`,
-whose `POST /swarm/heartbeat` is `api_heartbeat.heartbeat`) on a fresh
-SQLite database, joined by an httpx transport that carries each request
-in-process under virtual time, with the connection's fate (its round
-trips, a refused connect, a connect timeout, a TLS refusal) as the model's
-network defines it.
+`_build_body`, `push_lifecycle_delta`; `executor.deploy_async`; the bus
+heartbeat), the swarm controller's app (`decnet.web.swarm_api.app`, whose
+`POST /swarm/heartbeat` is `api_heartbeat.heartbeat`) on a fresh SQLite
+database, the main API's parts the model has (its startup sweep, the
+workers panel's `WorkerRegistry`, the dashboard's probe `list_hosts`, the
+operator's decommission, enrol and deploy) and the bus (upstream's client
+and server), over the engine's streams (`tcp.py`: packets, retransmission,
+FIN, RST, partitions, crashes) under virtual time.
 
 Upstream decides: when each tick starts (tick, then `asyncio.sleep(30)`),
 whether the loop starts at all, how an outcome is classified (204 quiet,
 another status `heartbeat rejected`, an exception `heartbeat tick
-failed`), and the handler's answer and the host row it writes (422 from
-FastAPI's validation, 404, 403, 204). The harness decides what the model's
-world decides: the network's timing and faults, the TLS layer (which
-certificate reaches the handler), the executor's status, and the hostile
-clients' bodies and intervals.
+failed`), the handler's answer and the rows it writes (422 from FastAPI's
+validation, 404, 403, 204; host, lifecycle and shard rows, resync flags),
+the panel's verdicts, the probe's and the operator routes' outcomes and
+rows. The harness decides what the model's world decides: the network's
+timing and faults, the TLS layer (which certificate reaches the handler),
+the executor's status and operations, the agent's own API, and the
+hostile clients' bodies and intervals.
 
 What the runner cannot run raises `Unsupported` (the oracle counts the
 file as skipped, never as agreeing).
@@ -38,7 +42,6 @@ import ssl
 import sys
 import tempfile
 import time as _time
-import threading
 import types
 import warnings
 
@@ -260,8 +263,6 @@ class Agent:
         self.deployed = k.get("deployed", False)
         self.deckies = k.get("deckies", [])
         self.degraded = k.get("degraded", [])
-        self.up = False
-        self.task = None
         self.rejected = False
 
 
@@ -295,15 +296,13 @@ def _template(SQLiteRepository) -> str:
 
 
 class Master:
-    """swarmctl: upstream's app on its own (real) asyncio loop and thread,
-    called synchronously at the instant a request reaches it; its
+    """swarmctl: upstream's app on its own (real) asyncio loop, run to its
+    end in this thread at the instant a request reaches it; its
     `datetime.now` in api_heartbeat is the master's simulated wall clock."""
 
     def __init__(self, node, agents, tmp, topologies):
         _, _, api, app, get_repo, SQLiteRepository = _import_upstream()
         self.name = node.name
-        self.up = True
-        self.host_up = True
         self.api = api
         self.loop = asyncio.new_event_loop()
         # A copy of an initialised database (`initialize()` below then finds
