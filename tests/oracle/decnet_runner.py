@@ -1,20 +1,24 @@
 """DECNET 1.0.0 under the oracle (docs/oracle.md, "DECNET"): upstream's own
 agent loop (`decnet.agent.heartbeat`: `start`, `_loop`, `_tick`,
-`_build_body`) and the swarm controller's app (`decnet.web.swarm_api.app`,
-whose `POST /swarm/heartbeat` is `api_heartbeat.heartbeat`) on a fresh
-SQLite database, joined by an httpx transport that carries each request
-in-process under virtual time, with the connection's fate (its round
-trips, a refused connect, a connect timeout, a TLS refusal) as the model's
-network defines it.
+`_build_body`, `push_lifecycle_delta`; `executor.deploy_async`; the bus
+heartbeat), the swarm controller's app (`decnet.web.swarm_api.app`, whose
+`POST /swarm/heartbeat` is `api_heartbeat.heartbeat`) on a fresh SQLite
+database, the main API's parts the model has (its startup sweep, the
+workers panel's `WorkerRegistry`, the dashboard's probe `list_hosts`, the
+operator's decommission, enrol and deploy) and the bus (upstream's client
+and server), over the engine's streams (`tcp.py`: packets, retransmission,
+FIN, RST, partitions, crashes) under virtual time.
 
 Upstream decides: when each tick starts (tick, then `asyncio.sleep(30)`),
 whether the loop starts at all, how an outcome is classified (204 quiet,
 another status `heartbeat rejected`, an exception `heartbeat tick
-failed`), and the handler's answer and the host row it writes (422 from
-FastAPI's validation, 404, 403, 204). The harness decides what the model's
-world decides: the network's timing and faults, the TLS layer (which
-certificate reaches the handler), the executor's status, and the hostile
-clients' bodies and intervals.
+failed`), the handler's answer and the rows it writes (422 from FastAPI's
+validation, 404, 403, 204; host, lifecycle and shard rows, resync flags),
+the panel's verdicts, the probe's and the operator routes' outcomes and
+rows. The harness decides what the model's world decides: the network's
+timing and faults, the TLS layer (which certificate reaches the handler),
+the executor's status and operations, the agent's own API, and the
+hostile clients' bodies and intervals.
 
 What the runner cannot run raises `Unsupported` (the oracle counts the
 file as skipped, never as agreeing).
@@ -22,6 +26,7 @@ file as skipped, never as agreeing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime as _dt
 import hashlib
@@ -29,33 +34,43 @@ import heapq
 import json
 import logging
 import os
+import pathlib
 import selectors
+import shutil
+import sqlite3
 import ssl
 import sys
 import tempfile
-import threading
+import time as _time
 import types
 import warnings
 
+import tcp
 from scenario import duration_us, load
 from vworld import OracleError, Unsupported
 
-KNOWN: dict[str, str] = {}
+# What the engine does that Linux does not (docs/oracle.md, "Findings"):
+# noted by `tcp.Streams` when it mattered in a run.
+KNOWN: dict[str, str] = {
+    "T1": "the engine drops the retransmission timer of what a client writes on `Connected` (its ClientHello): "
+    "a ClientHello lost then is never sent again and the handshake times out (Linux resends it after one RTO)",
+}
 
 EPOCH = _dt.datetime(2026, 1, 12, 10, 0, 0, tzinfo=_dt.timezone.utc)
 AGENT_KEYS = {
     "host_uuid", "identity", "tls", "certificate", "enrolled", "body", "tick_time",
     "deployed", "deckies", "degraded", "interval",
-    # What it reports of its topology reaches only the resync flag (not
-    # compared, with `[config] topologies`: swarmctl's database is seeded
-    # without them).
+    # `id:hash`: the topology its store holds (seeded into its own
+    # TopologyStore; see `Master.__init__` for the hashes).
     "topology",
+    # The bus node on its host (`run_health_heartbeat`).
+    "bus",
+    # A `/deploy`'s run (`deploy_async`).
+    "operation_time", "operation_error",
 }
 FAULTS = {"start", "kill", "stop", "crash", "restart", "partition", "heal"}
 # The model's bodies of a hostile client (src/models/decnet/msg.rs).
 SHAPES = {"upstream", "not-json", "no-host-uuid", "no-status", "status-not-object", "host-uuid-not-string"}
-CONNECT_TIMEOUT_US = 5_000_000
-SYN_RETRIES_US = (0, 1_000_000, 3_000_000)  # RTO 1 s, doubling (docs/streams.md)
 
 _env_ready = False
 
@@ -67,7 +82,6 @@ def _import_upstream():
         os.environ.setdefault("DECNET_JWT_SECRET", "heartsim-oracle-" + "x" * 32)
         os.environ.setdefault("DECNET_ADMIN_PASSWORD", "heartsim-oracle-admin")
         os.environ["DECNET_TESTING"] = "1"
-        os.environ["DECNET_AGENT_DIR"] = "/nonexistent/heartsim-oracle-agent"
         _env_ready = True
         logging.getLogger("httpx").setLevel(logging.WARNING)
         logging.getLogger("decnet").setLevel(logging.CRITICAL)
@@ -120,10 +134,13 @@ class _Selector(selectors.BaseSelector):
 
 
 class _Timer(asyncio.TimerHandle):
+    """A timer at a whole microsecond, ordered by (time, seq)."""
+
+    t_us = 0
     seq = 0
 
     def _key(self):
-        return (self._when, self.seq)
+        return (self.t_us, self.seq)
 
     def __lt__(self, other):
         return self._key() < other._key()
@@ -145,26 +162,59 @@ class _Timer(asyncio.TimerHandle):
 
 
 class _Loop(asyncio.SelectorEventLoop):
-    """The agents' asyncio loop on the simulated monotonic clock (µs)."""
+    """The agents' asyncio loop on the simulated monotonic clock (µs), run
+    as the engine runs its queue: one event (a timer) at a time, in (time,
+    seq) order, each followed by everything it makes ready (a woken task's
+    steps, what they make ready, ...) before the next event, as the engine
+    dispatches an event's inputs and carries out the machine's outputs
+    before it takes the next (asyncio alone would run every timer due at
+    one instant before any task they wake)."""
 
     def __init__(self):
         self.now_us = 0
         self._seq = 0
+        self.error = None
         super().__init__(_Selector(self))
+        self.set_exception_handler(self._failed)
+
+    def _failed(self, loop, context):
+        # A harness callback raised: end the run with it (asyncio would log
+        # it and go on).
+        if self.error is None:
+            self.error = context.get("exception") or OracleError(context.get("message"))
+        self.stop()
 
     def time(self):
         return self.now_us / 1_000_000
 
     def call_at(self, when, callback, *args, context=None):
-        # The engine's order, (time, seq): timers due at one instant run in
-        # the order they were set (asyncio's heap alone does not promise it).
+        return self.call_at_us(round(when * 1_000_000), callback, *args, context=context)
+
+    def call_at_us(self, t_us, callback, *args, context=None):
         self._check_closed()
-        timer = _Timer(when, callback, args, self, context)
+        t_us = max(t_us, self.now_us)
+        timer = _Timer(t_us / 1_000_000, callback, args, self, context)
         self._seq += 1
+        timer.t_us = t_us
         timer.seq = self._seq
         heapq.heappush(self._scheduled, timer)
         timer._scheduled = True
         return timer
+
+    def _run_once(self):
+        if self._ready:
+            handle = self._ready.popleft()
+            if not handle._cancelled:
+                handle._run()
+            return
+        while self._scheduled and self._scheduled[0]._cancelled:
+            heapq.heappop(self._scheduled)._scheduled = False
+        if not self._scheduled:
+            raise OracleError("the agents' loop has nothing left to run")
+        timer = heapq.heappop(self._scheduled)
+        timer._scheduled = False
+        self.now_us = max(self.now_us, timer.t_us)
+        timer._run()
 
     def _make_self_pipe(self):
         pass
@@ -180,6 +230,8 @@ class _Loop(asyncio.SelectorEventLoop):
 
 
 CUR: contextvars.ContextVar = contextvars.ContextVar("agent")
+# Set in `push_lifecycle_delta`'s task: its requests are pushes.
+PUSHING: contextvars.ContextVar = contextvars.ContextVar("pushing", default=False)
 
 
 class Agent:
@@ -203,11 +255,14 @@ class Agent:
             raise Unsupported(f"body {self.body!r}")
         self.tick_us = duration_us(k.get("tick_time", "0s"))
         self.interval_us = duration_us(k["interval"]) if "interval" in k else None
+        self.topology = tuple(k["topology"].split(":", 1)) if "topology" in k else None
+        self.bus = k.get("bus")
+        self.operation_us = duration_us(k.get("operation_time", "60s"))  # setup.rs
+        self.operation_error = k.get("operation_error")
+        self.agent_dir = None
         self.deployed = k.get("deployed", False)
         self.deckies = k.get("deckies", [])
         self.degraded = k.get("degraded", [])
-        self.up = False
-        self.task = None
         self.rejected = False
 
 
@@ -216,21 +271,47 @@ def der(cert: str) -> bytes:
     return b"heartsim-certificate:" + cert.encode()
 
 
+_TEMPLATE = None
+
+
+def _template(SQLiteRepository) -> str:
+    """An initialised database (schema, admin user), made once a process."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        path = os.path.join(tempfile.mkdtemp(prefix="heartsim-decnet-template-"), "decnet.db")
+        repo = SQLiteRepository(db_path=path)
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(repo.initialize())
+            loop.run_until_complete(repo.engine.dispose())
+        finally:
+            loop.close()
+        # The admin has set a password: `_ensure_admin_user` then leaves
+        # the row alone instead of hashing DECNET_ADMIN_PASSWORD again
+        # (bcrypt, a third of a second; the admin never logs in here).
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE users SET must_change_password = 0")
+        _TEMPLATE = path
+    return _TEMPLATE
+
+
 class Master:
-    """swarmctl: upstream's app on its own (real) asyncio loop and thread,
-    called synchronously at the instant a request reaches it; its
+    """swarmctl: upstream's app on its own (real) asyncio loop, run to its
+    end in this thread at the instant a request reaches it; its
     `datetime.now` in api_heartbeat is the master's simulated wall clock."""
 
-    def __init__(self, node, agents, tmp):
+    def __init__(self, node, agents, tmp, topologies):
         _, _, api, app, get_repo, SQLiteRepository = _import_upstream()
         self.name = node.name
-        self.up = True
-        self.host_up = True
         self.api = api
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.repo = SQLiteRepository(db_path=os.path.join(tmp, "decnet.db"))
+        # A copy of an initialised database (`initialize()` below then finds
+        # its tables and admin user: the same schema and rows, without
+        # bcrypt's half second a case).
+        self.db_path = os.path.join(tmp, "decnet.db")
+        shutil.copyfile(_template(SQLiteRepository), self.db_path)
+        self.repo = SQLiteRepository(db_path=self.db_path)
+        self.db = None  # the harness's own connection (`rows`)
         app.dependency_overrides[get_repo] = lambda: self.repo
         self.app = app
         self.now_us = 0
@@ -256,50 +337,136 @@ class Master:
                         "name": name,
                         "address": name,
                         "client_cert_fingerprint": hashlib.sha256(der(name)).hexdigest(),
-                        "cert_bundle_path": "/var/lib/decnet/ca/workers/" + name,
+                        # Not a directory: decommission's cleanup of it
+                        # (`api_decommission_host.py` l. 62-) finds nothing.
+                        "cert_bundle_path": os.path.join(tmp, "ca", "workers", name),
                         "status": "enrolled",
                     }
                 )
             )
         self.agent_names = {a.name for a in agents if not a.impostor}
+        # `[config] topologies`: ACTIVE, pinned to their host (upstream's own
+        # `create_topology`). The model's hashes are names: the config's
+        # hash of a topology stands for upstream's `canonical_hash` of it
+        # (what the handler expects, `api_heartbeat.py` l. 113-121), any
+        # other name for another hash.
+        from decnet.topology.hashing import canonical_hash
+        from decnet.topology.persistence import hydrate
+
+        expected = {}
+        for t in topologies:
+            self.call(
+                self.repo.create_topology(
+                    {
+                        "id": t["id"],
+                        "name": t["id"],
+                        "mode": "agent",
+                        "target_host_uuid": t["host_uuid"],
+                        "status": "active",
+                        "config_snapshot": {},
+                    }
+                )
+            )
+            expected[(t["id"], t["hash"])] = canonical_hash(self.call(hydrate(self.repo, t["id"])))
+        # Each agent's own store (`DECNET_AGENT_DIR/topology.db`), holding
+        # what it reports (`topology_ops.state`).
+        from decnet.agent.topology_store import TopologyStore
+
+        for a in agents:
+            a.agent_dir = pathlib.Path(tmp, "agent-" + a.name)
+            store = TopologyStore(a.agent_dir / "topology.db")
+            if a.topology is not None:
+                tid, h = a.topology
+                store.put(tid, expected.get((tid, h), h and "heartsim-other-" + h), {})
+            store.close()
 
     def call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        """Run `coro` to its end on swarmctl's own loop, in this thread,
+        while the agents' loop waits (it is paused inside one of its
+        events: no agent runs meanwhile)."""
+        agents_loop = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(None)
+        try:
+            return self.loop.run_until_complete(coro)
+        finally:
+            asyncio.events._set_running_loop(agents_loop)
 
-    async def _rows(self):
-        return {h["uuid"]: (h["name"], h["status"], h["last_heartbeat"]) for h in await self.repo.list_swarm_hosts()}
+    def rows(self):
+        """The harness's own read of the committed rows the model records
+        (`record_changes`, src/models/decnet/db.rs): hosts by uuid,
+        lifecycle rows (by start), shards by decky name, and the
+        topologies flagged for resync."""
+        if self.db is None:
+            self.db = sqlite3.connect(self.db_path)
+        q = lambda sql: list(self.db.execute(sql))  # noqa: E731
+        return (
+            {u: (a, s, h, n) for u, n, s, h, a in q("SELECT uuid, name, status, last_heartbeat, address FROM swarm_hosts")},
+            {
+                i: rest
+                for i, *rest in q(
+                    "SELECT id, status, decky_name, operation, host_uuid, started_at, completed_at, error"
+                    " FROM decky_lifecycle ORDER BY started_at, rowid"
+                )
+            },
+            {n: (h, s, t) for n, h, s, t in q("SELECT decky_name, host_uuid, state, last_seen FROM decky_shards")},
+            {i: bool(r) for i, r in q("SELECT id, needs_resync FROM topologies")},
+        )
 
-    def handle(self, t_us, agent, content, headers, rec):
+    def record_changes(self, t_us, before, after, rec, node=None):
+        """What changed, in the model's order (`record_changes`), recorded
+        by `node` (swarmctl's handler by default; the main API's own
+        transactions by the API)."""
+        node = node or self.name
+        hosts, cycles, shards, topos = after
+        for uuid in sorted(hosts):
+            row = hosts[uuid]
+            if before[0].get(uuid) != row:
+                rec(t_us, node, "host-row", row[0] if row[0] in self.agent_names else None, row[1])
+        for uuid in sorted(set(before[0]) - set(hosts)):
+            row = before[0][uuid]
+            rec(t_us, node, "host-row", row[0] if row[0] in self.agent_names else None, "deleted")
+        for i, row in cycles.items():
+            if before[1].get(i) != row:
+                rec(t_us, node, "lifecycle-row", None, row[0])
+        for name in sorted(shards):
+            if before[2].get(name) != shards[name]:
+                rec(t_us, node, "shard-row", None, shards[name][1])
+        for name in sorted(set(before[2]) - set(shards)):
+            rec(t_us, node, "shard-row", None, "deleted")
+        for i in sorted(topos):
+            if topos[i] and not before[3].get(i):
+                rec(t_us, node, "resync", None, "needs_resync")
+
+    def handle(self, t_us, peer, cert, content, headers, rec):
+        """The request reached swarmctl's app at `t_us` from node `peer`,
+        whose TLS client certificate is `cert`: the handler's answer."""
         import httpx
 
         self.now_us = t_us
-        chain = [der(agent.cert)]
+        chain = [der(cert)]
 
         async def app(scope, receive, send):
             scope["extensions"] = {"tls": {"client_cert_chain": chain}}
             await self.app(scope, receive, send)
 
         async def go():
-            before = await self._rows()
             transport = httpx.ASGITransport(app=app)
             req = httpx.Request("POST", "https://master:8770/swarm/heartbeat", content=content, headers=headers)
             resp = await transport.handle_async_request(req)
             body = await resp.aread()
-            after = await self._rows()
-            return resp.status_code, list(resp.headers.raw), body, before, after
+            return resp.status_code, list(resp.headers.raw), body
 
-        status, hdrs, body, before, after = self.call(go())
+        before = self.rows()
+        status, hdrs, body = self.call(go())
+        after = self.rows()
         if status == 204:
             reason = "204"
         elif status == 422:
             reason = "422 request body validation error"
         else:
             reason = f"{status} {json.loads(body).get('detail')}"
-        rec(t_us, self.name, "heartbeat", agent.name, reason)
-        for uuid, row in after.items():
-            if before.get(uuid) != row:
-                peer = row[0] if row[0] in self.agent_names else None
-                rec(t_us, self.name, "host-row", peer, row[1])
+        rec(t_us, self.name, "heartbeat", peer, reason)
+        self.record_changes(t_us, before, after, rec)
         return status, hdrs, body
 
 
@@ -324,8 +491,6 @@ class World:
     def __init__(self, sc):
         self.sc = sc
         self.records: list[dict] = []
-        self.partition = None  # node name -> group index
-        self.unsupported = None
 
     def rec(self, t_us, node, kind, peer=None, reason=None):
         r = {"t_us": t_us, "node": node, "kind": kind}
@@ -334,10 +499,6 @@ class World:
         if reason is not None:
             r["reason"] = reason
         self.records.append(r)
-
-    def cut(self, a, b):
-        p = self.partition
-        return p is not None and a in p and b in p and p[a] != p[b]
 
 
 def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
@@ -355,9 +516,9 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     lat_us = duration_us(net.get("latency", "0s"))
     if any(h.clock_drift_ppm or h.clock_offset_us for h in sc.hosts):
         raise Unsupported("host clocks")
-    other = sorted({n.kind for n in sc.nodes} - {"swarmctl", "agent", "impostor"})
+    other = sorted({n.kind for n in sc.nodes} - {"swarmctl", "agent", "impostor", "api", "bus"})
     if other:
-        raise Unsupported(f"node kinds {other} (the main API and the bus are not run)")
+        raise Unsupported(f"node kinds {other}")
     masters = [n for n in sc.nodes if n.kind == "swarmctl"]
     agents = []
     for n in sc.nodes:
@@ -365,10 +526,15 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
             if n.clock.drift:
                 raise Unsupported("clock drift")
             agents.append(Agent(n, n.index))
-        elif n.kind != "swarmctl":
-            raise Unsupported(f"node kind {n.kind}")
-        if n.host is not None and sum(1 for m in sc.nodes if m.host == n.host) > 1:
-            raise Unsupported("two processes on one host")
+        elif n.kind == "api" and set(n.keys) - {"panel_every", "probe_every", "actions"}:
+            raise Unsupported(f"api keys {sorted(set(n.keys) - {'panel_every', 'probe_every', 'actions'})}")
+        elif n.kind == "api" and any(
+            a["action"] not in ("decommission", "enrol", "deploy") or (a["action"] == "enrol" and "node" not in a)
+            for a in n.keys.get("actions", [])
+        ):
+            raise Unsupported("api actions other than decommission, enrol (with `node`) and deploy")
+        elif n.kind == "bus" and n.keys:
+            raise Unsupported("bus keys")
     for f in sc.faults:
         if f.kind not in FAULTS or (f.kind == "partition" and "groups" not in f.raw):
             raise Unsupported(f"fault {f.kind}")
@@ -378,95 +544,344 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     loop = _Loop()
     by_name = {a.name: a for a in agents}
     with tempfile.TemporaryDirectory(prefix="heartsim-decnet-") as tmp:
-        m = Master(masters[0], agents, tmp)
+        m = Master(masters[0], agents, tmp, doc.get("config", {}).get("topologies", []))
         try:
-            _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx)
+            noted = _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, as_the_model)
         finally:
             m.call(m.repo.engine.dispose())
-            m.loop.call_soon_threadsafe(m.loop.stop)
-            m.thread.join()
+            if m.db is not None:
+                m.db.close()
             m.loop.close()
             loop.close()
-    return [r for r in w.records if r["t_us"] <= sc.duration_us], set()
+    return [r for r in w.records if r["t_us"] <= sc.duration_us], noted
 
 
-def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
-    rtt = 2 * lat_us
+class Call:
+    """One request of upstream's `httpx.AsyncClient` (httpcore 1.0.9 on
+    anyio 4.13) on a connection of its own (`keepalive_expiry` 5 s < the
+    30 s between ticks, docs/models/decnet.md), over the engine's streams
+    (`tcp.py`): `connect_tcp` under `fail_after(connect)`; `start_tls`
+    (ClientHello; the server's flight; the client's Finished) under
+    `fail_after(connect)` again; the request written; one read of the
+    response under `fail_after(read)` (`httpcore/_async/connection.py`
+    l. 106-155, `_backends/anyio.py` l. 25-50, 55-80, 98-123). What the
+    socket reports becomes the exception httpcore raises there
+    (`_backends/anyio.py`, pinned venv):
+
+    - connect: a RST (`ECONNREFUSED`, an `OSError`) -> `ConnectError`
+      (l. 108-112); no SYN-ACK in 5 s (`TimeoutError`) -> `ConnectTimeout`;
+    - TLS: a FIN (`EndOfStream`), a RST (anyio's `BrokenResourceError`
+      from `ConnectionResetError`, `anyio/_backends/_asyncio.py`
+      l. 1293-1295), an alert (`ssl.SSLError`) -> `ConnectError`
+      (l. 61-66); no server flight in 5 s -> `ConnectTimeout`;
+    - read: a RST -> `ReadError` (l. 26-31); a FIN before any response
+      byte: anyio's TLS stream turns the EOF into `EndOfStream`
+      (`standard_compatible=False`, l. 74; `anyio/streams/tls.py`
+      l. 197-206), `read` returns `b""` (l. 34-37) and h11's state makes
+      it `RemoteProtocolError("Server disconnected without sending a
+      response.")` (`_async/http11.py` l. 228-231); a TLS alert (the server
+      refused the client certificate) is a raw `ssl.SSLError`, which no
+      map names and httpx re-raises (`httpx/_transports/default.py`
+      l. 111-115); no response in 10 s -> `ReadTimeout`.
+
+    The request's write never blocks here (no `stall`), so the write
+    timer never fires and a write on a dead connection does not arise
+    before the read. After the outcome the connection is closed (the
+    model's `Call` closes it; httpcore's pool would drop it at the next
+    tick, D7)."""
+
+    def __init__(self, d, a, to, cert, request, timeouts, fut):
+        self.d, self.a, self.fut = d, a, fut
+        self.cert, self.request = cert, request
+        # httpx's `Timeout` as the request carries it (`extensions`), in µs.
+        self.connect_us, self.read_us = (round(timeouts[k] * 1_000_000) for k in ("connect", "read"))
+        self.timer = None
+        self.done = False
+        self.conn = d.net.connect(a.name, to)
+        a.calls[self.conn] = self
+        self.stage = "tcp"
+        self.arm(d.loop.now_us + self.connect_us)
+
+    def arm(self, t_us):
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.d.loop.call_at_us(t_us, self.timeout)
+
+    def timeout(self):
+        self.timer = None
+        if not self.done:
+            import httpx
+
+            cls = httpx.ConnectTimeout if self.stage in ("tcp", "tls") else httpx.ReadTimeout
+            self.finish(exc=cls("timed out"))
+
+    def on_input(self, inp):
+        import httpx
+
+        kind, stage = inp[0], self.stage
+        msg = inp[2] if kind == "Data" else None
+        net, name, now = self.d.net, self.a.name, self.d.loop.now_us
+        if stage == "tcp" and kind == "Connected":
+            net.send(name, self.conn, ("ClientHello",))
+            self.stage = "tls"
+            self.arm(now + self.connect_us)
+        elif stage == "tcp" and kind == "ConnectFailed":
+            self.finish(exc=httpx.ConnectError("[Errno 111] Connection refused"))
+        elif stage == "tls" and msg is not None and msg[0] == "ServerHello":
+            # TLS 1.3: the client's handshake is done once its Finished is
+            # written; the request follows it.
+            net.send(name, self.conn, ("ClientFinished", self.cert))
+            net.send(name, self.conn, ("Request",) + self.request)
+            self.stage = "read"
+            self.arm(now + self.read_us)
+        elif stage == "tls" and kind in ("Closed", "Reset", "Data"):
+            self.finish(exc=httpx.ConnectError(f"TLS handshake: {kind}"))
+        elif stage == "read" and msg is not None and msg[0] == "Response":
+            self.finish(result=msg[1:])
+        elif stage == "read" and msg is not None and msg[0] == "Alert":
+            self.finish(exc=ssl.SSLError(1, msg[1]))
+        elif stage == "read" and kind == "Closed":
+            self.finish(exc=httpx.RemoteProtocolError("Server disconnected without sending a response."))
+        elif stage == "read" and kind == "Reset":
+            self.finish(exc=httpx.ReadError("[Errno 104] Connection reset by peer"))
+
+    def finish(self, result=None, exc=None):
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.a.calls.pop(self.conn, None)
+        self.d.net.close(self.a.name, self.conn)
+        if self.fut.done():
+            return
+        if exc is not None:
+            self.fut.set_exception(exc)
+        else:
+            self.fut.set_result(result)
+
+    def abandon(self):
+        """Its process ended (the engine's `take_down`): no more inputs."""
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class PinCall:
+    """`AgentClient._fetch_peer_fingerprint` (`decnet/swarm/client.py`
+    l. 170-192), which upstream runs in a thread (`asyncio.to_thread`,
+    l. 200): `socket.create_connection((address, port), timeout=10.0)`, a
+    blocking TLS handshake under the same 10 s socket timeout per read
+    (`ctx.wrap_socket`), the server certificate's DER, the socket closed.
+    Here the same steps over the engine's streams, each socket outcome as
+    CPython raises it: a RST to the SYN `ConnectionRefusedError`; no
+    SYN-ACK or no server flight within 10 s `TimeoutError` ("timed out",
+    "The handshake operation timed out"); a FIN during the handshake
+    `ssl.SSLEOFError`, a RST `ConnectionResetError`; a certificate not
+    signed by the DECNET CA `ssl.SSLCertVerificationError` (CERT_REQUIRED,
+    l. 176-177); no certificate: upstream's own `FingerprintMismatchError`
+    with an empty digest (l. 189-192). The digest is compared by
+    upstream's `_verify_pin`."""
+
+    def __init__(self, d, p, to, fut, mismatch):
+        self.d, self.a, self.fut, self.mismatch = d, p, fut, mismatch
+        self.timer = None
+        self.done = False
+        self.conn = d.net.connect(p.name, to)
+        p.calls[self.conn] = self
+        self.stage = "tcp"
+        self.arm(d.loop.now_us + 10_000_000)
+
+    arm = Call.arm
+    abandon = Call.abandon
+
+    def timeout(self):
+        self.timer = None
+        if not self.done:
+            text = "timed out" if self.stage == "tcp" else "The handshake operation timed out"
+            self.finish(exc=TimeoutError(text))
+
+    def on_input(self, inp):
+        kind = inp[0]
+        msg = inp[2] if kind == "Data" else None
+        net, name, now = self.d.net, self.a.name, self.d.loop.now_us
+        if self.stage == "tcp" and kind == "Connected":
+            net.send(name, self.conn, ("ClientHello",))
+            self.stage = "tls"
+            self.arm(now + 10_000_000)
+        elif self.stage == "tcp" and kind == "ConnectFailed":
+            if inp[2] == tcp.REFUSED:
+                self.finish(exc=ConnectionRefusedError(111, "Connection refused"))
+            else:
+                self.finish(exc=TimeoutError(110, "Connection timed out"))
+        elif self.stage == "tls" and msg is not None and msg[0] == "ServerHello":
+            # The client's handshake ends with its Finished; then the
+            # digest, and the socket closed.
+            net.send(name, self.conn, ("ClientFinished", "decnet-master"))
+            cert = msg[1]
+            if cert == "untrusted":
+                self.finish(
+                    exc=ssl.SSLCertVerificationError(
+                        1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate"
+                    )
+                )
+            elif cert == "none":
+                self.finish(exc=self.mismatch())
+            else:
+                self.finish(result=hashlib.sha256(der(cert)).hexdigest().lower())
+        elif self.stage == "tls" and msg is not None and msg[0] == "Alert":
+            self.finish(exc=ssl.SSLError(1, msg[1]))
+        elif self.stage == "tls" and kind == "Closed":
+            self.finish(exc=ssl.SSLEOFError(8, "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol"))
+        elif self.stage == "tls" and kind == "Reset":
+            self.finish(exc=ConnectionResetError(104, "Connection reset by peer"))
+
+    finish = Call.finish
+
+
+class Server:
+    """A TLS server as uvicorn runs it with `--ssl-cert-reqs 2` (swarmctl:
+    `decnet/cli/swarmctl.py` l. 122-125; the agent's API likewise): the
+    server side of each connection, its certificate `cert` in its flight,
+    a client without a CA-signed certificate refused with an alert; a
+    request that passed TLS is handed to `app(peer, client_cert, request)`
+    at the instant it arrives, whose `(status, headers, body)` goes back."""
+
+    def __init__(self, d, name, cert, app):
+        self.d, self.name, self.cert, self.app = d, name, cert, app
+        self.conns: dict[int, str | None] = {}
+
+    def dispatch(self, peer, inp):
+        d, kind, conn, name = self.d, inp[0], inp[1], self.name
+        if kind == "Accepted":
+            self.conns[conn] = None
+        elif kind == "Data" and conn in self.conns:
+            msg = inp[2]
+            if msg[0] == "ClientHello":
+                d.net.send(name, conn, ("ServerHello", self.cert))
+            elif msg[0] == "ClientFinished":
+                if msg[1] in ("none", "untrusted"):
+                    # CERT_REQUIRED: the handshake fails with an alert and
+                    # the connection is dropped.
+                    alert = "certificate required" if msg[1] == "none" else "unknown ca"
+                    d.net.send(name, conn, ("Alert", alert))
+                    d.net.close(name, conn)
+                    del self.conns[conn]
+                else:
+                    self.conns[conn] = msg[1]
+            elif msg[0] == "Request" and self.conns[conn] is not None:
+                status, hdrs, body = self.app(peer, self.conns[conn], msg[1:])
+                if conn in self.conns:
+                    d.net.send(name, conn, ("Response", status, hdrs, body))
+        elif kind == "Closed" and conn in self.conns:
+            del self.conns[conn]
+            d.net.close(name, conn)
+        elif kind == "Reset":
+            self.conns.pop(conn, None)
+
+
+class Proc:
+    """A process the harness runs besides the agents: the main API, a bus
+    daemon."""
+
+    def __init__(self, node):
+        self.name = node.name
+        self.kind = node.kind
+        self.host = node.host
+        self.keys = node.keys
+        self.calls: dict = {}
+        self.tasks: set = set()
+
+
+class StreamEnd:
+    """One end of a connection as asyncio streams (`StreamReader`, a
+    writer), for upstream's bus client and server (`decnet/bus/
+    unix_client.py`, `unix_server.py`) over the engine's streams: data
+    in is fed to the reader, a FIN is its EOF, a RST its
+    `ConnectionResetError` (what a UNIX socket's reader sees); a refused
+    connect is `ConnectionRefusedError` from `open_unix_connection`."""
+
+    def __init__(self, d, p, conn=None):
+        self.d, self.p, self.conn = d, p, conn
+        self.fut = None
+        self.reader = asyncio.StreamReader(loop=d.loop)
+        self.closed = False
+        self.reset = False
+        self.writer = types.SimpleNamespace(
+            write=self.write,
+            drain=self.drain,
+            close=self.close,
+            is_closing=lambda: self.closed,
+            wait_closed=self.drain_nothing,
+            get_extra_info=lambda *a, **k: None,
+        )
+
+    def on_input(self, inp):
+        kind = inp[0]
+        if kind == "Connected":
+            self.fut.set_result(None)
+        elif kind == "ConnectFailed":
+            self.p.calls.pop(self.conn, None)
+            self.fut.set_exception(ConnectionRefusedError(111, "Connection refused"))
+        elif kind == "Data":
+            self.reader.feed_data(inp[2])
+        elif kind == "Closed":
+            self.reader.feed_eof()
+        elif kind == "Reset":
+            self.reset = True
+            self.reader.set_exception(ConnectionResetError(104, "Connection reset by peer"))
+
+    def abandon(self):
+        self.closed = True
+
+    def write(self, data):
+        if not self.closed:
+            self.d.net.send(self.p.name, self.conn, bytes(data))
+
+    async def drain(self):
+        if self.reset:
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+    async def drain_nothing(self):
+        pass
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.d.net.close(self.p.name, self.conn)
+
+
+def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, as_the_model):
+    d = types.SimpleNamespace(loop=loop, m=m, w=w)
+    nodes = {n.name: tcp.Node(n.name) for n in sc.nodes}
+    d.net = net = tcp.Net(tcp.Sched(loop), lat_us, nodes, as_the_engine=as_the_model)
+    def swarmctl(peer, cert, request):
+        _, content, headers = request
+        return m.handle(loop.now_us, peer, cert, content, headers, w.rec)
+
+    server = Server(d, m.name, "decnet-swarmctl", swarmctl)
 
     class Transport(httpx.AsyncBaseTransport):
-        """One request on a new connection (keepalive_expiry 5 s < 30 s):
-        SYN; SYN-ACK and ClientHello one round trip later; the server's
-        flight and the client's Finished + request a round trip after;
-        the request reaches swarmctl half a round trip later, the
-        response the agent one latency after that."""
-
         async def handle_async_request(self, request):
-            a = CUR.get()
-            content = shape(a.body, await request.aread())
-            s = loop.now_us
-            # TCP connect: a SYN through (each try at 0, 1, 3 s) is
-            # answered a round trip later: a RST if swarmctl's process is
-            # down on a live host (ConnectError), a SYN-ACK if it listens.
-            ok_at = None
-            for off in SYN_RETRIES_US:
-                t = s + off
-                if t >= s + CONNECT_TIMEOUT_US:
-                    break
-                if self.reachable(a, t):
-                    ok_at = t
-                    break
-            if ok_at is None or ok_at + rtt >= s + CONNECT_TIMEOUT_US:
-                await self.until(s + CONNECT_TIMEOUT_US, a, s)
-                raise httpx.ConnectTimeout("timed out", request=request)
-            if not m.up:
-                await self.until(ok_at + rtt, a, s)
-                raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
-            tls = ok_at + rtt
-            if rtt >= CONNECT_TIMEOUT_US:
-                await self.until(tls + CONNECT_TIMEOUT_US, a, s)
-                raise httpx.ConnectTimeout("timed out", request=request)
-            arrive = tls + rtt + lat_us
-            await self.until(arrive, a, s)
-            if a.cert in ("none", "untrusted"):
-                # CERT_REQUIRED: the handshake fails on the server; the
-                # client sees the alert on its first read, as a raw
-                # `ssl.SSLError`: anyio re-raises it (`_backends/_asyncio`
-                # `tls.py` ~197-208) and neither httpcore's read mapping nor
-                # httpx's maps it (`default.py` ~114-115: `if mapped_exc is
-                # None: raise`); see src/models/decnet/https.rs.
-                await self.until(arrive + lat_us, a, s)
-                raise ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
-            status, hdrs, body = m.handle(arrive, a, content, list(request.headers.raw), w.rec)
-            await self.until(arrive + lat_us, a, s)
+            p = CUR.get()
+            content = await request.aread()
+            if isinstance(p, Agent):
+                # The agent's heartbeat (DECNET_MASTER_HOST is "master") or
+                # lifecycle push: its body shape and certificate.
+                to, cert, content = m.name, p.cert, shape(p.body, content)
+            else:
+                # The main API's AgentClient: the row's address is the
+                # agent's node; the master's client certificate.
+                to, cert = request.url.host, "decnet-master"
+            fut = loop.create_future()
+            req = (request.url.path, content, list(request.headers.raw))
+            Call(d, p, to, cert, req, request.extensions["timeout"], fut)
+            status, hdrs, body = await fut
+            if PUSHING.get() and status in (200, 204):
+                # `push_lifecycle_delta` returns quietly (l. 192): the
+                # model's `push`.
+                w.rec(loop.now_us, p.name, "push", None, str(status))
             return httpx.Response(status, headers=hdrs, content=body, request=request)
-
-        def reachable(self, a, t):
-            self.stable(a, t, t)
-            return m.host_up and not w.cut(a.name, m.name)
-
-        def stable(self, a, s, t):
-            for f in sc.faults:
-                if s < f.at_us <= t and self.touches(f, a):
-                    # Not an Exception: upstream's `except Exception` must
-                    # not log it as a failed tick. The run ends and raises.
-                    w.unsupported = Unsupported(f"a {f.kind} during a request (at {f.at_us} us)")
-                    loop.stop()
-                    raise asyncio.CancelledError
-
-        def touches(self, f, a):
-            """Whether a fault can change this request's exchange."""
-            if f.kind == "heal":
-                return w.cut(a.name, m.name)
-            if f.kind == "partition":
-                side = {name: i for i, g in enumerate(f.raw["groups"]) for name in g}
-                return a.name in side and m.name in side and side[a.name] != side[m.name]
-            names = {sc.nodes[f.node].name} if f.node is not None else set()
-            names |= {n.name for n in sc.nodes if f.host is not None and n.host == f.host}
-            return a.name in names or m.name in names
-
-        async def until(self, t, a, s):
-            self.stable(a, s, t)
-            await asyncio.sleep((t - loop.now_us) / 1_000_000)
 
     transport = Transport()
     real_client = httpx.AsyncClient
@@ -494,9 +909,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
                     "base_image": "debian:bookworm-slim",
                     "hostname": d,
                 }
-                for i, d in enumerate(a.deckies)
+                for i, d in enumerate(a.deckies + a.degraded)
             ],
-            "runtime": {d: {"running": d not in a.degraded} for d in a.deckies},
+            # `deckies` run, `degraded` ones do not (setup.rs).
+            "runtime": {d: {"running": d not in a.degraded} for d in a.deckies + a.degraded},
         }
 
     hb._exec = types.SimpleNamespace(status=status)
@@ -539,6 +955,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             if msg.startswith("heartbeat rejected"):
                 a.rejected = True
                 w.rec(loop.now_us, a.name, "beat-rejected", m.name, str(r.args[0]))
+            elif msg.startswith("lifecycle delta push rejected"):
+                w.rec(loop.now_us, a.name, "push-rejected", None, str(r.args[0]))
+            elif msg.startswith("push_lifecycle_delta failed"):
+                w.rec(loop.now_us, a.name, "push-failed", None, type(r.exc_info[1]).__name__)
             elif msg.startswith("heartbeat tick failed"):
                 w.rec(loop.now_us, a.name, "beat-failed", m.name, type(r.exc_info[1]).__name__)
             elif msg.startswith("heartbeat not starting"):
@@ -561,69 +981,510 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         return None
 
     hb.build_worker_ssl_context = ssl_context
+    real_push = hb.push_lifecycle_delta if not hasattr(hb.push_lifecycle_delta, "heartsim") else hb.push_lifecycle_delta.heartsim
+
+    async def push(deltas):
+        PUSHING.set(True)
+        return await real_push(deltas)
+
+    push.heartsim = real_push
+    hb.push_lifecycle_delta = push
+    # The agent's directory (`_resolve_agent_dir`: DECNET_AGENT_DIR, one
+    # process each upstream) is its own; no docker daemon runs
+    # (`topology_ops.state` reports the error in `observed`, as upstream
+    # does when the socket is gone).
+    hb._resolve_agent_dir = lambda: CUR.get().agent_dir
+    import decnet.agent.topology_ops as topo_ops
+
+    def no_docker():
+        raise topo_ops.docker.errors.DockerException("heartsim: no docker daemon")
+
+    topo_ops.docker = types.SimpleNamespace(from_env=no_docker, errors=topo_ops.docker.errors)
 
     def start(a):
         env.DECNET_HOST_UUID = a.uuid if a.identity else ""
         env.DECNET_MASTER_HOST = "master" if a.identity else ""
         hb._task = None
-        a.up = True
-        a.task = hb.start()
+        hb.start()
 
-    def launch(a):
-        ctx = contextvars.copy_context()
-        ctx.run(CUR.set, a)
-        start_in = ctx.run
-        start_in(start, a)
+    # -- the bus (`decnet/bus`) and the main API's workers panel
+    import decnet.bus.publish as bus_publish
+    import decnet.bus.unix_client as unix_client
+    import decnet.bus.unix_server as unix_server
+    import decnet.web.worker_registry as worker_registry
 
-    def stop(a):
-        a.up = False
-        if a.task is not None:
-            a.task.cancel()
-            a.task = None
+    procs = {a.name: a for a in agents}
+    for n in sc.nodes:
+        if n.kind in ("api", "bus"):
+            procs[n.name] = Proc(n)
+    for a in agents:
+        a.calls, a.tasks = {}, set()
+
+    def task_factory(loop_, coro, context=None):
+        # Every task belongs to the process that created it (the context's
+        # CUR): a process's end cancels them all.
+        task = asyncio.Task(coro, loop=loop_, context=context)
+        p = (context or contextvars.copy_context()).get(CUR)
+        if p is not None:
+            p.tasks.add(task)
+            task.add_done_callback(p.tasks.discard)
+        return task
+
+    loop.set_task_factory(task_factory)
+    epoch = EPOCH.timestamp()
+    # `time.time()` of every process: its wall clock (host clocks are
+    # refused, so every node's is the simulated epoch + the run's time).
+    wall = types.SimpleNamespace(**{**vars(_time), "time": lambda: epoch + loop.now_us / 1_000_000})
+    bus_publish.time = wall
+    worker_registry.time = wall
+
+    def bus_of(p):
+        """The bus node a process reaches: an agent's `bus` key; the API's
+        host's bus daemon (`api.rs`: it subscribes to the bus on its host)."""
+        if isinstance(p, Agent):
+            return p.bus
+        return next((n.name for n in sc.nodes if n.kind == "bus" and n.host is not None and n.host == p.host), None)
+
+    async def open_unix_connection(path=None, **kw):
+        p = CUR.get()
+        end = StreamEnd(d, p)
+        end.fut = loop.create_future()
+        end.conn = net.connect(p.name, bus_of(p))
+        p.calls[end.conn] = end
+        await end.fut
+        return end.reader, end.writer
+
+    unix_client.asyncio = types.SimpleNamespace(**{**vars(asyncio), "open_unix_connection": open_unix_connection})
+
+    class Bus(unix_client.UnixSocketBus):
+        """Upstream's client; its reader loop's end (the daemon's FIN or
+        RST: `unix_client.py` l. 236-264) is the model's `bus lost`: the
+        subscriptions end and nothing reconnects (l. 18-21)."""
+
+        async def _reader_loop(self):
+            await super()._reader_loop()
+            p = CUR.get()
+            w.rec(loop.now_us, p.name, "bus", bus_of(p), "lost")
+
+    async def agent_bus(a):
+        """`agent/app.py` `_lifespan` after `_heartbeat.start()` (l. 117-129)."""
+        bus = None
+        try:
+            bus = Bus(socket_path="/run/decnet/bus.sock", client_name="agent")
+            await bus.connect()
+        except Exception:  # noqa: BLE001 - upstream's `except Exception`
+            # "agent: bus unavailable, skipping health heartbeat"
+            w.rec(loop.now_us, a.name, "bus", a.bus, "unavailable")
+            bus = None
+        asyncio.create_task(bus_publish.run_health_heartbeat(bus, "agent"))
+
+    async def api_main(p):
+        """`decnet/web/api.py`'s lifespan, the workers panel's part
+        (l. 213-229): `get_app_bus()` (`bus/app.py` l. 44-66: connect, or
+        None on any exception), then `get_registry().start(_bus)`. A fresh
+        process has a fresh registry and no shared bus. (Its own `api`
+        health loop is not run: the panel's `agent` row is what the model
+        shows.)"""
+        # The lifespan's sweep (l. 133-147): rows open for over an hour.
+        cutoff = Now.now(_dt.timezone.utc) - _dt.timedelta(hours=1)
+        await Repo(p).sweep_stale_lifecycle(cutoff, reason="master restarted during operation")
+        bus = None
+        if bus_of(p) is not None:
+            try:
+                bus = Bus(socket_path="/run/decnet/bus.sock", client_name="api")
+                await bus.connect()
+            except Exception:  # noqa: BLE001
+                # "app bus unavailable: %s"
+                w.rec(loop.now_us, p.name, "bus", bus_of(p), "unavailable")
+                bus = None
+        await p.registry.start(bus)
+
+    def panel(p, incarnation):
+        """The dashboard's `GET /workers` poll: upstream's `snapshot()`, the
+        `agent` row, recorded when it changes (as the model does)."""
+        if nodes[p.name].incarnation != incarnation or not nodes[p.name].up:
+            return
+        row = next(r for r in p.registry.snapshot() if r.name == "agent")
+        if p.shown != row.status:
+            p.shown = row.status
+            w.rec(loop.now_us, p.name, "worker-status", None, row.status)
+        loop.call_at_us(loop.now_us + p.every, lambda: panel(p, incarnation))
+
+    # -- the main API's probe (`GET /swarm/hosts` of the dashboard router)
+    import decnet.swarm.client as agent_client
+    import decnet.web.router.swarm_mgmt.api_list_hosts as list_hosts_api
+
+    class Now(_dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            t = EPOCH + _dt.timedelta(microseconds=loop.now_us)
+            return t.astimezone(tz) if tz else t.replace(tzinfo=None)
+
+    list_hosts_api.datetime = Now
+    # The master's own client bundle (`ensure_master_identity`) and the
+    # TLS contexts built from it are the model's TLS world: no files.
+    agent_client.ensure_master_identity = lambda *a, **k: None
+
+    def build_client(self, timeout):
+        return httpx.AsyncClient(base_url=f"https://{self._address}:{self._port}", timeout=timeout, transport=transport)
+
+    agent_client.AgentClient._build_client = build_client
+
+    async def to_thread(func, *args, **kwargs):
+        if getattr(func, "__name__", "") == "_fetch_peer_fingerprint":
+            client = func.__self__
+            fut = loop.create_future()
+
+            def mismatch():
+                return agent_client.FingerprintMismatchError(
+                    f"{client._address}:{client._port}", client._expected_fingerprint or "", ""
+                )
+
+            PinCall(d, CUR.get(), client._address, fut, mismatch)
+            return await fut
+        raise OracleError(f"asyncio.to_thread({func!r}) in the main API")
+
+    agent_client.asyncio = types.SimpleNamespace(**{**vars(asyncio), "to_thread": to_thread})
+
+    class Probe(agent_client.AgentClient):
+        """Upstream's client; what `_probe_and_update` catches (l. 38-43)
+        or the probe's success is the model's `probe` record."""
+
+        async def __aenter__(self):
+            try:
+                return await super().__aenter__()
+            except Exception as e:
+                w.rec(loop.now_us, CUR.get().name, "probe", self._address, type(e).__name__)
+                raise
+
+        async def health(self):
+            try:
+                r = await super().health()
+            except Exception as e:
+                w.rec(loop.now_us, CUR.get().name, "probe", self._address, type(e).__name__)
+                raise
+            w.rec(loop.now_us, CUR.get().name, "probe", self._address, "ok")
+            return r
+
+    list_hosts_api.AgentClient = Probe
+
+    class Repo:
+        """The main API's repository: upstream's, on swarmctl's database;
+        each call runs to its end at once (as the model's transactions
+        do) and what it changed is recorded by the API."""
+
+        def __init__(self, p):
+            self.p = p
+
+        def __getattr__(self, name):
+            fn = getattr(m.repo, name)
+
+            async def call(*args, **kwargs):
+                before = m.rows()
+                result = m.call(fn(*args, **kwargs))
+                m.record_changes(loop.now_us, before, m.rows(), w.rec, node=self.p.name)
+                return result
+
+            return call
+
+    def probe(p, incarnation):
+        """The dashboard's `GET /swarm/hosts` poll: upstream's `list_hosts`
+        (`api_list_hosts.py` l. 55-61), every `probe_every`."""
+        if nodes[p.name].incarnation != incarnation or not nodes[p.name].up:
+            return
+        p.ctx.run(loop.create_task, list_hosts_api.list_hosts(None, {}, Repo(p)))
+        loop.call_at_us(loop.now_us + p.probe_every, lambda: probe(p, incarnation))
+
+    def failing(method):
+        """`decommission`'s `except Exception: log.exception(..)` (l. 52-58)
+        is the model's `operator self-destruct failed`."""
+
+        async def wrapped(self, *args, **kwargs):
+            try:
+                return await method(self, *args, **kwargs)
+            except Exception:
+                w.rec(loop.now_us, CUR.get().name, "operator", self._address, "self-destruct failed")
+                raise
+
+        return wrapped
+
+    # -- operator actions: decommission and enrol (the dashboard's routes,
+    # called as FastAPI would, the admin and operator checks passed)
+    import decnet.web.router.swarm.api_enroll_host as enroll_api
+    import decnet.web.router.swarm_mgmt.api_decommission_host as decommission_api
+    from decnet.web.db.models import SwarmEnrollRequest
+    from fastapi import HTTPException
+
+    decommission_api.AgentClient = type(
+        "SelfDestruct",
+        (agent_client.AgentClient,),
+        {
+            "__aenter__": failing(agent_client.AgentClient.__aenter__),
+            "self_destruct": failing(agent_client.AgentClient.self_destruct),
+        },
+    )
+    enroll_api.datetime = Now
+
+    async def act(p, action):
+        """One of the API's `actions` (the model's `Job::Act`)."""
+        what, uuid = action["action"], action["host_uuid"]
+        if what == "deploy":
+            await deploy(p, uuid, action["decky"])
+        elif what == "decommission":
+            w.rec(loop.now_us, p.name, "operator", None, "decommission")
+            try:
+                await decommission_api.decommission_host(uuid, {}, Repo(p))
+            except HTTPException:
+                pass  # 404: the row is gone
+        else:
+            cert = action["certificate"]
+
+            def issue(ca, name, sans):
+                # Past the 409 check (l. 55-57): the model's `enrol`. The
+                # certificate is the scenario's, by name (DER as `der`).
+                w.rec(loop.now_us, p.name, "operator", None, "enrol")
+                pem = b"heartsim-pem:" + cert.encode()
+                return types.SimpleNamespace(
+                    fingerprint_sha256=hashlib.sha256(der(cert)).hexdigest(),
+                    cert_pem=pem,
+                    key_pem=pem,
+                    ca_cert_pem=pem,
+                )
+
+            # The CA and the bundle on disk are the model's TLS world; the
+            # new uuid is the scenario's (upstream: uuid4).
+            enroll_api.pki = types.SimpleNamespace(
+                ensure_ca=lambda: None,
+                issue_worker_cert=issue,
+                DEFAULT_CA_DIR=pathlib.Path(m.db_path).parent / "ca",
+                write_worker_bundle=lambda *a: None,
+            )
+            enroll_api._uuid = types.SimpleNamespace(uuid4=lambda: uuid)
+            req = SwarmEnrollRequest(name=action.get("name", uuid), address=action["node"])
+            try:
+                await enroll_api.api_enroll_host(req, Repo(p), {}, None)
+            except HTTPException as e:
+                if e.status_code != 409:
+                    raise
+                w.rec(loop.now_us, p.name, "operator", None, "enrol refused 409")
+
+    # -- deploys: the master's `SwarmDeployStrategy`, the agent's
+    # `deploy_async` and `push_lifecycle_delta`, the API's startup sweep
+    import decnet.agent.executor as executor
+    import decnet.lifecycle.strategies as strategies
+    import decnet.web.db.sqlmodel_repo.decky_lifecycle as lifecycle_repo
+
+    lifecycle_repo.datetime = Now
+    executor.DecnetConfig = __import__("decnet.models", fromlist=["DecnetConfig"]).DecnetConfig
+
+    async def run_operation(config, **kw):
+        """`deploy` of the engine (docker compose): the node's
+        `operation_time`, then its `operation_error` if any (the model's
+        operation)."""
+        a = CUR.get()
+        await asyncio.sleep(a.operation_us / 1_000_000)
+        w.rec(loop.now_us, a.name, "operation-done", None, "failed" if a.operation_error else "succeeded")
+        if a.operation_error:
+            raise RuntimeError(a.operation_error)
+
+    executor.deploy = run_operation
+
+    async def deploy(p, uuid, decky):
+        """`POST /deckies/deploy` of one decky on a host (the model's
+        `Deploy` action): the route's lifecycle row (`pending`), then
+        upstream's `SwarmDeployStrategy.execute` (`lifecycle/strategies.py`
+        l. 181-234): `running`, `/deploy` through `AgentClient`, `failed`
+        if the dispatch raised. The model creates the row `running` in one
+        step (docs/models/decnet.md): the `pending` row is not recorded."""
+        lid = m.call(
+            m.repo.create_lifecycle(
+                {"decky_name": decky, "host_uuid": uuid, "operation": "deploy", "status": "pending"}
+            )
+        )
+        cfg = executor.DecnetConfig(
+            mode="swarm",
+            interface="eth0",
+            subnet="192.168.1.0/24",
+            gateway="192.168.1.1",
+            deckies=[
+                {
+                    "name": decky,
+                    "ip": "192.168.1.10",
+                    "services": ["ssh"],
+                    "distro": "debian",
+                    "base_image": "debian:bookworm-slim",
+                    "hostname": decky,
+                    "host_uuid": uuid,
+                }
+            ],
+        )
+        await strategies.SwarmDeployStrategy().execute(Repo(p), None, lifecycle_ids={decky: lid}, config=cfg)
+
+    def action(p, incarnation, a):
+        if nodes[p.name].incarnation == incarnation and nodes[p.name].up:
+            p.ctx.run(loop.create_task, act(p, a))
+
+    def agent_api(a, peer, cert, request):
+        """The agent's API (`decnet/agent/app.py`), the harness's stand-in
+        (its routes as the model has them): `GET /health` answers 200;
+        `POST /self-destruct` (l. 234-248): `executor.self_destruct()`
+        spawns the reaper and the route answers 200; the reaper's `sleep 3`
+        then `systemctl stop decnet-agent` ends the agent
+        (`agent/executor.py` l. 219-231; the model's `self-destruct`
+        records)."""
+        path = request[0]
+        ok = (200, [(b"content-type", b"application/json")], b'{"status":"ok"}')
+        if path == "/health":
+            return ok
+        if path == "/deploy":
+            # `deploy` (l. 206-218): the background `deploy_async`, 202.
+            cfg = executor.DecnetConfig.model_validate(json.loads(request[1])["config"])
+            w.rec(loop.now_us, a.name, "operation-started", peer)
+            a.ctx.run(loop.create_task, executor.deploy_async(cfg))
+            return 202, [(b"content-type", b"application/json")], b'{"status":"accepted"}'
+        if path == "/self-destruct":
+            w.rec(loop.now_us, a.name, "self-destruct", peer, "scheduled")
+            if not a.reaper:
+                a.reaper = True
+                inc = nodes[a.name].incarnation
+
+                def reap():
+                    if nodes[a.name].incarnation == inc and nodes[a.name].up:
+                        w.rec(loop.now_us, a.name, "self-destruct", None, "stopped")
+                        end(a.name)
+
+                loop.call_at_us(loop.now_us + 3_000_000, reap)
+            return ok
+        raise OracleError(f"the agent's API got {path}")
+
+    def agent_dispatch(p, peer, inp):
+        call = p.calls.get(inp[1])
+        if call is not None:
+            call.on_input(inp)
+        else:
+            p.server.dispatch(peer, inp)
+
+    def bus_accept(p, peer, inp):
+        if inp[0] == "Accepted":
+            end = StreamEnd(d, p, inp[1])
+            p.calls[inp[1]] = end
+            p.ctx.run(loop.create_task, p.server._handle_connection(end.reader, end.writer))
+        else:
+            (p.calls.get(inp[1]) or _Ignore).on_input(inp)
+
+    def boot(name):
+        """`Engine::boot`: a new process (its `Start`)."""
+        if name == m.name:
+            net.boot(name, server.dispatch)
+            server.conns.clear()
+            nodes[name].listening = True  # `out.listen()` at Start
+            return
+        p = procs[name]
+        p.calls.clear()
+        p.ctx = contextvars.copy_context()
+        p.ctx.run(CUR.set, p)
+        if isinstance(p, Agent):
+            # The agent's API listens (`serves`); impostors run none.
+            p.server = Server(d, name, p.cert, lambda peer, cert, req: agent_api(p, peer, cert, req))
+            p.reaper = False
+            net.boot(name, lambda peer, inp: agent_dispatch(p, peer, inp))
+            nodes[name].listening = not p.impostor
+            p.ctx.run(start, p)
+            if p.bus is not None:
+                p.ctx.run(loop.create_task, agent_bus(p))
+        elif p.kind == "bus":
+            # `BusServer` as `decnet bus` runs it; `start()`'s bind
+            # (and its socket file's mode) is the stream's listen here.
+            net.boot(name, lambda peer, inp: bus_accept(p, peer, inp))
+            nodes[name].listening = True
+            p.server = unix_server.BusServer("/run/decnet/bus.sock")
+        else:
+            net.boot(name, lambda peer, inp: (p.calls.get(inp[1]) or _Ignore).on_input(inp))
+            p.registry = worker_registry.WorkerRegistry()
+            p.shown = None
+            p.ctx.run(loop.create_task, api_main(p))
+            inc = nodes[name].incarnation
+            for a in p.keys.get("actions", []):
+                # The model's `next_action`: those before the start are
+                # over; the rest run at their time.
+                at = duration_us(a["at"])
+                if at >= loop.now_us:
+                    loop.call_at_us(at, lambda a=a: action(p, inc, a))
+            if "probe_every" in p.keys:
+                p.probe_every = duration_us(p.keys["probe_every"])
+                inc = nodes[name].incarnation
+                loop.call_at_us(loop.now_us + p.probe_every, lambda: probe(p, inc))
+            if "panel_every" in p.keys:
+                p.every = duration_us(p.keys["panel_every"])
+                inc = nodes[name].incarnation
+                loop.call_at_us(loop.now_us + p.every, lambda: panel(p, inc))
+
+    def gone(name):
+        """The process ends: its tasks and its requests stop at once."""
+        p = procs.get(name)
+        if p is None:
+            return
+        for call in list(p.calls.values()):
+            call.abandon()
+        p.calls.clear()
+        for task in list(p.tasks):
+            task.cancel()
+
+    def end(name):
+        """`Engine::end_process` (`kill`; `stop` after its no-op `Stop`)."""
+        gone(name)
+        net.end_process(name)
+
+    def crash(name):
+        gone(name)
+        net.crash(name)
 
     def fault(f):
-        node = sc.nodes[f.node].name if f.node is not None else None
-        on_host = (
-            [n.name for n in sc.nodes if n.host == f.host] if f.host is not None else [node] if node else []
-        )
         if f.kind == "heal":
-            w.partition = None
-        elif f.kind == "partition":
-            w.partition = {name: i for i, g in enumerate(f.raw["groups"]) for name in g}
-        for name in on_host:
-            if name == m.name:
-                if f.kind in ("kill", "stop"):
-                    m.up = False
-                elif f.kind == "crash":
-                    m.up = m.host_up = False
-                elif f.kind in ("restart", "start"):
-                    m.up = m.host_up = True
-            elif name in by_name:
-                a = by_name[name]
-                if f.kind in ("kill", "stop", "crash"):
-                    stop(a)
-                elif f.kind in ("restart", "start") and not a.up:
-                    launch(a)
+            net.heal()
+            return
+        if f.kind == "partition":
+            net.partition(f.raw["groups"])
+            return
+        names = [sc.nodes[f.node].name] if f.node is not None else [n.name for n in sc.nodes if n.host == f.host]
+        for name in names:
+            if f.kind == "start":
+                boot(name)
+            elif f.kind == "restart":
+                if nodes[name].up:
+                    crash(name)
+                boot(name)
+            elif f.kind in ("kill", "stop"):
+                end(name)
+            elif f.kind == "crash":
+                crash(name)
 
     # The engine's order at one instant: node starts (node order), then
     # faults (file order), each as it comes.
-    events = [(a.start_us, 0, i, lambda a=a: launch(a)) for i, a in enumerate(agents)]
+    events = [(n.start_us, 0, i, lambda n=n: boot(n.name)) for i, n in enumerate(sc.nodes)]
     events += [(f.at_us, 1, i, lambda f=f: fault(f)) for i, f in enumerate(sc.faults)]
     for t, _, _, fn in sorted(events, key=lambda e: e[:3]):
-        loop.call_at(t / 1_000_000, fn)
+        loop.call_at_us(t, fn)
     # What happens at the scenario's last instant counts (the engine runs
     # events at `duration`): stop just after, keep nothing later.
-    loop.call_at((sc.duration_us + 1) / 1_000_000, loop.stop)
+    loop.call_at_us(sc.duration_us + 1, loop.stop)
     try:
         loop.run_forever()
-        if w.unsupported is not None:
-            raise w.unsupported
+        if loop.error is not None:
+            raise loop.error
     finally:
-        for a in agents:
-            if a.task is not None:
-                a.task.cancel()
+        for p in procs.values():
+            for task in list(p.tasks):
+                task.cancel()
         loop.run_until_complete(asyncio.sleep(0))
         logger.removeHandler(handler)
+    return net.streams.noted
+
+
+class _Ignore:
+    @staticmethod
+    def on_input(inp):
+        pass
 
 
 if __name__ == "__main__":

@@ -42,7 +42,12 @@ RUNNERS = {
     ),
     "decnet": (
         "decnet_runner",
-        {"beat", "beat-rejected", "beat-failed", "not-started", "heartbeat", "host-row"},
+        {
+            "beat", "beat-rejected", "beat-failed", "not-started", "heartbeat", "host-row",
+            "lifecycle-row", "shard-row", "resync", "worker-status", "bus", "probe",
+            "operator", "self-destruct", "operation-started", "operation-done", "push",
+            "push-rejected", "push-failed",
+        },
     ),
 }
 

@@ -1,0 +1,588 @@
+"""The engine's stream medium, as the models see it: a port of
+`sim/src/stream.rs` (connections over packets, Linux's RTO rules) and of
+the parts of `sim/src/engine.rs` that carry its effects out (packets on a
+fixed-latency network with partitions, host and process lifetimes), for
+runners whose upstream talks over TCP (docs/oracle.md, "The network").
+
+It is the scenario's world, not upstream: the model and upstream meet the
+same packets, retransmissions, FINs and RSTs at the same instants. The
+port keeps the engine's order of everything: one queue of events ordered
+by (time, seq) (`Sched`), each event carried out completely (its inputs
+dispatched and the machine's reaction done) before the next, and the
+stream layer's effects carried out in the engine's order
+(`carry_out_stream_effects`: buffered per operation, a nested operation's
+effects before the rest of the outer buffer).
+
+Left out, as the runners refuse them (`Unsupported`): random links (loss,
+jitter, duplicates, reordering), `break`, `hold`/`stall` and `pause`, and
+so the "unread data" RST of a process ending.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+# TcpConfig::default() (sim/src/stream.rs).
+RTO_INITIAL = 1_000_000
+RTO_MIN = 200_000
+RTO_MAX = 120_000_000
+RETRIES2 = 15
+SYN_RETRIES = 6
+
+SYN, SYNACK, ACK, DATA, FIN, RST = "SYN", "SYN-ACK", "ACK", "data", "FIN", "RST"
+SYN_SENT, SYN_RECEIVED, ESTABLISHED = 0, 1, 2
+
+REFUSED, TIMED_OUT, RESET = "connection refused", "connection timed out", "connection reset"
+
+
+def model_timeout(boundary: int, base: int) -> int:
+    """`TcpConfig::model_timeout` (`tcp_model_timeout`)."""
+    base = max(base, 1)
+    thresh = (RTO_MAX // base).bit_length() - 1
+    if boundary <= thresh:
+        return ((2 << boundary) - 1) * base
+    return ((2 << thresh) - 1) * base + (boundary - thresh) * RTO_MAX
+
+
+DATA_TIMEOUT = model_timeout(RETRIES2, RTO_MIN)  # 924.6 s
+SYN_TIMEOUT = model_timeout(SYN_RETRIES, RTO_INITIAL)  # 127 s
+
+
+@dataclass
+class Packet:
+    conn: int
+    kind: str
+    seq: int | None
+    msg: object
+    ts: int
+    echo: int | None
+    ack: int | None
+
+
+@dataclass
+class Rtt:
+    """`tcp_rtt_estimator` (srtt scaled by 8, mdev by 4)."""
+
+    srtt8: int = 0
+    mdev: int = 0
+    mdev_max: int = 0
+    rttvar: int = 0
+    rtt_seq: int = 0
+
+    def sample(self, m_us, rto_min_us, snd_una, snd_nxt):
+        m = max(m_us, 1)
+        if self.srtt8 != 0:
+            m -= self.srtt8 >> 3
+            self.srtt8 += m
+            if m < 0:
+                m = -m
+                m -= self.mdev >> 2
+                if m > 0:
+                    m >>= 3
+            else:
+                m -= self.mdev >> 2
+            self.mdev += m
+            if self.mdev > self.mdev_max:
+                self.mdev_max = self.mdev
+                if self.mdev_max > self.rttvar:
+                    self.rttvar = self.mdev_max
+            if snd_una > self.rtt_seq:
+                if self.mdev_max < self.rttvar:
+                    self.rttvar -= (self.rttvar - self.mdev_max) >> 2
+                self.rtt_seq = snd_nxt
+                self.mdev_max = rto_min_us
+        else:
+            self.srtt8 = m << 3
+            self.mdev = m << 1
+            self.rttvar = max(self.mdev, rto_min_us)
+            self.mdev_max = self.rttvar
+            self.rtt_seq = snd_nxt
+        self.srtt8 = max(self.srtt8, 1)
+
+    def rto_us(self):
+        return (self.srtt8 >> 3) + self.rttvar
+
+
+@dataclass
+class Segment:
+    seq: int
+    msg: object  # None: the FIN
+    sent_at: int | None = None
+
+
+@dataclass
+class Endpoint:
+    peer: str
+    owner: int | None
+    state: int
+    rto: int
+    snd_una: int = 1
+    snd_nxt: int = 1
+    segments: deque = field(default_factory=deque)
+    rtt: Rtt | None = None
+    retransmits: int = 0
+    retrans_stamp: int | None = None
+    timer: int | None = None
+    lost_until: int = 0
+    rcv_nxt: int = 1
+    out_of_order: dict = field(default_factory=dict)
+    ts_recent: int | None = None
+    fin_received: bool = False
+    ack_due: int | None = None
+    # Connected, and no ACK has advanced since (see `Streams.as_the_engine`).
+    quirk: bool = False
+
+
+class Streams:
+    """`Streams<M>` of sim/src/stream.rs, line for line; effects are tuples
+    appended to `effects`: ("transmit", from, to, packet), ("input", node,
+    incarnation, peer, input), ("timer", conn, node, at | None)."""
+
+    def __init__(self, as_the_engine=False):
+        self.endpoints: dict[tuple[int, str], Endpoint] = {}
+        self.acks_due: list[tuple[int, str]] = []
+        self.effects: list = []
+        # The engine's SYN-ACK quirk (docs/oracle.md, finding T1): it emits
+        # "cancel the timer" after the `Connected` input, and carries the
+        # input out first, so a segment the client writes on `Connected`
+        # loses the retransmission timer its write armed; Linux keeps it
+        # (`tcp_event_new_data_sent` arms it, nothing cancels it). False:
+        # Linux's rule, noting when the difference shows (a timer the
+        # engine would have lost fires: `noted`).
+        self.as_the_engine = as_the_engine
+        self.noted: set[str] = set()
+
+    def take_effects(self):
+        e, self.effects = self.effects, []
+        return e
+
+    def flush_acks(self, now):
+        due, self.acks_due = self.acks_due, []
+        for conn, node in due:
+            ep = self.endpoints.get((conn, node))
+            echo = None
+            if ep is not None:
+                echo, ep.ack_due = ep.ack_due, None
+            if echo is not None:
+                self.transmit(now, conn, node, ACK, None, None, echo)
+
+    def owe_ack(self, conn, node, ts):
+        ep = self.endpoints[(conn, node)]
+        was = ep.ack_due
+        ep.ack_due = ts
+        if was is None:
+            self.acks_due.append((conn, node))
+
+    def peer(self, conn, node):
+        ep = self.endpoints.get((conn, node))
+        return ep.peer if ep else None
+
+    def connect(self, now, conn, frm, owner, to):
+        ep = Endpoint(to, owner, SYN_SENT, RTO_INITIAL)
+        ep.retrans_stamp = now
+        self.endpoints[(conn, frm)] = ep
+        self.transmit(now, conn, frm, SYN, None, None, None)
+        self.arm(now, conn, frm)
+
+    def write(self, now, conn, node, owner, msg):
+        """The peer, or None (`WriteRefused::Gone`)."""
+        ep = self.owned(conn, node, owner)
+        if ep is None:
+            return None
+        self.queue(now, conn, node, msg)
+        return ep.peer
+
+    def close(self, now, conn, node, owner):
+        ep = self.owned(conn, node, owner)
+        if ep is None:
+            return
+        ep.owner = None
+        if ep.state == SYN_SENT:
+            del self.endpoints[(conn, node)]
+            return
+        self.queue(now, conn, node, None)
+
+    def reset(self, now, conn, node, owner):
+        if self.owned(conn, node, owner) is not None:
+            ep = self.endpoints.pop((conn, node))
+            self.send_rst(now, conn, node, ep.peer)
+
+    def process_gone(self, now, node, owner):
+        mine = sorted(c for (c, n), ep in self.endpoints.items() if n == node and ep.owner == owner)
+        for conn in mine:
+            ep = self.endpoints[(conn, node)]
+            if ep.state == SYN_RECEIVED:
+                ep = self.endpoints.pop((conn, node))
+                self.send_rst(now, conn, node, ep.peer)
+            else:
+                self.close(now, conn, node, owner)
+
+    def host_down(self, node):
+        for k in [k for k in self.endpoints if k[1] == node]:
+            del self.endpoints[k]
+
+    def on_packet(self, now, node, frm, listener, p: Packet):
+        conn = p.conn
+        ep = self.endpoints.get((conn, node))
+        if ep is None:
+            return self.no_endpoint(now, node, frm, listener, p)
+        if ep.peer != frm:
+            return
+        if p.kind == RST:
+            ep = self.endpoints.pop((conn, node))
+            self.fail(conn, node, ep, REFUSED if ep.state == SYN_SENT else RESET)
+        elif p.kind == SYN:
+            if ep.state == SYN_RECEIVED:
+                self.transmit(now, conn, node, SYNACK, None, None, p.ts)
+        elif p.kind == SYNACK:
+            if ep.state == SYN_SENT:
+                ep.state = ESTABLISHED
+                ep.retrans_stamp = None
+                ep.retransmits = 0
+                ep.timer = None
+                self.sample_rtt(now, conn, node, p.echo)
+                ep = self.endpoints[(conn, node)]
+                ep.quirk = True
+                if not self.as_the_engine:
+                    self.effects.append(("timer", conn, node, None))
+                if ep.owner is not None:
+                    self.effects.append(("input", node, ep.owner, frm, ("Connected", conn)))
+                if self.as_the_engine:
+                    self.effects.append(("timer", conn, node, None))
+                self.transmit(now, conn, node, ACK, None, None, p.ts)
+                self.flush(now, conn, node)
+            else:
+                self.transmit(now, conn, node, ACK, None, None, p.ts)
+        else:  # ACK, data, FIN
+            if ep.state == SYN_SENT:
+                return
+            if ep.state == SYN_RECEIVED:
+                if p.ack is None:
+                    return
+                ep.state = ESTABLISHED
+                self.sample_rtt(now, conn, node, p.echo)
+                ep = self.endpoints[(conn, node)]
+                if ep.owner is not None:
+                    self.effects.append(("input", node, ep.owner, frm, ("Accepted", conn)))
+                self.flush(now, conn, node)
+            if p.ack is not None:
+                self.on_ack(now, conn, node, p.ack, p.echo)
+                if (conn, node) not in self.endpoints:
+                    return
+            if p.kind == DATA:
+                self.on_segment(now, conn, node, p.seq, p.msg, p.ts, False)
+            elif p.kind == FIN:
+                self.on_segment(now, conn, node, p.seq, None, p.ts, True)
+
+    def no_endpoint(self, now, node, frm, listener, p):
+        conn = p.conn
+        if p.kind == SYN and listener is not None:
+            self.endpoints[(conn, node)] = Endpoint(frm, listener, SYN_RECEIVED, RTO_INITIAL)
+            self.transmit(now, conn, node, SYNACK, None, None, p.ts)
+        elif p.kind == SYN:
+            self.send_rst(now, conn, node, frm)
+        elif p.kind == RST:
+            pass
+        else:
+            self.send_rst(now, conn, node, frm)
+
+    def on_ack(self, now, conn, node, ack, echo):
+        ep = self.endpoints[(conn, node)]
+        if ack <= ep.snd_una or ack > ep.snd_nxt:
+            return
+        ep.snd_una = ack
+        ep.quirk = False
+        while ep.segments and ep.segments[0].seq < ack:
+            ep.segments.popleft()
+        ep.retransmits = 0
+        ep.retrans_stamp = None
+        self.sample_rtt(now, conn, node, echo)
+        ep = self.endpoints[(conn, node)]
+        resend = [s.seq for s in ep.segments if s.sent_at is not None and s.seq < ep.lost_until]
+        for seq in resend:
+            self.send_segment(now, conn, node, seq, 1)
+        ep = self.endpoints[(conn, node)]
+        ep.lost_until = 0
+        outstanding = any(s.sent_at is not None for s in ep.segments)
+        ep.timer = None
+        if outstanding:
+            self.arm(now, conn, node)
+        else:
+            self.effects.append(("timer", conn, node, None))
+            self.remove_if_done(now, conn, node)
+
+    def remove_if_done(self, now, conn, node):
+        ep = self.endpoints[(conn, node)]
+        if ep.owner is None and not ep.segments and ep.fin_received:
+            if ep.ack_due is not None:
+                self.transmit(now, conn, node, ACK, None, None, ep.ack_due)
+            del self.endpoints[(conn, node)]
+
+    def on_segment(self, now, conn, node, seq, msg, ts, is_fin):
+        ep = self.endpoints[(conn, node)]
+        peer = ep.peer
+        if ep.owner is None and not is_fin and seq >= ep.rcv_nxt:
+            del self.endpoints[(conn, node)]
+            self.send_rst(now, conn, node, peer)
+            return
+        if seq >= ep.rcv_nxt:
+            ep.out_of_order.setdefault(seq, (is_fin, msg))
+        if seq == ep.rcv_nxt:
+            ep.ts_recent = ts
+        delivered = []
+        while ep.rcv_nxt in ep.out_of_order:
+            delivered.append(ep.out_of_order.pop(ep.rcv_nxt))
+            ep.rcv_nxt += 1
+        owner = ep.owner
+        fin = False
+        for f, m in delivered:
+            if not f:
+                if owner is not None:
+                    self.effects.append(("input", node, owner, peer, ("Data", conn, m)))
+            else:
+                fin = True
+                if owner is not None:
+                    self.effects.append(("input", node, owner, peer, ("Closed", conn)))
+        self.owe_ack(conn, node, ts)
+        if fin:
+            self.endpoints[(conn, node)].fin_received = True
+            self.remove_if_done(now, conn, node)
+
+    def on_timer(self, now, conn, node):
+        ep = self.endpoints.get((conn, node))
+        if ep is None:
+            return
+        if ep.timer is None or ep.timer > now:
+            return
+        ep.timer = None
+        if ep.state == SYN_SENT:
+            first = ep.retrans_stamp if ep.retrans_stamp is not None else now
+            if ep.retransmits > 0 and now - first >= SYN_TIMEOUT:
+                ep = self.endpoints.pop((conn, node))
+                return self.fail(conn, node, ep, TIMED_OUT)
+            ep.retransmits += 1
+            ep.rto = min(ep.rto + ep.rto, RTO_MAX)
+            self.transmit(now, conn, node, SYN, None, None, None)
+            return self.arm(now, conn, node)
+        head = ep.segments[0] if ep.segments and ep.segments[0].sent_at is not None else None
+        if head is None:
+            return
+        if ep.quirk:
+            self.noted.add("T1")
+        if ep.retransmits > 0:
+            first = ep.retrans_stamp if ep.retrans_stamp is not None else head.sent_at
+            if now - first >= DATA_TIMEOUT:
+                ep = self.endpoints.pop((conn, node))
+                return self.fail(conn, node, ep, TIMED_OUT)
+        else:
+            ep.retrans_stamp = head.sent_at
+        ep.retransmits += 1
+        ep.lost_until = ep.snd_nxt
+        self.send_segment(now, conn, node, head.seq, ep.retransmits)
+        ep = self.endpoints[(conn, node)]
+        ep.rto = min(ep.rto + ep.rto, RTO_MAX)
+        self.arm(now, conn, node)
+
+    def owned(self, conn, node, owner):
+        ep = self.endpoints.get((conn, node))
+        return ep if ep is not None and ep.owner == owner else None
+
+    def queue(self, now, conn, node, msg):
+        ep = self.endpoints[(conn, node)]
+        seq = ep.snd_nxt
+        ep.snd_nxt += 1
+        ep.segments.append(Segment(seq, msg))
+        if ep.state == ESTABLISHED:
+            self.flush(now, conn, node)
+
+    def flush(self, now, conn, node):
+        ep = self.endpoints[(conn, node)]
+        unsent = [s.seq for s in ep.segments if s.sent_at is None]
+        if not unsent:
+            return
+        for seq in unsent:
+            self.send_segment(now, conn, node, seq, None)
+        if self.endpoints[(conn, node)].timer is None:
+            self.arm(now, conn, node)
+
+    def send_segment(self, now, conn, node, seq, retry):
+        ep = self.endpoints[(conn, node)]
+        seg = next((s for s in ep.segments if s.seq == seq), None)
+        if seg is None:
+            return
+        seg.sent_at = now
+        echo = ep.ack_due if ep.ack_due is not None else ep.ts_recent
+        ep.ack_due = None
+        kind = FIN if seg.msg is None else DATA
+        p = Packet(conn, kind, seq, seg.msg, now, echo, ep.rcv_nxt)
+        self.effects.append(("transmit", node, ep.peer, p))
+
+    def transmit(self, now, conn, node, kind, seq, msg, echo):
+        ep = self.endpoints[(conn, node)]
+        ack = None if kind == SYN else ep.rcv_nxt
+        self.effects.append(("transmit", node, ep.peer, Packet(conn, kind, seq, msg, now, echo, ack)))
+
+    def send_rst(self, now, conn, frm, to):
+        self.effects.append(("transmit", frm, to, Packet(conn, RST, None, None, now, None, None)))
+
+    def sample_rtt(self, now, conn, node, echo):
+        if echo is None:
+            return
+        ep = self.endpoints[(conn, node)]
+        if ep.rtt is None:
+            ep.rtt = Rtt()
+        ep.rtt.sample(now - echo, RTO_MIN, ep.snd_una, ep.snd_nxt)
+        ep.rto = min(max(ep.rtt.rto_us(), 0), RTO_MAX)
+
+    def arm(self, now, conn, node):
+        ep = self.endpoints[(conn, node)]
+        ep.timer = now + ep.rto
+        self.effects.append(("timer", conn, node, ep.timer))
+
+    def fail(self, conn, node, ep, error):
+        if ep.owner is None or ep.state == SYN_RECEIVED:
+            return
+        inp = ("ConnectFailed", conn, error) if ep.state == SYN_SENT else ("Reset", conn, error)
+        self.effects.append(("input", node, ep.owner, ep.peer, inp))
+
+
+class Sched:
+    """The engine's event queue on an asyncio loop: `at(t_us, fn)` runs `fn`
+    at `t_us` after everything queued earlier for that instant (the loop's
+    timers are ordered by (time, seq) and run one at a time, each with
+    what it makes ready, see decnet_runner's `_Loop`)."""
+
+    def __init__(self, loop):
+        self.loop = loop
+
+    def now(self) -> int:
+        return self.loop.now_us
+
+    def at(self, t_us, fn):
+        return self.loop.call_at_us(t_us, fn)
+
+
+class Node:
+    """A node's process and host as the engine keeps them."""
+
+    def __init__(self, name):
+        self.name = name
+        self.host_up = True
+        self.up = False  # a machine runs
+        self.incarnation = 0
+        self.listening = False
+        self.dispatch = None  # (peer, input) -> None, while up
+
+
+class Net:
+    """The engine's side of the stream medium: fixed one-way latency,
+    symmetric partitions (checked when a packet is sent and again when it
+    arrives, `Network::route`, `Event::Packet`), a host down drops what
+    reaches it."""
+
+    def __init__(self, sched: Sched, latency_us: int, nodes: dict[str, Node], as_the_engine=False):
+        self.sched = sched
+        self.latency = latency_us
+        self.nodes = nodes
+        self.streams = Streams(as_the_engine)
+        self.partitions: list[tuple[frozenset, frozenset]] = []
+        self.rto_timers: dict[tuple[int, str], object] = {}
+        self.next_conn = 0
+
+    # -- the network
+    def blocked(self, frm, to):
+        return any(frm in a and to in b for a, b in self.partitions)
+
+    def partition(self, groups):
+        """`Partition::symmetric`, added to those in force."""
+        for i, a in enumerate(groups):
+            for j, b in enumerate(groups):
+                if i != j:
+                    self.partitions.append((frozenset(a), frozenset(b)))
+
+    def heal(self):
+        self.partitions.clear()
+
+    # -- what a machine does (the engine's Output handling)
+    def connect(self, node, to):
+        if to not in self.nodes:
+            raise ValueError(f"{node} connects to {to!r}, not a node")
+        self.next_conn += 1
+        conn = self.next_conn
+        n = self.nodes[node]
+        self.streams.connect(self.sched.now(), conn, node, n.incarnation, to)
+        self.carry_out()
+        return conn
+
+    def send(self, node, conn, msg):
+        self.streams.write(self.sched.now(), conn, node, self.nodes[node].incarnation, msg)
+        self.carry_out()
+
+    def close(self, node, conn):
+        self.streams.close(self.sched.now(), conn, node, self.nodes[node].incarnation)
+        self.carry_out()
+
+    # -- process and host lifetimes (Engine::boot, end_process, crash)
+    def boot(self, name, dispatch):
+        n = self.nodes[name]
+        n.up = True
+        n.incarnation += 1
+        n.host_up = True
+        n.listening = False
+        n.dispatch = dispatch
+
+    def take_down(self, name):
+        n = self.nodes[name]
+        n.up = False
+        n.incarnation += 1
+        n.listening = False
+        n.dispatch = None
+
+    def end_process(self, name):
+        n = self.nodes[name]
+        if n.up:
+            self.streams.process_gone(self.sched.now(), name, n.incarnation)
+        self.take_down(name)
+        self.carry_out()
+
+    def crash(self, name):
+        self.take_down(name)
+        self.nodes[name].host_up = False
+        self.streams.host_down(name)
+
+    # -- carrying effects out (Engine::carry_out_stream_effects)
+    def carry_out(self):
+        for e in self.streams.take_effects():
+            if e[0] == "transmit":
+                _, frm, to, p = e
+                if not self.blocked(frm, to):
+                    self.sched.at(self.sched.now() + self.latency, lambda frm=frm, to=to, p=p: self.packet(frm, to, p))
+            elif e[0] == "input":
+                _, node, incarnation, peer, inp = e
+                n = self.nodes[node]
+                if n.incarnation == incarnation and n.up and n.dispatch is not None:
+                    n.dispatch(peer, inp)
+            else:
+                _, conn, node, at = e
+                old = self.rto_timers.pop((conn, node), None)
+                if old is not None:
+                    old.cancel()
+                if at is not None:
+                    self.rto_timers[(conn, node)] = self.sched.at(at, lambda c=conn, n=node: self.rto(c, n))
+
+    def packet(self, frm, to, p):
+        n = self.nodes[to]
+        if not n.host_up or self.blocked(frm, to):
+            return
+        listener = n.incarnation if (n.listening and n.up) else None
+        now = self.sched.now()
+        self.streams.on_packet(now, to, frm, listener, p)
+        self.carry_out()
+        self.streams.flush_acks(now)
+        self.carry_out()
+
+    def rto(self, conn, node):
+        self.rto_timers.pop((conn, node), None)
+        self.streams.on_timer(self.sched.now(), conn, node)
+        self.carry_out()
