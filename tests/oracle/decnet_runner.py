@@ -49,12 +49,10 @@ import tcp
 from scenario import duration_us, load
 from vworld import OracleError, Unsupported
 
-# What the engine does that Linux does not (docs/oracle.md, "Findings"):
-# noted by `tcp.Streams` when it mattered in a run.
-KNOWN: dict[str, str] = {
-    "T1": "the engine drops the retransmission timer of what a client writes on `Connected` (its ClientHello): "
-    "a ClientHello lost then is never sent again and the handshake times out (Linux resends it after one RTO)",
-}
+# What the engine does that Linux does not (docs/oracle.md, "Findings"),
+# noted by `tcp.Streams` when it mattered in a run: none today (finding
+# T1 was fixed in the engine in session 8).
+KNOWN: dict[str, str] = {}
 
 EPOCH = _dt.datetime(2026, 1, 12, 10, 0, 0, tzinfo=_dt.timezone.utc)
 AGENT_KEYS = {
@@ -755,6 +753,12 @@ class Server:
         d, kind, conn, name = self.d, inp[0], inp[1], self.name
         if kind == "Accepted":
             self.conns[conn] = None
+            # asyncio's server-side handshake bound: uvicorn passes no
+            # `ssl_handshake_timeout` to `create_server` (uvicorn/server.py
+            # l. 144-151), so `SSL_HANDSHAKE_TIMEOUT = 60.0` from
+            # `connection_made` (asyncio/sslproto.py `_check_handshake_
+            # timeout` aborts the transport).
+            d.loop.call_at_us(d.loop.now_us + 60_000_000, self.handshake_timeout, conn)
         elif kind == "Data" and conn in self.conns:
             msg = inp[2]
             if msg[0] == "ClientHello":
@@ -778,6 +782,11 @@ class Server:
             d.net.close(name, conn)
         elif kind == "Reset":
             self.conns.pop(conn, None)
+
+    def handshake_timeout(self, conn):
+        if conn in self.conns and self.conns[conn] is None:
+            del self.conns[conn]
+            self.d.net.close(self.name, conn)
 
 
 class Proc:
@@ -854,7 +863,7 @@ class StreamEnd:
 def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, as_the_model):
     d = types.SimpleNamespace(loop=loop, m=m, w=w)
     nodes = {n.name: tcp.Node(n.name) for n in sc.nodes}
-    d.net = net = tcp.Net(tcp.Sched(loop), lat_us, nodes, as_the_engine=as_the_model)
+    d.net = net = tcp.Net(tcp.Sched(loop), lat_us, nodes)
     def swarmctl(peer, cert, request):
         _, content, headers = request
         return m.handle(loop.now_us, peer, cert, content, headers, w.rec)
@@ -1278,14 +1287,19 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, as_the_model
     executor.DecnetConfig = __import__("decnet.models", fromlist=["DecnetConfig"]).DecnetConfig
 
     async def run_operation(config, **kw):
-        """`deploy` of the engine (docker compose): the node's
-        `operation_time`, then its `operation_error` if any (the model's
-        operation)."""
+        """`deploy` of the engine (docker compose): `save_state(config)`
+        first (`engine/deployer.py` l. 689, before `compose down`/`build`/
+        `up`, l. 708-726): the agent reports the config's deckies, not
+        running; then the node's `operation_time`, then its
+        `operation_error` if any (the model's operation), else they run."""
         a = CUR.get()
+        names = [d.name for d in config.deckies]
+        a.deployed, a.deckies, a.degraded = True, [], list(names)
         await asyncio.sleep(a.operation_us / 1_000_000)
         w.rec(loop.now_us, a.name, "operation-done", None, "failed" if a.operation_error else "succeeded")
         if a.operation_error:
             raise RuntimeError(a.operation_error)
+        a.deckies, a.degraded = list(names), []
 
     executor.deploy = run_operation
 
@@ -1343,6 +1357,9 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, as_the_model
             a.ctx.run(loop.create_task, executor.deploy_async(cfg))
             return 202, [(b"content-type", b"application/json")], b'{"status":"accepted"}'
         if path == "/self-destruct":
+            # `self_destruct` tears down and `clear_state`s before
+            # answering (`agent/executor.py` l. 256-258).
+            a.deployed, a.deckies, a.degraded = False, [], []
             w.rec(loop.now_us, a.name, "self-destruct", peer, "scheduled")
             if not a.reaper:
                 a.reaper = True

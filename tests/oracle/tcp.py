@@ -130,8 +130,6 @@ class Endpoint:
     ts_recent: int | None = None
     fin_received: bool = False
     ack_due: int | None = None
-    # Connected, and no ACK has advanced since (see `Streams.as_the_engine`).
-    quirk: bool = False
 
 
 class Streams:
@@ -139,18 +137,12 @@ class Streams:
     appended to `effects`: ("transmit", from, to, packet), ("input", node,
     incarnation, peer, input), ("timer", conn, node, at | None)."""
 
-    def __init__(self, as_the_engine=False):
+    def __init__(self):
         self.endpoints: dict[tuple[int, str], Endpoint] = {}
         self.acks_due: list[tuple[int, str]] = []
         self.effects: list = []
-        # The engine's SYN-ACK quirk (docs/oracle.md, finding T1): it emits
-        # "cancel the timer" after the `Connected` input, and carries the
-        # input out first, so a segment the client writes on `Connected`
-        # loses the retransmission timer its write armed; Linux keeps it
-        # (`tcp_event_new_data_sent` arms it, nothing cancels it). False:
-        # Linux's rule, noting when the difference shows (a timer the
-        # engine would have lost fires: `noted`).
-        self.as_the_engine = as_the_engine
+        # Simplifications of the engine's that mattered in a run (none
+        # today: finding T1, fixed in the engine in session 8).
         self.noted: set[str] = set()
 
     def take_effects(self):
@@ -243,13 +235,12 @@ class Streams:
                 ep.timer = None
                 self.sample_rtt(now, conn, node, p.echo)
                 ep = self.endpoints[(conn, node)]
-                ep.quirk = True
-                if not self.as_the_engine:
-                    self.effects.append(("timer", conn, node, None))
+                # The SYN's timer goes before the input: what the client
+                # writes on `Connected` arms its own (Linux
+                # `tcp_event_new_data_sent`; the engine since finding T1).
+                self.effects.append(("timer", conn, node, None))
                 if ep.owner is not None:
                     self.effects.append(("input", node, ep.owner, frm, ("Connected", conn)))
-                if self.as_the_engine:
-                    self.effects.append(("timer", conn, node, None))
                 self.transmit(now, conn, node, ACK, None, None, p.ts)
                 self.flush(now, conn, node)
             else:
@@ -292,7 +283,6 @@ class Streams:
         if ack <= ep.snd_una or ack > ep.snd_nxt:
             return
         ep.snd_una = ack
-        ep.quirk = False
         while ep.segments and ep.segments[0].seq < ack:
             ep.segments.popleft()
         ep.retransmits = 0
@@ -368,8 +358,6 @@ class Streams:
         head = ep.segments[0] if ep.segments and ep.segments[0].sent_at is not None else None
         if head is None:
             return
-        if ep.quirk:
-            self.noted.add("T1")
         if ep.retransmits > 0:
             first = ep.retrans_stamp if ep.retrans_stamp is not None else head.sent_at
             if now - first >= DATA_TIMEOUT:
@@ -481,11 +469,11 @@ class Net:
     arrives, `Network::route`, `Event::Packet`), a host down drops what
     reaches it."""
 
-    def __init__(self, sched: Sched, latency_us: int, nodes: dict[str, Node], as_the_engine=False):
+    def __init__(self, sched: Sched, latency_us: int, nodes: dict[str, Node]):
         self.sched = sched
         self.latency = latency_us
         self.nodes = nodes
-        self.streams = Streams(as_the_engine)
+        self.streams = Streams()
         self.partitions: list[tuple[frozenset, frozenset]] = []
         self.rto_timers: dict[tuple[int, str], object] = {}
         self.next_conn = 0
