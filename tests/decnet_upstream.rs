@@ -207,6 +207,95 @@ operation_time = "20s"
     assert!(!shards.iter().any(|l| l.contains("host=a1")), "{shards:?}");
 }
 
+/// A process not started yet on a host that runs others is refused at
+/// once (a UNIX socket nobody serves), not silent as a host that is down:
+/// the main API's `bus.connect()` to a bus daemon that starts 10 s late
+/// fails one round trip after it began (the differential oracle's case
+/// 2026112720-65; before, the SYN went unanswered).
+#[test]
+fn a_bus_not_started_on_a_live_host_refuses_at_once() {
+    let d = decisions(
+        "10ms",
+        "15s",
+        r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+[[node]]
+name = "bus"
+kind = "bus"
+host = "master"
+start = "10s"
+"#,
+    );
+    assert_eq!(
+        having(&d, "api bus"),
+        ["0:00:00.020 api bus unavailable"],
+        "{d:#?}"
+    );
+}
+
+/// `_build_body` reads `executor.status()` first (`heartbeat.py` l. 59):
+/// a deploy that starts while a tick's body is being built shows only in
+/// the next beat; and a successful mutate's `compose up -d` of the whole
+/// project (`executor.py` l. 161-168) brings every decky up (session 8's
+/// second DECNET audit, points 1 and 2).
+#[test]
+fn status_is_read_as_the_build_begins_and_a_mutate_brings_every_decky_up() {
+    let d = decisions_msg(
+        "10ms",
+        "70s",
+        r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+actions = [{ at = "30300ms", action = "deploy", host_uuid = "a1", decky = "d1" }]
+[[node]]
+name = "a1"
+kind = "agent"
+tick_time = "200ms"
+operation_time = "5m"
+"#,
+    );
+    let shards = having(&d, "shard-row");
+    assert!(
+        shards[0].starts_with("0:01:00.770 m shard-row degraded decky=d1"),
+        "{shards:?}"
+    );
+    let d = decisions_msg(
+        "10ms",
+        "40s",
+        r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+actions = [{ at = "10s", action = "mutate", host_uuid = "a1", decky = "e" }]
+[[node]]
+name = "a1"
+kind = "agent"
+deployed = true
+deckies = ["d"]
+degraded = ["e"]
+operation_time = "20s"
+"#,
+    );
+    let e = having(&d, "shard-row");
+    let e: Vec<_> = e.iter().filter(|l| l.contains("decky=e")).collect();
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("0:00:30.110 m shard-row degraded")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("0:00:30.140 m shard-row running")),
+        "{e:?}"
+    );
+}
+
 /// `connect` bounds `connect_tcp` and then, afresh, `start_tls`
 /// (connection.py l. 106-155): a master whose kernel accepts but whose
 /// process is paused gives ConnectTimeout 5 s after the TCP connect

@@ -1007,8 +1007,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 }
             }
             Event::Packet { from, to, packet } => {
-                let node = &self.nodes[to.0];
-                let reason = if !node.host_up {
+                let reason = if !self.host_up(to) {
                     Some("host down")
                 } else if self.net.blocked(from, to) {
                     Some("partition")
@@ -1018,6 +1017,7 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
                 if let Some(reason) = reason {
                     return self.packet_record(kind::DROP, from, to, reason, &packet);
                 }
+                let node = &self.nodes[to.0];
                 let listener =
                     (node.listening && node.machine.is_some()).then_some(node.incarnation);
                 self.streams.on_packet(self.now, to, from, listener, packet);
@@ -1492,6 +1492,18 @@ impl<M: Machine, F: FnMut(NodeId) -> M> Engine<M, F> {
         node.listening = false;
         // A crash kills a paused process too; what it had queued is lost.
         node.paused = None;
+    }
+
+    /// Whether `n`'s host is up: its own (started, not crashed), or, for
+    /// processes that share a `[[host]]`, any of theirs. A process not
+    /// started yet on a host that runs others is refused (RST), as a
+    /// connect to a port or UNIX socket nobody serves is.
+    fn host_up(&self, n: NodeId) -> bool {
+        self.nodes[n.0].host_up
+            || self
+                .disks
+                .host(n)
+                .is_some_and(|h| self.disks.nodes_on(h).any(|m| self.nodes[m.0].host_up))
     }
 
     /// The process ends, its host stays up: its kernel closes its

@@ -621,7 +621,14 @@ impl Builder<'_> {
             | FaultKind::StopStart
             | FaultKind::Pause => {
                 let (down, up) = match kind {
-                    FaultKind::CrashRestart if shared => ("kill", "restart"),
+                    // A host crash is a power loss of its disk: a model
+                    // that wants no disk faults (`Model::fuzz_disk_faults`)
+                    // gets a kill on a declared host instead.
+                    FaultKind::CrashRestart
+                        if shared || (host.is_some() && !self.case.model.fuzz_disk_faults()) =>
+                    {
+                        ("kill", "restart")
+                    }
                     FaultKind::CrashRestart => ("crash", "restart"),
                     FaultKind::KillRestart => ("kill", "restart"),
                     FaultKind::StopStart => ("stop", "start"),

@@ -342,7 +342,8 @@ class Master:
                     }
                 )
             )
-        self.agent_names = {a.name for a in agents if not a.impostor}
+        # A row's peer is the node at its address (db.rs `record_changes`).
+        self.agent_names = {a.name for a in agents}
         # `[config] topologies`: ACTIVE, pinned to their host (upstream's own
         # `create_topology`). The model's hashes are names: the config's
         # hash of a topology stands for upstream's `canonical_hash` of it

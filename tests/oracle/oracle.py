@@ -61,10 +61,14 @@ def key(r: dict) -> tuple:
 
 
 def ordered(records: list[dict]) -> list[dict]:
-    """By time, then node; each node's own records keep their order.
-    (Records of two nodes at one instant have no order upstream: their
-    threads race.)"""
-    return sorted(records, key=lambda r: (r["t_us"], r["node"]))
+    """By time, then what each record says: the records of one instant are
+    compared as a set. Upstream gives them no order: two nodes' threads
+    race, and so do one node's tasks at one instant (two requests that
+    arrive together, `asyncio.gather`ed probes)."""
+    return sorted(
+        records,
+        key=lambda r: (r["t_us"], r["node"], r.get("peer") or "", r["kind"], r.get("reason") or "", r.get("msg") or ""),
+    )
 
 
 def show(r: dict | None) -> str:

@@ -77,9 +77,11 @@ pub struct AgentSpec {
 enum Loop {
     /// Not started (no identity or TLS context).
     Off,
-    /// Building the body; the POST goes out at `until`.
+    /// Building the body; the POST goes out at `until`, with the status
+    /// `executor.status()` read when the build began.
     Building {
         until: Timestamp,
+        status: Status,
     },
     InFlight(Box<Call>),
     /// `await asyncio.sleep(INTERVAL_S)`.
@@ -105,8 +107,9 @@ pub struct Agent {
     next_token: u64,
     /// When the self-destruct reaper stops the agent.
     reaper: Option<Timestamp>,
-    /// Lifecycle pushes whose body is being built: when it is done.
-    building_pushes: Vec<(Timestamp, Delta)>,
+    /// Lifecycle pushes whose body is being built: when it is done, and
+    /// the status read when the build began.
+    building_pushes: Vec<(Timestamp, Delta, Status)>,
 }
 
 /// The reaper's `sleep 3` before it stops the units (`agent/executor.py`
@@ -137,11 +140,14 @@ impl Agent {
         }
     }
 
-    /// `_build_body(host_uuid, agent_version, lifecycle)`.
-    fn body(&self, lifecycle: Option<Vec<Delta>>) -> Body {
+    /// `_build_body(host_uuid, agent_version, lifecycle)`, whose first
+    /// step, `await _exec.status()` (`heartbeat.py` l. 59), read `status`
+    /// (the state as the build began: `executor.py` l. 305-317 reads the
+    /// saved state first).
+    fn body(&self, lifecycle: Option<Vec<Delta>>, status: Status) -> Body {
         let spec = &self.spec;
         let uuid = spec.host_uuid.clone().unwrap_or_default();
-        let status = Some(Json::Status(self.status.clone()));
+        let status = Some(Json::Status(status));
         let base = |host_uuid, status| Body::Object {
             host_uuid,
             agent_version: Some("1.0.0".into()),
@@ -159,8 +165,8 @@ impl Agent {
         }
     }
 
-    fn post(&mut self, now: Now, out: &mut Outbox<Msg>) {
-        let request = Request::Heartbeat(self.body(None));
+    fn post(&mut self, now: Now, status: Status, out: &mut Outbox<Msg>) {
+        let request = Request::Heartbeat(self.body(None, status));
         let call = Call::start(
             now.mono,
             self.spec.master,
@@ -176,11 +182,13 @@ impl Agent {
 
     /// One tick starts: build the body, then POST.
     fn tick(&mut self, now: Now, out: &mut Outbox<Msg>) {
+        let status = self.status.clone();
         if self.spec.tick_time == Duration::ZERO {
-            self.post(now, out);
+            self.post(now, status, out);
         } else {
             self.beat = Loop::Building {
                 until: now.mono + self.spec.tick_time,
+                status,
             };
         }
     }
@@ -277,7 +285,10 @@ impl Agent {
         }
         self.server.on_timeout(t, out);
         match &mut self.beat {
-            Loop::Building { until } if *until <= t => self.post(now, out),
+            Loop::Building { until, status } if *until <= t => {
+                let status = status.clone();
+                self.post(now, status, out);
+            }
             Loop::Sleeping { until } if *until <= t => self.tick(now, out),
             Loop::InFlight(call) if call.deadline() <= t => {
                 if let Some(outcome) = call.on_input(t, &Input::Timeout, out) {
@@ -300,11 +311,13 @@ impl Agent {
         if self.next_bus.is_some_and(|at| at <= t) {
             self.publish(now, out);
         }
-        let (built, building): (Vec<_>, Vec<_>) =
-            self.building_pushes.drain(..).partition(|(at, _)| *at <= t);
+        let (built, building): (Vec<_>, Vec<_>) = self
+            .building_pushes
+            .drain(..)
+            .partition(|(at, _, _)| *at <= t);
         self.building_pushes = building;
-        for (_, delta) in built {
-            self.send_push(now, delta, out);
+        for (_, delta, status) in built {
+            self.send_push(now, delta, status, out);
         }
         let (done, running): (Vec<_>, Vec<_>) =
             self.operations.drain(..).partition(|(at, _, _)| *at <= t);
@@ -316,6 +329,13 @@ impl Agent {
                     // service runs (`_decky_runtime_states`, l. 206).
                     if &*operation == "deploy" {
                         self.set_running(&decky, true);
+                    } else {
+                        // `mutate_async`: `compose up -d --remove-orphans`
+                        // of the whole project (`executor.py` l. 161-168):
+                        // every decky runs.
+                        for (_, running) in &mut self.status.deckies {
+                            *running = true;
+                        }
                     }
                     Ok(())
                 }
@@ -358,19 +378,20 @@ impl Agent {
         // `body = await _build_body(..., lifecycle=deltas)` before
         // `client.post` (`heartbeat.py` l. 187-191): `executor.status()`,
         // the same work as a tick's, so it takes `tick_time` too.
+        let status = self.status.clone();
         if self.spec.tick_time == Duration::ZERO {
-            self.send_push(now, delta, out);
+            self.send_push(now, delta, status, out);
         } else {
             self.building_pushes
-                .push((now.mono + self.spec.tick_time, delta));
+                .push((now.mono + self.spec.tick_time, delta, status));
         }
     }
 
     /// The push's POST, its body built.
-    fn send_push(&mut self, now: Now, delta: Delta, out: &mut Outbox<Msg>) {
+    fn send_push(&mut self, now: Now, delta: Delta, status: Status, out: &mut Outbox<Msg>) {
         let token = self.next_token;
         self.next_token += 1;
-        let request = Request::Heartbeat(self.body(Some(vec![delta])));
+        let request = Request::Heartbeat(self.body(Some(vec![delta]), status));
         let call = Call::start(
             now.mono,
             self.spec.master,
@@ -498,8 +519,9 @@ impl Agent {
     /// reports it deployed, with the decky (one per deploy here) not
     /// running until `compose up` has run. `mutate_async` (`executor.py`
     /// l. 147-159) needs a saved state holding the decky, else it fails
-    /// at once; what it changes (the decky's services) is not modelled, so
-    /// the decky's running flag stays as it was.
+    /// at once; what it changes (the decky's services) is not modelled: the
+    /// flags stay as they were until its `compose up` of the whole project
+    /// brings every decky up.
     fn start_operation(&mut self, decky: &Arc<str>, operation: &str) -> Result<(), Arc<str>> {
         if operation == "deploy" {
             self.status = Status {
@@ -528,7 +550,7 @@ impl Agent {
     pub fn poll_timeout(&self) -> Option<Deadline> {
         let beat = match &self.beat {
             Loop::Off => None,
-            Loop::Building { until } => Some(Deadline {
+            Loop::Building { until, .. } => Some(Deadline {
                 at: *until,
                 reason: "build body",
             }),
@@ -553,7 +575,7 @@ impl Agent {
             at: *at,
             reason: "operation",
         });
-        let built = self.building_pushes.iter().map(|(at, _)| Deadline {
+        let built = self.building_pushes.iter().map(|(at, _, _)| Deadline {
             at: *at,
             reason: "build body",
         });

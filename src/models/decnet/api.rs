@@ -381,22 +381,24 @@ impl Api {
                 uuid,
             }) => {
                 let id = db.open_lifecycle(wall, &decky, &operation, &uuid);
-                // `_resolve_swarm_host` raising fails the row at once.
-                match db.hosts.get(&*uuid).map(|h| (h, h.address)) {
+                // `SwarmDeployStrategy.execute` commits the row `running`
+                // before the dispatch (`lifecycle/strategies.py` l. 181-
+                // 234); `_resolve_swarm_host` raising then fails it in a
+                // commit of its own, at once.
+                let error = match db.hosts.get(&*uuid).map(|h| (h, h.address)) {
                     Some((h, Some(to))) => {
                         let request = Request::Operation { decky, operation };
                         self.start_call(now, h, to, request, Purpose::Deploy { id }, out);
+                        None
                     }
-                    Some((_, None)) => {
-                        fail(db, id, wall, "RuntimeError: host has no address".into())
-                    }
+                    Some((_, None)) => Some("RuntimeError: host has no address".to_string()),
                     // `_resolve_swarm_host` (`engine/deployer.py` l. 851-857).
-                    None => fail(
-                        db,
-                        id,
-                        wall,
-                        format!("ValueError: topology pinned to unknown swarm host '{uuid}'"),
-                    ),
+                    None => Some(format!(
+                        "ValueError: topology pinned to unknown swarm host '{uuid}'"
+                    )),
+                };
+                if let Some(error) = error {
+                    self.db.defer(Job::DeployFailed { id, error });
                 }
             }
             Job::DeployFailed { id, error } => fail(db, id, wall, error),

@@ -359,6 +359,12 @@ impl<J> Access<J> {
         }
     }
 
+    /// Queue a transaction from inside one: it reads the database once
+    /// this one's commit has written it.
+    pub fn defer(&mut self, job: J) {
+        self.queue.push_back(job);
+    }
+
     /// A file answer: the next transaction and the database it reads
     /// (`initial` when the file does not exist yet), or `None` for a
     /// write's answer.

@@ -368,9 +368,9 @@ impl Call {
             ) => Some(Outcome::Error(HttpError::Connect("SSLError: TLS alert"))),
             // `EndOfStream` during `start_tls`: `ConnectError('')`.
             (Stage::Tls, Input::Closed { .. }) => Some(Outcome::Error(HttpError::Connect(""))),
-            (Stage::Tls, Input::Reset { .. }) => Some(Outcome::Error(HttpError::Connect(
-                "[Errno 104] Connection reset by peer",
-            ))),
+            // anyio raises a bare `BrokenResourceError`: httpx's text is
+            // empty, during TLS (`ConnectError`) and after (`ReadError`).
+            (Stage::Tls, Input::Reset { .. }) => Some(Outcome::Error(HttpError::Connect(""))),
             (Stage::Write, Input::SendDone { result: Ok(()), .. }) => {
                 self.stage = Stage::Read;
                 self.deadline = now + self.timeouts.read;
@@ -379,9 +379,9 @@ impl Call {
             // httpcore swallows the `WriteError` and reads: the read fails
             // on the dead connection (module docs, `http11.py` l. 82-95).
             (Stage::Write, Input::SendDone { result: Err(_), .. })
-            | (Stage::Write | Stage::Read, Input::Reset { .. }) => Some(Outcome::Error(
-                HttpError::Read("[Errno 104] Connection reset by peer"),
-            )),
+            | (Stage::Write | Stage::Read, Input::Reset { .. }) => {
+                Some(Outcome::Error(HttpError::Read("")))
+            }
             (
                 Stage::Write | Stage::Read,
                 Input::Data {
@@ -463,10 +463,11 @@ pub struct Server {
 }
 
 /// asyncio's server-side handshake bound: uvicorn passes no
-/// `ssl_handshake_timeout` to `loop.create_server` (`uvicorn/server.py`
-/// l. 144-151), so `SSL_HANDSHAKE_TIMEOUT = 60.0` (`asyncio/constants.py`
-/// l. 16) applies from `connection_made` (`asyncio/sslproto.py` l. 277-278,
-/// 545-551: `_check_handshake_timeout` aborts the transport).
+/// `ssl_handshake_timeout` to `loop.create_server` (uvicorn 0.44.0
+/// `server.py` l. 170-177), so `SSL_HANDSHAKE_TIMEOUT = 60.0`
+/// (`asyncio/constants.py`) applies from `connection_made`
+/// (`asyncio/sslproto.py`, `_start_handshake` arms it and
+/// `_check_handshake_timeout` aborts the transport).
 pub const SSL_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]

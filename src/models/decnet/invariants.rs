@@ -48,6 +48,9 @@ pub const PANEL_FOLLOWS_THE_LAST_BUS_BEAT: &str = "panel-follows-the-last-bus-be
 /// no age window): every `host-row unreachable` is the main API's and
 /// follows a failed probe of that uuid, and every `host-row active` the
 /// API writes follows a successful one (`api_list_hosts.py` l. 37-43).
+/// Upstream, swarmctl's own `POST /swarm/check` (`api_check_hosts.py`
+/// l. 66) marks hosts unreachable too; the model has no such action, so
+/// the statement holds for everything it runs.
 pub const ONLY_THE_PROBE_MARKS_UNREACHABLE: &str = "only-the-probe-marks-unreachable";
 
 /// A delta never closes a lifecycle row created after the operation it

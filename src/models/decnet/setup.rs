@@ -342,7 +342,11 @@ pub fn validate(s: &Sections<'_>) -> Result<Setup, ScenarioError> {
                                 fingerprint: name.into(),
                                 status: "enrolled".into(),
                                 last_heartbeat: None,
-                                address: (!impostor).then_some(id),
+                                // Enrolment always records an address
+                                // (`SwarmEnrollRequest`): an enrolled
+                                // impostor's is its own host, where nothing
+                                // listens (a probe is refused).
+                                address: Some(id),
                             },
                         );
                     }
