@@ -995,6 +995,13 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, as_the_model
 
     async def push(deltas):
         PUSHING.set(True)
+        # `push_lifecycle_delta` reads `decnet.env`'s identity when it
+        # runs (one agent per process upstream); the harness's agents
+        # share the module, so give it this agent's before the call (it
+        # reads them before its first await).
+        a = CUR.get()
+        env.DECNET_HOST_UUID = a.uuid if a.identity else ""
+        env.DECNET_MASTER_HOST = "master" if a.identity else ""
         return await real_push(deltas)
 
     push.heartsim = real_push
