@@ -296,6 +296,49 @@ operation_time = "20s"
     );
 }
 
+/// `save_state` writes a file (`decnet/config.py` l. 136-141) that
+/// outlives the agent's process: a deploy interrupted by a stop leaves
+/// the decky saved and not running, and the restarted agent reports it
+/// `degraded`, not the scenario's starting `running` (the differential
+/// oracle's seed 2026112774, case 386).
+#[test]
+fn the_saved_state_survives_a_restart_of_the_agent() {
+    let d = decisions_msg(
+        "10ms",
+        "100s",
+        r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+actions = [{ at = "10s", action = "deploy", host_uuid = "a1", decky = "d" }]
+[[node]]
+name = "a1"
+kind = "agent"
+deployed = true
+deckies = ["d"]
+operation_time = "1h"
+[[fault]]
+at = "40s"
+kind = "stop"
+node = "a1"
+[[fault]]
+at = "50s"
+kind = "start"
+node = "a1"
+"#,
+    );
+    let shards = having(&d, "shard-row");
+    let after: Vec<_> = shards.iter().filter(|l| **l > "0:00:50").collect();
+    assert!(!after.is_empty(), "{shards:?}");
+    assert!(
+        after
+            .iter()
+            .all(|l| l.contains("shard-row degraded decky=d")),
+        "{after:?}"
+    );
+}
+
 /// `connect` bounds `connect_tcp` and then, afresh, `start_tls`
 /// (connection.py l. 106-155): a master whose kernel accepts but whose
 /// process is paused gives ConnectTimeout 5 s after the TCP connect

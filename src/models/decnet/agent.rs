@@ -8,7 +8,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use heartsim_sim::{ConnId, Deadline, Duration, Input, NodeId, Now, Outbox, Timestamp};
+use heartsim_sim::{
+    ConnId, Deadline, Duration, FileDone, FileOp, Input, NodeId, Now, Outbox, Timestamp,
+};
 
 use super::https::{Call, Outcome, Server, AGENT_TIMEOUTS};
 use super::kind;
@@ -71,6 +73,10 @@ pub struct AgentSpec {
     /// Whether the agent answers `/health` and `/deploy` (an impostor
     /// runs no agent API).
     pub serves: bool,
+    /// Where `save_state` keeps the agent's deployment (`decnet/config.py`
+    /// l. 128-153: `STATE_FILE`, one per host upstream; one per node here,
+    /// so that agents sharing a `[[host]]` keep their own).
+    pub state_dir: Arc<str>,
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +124,11 @@ pub const REAPER_DELAY: Duration = Duration::from_secs(3);
 
 /// The request's awaited-write token of the loop's calls.
 const BEAT_TOKEN: u64 = 0;
+
+/// The state file's operations (`decnet/config.py` `save_state`).
+const STATE_MKDIR: u64 = 1;
+const STATE_READ: u64 = 2;
+const STATE_WRITE: u64 = 3;
 
 impl Agent {
     pub fn new(spec: Arc<AgentSpec>) -> Self {
@@ -195,18 +206,73 @@ impl Agent {
 
     pub fn handle(&mut self, now: Now, input: Input<Msg>, out: &mut Outbox<Msg>) {
         match input {
-            Input::Start => self.on_start(now, out),
+            Input::Start => self.on_start(out),
             Input::Stop => {}
             Input::Timeout => self.on_timeout(now, out),
+            Input::Recv {
+                msg: Msg::File(done),
+                ..
+            } => self.on_file(now, &done, out),
             Input::Recv { .. } => {}
             input => self.on_conn(now, input, out),
         }
     }
 
-    fn on_start(&mut self, now: Now, out: &mut Outbox<Msg>) {
+    /// The state file's path.
+    fn state_file(&self) -> String {
+        format!("{}/decnet-state.json", self.spec.state_dir)
+    }
+
+    /// The agent's API serves at once; its loops start once the saved
+    /// state is read (`load_state`, at once on the instant disk): what
+    /// `save_state` wrote before a restart is still there (the containers
+    /// it started run on without the agent), and no file is the
+    /// scenario's `deployed`/`deckies`.
+    fn on_start(&mut self, out: &mut Outbox<Msg>) {
         if self.spec.serves {
             out.listen();
         }
+        out.file(
+            FileOp::MkdirAll(self.spec.state_dir.to_string()),
+            STATE_MKDIR,
+        );
+        out.file(FileOp::Read(self.state_file()), STATE_READ);
+    }
+
+    fn on_file(&mut self, now: Now, done: &FileDone, out: &mut Outbox<Msg>) {
+        if done.token != STATE_READ {
+            return;
+        }
+        if let Ok(Some(bytes)) = &done.result {
+            // `clear_state` unlinks the file; here it holds `null`. A file
+            // that does not parse (a power loss, not generated for this
+            // model) reads as no deployment.
+            self.status = serde_json::from_slice::<Option<Status>>(bytes)
+                .ok()
+                .flatten()
+                .unwrap_or(Status {
+                    deployed: false,
+                    deckies: Vec::new(),
+                });
+        }
+        self.start_loops(now, out);
+    }
+
+    /// `save_state` / `clear_state` (`decnet/config.py` l. 136-153): the
+    /// state as it is now (`None`: cleared).
+    fn save_state(&self, out: &mut Outbox<Msg>) {
+        let state = self.status.deployed.then_some(&self.status);
+        let data = serde_json::to_vec(&state).expect("the state serializes");
+        out.file(
+            FileOp::Write {
+                path: self.state_file(),
+                data,
+            },
+            STATE_WRITE,
+        );
+    }
+
+    fn start_loops(&mut self, now: Now, out: &mut Outbox<Msg>) {
         // The agent's lifespan starts the HTTPS loop, then the bus loop
         // (`agent/app.py` l. 111, 126-129).
         if self.spec.host_uuid.is_none() {
@@ -337,6 +403,7 @@ impl Agent {
                             *running = true;
                         }
                     }
+                    self.save_state(out);
                     Ok(())
                 }
                 Some(e) => Err(e.clone()),
@@ -475,6 +542,7 @@ impl Agent {
                 );
                 match self.start_operation(&decky, &operation) {
                     Ok(()) => {
+                        self.save_state(out);
                         self.operations
                             .push((t + self.spec.operation_time, decky, operation))
                     }
@@ -505,6 +573,7 @@ impl Agent {
                     deployed: false,
                     deckies: Vec::new(),
                 };
+                self.save_state(out);
                 if self.reaper.is_none() {
                     self.reaper = Some(t + REAPER_DELAY);
                 }

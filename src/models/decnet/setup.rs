@@ -566,5 +566,6 @@ fn agent_spec(
             .as_ref()
             .map(|e| e.get_ref().as_str().into()),
         serves: !impostor,
+        state_dir: format!("/etc/decnet/agent-{name}").into(),
     })
 }
