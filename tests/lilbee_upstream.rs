@@ -425,14 +425,15 @@ fn a_clean_exit_terminates_daemonic_workers_once_no_thread_is_busy() {
     assert_eq!(count(&hung, "exit"), 0, "{hung:#?}");
 }
 
-/// While the exit waits, what the ticker awaits runs on and nothing new
-/// starts (`Pool::on_exit`). The call on `a` times out at 6 s (its thread
-/// stays blocked: the worker is busy until 41 s); the tick at 30 s pings
-/// `a` (a second blocked read); the stop at 32 s lingers. The ping times
-/// out at 35 s, and the tick does not go on to ping `b`. At 41 s the
-/// result and the pong release both threads: both workers terminated.
+/// While the exit waits the ticker runs on (its loop is a daemon thread;
+/// third lilbee audit), but the executors are shut. The call on `a` times
+/// out at 6 s (its thread stays blocked: the worker is busy until 41 s);
+/// the tick at 30 s pings `a` (a second blocked read); the stop at 32 s
+/// lingers. The ping times out at 35 s and the tick goes on to ping `b`,
+/// whose send's `run_in_executor` raises `RuntimeError` at once. At 41 s
+/// the result and the pong release both threads: both workers terminated.
 #[test]
-fn an_exiting_pool_finishes_the_ticks_ping_and_starts_no_other() {
+fn an_exiting_pool_ticks_on_and_its_pings_raise_runtime_error() {
     let roles = "[[node]]\nname = \"a\"\nkind = \"role\"\nspawn_time = \"0s\"\nanswer_delay = \"40s\"\ncall_at = [\"1s\"]\n\n[[node]]\nname = \"b\"\nkind = \"role\"\nspawn_time = \"0s\"\ncall_at = [\"1s\"]\n\n[[fault]]\nat = \"32s\"\nkind = \"stop\"\nnode = \"pool\"";
     let lines = decisions("60s", "call_timeout = \"5s\"", roles);
     assert!(
@@ -443,7 +444,14 @@ fn an_exiting_pool_finishes_the_ticks_ping_and_starts_no_other() {
         has(&lines, "0:00:35.000 ping-failed TimeoutError -"),
         "{lines:#?}"
     );
-    assert_eq!(count(&lines, "ping-failed"), 1, "{lines:#?}");
+    assert!(
+        has(
+            &lines,
+            "0:00:35.000 ping-failed RuntimeError: executor shut down b#1"
+        ),
+        "{lines:#?}"
+    );
+    assert_eq!(count(&lines, "ping-failed"), 2, "{lines:#?}");
     assert_eq!(count(&lines, "ping-ok"), 0, "{lines:#?}");
     for w in ["a#1", "b#1"] {
         assert!(

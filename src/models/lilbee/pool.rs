@@ -473,6 +473,11 @@ impl Pool {
             Some(_) => "process dead",
             None => "no channel",
         };
+        if self.exiting {
+            // The spawn's `run_in_executor` after `_python_exit` set
+            // `_shutdown`: `RuntimeError`, nothing spawned.
+            return Err(RUNTIME);
+        }
         let r = &mut self.roles[role];
         r.spawns += 1;
         let behaviour = match r.spec.bad_spawns {
@@ -597,11 +602,12 @@ impl Pool {
             role.todo.clear();
         }
         self.shutdown_at = None;
-        // What the ticker awaits runs on; `reap` and `ping_next` start
-        // nothing after it.
-        if matches!(self.ticker, Ticker::Sleeping(_)) {
-            self.ticker = Ticker::Stopped;
-        }
+        // The ticker runs on: its loop is the `lilbee-bg-loop` daemon
+        // thread, which `_python_exit`'s join does not stop (third lilbee
+        // audit: its test at 6f4a0e7, `asyncio_loop.py` at 00fde52). Its
+        // ticks find the executors shut: a ping of an idle role and a
+        // spawn raise `RuntimeError`, a reap's close raises but closes
+        // the pipe.
         let busy = self.busy_threads();
         if busy > 0 {
             let msg = format!("{busy} executor threads busy");
@@ -634,12 +640,20 @@ impl Pool {
     /// `_exit_function`: terminate every live (daemonic) worker.
     fn terminate_daemons(&mut self, out: &mut Outbox<Msg>) {
         self.exiting = false;
-        let live: Vec<(ConnId, usize, String)> = (self.chans.iter())
+        let live: Vec<(ConnId, usize, String, bool)> = (self.chans.iter())
             .filter(|(_, c)| c.alive)
-            .map(|(&conn, c)| (conn, c.role, c.name.clone()))
+            .map(|(&conn, c)| (conn, c.role, c.name.clone(), c.shut))
             .collect();
-        for (conn, role, name) in live {
-            self.record(out, kind::ATEXIT_TERMINATE, role, None, Some(name));
+        for (conn, role, name, shut) in live {
+            // A worker whose pipe the pool closed itself has most likely
+            // exited on the EOF (the engine tells the closed end nothing,
+            // so `alive` cannot say): `p.is_alive()` is false and nothing
+            // is terminated. The engine's `exit` record says what happened
+            // either way (a hung worker that never read the EOF is
+            // terminated by this `terminate`).
+            if !shut {
+                self.record(out, kind::ATEXIT_TERMINATE, role, None, Some(name));
+            }
             out.terminate(conn);
         }
     }
@@ -1336,12 +1350,6 @@ impl Pool {
     /// `reap_idle` (pool.py), from role `next` on, with the one
     /// `now` of the pass; then the pings.
     fn reap(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
-        if self.exiting {
-            // The interpreter is exiting: the ticker finishes what it
-            // awaits and starts nothing new (`on_exit`).
-            self.ticker = Ticker::Stopped;
-            return;
-        }
         let Ticker::Reaping {
             now: pass_now,
             next,
@@ -1390,10 +1398,6 @@ impl Pool {
 
     /// The next `ping_role` of the tick, or the sleep after the last.
     fn ping_next(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
-        if self.exiting {
-            self.ticker = Ticker::Stopped;
-            return;
-        }
         loop {
             let Ticker::Pinging {
                 snapshot,
@@ -1456,8 +1460,21 @@ impl Pool {
         }
     }
 
-    /// A close the ticker's reap awaited has returned.
+    /// A close the ticker's reap awaited has returned. While the
+    /// interpreter exits it raised (`RuntimeError` from its executor,
+    /// after its `finally` closed the pipe): `reap_idle` raises, the tick
+    /// logs it and goes on to the pings (health_ticker.py l. 46-49).
     fn reap_close_done(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
+        if self.exiting {
+            if let Ticker::Reaping { snapshot, .. } = &self.ticker {
+                self.ticker = Ticker::Pinging {
+                    snapshot: snapshot.clone(),
+                    next: 0,
+                    task: None,
+                };
+                return self.ping_next(now, out);
+            }
+        }
         if let Ticker::Reaping { closing, .. } = &mut self.ticker {
             *closing = None;
         }
