@@ -545,7 +545,7 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     with tempfile.TemporaryDirectory(prefix="heartsim-decnet-") as tmp:
         m = Master(masters[0], agents, tmp, doc.get("config", {}).get("topologies", []))
         try:
-            noted = _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, as_the_model)
+            noted = _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx)
         finally:
             m.call(m.repo.engine.dispose())
             if m.db is not None:
@@ -861,7 +861,7 @@ class StreamEnd:
             self.d.net.close(self.p.name, self.conn)
 
 
-def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, as_the_model):
+def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     d = types.SimpleNamespace(loop=loop, m=m, w=w)
     nodes = {n.name: tcp.Node(n.name) for n in sc.nodes}
     d.net = net = tcp.Net(tcp.Sched(loop), lat_us, nodes)

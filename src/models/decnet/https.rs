@@ -336,15 +336,12 @@ impl Call {
                 self.deadline = now + self.timeouts.connect;
                 None
             }
-            (Stage::Tcp, Input::ConnectFailed { error, .. }) => {
-                // anyio's `connect_tcp` gathers each address's `OSError`
-                // and raises `OSError("All connection attempts failed")`
-                // (`anyio/_core/_sockets.py` l. 241-248), whatever the cause.
-                let _ = error;
-                Some(Outcome::Error(HttpError::Connect(
-                    "All connection attempts failed",
-                )))
-            }
+            // anyio's `connect_tcp` gathers each address's `OSError` and
+            // raises `OSError("All connection attempts failed")`
+            // (`anyio/_core/_sockets.py` l. 241-248), whatever the cause.
+            (Stage::Tcp, Input::ConnectFailed { .. }) => Some(Outcome::Error(HttpError::Connect(
+                "All connection attempts failed",
+            ))),
             (
                 Stage::Tls,
                 Input::Data {

@@ -65,6 +65,35 @@ enum Wake {
 }
 
 /// One `PipeChannel`.
+/// An `asyncio.Lock`: one holder, waiters served in order.
+#[derive(Clone, Debug, Default)]
+struct FifoLock {
+    holder: Option<TaskId>,
+    waiters: VecDeque<TaskId>,
+}
+
+impl FifoLock {
+    /// True if `task` holds it now, else it waits in line.
+    fn acquire(&mut self, task: TaskId) -> bool {
+        if self.holder.is_none() {
+            self.holder = Some(task);
+            return true;
+        }
+        self.waiters.push_back(task);
+        false
+    }
+
+    /// `task` lets go (or stops waiting); the next holder, if it changed.
+    fn release(&mut self, task: TaskId) -> Option<TaskId> {
+        if self.holder != Some(task) {
+            self.waiters.retain(|t| *t != task);
+            return None;
+        }
+        self.holder = self.waiters.pop_front();
+        self.holder
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Chan {
     role: usize,
@@ -84,10 +113,9 @@ struct Chan {
     work: VecDeque<(TaskId, Work)>,
     /// Frames in the pipe that no thread has read.
     inbox: VecDeque<Frame>,
-    send_lock: Option<TaskId>,
-    send_waiters: VecDeque<TaskId>,
-    recv_lock: Option<TaskId>,
-    recv_waiters: VecDeque<TaskId>,
+    /// `self._send_lock`, `self._recv_lock` (transport_pipe.py).
+    send_lock: FifoLock,
+    recv_lock: FifoLock,
     /// `executor.shutdown()` ran: nothing more runs.
     shut: bool,
     /// `conn.close()` ran while threads were blocked in `conn.recv()`:
@@ -506,10 +534,8 @@ impl Pool {
                 joins: Vec::new(),
                 work: VecDeque::new(),
                 inbox: VecDeque::new(),
-                send_lock: None,
-                send_waiters: VecDeque::new(),
-                recv_lock: None,
-                recv_waiters: VecDeque::new(),
+                send_lock: FifoLock::default(),
+                recv_lock: FifoLock::default(),
                 shut: false,
                 close_deferred: false,
             },
@@ -708,49 +734,33 @@ impl Pool {
 
     /// `async with self._send_lock` (transport_pipe.py `_send`).
     fn send_lock(&mut self, task: TaskId, conn: ConnId) {
-        let ch = self.chans.get_mut(&conn).expect("channel");
         self.tasks.get_mut(&task).expect("task").step = Step::SendLock;
-        if ch.send_lock.is_none() {
-            ch.send_lock = Some(task);
+        let ch = self.chans.get_mut(&conn).expect("channel");
+        if ch.send_lock.acquire(task) {
             self.wakes.push_back((task, Wake::SendLock));
-        } else {
-            ch.send_waiters.push_back(task);
         }
     }
 
     fn release_send_lock(&mut self, task: TaskId, conn: ConnId) {
         let ch = self.chans.get_mut(&conn).expect("channel");
-        if ch.send_lock == Some(task) {
-            ch.send_lock = ch.send_waiters.pop_front();
-            if let Some(next) = ch.send_lock {
-                self.wakes.push_back((next, Wake::SendLock));
-            }
-        } else {
-            ch.send_waiters.retain(|t| *t != task);
+        if let Some(next) = ch.send_lock.release(task) {
+            self.wakes.push_back((next, Wake::SendLock));
         }
     }
 
     /// `async with self._recv_lock` (transport_pipe.py `_recv`), inside `wait_for`.
     fn recv_lock(&mut self, task: TaskId, conn: ConnId) {
-        let ch = self.chans.get_mut(&conn).expect("channel");
         self.tasks.get_mut(&task).expect("task").step = Step::RecvLock;
-        if ch.recv_lock.is_none() {
-            ch.recv_lock = Some(task);
+        let ch = self.chans.get_mut(&conn).expect("channel");
+        if ch.recv_lock.acquire(task) {
             self.wakes.push_back((task, Wake::RecvLock));
-        } else {
-            ch.recv_waiters.push_back(task);
         }
     }
 
     fn release_recv_lock(&mut self, task: TaskId, conn: ConnId) {
         let ch = self.chans.get_mut(&conn).expect("channel");
-        if ch.recv_lock == Some(task) {
-            ch.recv_lock = ch.recv_waiters.pop_front();
-            if let Some(next) = ch.recv_lock {
-                self.wakes.push_back((next, Wake::RecvLock));
-            }
-        } else {
-            ch.recv_waiters.retain(|t| *t != task);
+        if let Some(next) = ch.recv_lock.release(task) {
+            self.wakes.push_back((next, Wake::RecvLock));
         }
     }
 
