@@ -408,6 +408,11 @@ fn tcp_constants_are_bounded_and_checked() {
             "retries2 must be at most 255",
         ),
         ("syn_retries = \"6\"", "syn_retries = ", "invalid type"),
+        (
+            "syn_linear_timeouts = 256",
+            "syn_linear_timeouts = ",
+            "syn_linear_timeouts must be at most 255",
+        ),
         ("keepalive = true", "keepalive = ", "unknown field"),
     ] {
         let src = with_tcp(body);

@@ -188,6 +188,8 @@ const SECTIONS: &[Section] = &[
             ("rto_max", V::Dur),
             ("retries2", V::Int),
             ("syn_retries", V::Int),
+            ("syn_linear_timeouts", V::Int),
+            ("synack_retries", V::Int),
         ],
     ),
     (

@@ -33,8 +33,7 @@
 //!
 //! Left out: congestion control and windows (every segment goes out at
 //! once), Nagle, delayed ACKs, fast retransmit and RACK-TLP (only the RTO
-//! repairs loss), SYN-ACK retransmission by the server (the client's SYN
-//! retransmission stands in), TIME_WAIT, keepalive (off by default, and
+//! repairs loss), TIME_WAIT, keepalive (off by default, and
 //! upstreams leave it off).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -105,6 +104,16 @@ pub struct TcpConfig {
     pub retries2: u32,
     /// `net.ipv4.tcp_syn_retries`.
     pub syn_retries: u32,
+    /// `net.ipv4.tcp_syn_linear_timeouts` (Linux 6.5, commit ccce324dabfe,
+    /// "tcp: make the first N SYN RTO backoffs linear"): the first this
+    /// many SYN retransmissions keep the initial RTO, and a connect gives
+    /// up after `syn_retries` + this many. 0 (the default here) is Linux
+    /// up to 6.4, 6.1 LTS included; Linux 6.5 and later default to 4.
+    pub syn_linear_timeouts: u32,
+    /// `net.ipv4.tcp_synack_retries`: how often the server resends a
+    /// SYN-ACK nobody acknowledged (`reqsk_timer_handler`) before it drops
+    /// the half-open connection.
+    pub synack_retries: u32,
     /// How many bytes a connection holds that its reader has not read
     /// before a blocking write waits (a `stall`): the receiver's socket
     /// buffer (`tcp_rmem` default 131072), the sender's (`tcp_wmem` default
@@ -121,6 +130,8 @@ impl Default for TcpConfig {
             rto_max: Duration::from_secs(120),
             retries2: 15,
             syn_retries: 6,
+            syn_linear_timeouts: 0,
+            synack_retries: 5,
             unread_limit: 131_072 + 16_384 + 65_536,
         }
     }
@@ -144,7 +155,8 @@ impl TcpConfig {
     pub fn data_timeout(&self) -> Duration {
         self.model_timeout(self.retries2, self.rto_min)
     }
-    /// A connect's give-up time (127 s by default).
+    /// A connect's give-up time by the clock (127 s by default;
+    /// `retransmits_timed_out` with base `TCP_TIMEOUT_INIT`).
     pub fn syn_timeout(&self) -> Duration {
         self.model_timeout(self.syn_retries, self.rto_initial)
     }
@@ -628,9 +640,18 @@ impl<M: Clone> Streams<M> {
                 self.fail(conn, node, ep, error);
             }
             Kind::Syn => {
-                // The client's SYN again: our SYN-ACK was lost.
+                // The client's SYN again: our SYN-ACK was lost. The SYN-ACK
+                // echoes the first SYN's TSval (`tcp_synack_options`:
+                // `req->ts_recent`, which `tcp_check_req` does not update
+                // for a retransmitted SYN), so the client's sample spans
+                // its retransmission, as Linux's TSecr fallback does
+                // (`tcp_ack_update_rtt`; audit session 9, F1).
+                // The request's timer restarts from now with its current
+                // timeout (`mod_timer_pending(.., reqsk_timeout(req))`).
                 if ep.state == State::SynReceived {
-                    self.transmit(now, conn, node, Kind::SynAck, Some(packet.ts));
+                    let echo = ep.ts_recent;
+                    self.transmit(now, conn, node, Kind::SynAck, echo);
+                    self.arm(now, conn, node);
                 }
             }
             Kind::SynAck => {
@@ -691,6 +712,18 @@ impl<M: Clone> Streams<M> {
                         return;
                     }
                     ep.state = State::Established;
+                    // The request's SYN-ACK timer ends with it; the child
+                    // socket starts with no retransmissions and the initial
+                    // RTO until its sample (`tcp_create_openreq_child`).
+                    ep.retransmits = 0;
+                    ep.rto = self.config.rto_initial;
+                    if ep.timer.take().is_some() {
+                        self.effects.push(Effect::Timer {
+                            conn,
+                            node,
+                            at: None,
+                        });
+                    }
                     self.sample_rtt(now, conn, node, packet.echo);
                     let ep = &self.endpoints[&(conn, node)];
                     if let Some(incarnation) = ep.owner {
@@ -736,9 +769,14 @@ impl<M: Clone> Streams<M> {
         let conn = packet.conn;
         match (&packet.kind, listener) {
             (Kind::Syn, Some(owner)) => {
-                let ep = Endpoint::new(from, owner, State::SynReceived, self.config.rto_initial);
+                let mut ep =
+                    Endpoint::new(from, owner, State::SynReceived, self.config.rto_initial);
+                ep.ts_recent = Some(packet.ts);
                 self.endpoints.insert((conn, node), ep);
                 self.transmit(now, conn, node, Kind::SynAck, Some(packet.ts));
+                // The request's timer: `TCP_TIMEOUT_INIT`
+                // (`inet_csk_reqsk_queue_hash_add(.., tcp_timeout_init)`).
+                self.arm(now, conn, node);
             }
             (Kind::Syn, None) => {
                 self.note(node, from, kind::REFUSED, "nobody listening");
@@ -902,16 +940,46 @@ impl<M: Clone> Streams<M> {
         ep.timer = None;
         let peer = ep.peer;
         if ep.state == State::SynSent {
+            // `tcp_write_timeout` in SYN_SENT: since Linux 6.5 a count,
+            // `syn_retries + syn_linear_timeouts` retransmissions, or else
+            // the time `retransmits_timed_out` models; before 6.5 the time
+            // alone (with no linear timeouts the two agree).
             let first = ep.retrans_stamp.unwrap_or(now);
-            if ep.retransmits > 0 && now.saturating_since(first) >= config.syn_timeout() {
+            let linear = config.syn_linear_timeouts;
+            let counted = linear > 0 && ep.retransmits >= config.syn_retries.saturating_add(linear);
+            if ep.retransmits > 0
+                && (counted || now.saturating_since(first) >= config.syn_timeout())
+            {
                 let ep = self.endpoints.remove(&(conn, node)).expect("found above");
                 self.note(node, peer, kind::TIMED_OUT, "SYN retries exhausted");
                 return self.fail(conn, node, ep, ConnError::TimedOut);
             }
             ep.retransmits += 1;
-            ep.rto = (ep.rto + ep.rto).min(config.rto_max);
+            // `tcp_retransmit_timer`, `out_reset_timer`: in SYN_SENT the RTO
+            // doubles only once `total_rto` (this expiry's count) exceeds
+            // `tcp_syn_linear_timeouts`.
+            if ep.retransmits > linear {
+                ep.rto = (ep.rto + ep.rto).min(config.rto_max);
+            }
             let n = ep.retransmits;
-            self.transmit_retry(now, conn, node, Kind::Syn, n);
+            self.transmit_retry(now, conn, node, Kind::Syn, None, n);
+            return self.arm(now, conn, node);
+        }
+        if ep.state == State::SynReceived {
+            // `reqsk_timer_handler` -> `syn_ack_recalc`: after
+            // `tcp_synack_retries` resends (at 1, 3, 7, 15, 31 s) the
+            // half-open connection is dropped at the next expiry (63 s),
+            // silently; each resend doubles the timeout (`reqsk_timeout`:
+            // `timeout << num_timeout`, at most `TCP_RTO_MAX`).
+            if ep.retransmits >= config.synack_retries {
+                self.endpoints.remove(&(conn, node));
+                self.note(node, peer, kind::TIMED_OUT, "SYN-ACK retries exhausted");
+                return;
+            }
+            ep.retransmits += 1;
+            ep.rto = (ep.rto + ep.rto).min(config.rto_max);
+            let (n, echo) = (ep.retransmits, ep.ts_recent);
+            self.transmit_retry(now, conn, node, Kind::SynAck, echo, n);
             return self.arm(now, conn, node);
         }
         let Some(head) = ep.segments.front().filter(|s| s.sent_at.is_some()) else {
@@ -1052,9 +1120,10 @@ impl<M: Clone> Streams<M> {
         conn: ConnId,
         node: NodeId,
         kind: Kind<M>,
+        echo: Option<Timestamp>,
         n: u32,
     ) {
-        self.transmit(now, conn, node, kind, None);
+        self.transmit(now, conn, node, kind, echo);
         if let Some(Effect::Transmit { retransmission, .. }) = self.effects.last_mut() {
             *retransmission = Some(n);
         }

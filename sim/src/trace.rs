@@ -206,9 +206,10 @@ pub const ENGINE_KINDS: &[RecordKind] = &[
         kind::TIMED_OUT,
         &[
             Reason::Is("SYN retries exhausted"),
+            Reason::Is("SYN-ACK retries exhausted"),
             Reason::Is("retransmissions exhausted"),
         ],
-        "the stack gave a connection up",
+        "the stack gave a connection up (a half-open one, silently, after its SYN-ACK retries)",
     ),
     RecordKind::net(
         kind::FILE,

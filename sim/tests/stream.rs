@@ -295,6 +295,88 @@ fn connect_to_a_host_that_is_down_times_out_after_127s() {
     assert_eq!(all.iter().filter(|l| l.contains(" retransmit ")).count(), 6);
 }
 
+/// Linux 6.5's linear SYN timeouts (`tcp_syn_linear_timeouts = 4`,
+/// `tcp_retransmit_timer` doubles only once `total_rto` exceeds 4;
+/// `tcp_write_timeout` gives up after 6 + 4 retransmissions): SYNs at 0,
+/// 1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s, and at the expiry at 131 s,
+/// ETIMEDOUT (the time rule, 127 s, is checked only at expiries: 67 s is
+/// too early, and at 131 s the count has run out anyway).
+#[test]
+fn linear_syn_timeouts_retry_each_second_then_double_and_give_up_at_131s() {
+    let (inputs, all) = run_with(
+        World {
+            b_start: None,
+            tcp: TcpConfig {
+                syn_linear_timeouts: 4,
+                ..TcpConfig::default()
+            },
+            ..World::default()
+        },
+        Level::Net,
+    );
+    assert_eq!(
+        inputs,
+        ["0:02:11.000 a connect-failed connection timed out"]
+    );
+    let resent: Vec<&str> = all
+        .iter()
+        .filter(|l| l.contains(" retransmit "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        resent,
+        [
+            "0:00:01.000",
+            "0:00:02.000",
+            "0:00:03.000",
+            "0:00:04.000",
+            "0:00:05.000",
+            "0:00:07.000",
+            "0:00:11.000",
+            "0:00:19.000",
+            "0:00:35.000",
+            "0:01:07.000",
+        ]
+    );
+}
+
+/// A lost SYN-ACK: the SYN again at 1 s, and the server's second SYN-ACK
+/// echoes the first SYN's TSval (`tcp_synack_options` echoes
+/// `req->ts_recent`, which a retransmitted SYN does not update), so the
+/// client's first sample is 1.1 s (Linux's TSecr fallback in
+/// `tcp_ack_update_rtt`: the SYN was retransmitted), RTO 3 x 1.1 s = 3.3 s.
+/// SYN 0 -> 50; SYN-ACK 50, lost (b -> a blocked 0..100 ms). At 1,050
+/// the server's SYN-ACK timer fires and the SYN sent again at 1,000
+/// arrives: two SYN-ACKs, both echoing 0, reach `a` at 1,100: connected.
+/// Its ACK (and the challenge ACK for the second) are lost (a -> b blocked
+/// 1,120..2,000); the server's third SYN-ACK (timer, 3,050) gets a
+/// challenge ACK that completes the handshake at 3,150. `m1`, written at
+/// 1,200, is lost too, resent at 1,200 + 3,300 = 4,500 and arrives at
+/// 4,550 (echoing the retransmitted SYN gave 100 ms: resent at 1,500,
+/// lost, then 2,100, delivered at 2,150).
+#[test]
+fn a_syn_ack_answering_a_retransmitted_syn_echoes_the_first_syn() {
+    let got = run(World {
+        a: vec![(ms(0), Act::Connect(B)), (ms(1_200), Act::Write("m1"))],
+        faults: vec![
+            (Timestamp::ZERO, partition(B, A)),
+            (ms(100), Fault::Heal),
+            (ms(1_120), partition(A, B)),
+            (ms(2_000), Fault::Heal),
+        ],
+        ..World::default()
+    });
+    assert_eq!(
+        got,
+        [
+            "0:00:01.100 a connected conn#1",
+            "0:00:01.200 a done Ok(())",
+            "0:00:03.150 b accepted conn#1",
+            "0:00:04.550 b data m1",
+        ]
+    );
+}
+
 #[test]
 fn connect_gets_through_when_a_partition_heals_on_the_syn_grid() {
     // SYN tries at 0, 1, 3, 7: the heal at 5 s lets the 7 s one through.
@@ -624,4 +706,85 @@ fn the_server_samples_the_rtt_at_the_handshake() {
         .map(|r| r.t.to_string())
         .collect();
     assert_eq!(got, ["0:00:00.520"]);
+}
+
+/// The server resends an unacknowledged SYN-ACK on its own timer
+/// (`reqsk_timer_handler`: `TCP_TIMEOUT_INIT`, doubling) and, after
+/// `tcp_synack_retries` = 5 resends, drops the half-open connection
+/// silently. The SYN reaches `b` at 50 ms; from 60 ms nothing gets through
+/// either way: SYN-ACKs at 0.05 and again at 1.05, 3.05, 7.05, 15.05,
+/// 31.05 s; dropped at 63.05 s.
+#[test]
+fn an_unacknowledged_syn_ack_is_resent_five_times_then_dropped() {
+    let (_, all) = run_with(
+        World {
+            faults: vec![(
+                ms(60),
+                Fault::Partition(vec![Partition {
+                    from: [A, B].into(),
+                    to: [A, B].into(),
+                }]),
+            )],
+            end: ms(200_000),
+            ..World::default()
+        },
+        Level::Net,
+    );
+    let b: Vec<&str> = all
+        .iter()
+        .filter(|l| l.contains(" b retransmit ") || l.contains(" b timed-out "))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        b,
+        [
+            "0:00:01.050 b retransmit SYN-ACK #1",
+            "0:00:03.050 b retransmit SYN-ACK #2",
+            "0:00:07.050 b retransmit SYN-ACK #3",
+            "0:00:15.050 b retransmit SYN-ACK #4",
+            "0:00:31.050 b retransmit SYN-ACK #5",
+            "0:01:03.050 b timed-out SYN-ACK retries exhausted",
+        ],
+        "{all:#?}"
+    );
+}
+
+/// The handshake ACK is lost and the client writes nothing: the server's
+/// own SYN-ACK timer completes the handshake (before, nothing did until
+/// the client wrote). SYN 0 -> 50, SYN-ACK 50 -> 100, its ACK lost (a -> b
+/// blocked 90..150 ms). The SYN-ACK again at 1,050 (echoing the SYN's
+/// TSval) reaches the established client at 1,100, which answers with a
+/// challenge ACK (RFC 5961 4.2, `tcp_validate_incoming`) echoing the
+/// *first* SYN-ACK's TSval, 50 (the segment is discarded before
+/// `tcp_replace_ts_recent`): accepted at 1,150, and the server's sample,
+/// the TSecr fallback of `tcp_synack_rtt_meas` after a resend, is 1,100 ms:
+/// RTO 3 x 1.1 = 3.3 s. `b`'s write at 1,200 is lost (b -> a blocked
+/// 1,195..1,300), resent at 4,500, delivered at 4,550.
+#[test]
+fn a_challenge_ack_completes_the_handshake_and_echoes_the_first_syn_ack() {
+    let (inputs, all) = run_with(
+        World {
+            a: vec![(ms(0), Act::Connect(B))],
+            b: vec![(ms(0), Act::Listen), (ms(1_200), Act::Write("world"))],
+            faults: vec![
+                (ms(90), partition(A, B)),
+                (ms(150), Fault::Heal),
+                (ms(1_195), partition(B, A)),
+                (ms(1_300), Fault::Heal),
+            ],
+            end: ms(10_000),
+            ..World::default()
+        },
+        Level::Net,
+    );
+    assert_eq!(
+        inputs,
+        [
+            "0:00:00.100 a connected conn#1",
+            "0:00:01.150 b accepted conn#1",
+            "0:00:01.200 b done Ok(())",
+            "0:00:04.550 a data world",
+        ],
+        "{all:#?}"
+    );
 }

@@ -226,6 +226,16 @@ pub struct TcpSection {
     pub retries2: Option<S<u32>>,
     /// `net.ipv4.tcp_syn_retries`, default 6: a connect gives up after 127 s.
     pub syn_retries: Option<S<u32>>,
+    /// `net.ipv4.tcp_syn_linear_timeouts`, default 0 (Linux up to 6.4):
+    /// the first this many SYN retransmissions keep the initial RTO, and a
+    /// connect gives up after `syn_retries` + this many. Linux 6.5 and
+    /// later default to 4: SYNs at 0, 1, 2, 3, 4, 5, 7, 11 ... 67 s, given
+    /// up at 131 s.
+    pub syn_linear_timeouts: Option<S<u32>>,
+    /// `net.ipv4.tcp_synack_retries`, default 5: the server resends an
+    /// unacknowledged SYN-ACK at 1, 3, 7, 15 and 31 s and drops the
+    /// half-open connection at 63 s.
+    pub synack_retries: Option<S<u32>>,
     /// Bytes a connection holds unread before a blocking write on a
     /// stalled link waits, default 212992 (socket buffers plus asyncio's
     /// 64 KiB high-water mark).
@@ -637,6 +647,16 @@ impl<'a> Context<'a> {
         for (s, what, slot) in [
             (&section.retries2, "retries2", &mut config.retries2),
             (&section.syn_retries, "syn_retries", &mut config.syn_retries),
+            (
+                &section.syn_linear_timeouts,
+                "syn_linear_timeouts",
+                &mut config.syn_linear_timeouts,
+            ),
+            (
+                &section.synack_retries,
+                "synack_retries",
+                &mut config.synack_retries,
+            ),
         ] {
             if let Some(s) = s {
                 if *s.get_ref() > TCP_MAX_RETRIES {

@@ -512,6 +512,8 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     net = doc.get("network", {})
     if set(net) - {"latency"} or doc.get("link") or set(doc.get("config", {})) - {"topologies"}:
         raise Unsupported("network keys other than latency, [[link]], or [config] keys other than topologies")
+    if doc.get("tcp"):
+        raise Unsupported("[tcp] (tcp.py has the engine's defaults only)")
     lat_us = duration_us(net.get("latency", "0s"))
     if any(h.clock_drift_ppm or h.clock_offset_us for h in sc.hosts):
         raise Unsupported("host clocks")

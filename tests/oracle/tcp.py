@@ -29,6 +29,7 @@ RTO_MIN = 200_000
 RTO_MAX = 120_000_000
 RETRIES2 = 15
 SYN_RETRIES = 6
+SYNACK_RETRIES = 5
 
 SYN, SYNACK, ACK, DATA, FIN, RST = "SYN", "SYN-ACK", "ACK", "data", "FIN", "RST"
 SYN_SENT, SYN_RECEIVED, ESTABLISHED = 0, 1, 2
@@ -225,8 +226,11 @@ class Streams:
             ep = self.endpoints.pop((conn, node))
             self.fail(conn, node, ep, REFUSED if ep.state == SYN_SENT else RESET)
         elif p.kind == SYN:
+            # A re-sent SYN-ACK echoes the first SYN's TSval (the engine
+            # since the session-9 audit's F1).
             if ep.state == SYN_RECEIVED:
-                self.transmit(now, conn, node, SYNACK, None, None, p.ts)
+                self.transmit(now, conn, node, SYNACK, None, None, ep.ts_recent)
+                self.arm(now, conn, node)
         elif p.kind == SYNACK:
             if ep.state == SYN_SENT:
                 ep.state = ESTABLISHED
@@ -258,6 +262,13 @@ class Streams:
                 if p.ack is None:
                     return
                 ep.state = ESTABLISHED
+                # The SYN-ACK timer ends with the request (the engine's
+                # server SYN-ACK timer, session 9).
+                ep.retransmits = 0
+                ep.rto = RTO_INITIAL
+                if ep.timer is not None:
+                    ep.timer = None
+                    self.effects.append(("timer", conn, node, None))
                 self.sample_rtt(now, conn, node, p.echo)
                 ep = self.endpoints[(conn, node)]
                 if ep.owner is not None:
@@ -275,8 +286,11 @@ class Streams:
     def no_endpoint(self, now, node, frm, listener, p):
         conn = p.conn
         if p.kind == SYN and listener is not None:
-            self.endpoints[(conn, node)] = Endpoint(frm, listener, SYN_RECEIVED, RTO_INITIAL)
+            ep = Endpoint(frm, listener, SYN_RECEIVED, RTO_INITIAL)
+            ep.ts_recent = p.ts
+            self.endpoints[(conn, node)] = ep
             self.transmit(now, conn, node, SYNACK, None, None, p.ts)
+            self.arm(now, conn, node)
         elif p.kind == SYN:
             self.send_rst(now, conn, node, frm)
         elif p.kind == RST:
@@ -360,6 +374,16 @@ class Streams:
             ep.retransmits += 1
             ep.rto = min(ep.rto + ep.rto, RTO_MAX)
             self.transmit(now, conn, node, SYN, None, None, None)
+            return self.arm(now, conn, node)
+        if ep.state == SYN_RECEIVED:
+            # `reqsk_timer_handler`: resend, doubling; dropped silently
+            # after SYNACK_RETRIES resends.
+            if ep.retransmits >= SYNACK_RETRIES:
+                del self.endpoints[(conn, node)]
+                return
+            ep.retransmits += 1
+            ep.rto = min(ep.rto + ep.rto, RTO_MAX)
+            self.transmit(now, conn, node, SYNACK, None, None, ep.ts_recent)
             return self.arm(now, conn, node)
         head = ep.segments[0] if ep.segments and ep.segments[0].sent_at is not None else None
         if head is None:
