@@ -746,3 +746,75 @@ fn a_busy_worker_exits_after_its_request_not_at_eof() {
     assert!(out.exits(), "exits when its result cannot be sent");
     assert_eq!(out.sends().count(), 0, "no result, no pong");
 }
+
+/// Second lilbee audit (session 8), point 1: a reply or EOF handed to the
+/// pool at or after its call's `wait_for` deadline, before the timer fires
+/// (what the engine's resume does with what arrived during a pause), loses
+/// to the timeout on CPython >= 3.12 (`Timeout._on_timeout`'s
+/// `task.cancel()` runs in the batch that runs the reader thread's
+/// `_set_state`, so the woken task's step throws `CancelledError`):
+/// `TimeoutError`, no stamp, no crash, and the timer that follows finds
+/// nothing to do. A microsecond before the deadline the reply wins.
+/// Driven by hand, so that the frame is handed over before the timer at
+/// the deadline's instant, the order a resume gives.
+#[test]
+fn a_reply_or_eof_handed_over_at_or_after_the_deadline_loses_to_the_timeout() {
+    use heartsim::models::lilbee::{Behaviour, Config, Frame, Msg, Pool, RoleSpec};
+    use heartsim::sim::{ConnId, Dest, Duration, NodeId, Outbox, Timestamp};
+
+    let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
+    let deadline = secs(11);
+    // What the pool records when `late` hands it `reply` at `at`, then
+    // runs its timers at `at`.
+    let run = |at: Timestamp, reply: Option<Frame>| -> Vec<String> {
+        let cfg = Config {
+            call_timeout: Duration::from_secs(10),
+            ..Config::default()
+        };
+        let spec = RoleSpec {
+            name: "embed".into(),
+            behaviour: Behaviour::Healthy,
+            bad_spawns: None,
+            answer_delay: Duration::ZERO,
+            spawn_time: Duration::ZERO,
+            calls: vec![secs(1)],
+            streams: Vec::new(),
+            stream_chunks: 0,
+            resets: Vec::new(),
+        };
+        let mut pool = Pool::new(cfg, vec![(NodeId(1), spec)]);
+        pool.on_start(secs(0));
+        let mut out = Outbox::new(NodeId(0));
+        pool.on_timeout(secs(1), &mut out);
+        let conn: ConnId = out
+            .sends()
+            .find_map(|(to, msg, _)| match (to, msg) {
+                (Dest::Conn(c), Msg::Frame(Frame::Request)) => Some(c),
+                _ => None,
+            })
+            .expect("the call's request");
+        let mut log = Vec::new();
+        let mut out = Outbox::new(NodeId(0));
+        match reply {
+            Some(f) => pool.on_frame(at, conn, f, &mut out),
+            None => pool.on_eof(at, conn, &mut out),
+        }
+        if pool.poll_timeout().is_some_and(|d| d.at <= at) {
+            pool.on_timeout(at, &mut out);
+        }
+        for r in out.records() {
+            log.push(format!("{} {}", r.kind, r.reason.as_deref().unwrap_or("-")));
+        }
+        log
+    };
+    let at_deadline = run(deadline, Some(Frame::Result));
+    assert_eq!(at_deadline, ["call-failed TimeoutError"]);
+    let after = run(deadline + Duration::from_secs(9), Some(Frame::Result));
+    assert_eq!(after, ["call-failed TimeoutError"]);
+    let eof = run(deadline, None);
+    assert_eq!(eof, ["call-failed TimeoutError"], "no crash-recorded");
+    let just_before = run(deadline - Duration::from_us(1), Some(Frame::Result));
+    assert_eq!(just_before, ["call-ok -"]);
+    let eof_before = run(deadline - Duration::from_us(1), None);
+    assert_eq!(eof_before[0], "crash-recorded -", "{eof_before:?}");
+}

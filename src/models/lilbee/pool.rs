@@ -929,12 +929,57 @@ impl Pool {
         out.record(kind::LOOP_STOPPED, None, why.map(Cow::Borrowed), None);
     }
 
+    /// Whether `wake` comes too late: the task's `wait_for` deadline is at
+    /// or before `now`, so on CPython >= 3.12 the timeout wins and the
+    /// wake is lost (the read's frame, or its `EOFError`, was consumed by
+    /// the reader thread; a lock handed over is passed on).
+    ///
+    /// It happens when the pool process was paused (SIGSTOP) across the
+    /// deadline (the engine hands over what arrived during the pause, then
+    /// fires the timer), or when a reply arrives at the deadline's instant.
+    /// The reply reaches the loop from the reader thread through
+    /// `call_soon_threadsafe(_set_state, ...)` (asyncio/futures.py 3.12.1
+    /// l. 403, `_chain_future`, via `run_in_executor` -> `wrap_future`);
+    /// the task it wakes runs one `_run_once` batch later (`call_soon`).
+    /// `_run_once` (base_events.py 3.12.1 l. 1933-1957) polls, then moves
+    /// every due timer into `_ready`, then runs the batch: so a deadline
+    /// that has passed when `_set_state` runs fires in that same batch or
+    /// earlier. Its `Timeout._on_timeout` (timeouts.py 3.12.1 l. 121-123,
+    /// used by `wait_for`, tasks.py 3.12.1 l. 519-520) calls
+    /// `task.cancel()`: the awaited future already done, `Task.cancel`
+    /// sets `_must_cancel` (tasks.py 3.12.1 l. 242-248), the task's next
+    /// step throws `CancelledError` in place of the reply, and
+    /// `Timeout.__aexit__` turns it into `TimeoutError` (timeouts.py l.
+    /// 112-115). A lock waiter's acquire is cancelled the same way and
+    /// wakes the next waiter (locks.py 3.12.1 l. 116-118): no read starts.
+    /// transport_pipe.py: `call` (l. 232) and `ping` (l. 287) `await
+    /// asyncio.wait_for(self._recv(), timeout=timeout)`, `_recv` (l.
+    /// 211-218) catches only `EOFError`/`OSError`s, so the late EOF is not
+    /// a `WorkerCrashError` and `_on_crash` does not run.
+    ///
+    /// CPython 3.11's `wait_for` (tasks.py 3.11.7 l. 466-500) wraps
+    /// `_recv()` in a task and checks `fut.done()` once its waiter is
+    /// released: after a pause, which of the reader thread and the loop's
+    /// timer phase goes first decides (the audit's SIGSTOP probes: 5 of 10
+    /// replies, 5 of 8 EOFs won). The profile models >= 3.12
+    /// (`docs/audits/lilbee-timeout-vs-reply.py`; docs/models/lilbee.md).
+    fn timeout_wins(task: &Task, wake: Wake, now: Timestamp) -> bool {
+        matches!(wake, Wake::Frame(_) | Wake::Eof | Wake::RecvLock)
+            && task
+                .deadline
+                .is_some_and(|(at, why)| why == "wait_for" && at <= now)
+    }
+
     fn set_step(&mut self, id: TaskId, step: Step) {
         self.tasks.get_mut(&id).expect("task").step = step;
     }
 
     fn step(&mut self, id: TaskId, task: Task, wake: Wake, now: Timestamp, out: &mut Outbox<Msg>) {
         let conn = task.chan;
+        if Self::timeout_wins(&task, wake, now) {
+            self.tasks.get_mut(&id).expect("task").deadline = None;
+            return self.expire(id, now, out);
+        }
         match (task.step, wake) {
             (Step::SendLock, Wake::SendLock) => {
                 self.set_step(id, Step::Sending);
