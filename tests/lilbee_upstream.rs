@@ -818,3 +818,32 @@ fn a_reply_or_eof_handed_over_at_or_after_the_deadline_loses_to_the_timeout() {
     let eof_before = run(deadline - Duration::from_us(1), None);
     assert_eq!(eof_before[0], "crash-recorded -", "{eof_before:?}");
 }
+
+/// Third lilbee audit, point 2: a worker that dies while the interpreter
+/// exits (a `stop`, the process lingering on a blocked read) makes the
+/// call or stream that reads its EOF raise `RuntimeError`, not
+/// `WorkerCrashError`: `_on_crash` records the crash, then its
+/// `channel.close()` gets `RuntimeError` from `run_in_executor`
+/// (`_python_exit` set `_shutdown`), which `suppress(WorkerError)` lets
+/// through, inside the accessor's `except WorkerCrashError:` block
+/// (pool.py l. 115-119, 178-183, 339-341; transport_pipe.py l. 206-209,
+/// 317-327). chat dies at 23 s, vision at 28 s; the process ends then.
+#[test]
+fn a_death_during_the_exit_wait_raises_runtime_error_not_worker_crash_error() {
+    let roles = "[[node]]\nname = \"chat\"\nkind = \"role\"\nbehaviour = \"die-after\"\ndie_after = \"20s\"\nanswer_delay = \"30s\"\ncall_at = [\"1s\"]\n\n[[node]]\nname = \"vision\"\nkind = \"role\"\nbehaviour = \"die-after\"\ndie_after = \"25s\"\nanswer_delay = \"100s\"\nstream_at = [\"1s\"]\n\n[[fault]]\nat = \"10s\"\nkind = \"stop\"\nnode = \"pool\"";
+    let lines = decisions("60s", "", roles);
+    for want in [
+        "0:00:10.000 exit-blocked - 2 executor threads busy",
+        "0:00:23.000 crash-recorded - chat#1 1 in window",
+        "0:00:23.000 closed - chat#1",
+        "0:00:23.000 call-failed RuntimeError: executor shut down chat#1",
+        "0:00:28.000 crash-recorded - vision#1 1 in window",
+        "0:00:28.000 stream-failed RuntimeError: executor shut down vision#1",
+    ] {
+        assert!(has(&lines, want), "{want}: {lines:#?}");
+    }
+    assert!(
+        !lines.iter().any(|l| l.contains("WorkerCrashError")),
+        "{lines:#?}"
+    );
+}
