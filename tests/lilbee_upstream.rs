@@ -615,28 +615,13 @@ fn a_drained_shutdown_stops_the_loop_at_once() {
     );
 }
 
-/// transport_pipe.py `close`: `await asyncio.get_running_loop()
-/// .run_in_executor(self._executor, self._join_process, timeout)`;
-/// cancelling that await does not stop the thread, which goes on with
-/// `self._process.join(timeout=timeout)` and `if self._process.is_alive():
-/// ... self._process.terminate()`. Driven by hand (the worker behaviours
-/// cannot reach it: a silent worker always leaves an orphan first, and
-/// the join then waits for a thread): a worker that ponged once, then
-/// answers its call at 1 s, then nothing; the reap's close at 30 s waits
-/// 5 s for the ack, joins from 35 s, and the shutdown at 37 s cancels it:
-/// `closed` at 37 s (the `finally`), `terminate` at 40 s all the same.
-/// Before the fix the join was dropped and the worker never terminated.
-#[test]
-fn a_close_cancelled_while_joining_still_terminates_the_worker() {
-    use heartsim::models::lilbee::{Behaviour, Config, Frame, Msg, Pool, RoleSpec};
-    use heartsim::sim::{Dest, Duration, NodeId, Outbox, Timestamp};
+/// A pool driven by hand: one healthy `embed` role, spawned at once and
+/// answering at once, called at 1 s; started at 0 s.
+fn one_call_pool(cfg: heartsim::models::lilbee::Config) -> heartsim::models::lilbee::Pool {
+    use heartsim::models::lilbee::{Behaviour, Pool, RoleSpec};
+    use heartsim::sim::{Duration, NodeId, Timestamp};
 
     let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
-    let cfg = Config {
-        max_idle: Duration::from_secs(20),
-        shutdown_at: Some(secs(37)),
-        ..Config::default()
-    };
     let spec = RoleSpec {
         name: "embed".into(),
         behaviour: Behaviour::Healthy,
@@ -650,6 +635,32 @@ fn a_close_cancelled_while_joining_still_terminates_the_worker() {
     };
     let mut pool = Pool::new(cfg, vec![(NodeId(1), spec)]);
     pool.on_start(secs(0));
+    pool
+}
+
+/// transport_pipe.py `close`: `await asyncio.get_running_loop()
+/// .run_in_executor(self._executor, self._join_process, timeout)`;
+/// cancelling that await does not stop the thread, which goes on with
+/// `self._process.join(timeout=timeout)` and `if self._process.is_alive():
+/// ... self._process.terminate()`. Driven by hand (the worker behaviours
+/// cannot reach it: a silent worker always leaves an orphan first, and
+/// the join then waits for a thread): a worker that ponged once, then
+/// answers its call at 1 s, then nothing; the reap's close at 30 s waits
+/// 5 s for the ack, joins from 35 s, and the shutdown at 37 s cancels it:
+/// `closed` at 37 s (the `finally`), `terminate` at 40 s all the same.
+/// Before the fix the join was dropped and the worker never terminated.
+#[test]
+fn a_close_cancelled_while_joining_still_terminates_the_worker() {
+    use heartsim::models::lilbee::{Config, Frame, Msg};
+    use heartsim::sim::{Dest, Duration, NodeId, Outbox, Timestamp};
+
+    let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
+    let cfg = Config {
+        max_idle: Duration::from_secs(20),
+        shutdown_at: Some(secs(37)),
+        ..Config::default()
+    };
+    let mut pool = one_call_pool(cfg);
     let mut log: Vec<String> = Vec::new();
     // The engine stamps a record's time; here it is the input's.
     let note = |at: Timestamp, out: &Outbox<Msg>, log: &mut Vec<String>| {
@@ -759,31 +770,19 @@ fn a_busy_worker_exits_after_its_request_not_at_eof() {
 /// the deadline's instant, the order a resume gives.
 #[test]
 fn a_reply_or_eof_handed_over_at_or_after_the_deadline_loses_to_the_timeout() {
-    use heartsim::models::lilbee::{Behaviour, Config, Frame, Msg, Pool, RoleSpec};
+    use heartsim::models::lilbee::{Config, Frame, Msg};
     use heartsim::sim::{ConnId, Dest, Duration, NodeId, Outbox, Timestamp};
 
     let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
     let deadline = secs(11);
-    // What the pool records when `late` hands it `reply` at `at`, then
-    // runs its timers at `at`.
+    // What the pool records when it is handed `reply` (`None`: EOF) at
+    // `at`, then runs its timers due at `at`.
     let run = |at: Timestamp, reply: Option<Frame>| -> Vec<String> {
         let cfg = Config {
             call_timeout: Duration::from_secs(10),
             ..Config::default()
         };
-        let spec = RoleSpec {
-            name: "embed".into(),
-            behaviour: Behaviour::Healthy,
-            bad_spawns: None,
-            answer_delay: Duration::ZERO,
-            spawn_time: Duration::ZERO,
-            calls: vec![secs(1)],
-            streams: Vec::new(),
-            stream_chunks: 0,
-            resets: Vec::new(),
-        };
-        let mut pool = Pool::new(cfg, vec![(NodeId(1), spec)]);
-        pool.on_start(secs(0));
+        let mut pool = one_call_pool(cfg);
         let mut out = Outbox::new(NodeId(0));
         pool.on_timeout(secs(1), &mut out);
         let conn: ConnId = out
