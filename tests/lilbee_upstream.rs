@@ -615,25 +615,33 @@ fn a_drained_shutdown_stops_the_loop_at_once() {
     );
 }
 
-/// A pool driven by hand: one healthy `embed` role, spawned at once and
-/// answering at once, called at 1 s; started at 0 s.
-fn one_call_pool(cfg: heartsim::models::lilbee::Config) -> heartsim::models::lilbee::Pool {
+/// A pool driven by hand: one healthy role per name, in that order, each
+/// spawned at once, answering at once and called at 1 s; started at 0 s.
+fn one_call_pool(
+    cfg: heartsim::models::lilbee::Config,
+    roles: &[&str],
+) -> heartsim::models::lilbee::Pool {
     use heartsim::models::lilbee::{Behaviour, Pool, RoleSpec};
     use heartsim::sim::{Duration, NodeId, Timestamp};
 
     let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
-    let spec = RoleSpec {
-        name: "embed".into(),
-        behaviour: Behaviour::Healthy,
-        bad_spawns: None,
-        answer_delay: Duration::ZERO,
-        spawn_time: Duration::ZERO,
-        calls: vec![secs(1)],
-        streams: Vec::new(),
-        stream_chunks: 0,
-        resets: Vec::new(),
-    };
-    let mut pool = Pool::new(cfg, vec![(NodeId(1), spec)]);
+    let roles = (roles.iter().zip(1..))
+        .map(|(name, node)| {
+            let spec = RoleSpec {
+                name: (*name).into(),
+                behaviour: Behaviour::Healthy,
+                bad_spawns: None,
+                answer_delay: Duration::ZERO,
+                spawn_time: Duration::ZERO,
+                calls: vec![secs(1)],
+                streams: Vec::new(),
+                stream_chunks: 0,
+                resets: Vec::new(),
+            };
+            (NodeId(node), spec)
+        })
+        .collect();
+    let mut pool = Pool::new(cfg, roles);
     pool.on_start(secs(0));
     pool
 }
@@ -660,7 +668,7 @@ fn a_close_cancelled_while_joining_still_terminates_the_worker() {
         shutdown_at: Some(secs(37)),
         ..Config::default()
     };
-    let mut pool = one_call_pool(cfg);
+    let mut pool = one_call_pool(cfg, &["embed"]);
     let mut log: Vec<String> = Vec::new();
     // The engine stamps a record's time; here it is the input's.
     let note = |at: Timestamp, out: &Outbox<Msg>, log: &mut Vec<String>| {
@@ -782,7 +790,7 @@ fn a_reply_or_eof_handed_over_at_or_after_the_deadline_loses_to_the_timeout() {
             call_timeout: Duration::from_secs(10),
             ..Config::default()
         };
-        let mut pool = one_call_pool(cfg);
+        let mut pool = one_call_pool(cfg, &["embed"]);
         let mut out = Outbox::new(NodeId(0));
         pool.on_timeout(secs(1), &mut out);
         let conn: ConnId = out
@@ -845,4 +853,74 @@ fn a_death_during_the_exit_wait_raises_runtime_error_not_worker_crash_error() {
         !lines.iter().any(|l| l.contains("WorkerCrashError")),
         "{lines:#?}"
     );
+}
+
+/// `reap_idle` awaits each close in turn (pool.py l. 391-393). A close
+/// whose `_join_process` thread was already running when the interpreter
+/// began to exit returns normally (the join needs no new executor work),
+/// so the reap goes on to the next idle role; only a close that needs
+/// `run_in_executor` after the exit raises `RuntimeError` and ends the
+/// pass (the tick then pings). Driven by hand: a's worker never acks the
+/// 30 s close, its join runs from 35 s, the stop comes at 37 s, and a's
+/// worker exits at 38 s: the join returns, b is reaped at 38 s (its close
+/// raises but closes the pipe), then both pings raise.
+#[test]
+fn a_reap_close_that_joins_normally_during_the_exit_lets_the_reap_go_on() {
+    use heartsim::models::lilbee::{Config, Frame, Msg};
+    use heartsim::sim::{ConnId, Dest, Duration, NodeId, Outbox, Timestamp};
+
+    let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
+    let cfg = Config {
+        max_idle: Duration::from_secs(20),
+        ..Config::default()
+    };
+    let mut pool = one_call_pool(cfg, &["a", "b"]);
+    let mut log: Vec<String> = Vec::new();
+    let note = |at: Timestamp, out: &Outbox<Msg>, log: &mut Vec<String>| {
+        for r in out.records() {
+            let why = r.reason.as_deref().unwrap_or("-");
+            let peer = r.peer.map_or(0, |p| p.0);
+            log.push(format!("{at} {} {peer} {why}", r.kind));
+        }
+    };
+    let mut conns: Vec<ConnId> = Vec::new();
+    // Calls at 1 s answered at once; the 30 s tick's closes never acked.
+    while let Some(d) = pool.poll_timeout() {
+        if d.at > secs(36) {
+            break;
+        }
+        let mut out = Outbox::new(NodeId(0));
+        pool.on_timeout(d.at, &mut out);
+        note(d.at, &out, &mut log);
+        let replies: Vec<ConnId> = out
+            .sends()
+            .filter_map(|(to, msg, _)| match (to, msg) {
+                (Dest::Conn(c), Msg::Frame(Frame::Request)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        for c in replies {
+            conns.push(c);
+            let mut out = Outbox::new(NodeId(0));
+            pool.on_frame(d.at, c, Frame::Result, &mut out);
+            note(d.at, &out, &mut log);
+        }
+    }
+    let mut out = Outbox::new(NodeId(0));
+    pool.on_exit(&mut out);
+    note(secs(37), &out, &mut log);
+    let mut out = Outbox::new(NodeId(0));
+    pool.on_eof(secs(38), conns[0], &mut out);
+    note(secs(38), &out, &mut log);
+    for want in [
+        "0:00:30.000 reap 1 -",
+        "0:00:37.000 exit-blocked 0 -",
+        "0:00:38.000 closed 1 -",
+        "0:00:38.000 reap 2 -",
+        "0:00:38.000 closed 2 -",
+        "0:00:38.000 ping-failed 1 RuntimeError: executor shut down",
+        "0:00:38.000 ping-failed 2 RuntimeError: executor shut down",
+    ] {
+        assert!(log.iter().any(|l| l == want), "{want}: {log:#?}");
+    }
 }
