@@ -615,6 +615,37 @@ fn a_drained_shutdown_stops_the_loop_at_once() {
     );
 }
 
+/// A pool driven by hand: one healthy role per name, in that order, each
+/// spawned at once, answering at once and called at 1 s; started at 0 s.
+fn one_call_pool(
+    cfg: heartsim::models::lilbee::Config,
+    roles: &[&str],
+) -> heartsim::models::lilbee::Pool {
+    use heartsim::models::lilbee::{Behaviour, Pool, RoleSpec};
+    use heartsim::sim::{Duration, NodeId, Timestamp};
+
+    let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
+    let roles = (roles.iter().zip(1..))
+        .map(|(name, node)| {
+            let spec = RoleSpec {
+                name: (*name).into(),
+                behaviour: Behaviour::Healthy,
+                bad_spawns: None,
+                answer_delay: Duration::ZERO,
+                spawn_time: Duration::ZERO,
+                calls: vec![secs(1)],
+                streams: Vec::new(),
+                stream_chunks: 0,
+                resets: Vec::new(),
+            };
+            (NodeId(node), spec)
+        })
+        .collect();
+    let mut pool = Pool::new(cfg, roles);
+    pool.on_start(secs(0));
+    pool
+}
+
 /// transport_pipe.py `close`: `await asyncio.get_running_loop()
 /// .run_in_executor(self._executor, self._join_process, timeout)`;
 /// cancelling that await does not stop the thread, which goes on with
@@ -628,7 +659,7 @@ fn a_drained_shutdown_stops_the_loop_at_once() {
 /// Before the fix the join was dropped and the worker never terminated.
 #[test]
 fn a_close_cancelled_while_joining_still_terminates_the_worker() {
-    use heartsim::models::lilbee::{Behaviour, Config, Frame, Msg, Pool, RoleSpec};
+    use heartsim::models::lilbee::{Config, Frame, Msg};
     use heartsim::sim::{Dest, Duration, NodeId, Outbox, Timestamp};
 
     let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
@@ -637,19 +668,7 @@ fn a_close_cancelled_while_joining_still_terminates_the_worker() {
         shutdown_at: Some(secs(37)),
         ..Config::default()
     };
-    let spec = RoleSpec {
-        name: "embed".into(),
-        behaviour: Behaviour::Healthy,
-        bad_spawns: None,
-        answer_delay: Duration::ZERO,
-        spawn_time: Duration::ZERO,
-        calls: vec![secs(1)],
-        streams: Vec::new(),
-        stream_chunks: 0,
-        resets: Vec::new(),
-    };
-    let mut pool = Pool::new(cfg, vec![(NodeId(1), spec)]);
-    pool.on_start(secs(0));
+    let mut pool = one_call_pool(cfg, &["embed"]);
     let mut log: Vec<String> = Vec::new();
     // The engine stamps a record's time; here it is the input's.
     let note = |at: Timestamp, out: &Outbox<Msg>, log: &mut Vec<String>| {
@@ -745,4 +764,163 @@ fn a_busy_worker_exits_after_its_request_not_at_eof() {
     w.on_timeout(secs(21), &mut out);
     assert!(out.exits(), "exits when its result cannot be sent");
     assert_eq!(out.sends().count(), 0, "no result, no pong");
+}
+
+/// Second lilbee audit (session 8), point 1: a reply or EOF handed to the
+/// pool at or after its call's `wait_for` deadline, before the timer fires
+/// (what the engine's resume does with what arrived during a pause), loses
+/// to the timeout on CPython >= 3.12 (`Timeout._on_timeout`'s
+/// `task.cancel()` runs in the batch that runs the reader thread's
+/// `_set_state`, so the woken task's step throws `CancelledError`):
+/// `TimeoutError`, no stamp, no crash, and the timer that follows finds
+/// nothing to do. A microsecond before the deadline the reply wins.
+/// Driven by hand, so that the frame is handed over before the timer at
+/// the deadline's instant, the order a resume gives.
+#[test]
+fn a_reply_or_eof_handed_over_at_or_after_the_deadline_loses_to_the_timeout() {
+    use heartsim::models::lilbee::{Config, Frame, Msg};
+    use heartsim::sim::{ConnId, Dest, Duration, NodeId, Outbox, Timestamp};
+
+    let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
+    let deadline = secs(11);
+    // What the pool records when it is handed `reply` (`None`: EOF) at
+    // `at`, then runs its timers due at `at`.
+    let run = |at: Timestamp, reply: Option<Frame>| -> Vec<String> {
+        let cfg = Config {
+            call_timeout: Duration::from_secs(10),
+            ..Config::default()
+        };
+        let mut pool = one_call_pool(cfg, &["embed"]);
+        let mut out = Outbox::new(NodeId(0));
+        pool.on_timeout(secs(1), &mut out);
+        let conn: ConnId = out
+            .sends()
+            .find_map(|(to, msg, _)| match (to, msg) {
+                (Dest::Conn(c), Msg::Frame(Frame::Request)) => Some(c),
+                _ => None,
+            })
+            .expect("the call's request");
+        let mut log = Vec::new();
+        let mut out = Outbox::new(NodeId(0));
+        match reply {
+            Some(f) => pool.on_frame(at, conn, f, &mut out),
+            None => pool.on_eof(at, conn, &mut out),
+        }
+        if pool.poll_timeout().is_some_and(|d| d.at <= at) {
+            pool.on_timeout(at, &mut out);
+        }
+        for r in out.records() {
+            log.push(format!("{} {}", r.kind, r.reason.as_deref().unwrap_or("-")));
+        }
+        log
+    };
+    let at_deadline = run(deadline, Some(Frame::Result));
+    assert_eq!(at_deadline, ["call-failed TimeoutError"]);
+    let after = run(deadline + Duration::from_secs(9), Some(Frame::Result));
+    assert_eq!(after, ["call-failed TimeoutError"]);
+    let eof = run(deadline, None);
+    assert_eq!(eof, ["call-failed TimeoutError"], "no crash-recorded");
+    let just_before = run(deadline - Duration::from_us(1), Some(Frame::Result));
+    assert_eq!(just_before, ["call-ok -"]);
+    let eof_before = run(deadline - Duration::from_us(1), None);
+    assert_eq!(eof_before[0], "crash-recorded -", "{eof_before:?}");
+}
+
+/// Third lilbee audit, point 2: a worker that dies while the interpreter
+/// exits (a `stop`, the process lingering on a blocked read) makes the
+/// call or stream that reads its EOF raise `RuntimeError`, not
+/// `WorkerCrashError`: `_on_crash` records the crash, then its
+/// `channel.close()` gets `RuntimeError` from `run_in_executor`
+/// (`_python_exit` set `_shutdown`), which `suppress(WorkerError)` lets
+/// through, inside the accessor's `except WorkerCrashError:` block
+/// (pool.py l. 115-119, 178-183, 339-341; transport_pipe.py l. 206-209,
+/// 317-327). chat dies at 23 s, vision at 28 s; the process ends then.
+#[test]
+fn a_death_during_the_exit_wait_raises_runtime_error_not_worker_crash_error() {
+    let roles = "[[node]]\nname = \"chat\"\nkind = \"role\"\nbehaviour = \"die-after\"\ndie_after = \"20s\"\nanswer_delay = \"30s\"\ncall_at = [\"1s\"]\n\n[[node]]\nname = \"vision\"\nkind = \"role\"\nbehaviour = \"die-after\"\ndie_after = \"25s\"\nanswer_delay = \"100s\"\nstream_at = [\"1s\"]\n\n[[fault]]\nat = \"10s\"\nkind = \"stop\"\nnode = \"pool\"";
+    let lines = decisions("60s", "", roles);
+    for want in [
+        "0:00:10.000 exit-blocked - 2 executor threads busy",
+        "0:00:23.000 crash-recorded - chat#1 1 in window",
+        "0:00:23.000 closed - chat#1",
+        "0:00:23.000 call-failed RuntimeError: executor shut down chat#1",
+        "0:00:28.000 crash-recorded - vision#1 1 in window",
+        "0:00:28.000 stream-failed RuntimeError: executor shut down vision#1",
+    ] {
+        assert!(has(&lines, want), "{want}: {lines:#?}");
+    }
+    assert!(
+        !lines.iter().any(|l| l.contains("WorkerCrashError")),
+        "{lines:#?}"
+    );
+}
+
+/// `reap_idle` awaits each close in turn (pool.py l. 391-393). A close
+/// whose `_join_process` thread was already running when the interpreter
+/// began to exit returns normally (the join needs no new executor work),
+/// so the reap goes on to the next idle role; only a close that needs
+/// `run_in_executor` after the exit raises `RuntimeError` and ends the
+/// pass (the tick then pings). Driven by hand: a's worker never acks the
+/// 30 s close, its join runs from 35 s, the stop comes at 37 s, and a's
+/// worker exits at 38 s: the join returns, b is reaped at 38 s (its close
+/// raises but closes the pipe), then both pings raise.
+#[test]
+fn a_reap_close_that_joins_normally_during_the_exit_lets_the_reap_go_on() {
+    use heartsim::models::lilbee::{Config, Frame, Msg};
+    use heartsim::sim::{ConnId, Dest, Duration, NodeId, Outbox, Timestamp};
+
+    let secs = |s| Timestamp::ZERO + Duration::from_secs(s);
+    let cfg = Config {
+        max_idle: Duration::from_secs(20),
+        ..Config::default()
+    };
+    let mut pool = one_call_pool(cfg, &["a", "b"]);
+    let mut log: Vec<String> = Vec::new();
+    let note = |at: Timestamp, out: &Outbox<Msg>, log: &mut Vec<String>| {
+        for r in out.records() {
+            let why = r.reason.as_deref().unwrap_or("-");
+            let peer = r.peer.map_or(0, |p| p.0);
+            log.push(format!("{at} {} {peer} {why}", r.kind));
+        }
+    };
+    let mut conns: Vec<ConnId> = Vec::new();
+    // Calls at 1 s answered at once; the 30 s tick's closes never acked.
+    while let Some(d) = pool.poll_timeout() {
+        if d.at > secs(36) {
+            break;
+        }
+        let mut out = Outbox::new(NodeId(0));
+        pool.on_timeout(d.at, &mut out);
+        note(d.at, &out, &mut log);
+        let replies: Vec<ConnId> = out
+            .sends()
+            .filter_map(|(to, msg, _)| match (to, msg) {
+                (Dest::Conn(c), Msg::Frame(Frame::Request)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        for c in replies {
+            conns.push(c);
+            let mut out = Outbox::new(NodeId(0));
+            pool.on_frame(d.at, c, Frame::Result, &mut out);
+            note(d.at, &out, &mut log);
+        }
+    }
+    let mut out = Outbox::new(NodeId(0));
+    pool.on_exit(&mut out);
+    note(secs(37), &out, &mut log);
+    let mut out = Outbox::new(NodeId(0));
+    pool.on_eof(secs(38), conns[0], &mut out);
+    note(secs(38), &out, &mut log);
+    for want in [
+        "0:00:30.000 reap 1 -",
+        "0:00:37.000 exit-blocked 0 -",
+        "0:00:38.000 closed 1 -",
+        "0:00:38.000 reap 2 -",
+        "0:00:38.000 closed 2 -",
+        "0:00:38.000 ping-failed 1 RuntimeError: executor shut down",
+        "0:00:38.000 ping-failed 2 RuntimeError: executor shut down",
+    ] {
+        assert!(log.iter().any(|l| l == want), "{want}: {log:#?}");
+    }
 }

@@ -45,7 +45,10 @@ pub struct Lilbee;
 pub enum Profile {
     /// pool.py and transport_pipe.py at 132771384e4ca0dcc46f34b7fd09eafc4688814f:
     /// one pipe per worker, sticky degraded, pings skipped while work is in
-    /// flight, a ping timeout not a crash.
+    /// flight, a ping timeout not a crash. On CPython >= 3.12's asyncio: a
+    /// reply that meets its expired `wait_for` deadline in one loop batch
+    /// loses to it (3.11 races there; `docs/models/lilbee.md`, "A reply
+    /// that comes as the deadline passes").
     L13277138,
 }
 
@@ -60,7 +63,7 @@ impl Profile {
         scenario::Profile {
             name: self.name(),
             about: match self {
-                Profile::L13277138 => "lilbee 132771384e4c: one pipe per worker, 2 reader threads, sticky degraded, a ping timeout is not a crash",
+                Profile::L13277138 => "lilbee 132771384e4c on CPython >= 3.12: one pipe per worker, 2 reader threads, sticky degraded, a ping timeout is not a crash",
             },
         }
     }

@@ -60,8 +60,9 @@ enum Wake {
     ExecutorShut,
     /// The process was joined (it has exited).
     Joined,
-    /// A `close()` this task awaited has returned.
-    Closed,
+    /// A `close()` this task awaited has returned, or raised this
+    /// (`RuntimeError` from its executor while the interpreter exits).
+    Closed(Option<&'static str>),
 }
 
 /// One `PipeChannel`.
@@ -929,12 +930,57 @@ impl Pool {
         out.record(kind::LOOP_STOPPED, None, why.map(Cow::Borrowed), None);
     }
 
+    /// Whether `wake` comes too late: the task's `wait_for` deadline is at
+    /// or before `now`, so on CPython >= 3.12 the timeout wins and the
+    /// wake is lost (the read's frame, or its `EOFError`, was consumed by
+    /// the reader thread; a lock handed over is passed on).
+    ///
+    /// It happens when the pool process was paused (SIGSTOP) across the
+    /// deadline (the engine hands over what arrived during the pause, then
+    /// fires the timer), or when a reply arrives at the deadline's instant.
+    /// The reply reaches the loop from the reader thread through
+    /// `call_soon_threadsafe(_set_state, ...)` (asyncio/futures.py 3.12.1
+    /// l. 403, `_chain_future`, via `run_in_executor` -> `wrap_future`);
+    /// the task it wakes runs one `_run_once` batch later (`call_soon`).
+    /// `_run_once` (base_events.py 3.12.1 l. 1933-1957) polls, then moves
+    /// every due timer into `_ready`, then runs the batch: so a deadline
+    /// that has passed when `_set_state` runs fires in that same batch or
+    /// earlier. Its `Timeout._on_timeout` (timeouts.py 3.12.1 l. 121-123,
+    /// used by `wait_for`, tasks.py 3.12.1 l. 519-520) calls
+    /// `task.cancel()`: the awaited future already done, `Task.cancel`
+    /// sets `_must_cancel` (tasks.py 3.12.1 l. 242-248), the task's next
+    /// step throws `CancelledError` in place of the reply, and
+    /// `Timeout.__aexit__` turns it into `TimeoutError` (timeouts.py l.
+    /// 112-115). A lock waiter's acquire is cancelled the same way and
+    /// wakes the next waiter (locks.py 3.12.1 l. 116-118): no read starts.
+    /// transport_pipe.py: `call` (l. 232) and `ping` (l. 287) `await
+    /// asyncio.wait_for(self._recv(), timeout=timeout)`, `_recv` (l.
+    /// 211-218) catches only `EOFError`/`OSError`s, so the late EOF is not
+    /// a `WorkerCrashError` and `_on_crash` does not run.
+    ///
+    /// CPython 3.11's `wait_for` (tasks.py 3.11.7 l. 466-500) wraps
+    /// `_recv()` in a task and checks `fut.done()` once its waiter is
+    /// released: after a pause, which of the reader thread and the loop's
+    /// timer phase goes first decides (the audit's SIGSTOP probes: 5 of 10
+    /// replies, 5 of 8 EOFs won). The profile models >= 3.12
+    /// (`docs/audits/lilbee-timeout-vs-reply.py`; docs/models/lilbee.md).
+    fn timeout_wins(task: &Task, wake: Wake, now: Timestamp) -> bool {
+        matches!(wake, Wake::Frame(_) | Wake::Eof | Wake::RecvLock)
+            && task
+                .deadline
+                .is_some_and(|(at, why)| why == "wait_for" && at <= now)
+    }
+
     fn set_step(&mut self, id: TaskId, step: Step) {
         self.tasks.get_mut(&id).expect("task").step = step;
     }
 
     fn step(&mut self, id: TaskId, task: Task, wake: Wake, now: Timestamp, out: &mut Outbox<Msg>) {
         let conn = task.chan;
+        if Self::timeout_wins(&task, wake, now) {
+            self.tasks.get_mut(&id).expect("task").deadline = None;
+            return self.expire(id, now, out);
+        }
         match (task.step, wake) {
             (Step::SendLock, Wake::SendLock) => {
                 self.set_step(id, Step::Sending);
@@ -984,10 +1030,10 @@ impl Pool {
             (_, Wake::ExecutorShut) => self.cancelled(id, &task, RUNTIME, now, out),
             (Step::Joining | Step::Terminated, Wake::Joined) => {
                 self.tasks.get_mut(&id).expect("task").deadline = None;
-                self.close_done(id, &task, now, out);
+                self.close_done(id, &task, None, now, out);
             }
-            (Step::CrashClose(_), Wake::Closed) => {
-                self.after_close(id, &task, now, out);
+            (Step::CrashClose(_), Wake::Closed(raised)) => {
+                self.after_close(id, &task, raised, now, out);
             }
             _ => {}
         }
@@ -1109,7 +1155,7 @@ impl Pool {
                 }
                 match self.on_crash(task.role, now, id, out) {
                     Some(close) => self.set_step(id, Step::CrashClose(close)),
-                    None => self.after_close(id, task, now, out),
+                    None => self.after_close(id, task, None, now, out),
                 }
             }
             What::Close => self.join(id, task.chan, now, out),
@@ -1161,7 +1207,7 @@ impl Pool {
             // (`self._process.join(timeout=timeout)`, then
             // `if self._process.is_alive(): ... self._process.terminate()`).
             self.tasks.get_mut(&id).expect("task").detached = true;
-            return self.close_finally(id, task, now, out);
+            return self.close_finally(id, task, Some(why), now, out);
         }
         self.tasks.get_mut(&id).expect("task").deadline = None;
         match task.what {
@@ -1205,7 +1251,7 @@ impl Pool {
             What::Close => {
                 // The `finally` still runs: conn.close(), executor
                 // shutdown; the process is left to read EOF.
-                self.close_done(id, task, now, out);
+                self.close_done(id, task, Some(why), now, out);
             }
         }
     }
@@ -1223,15 +1269,30 @@ impl Pool {
 
     /// The close's `finally`: `conn.close()`, `executor.shutdown(wait=
     /// False, cancel_futures=True)`; then its awaiter resumes.
-    fn close_done(&mut self, id: TaskId, task: &Task, now: Timestamp, out: &mut Outbox<Msg>) {
+    fn close_done(
+        &mut self,
+        id: TaskId,
+        task: &Task,
+        raised: Option<&'static str>,
+        now: Timestamp,
+        out: &mut Outbox<Msg>,
+    ) {
         let ch = self.chans.get_mut(&task.chan).expect("channel");
         ch.joins.retain(|t| *t != id);
         self.tasks.remove(&id);
-        self.close_finally(id, task, now, out);
+        self.close_finally(id, task, raised, now, out);
     }
 
-    /// The `finally` of `close()` (the task itself is left to the caller).
-    fn close_finally(&mut self, id: TaskId, task: &Task, now: Timestamp, out: &mut Outbox<Msg>) {
+    /// The `finally` of `close()` (the task itself is left to the caller);
+    /// then its awaiter resumes, or gets what the close `raised`.
+    fn close_finally(
+        &mut self,
+        id: TaskId,
+        task: &Task,
+        raised: Option<&'static str>,
+        now: Timestamp,
+        out: &mut Outbox<Msg>,
+    ) {
         self.draining.retain(|t| *t != id);
         let ch = self.chans.get_mut(&task.chan).expect("channel");
         ch.shut = true;
@@ -1248,27 +1309,47 @@ impl Pool {
             self.wakes.push_back((t, Wake::Cancelled));
         }
         match task.parent {
-            Some(REAPER) => self.reap_close_done(now, out),
-            Some(parent) => self.wakes.push_back((parent, Wake::Closed)),
+            Some(REAPER) => self.reap_close_done(raised, now, out),
+            Some(parent) => self.wakes.push_back((parent, Wake::Closed(raised))),
             None => {}
         }
     }
 
-    /// What a call or ping does once `_on_crash` returned.
-    fn after_close(&mut self, id: TaskId, task: &Task, now: Timestamp, out: &mut Outbox<Msg>) {
+    /// What a call, ping or stream does once `_on_crash` returned: it
+    /// re-raises its `WorkerCrashError` (pool.py `RoleAccessor.call` l.
+    /// 117-119, `ping` l. 147-149, `_spawn_and_stream` l. 181-183:
+    /// `except WorkerCrashError: await ...._on_crash(role); raise`). Unless
+    /// `_on_crash` raised: its `await channel.close(...)` (l. 339-341)
+    /// suppresses only `WorkerError`, and while the interpreter exits the
+    /// close's `_send` gets `RuntimeError('cannot schedule new futures after
+    /// interpreter shutdown')` from `run_in_executor` (transport_pipe.py
+    /// `_send` l. 206-209 and `close`'s `suppress(asyncio.TimeoutError,
+    /// WorkerError)` l. 317 let it through, after the `finally` closed the
+    /// pipe): raised inside the `except` block, it replaces the
+    /// `WorkerCrashError` (third lilbee audit, point 2). The crash is
+    /// recorded all the same (`_on_crash` appends before the close).
+    fn after_close(
+        &mut self,
+        id: TaskId,
+        task: &Task,
+        raised: Option<&'static str>,
+        now: Timestamp,
+        out: &mut Outbox<Msg>,
+    ) {
+        let why = raised.unwrap_or(CRASH);
         match task.what {
             What::Call => {
                 let name = self.chans[&task.chan].name.clone();
-                self.record(out, kind::CALL_FAILED, task.role, Some(CRASH), Some(name));
+                self.record(out, kind::CALL_FAILED, task.role, Some(why), Some(name));
                 self.tasks.remove(&id);
             }
             What::Ping => {
-                self.record(out, kind::PING_FAILED, task.role, Some(CRASH), None);
+                self.record(out, kind::PING_FAILED, task.role, Some(why), None);
                 self.ticker_task_done(id, now, out);
             }
             What::Stream => {
                 let name = self.chans[&task.chan].name.clone();
-                self.record(out, kind::STREAM_FAILED, task.role, Some(CRASH), Some(name));
+                self.record(out, kind::STREAM_FAILED, task.role, Some(why), Some(name));
                 self.tasks.remove(&id);
             }
             What::Close => {}
@@ -1470,12 +1551,19 @@ impl Pool {
         }
     }
 
-    /// A close the ticker's reap awaited has returned. While the
-    /// interpreter exits it raised (`RuntimeError` from its executor,
-    /// after its `finally` closed the pipe): `reap_idle` raises, the tick
-    /// logs it and goes on to the pings (health_ticker.py l. 46-49).
-    fn reap_close_done(&mut self, now: Timestamp, out: &mut Outbox<Msg>) {
-        if self.exiting {
+    /// A close the ticker's reap awaited has returned, or `raised` (while
+    /// the interpreter exits, `RuntimeError` from its executor, after its
+    /// `finally` closed the pipe): then `reap_idle` raises, the tick logs
+    /// it and goes on to the pings (health_ticker.py l. 46-49). A close
+    /// whose join thread was already running when the exit began returns
+    /// normally, and the reap goes on.
+    fn reap_close_done(
+        &mut self,
+        raised: Option<&'static str>,
+        now: Timestamp,
+        out: &mut Outbox<Msg>,
+    ) {
+        if raised.is_some() {
             if let Ticker::Reaping { snapshot, .. } = &self.ticker {
                 self.ticker = Ticker::Pinging {
                     snapshot: snapshot.clone(),
