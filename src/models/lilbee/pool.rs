@@ -1322,7 +1322,10 @@ impl Pool {
     /// `_on_crash` raised: its `await channel.close(...)` (l. 339-341)
     /// suppresses only `WorkerError`, and while the interpreter exits the
     /// close's `_send` gets `RuntimeError('cannot schedule new futures after
-    /// interpreter shutdown')` from `run_in_executor` (transport_pipe.py
+    /// interpreter shutdown')`, or `'... after shutdown'` when an exiting
+    /// worker thread has set the executor's `_shutdown` first (thread.py
+    /// l. 102-106; the session-9 audit saw that in 8 of 11 runs), from
+    /// `run_in_executor` (transport_pipe.py
     /// `_send` l. 206-209 and `close`'s `suppress(asyncio.TimeoutError,
     /// WorkerError)` l. 317 let it through, after the `finally` closed the
     /// pipe): raised inside the `except` block, it replaces the
