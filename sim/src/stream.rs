@@ -639,6 +639,13 @@ impl<M: Clone> Streams<M> {
                     ep.retrans_stamp = None;
                     ep.retransmits = 0;
                     ep.timer = None;
+                    // `tcp_rcv_synsent_state_process` stores the SYN-ACK's
+                    // TSval (`tcp_store_ts_recent`): every segment from now
+                    // on echoes it, so whichever of them completes the
+                    // server's handshake gives the server its first RTT
+                    // sample (audit A3: the first data segment echoed
+                    // nothing, and the server's RTO stayed at 1 s).
+                    ep.ts_recent = Some(packet.ts);
                     self.sample_rtt(now, conn, node, packet.echo);
                     // The SYN's timer goes before the process hears of the
                     // connection: a segment it writes on `Connected` arms
@@ -651,6 +658,10 @@ impl<M: Clone> Streams<M> {
                         node,
                         at: None,
                     });
+                    // The kernel ACKs the SYN-ACK at once (`tcp_send_ack` in
+                    // softirq context); the process, only woken by
+                    // `tcp_finish_connect`, writes after it.
+                    self.transmit(now, conn, node, Kind::Ack, Some(packet.ts));
                     let owner = self.endpoints[&(conn, node)].owner;
                     if let Some(incarnation) = owner {
                         self.effects.push(Effect::Input {
@@ -660,13 +671,15 @@ impl<M: Clone> Streams<M> {
                             input: Input::Connected { conn, peer: from },
                         });
                     }
-                    // The kernel ACKs the SYN-ACK at once; what the process
-                    // writes goes after it (`connect()` returns first).
-                    self.transmit(now, conn, node, Kind::Ack, Some(packet.ts));
                     self.flush(now, conn, node);
                 } else {
-                    // A duplicate: our ACK was lost; ACK again.
-                    self.transmit(now, conn, node, Kind::Ack, Some(packet.ts));
+                    // A duplicate (our ACK was lost): an established socket
+                    // answers a SYN with a challenge ACK (RFC 5961 4.2,
+                    // `tcp_validate_incoming`) and discards the segment
+                    // before `tcp_replace_ts_recent`, so the ACK echoes
+                    // the first SYN-ACK's TSval, not this one's.
+                    let echo = ep.ts_recent;
+                    self.transmit(now, conn, node, Kind::Ack, echo);
                 }
             }
             Kind::Ack | Kind::Data(..) | Kind::Fin(_) => {

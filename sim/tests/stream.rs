@@ -569,3 +569,59 @@ impl Machine for Either {
         Cow::Owned(msg.clone())
     }
 }
+
+/// The server's first RTT sample comes from the handshake, whichever of the
+/// client's segments completes it (Linux: the client stores the SYN-ACK's
+/// TSval, `tcp_store_ts_recent`, so its first data segment echoes it; the
+/// passive side samples in `tcp_rcv_state_process`, `TCP_SYN_RECV`). SYN
+/// 0 -> 50, SYN-ACK 50 -> 100; the ACK and `hello` reach `b` at 150: RTT
+/// 100 ms, RTO 300 ms. `b`'s `world` leaves at 170 and is lost (b -> a
+/// blocked 165..250 ms), resent at 470, delivered at 520. Before the fix
+/// `b` had no sample and resent after `TCP_TIMEOUT_INIT`: 1,170, delivered
+/// at 1,220 (audit A3, docs/audits/decnet-changes-session8-2026-11-27.md).
+#[test]
+fn the_server_samples_the_rtt_at_the_handshake() {
+    let nodes = ["a", "b"]
+        .into_iter()
+        .map(|name| NodeSpec {
+            name: name.into(),
+            clock: Clock::default(),
+            start_at: Some(Timestamp::ZERO),
+        })
+        .collect();
+    let link = LinkConfig {
+        latency: Latency::Fixed(Duration::from_ms(50)),
+        ..LinkConfig::default()
+    };
+    let faults = vec![(ms(165), partition(B, A)), (ms(250), Fault::Heal)];
+    let limits = Limits {
+        end: ms(5_000),
+        ..Limits::default()
+    };
+    let mut engine = Engine::new(
+        nodes,
+        Network::new(7, link),
+        faults,
+        limits,
+        Level::Net,
+        |me| {
+            if me == A {
+                Either::Client(EagerClient)
+            } else {
+                Either::Server(Script::new(vec![
+                    (ms(0), Act::Listen),
+                    (ms(170), Act::Write("world")),
+                ]))
+            }
+        },
+    );
+    engine.run().expect("within limits");
+    let got: Vec<String> = engine
+        .trace()
+        .records()
+        .filter(|r| r.kind == "deliver" && r.node == Some(A))
+        .filter(|r| r.msg.as_deref().is_some_and(|m| m.contains("world")))
+        .map(|r| r.t.to_string())
+        .collect();
+    assert_eq!(got, ["0:00:00.520"]);
+}

@@ -233,18 +233,24 @@ class Streams:
                 ep.retrans_stamp = None
                 ep.retransmits = 0
                 ep.timer = None
+                # The SYN-ACK's TSval is stored (`tcp_store_ts_recent`): the
+                # client's first segment, whichever it is, gives the server
+                # its first RTT sample (the engine since audit A3).
+                ep.ts_recent = p.ts
                 self.sample_rtt(now, conn, node, p.echo)
                 ep = self.endpoints[(conn, node)]
                 # The SYN's timer goes before the input: what the client
                 # writes on `Connected` arms its own (Linux
                 # `tcp_event_new_data_sent`; the engine since finding T1).
                 self.effects.append(("timer", conn, node, None))
+                # The kernel's ACK goes before the process writes.
+                self.transmit(now, conn, node, ACK, None, None, p.ts)
                 if ep.owner is not None:
                     self.effects.append(("input", node, ep.owner, frm, ("Connected", conn)))
-                self.transmit(now, conn, node, ACK, None, None, p.ts)
                 self.flush(now, conn, node)
             else:
-                self.transmit(now, conn, node, ACK, None, None, p.ts)
+                # A challenge ACK (RFC 5961 4.2) echoes the stored TSval.
+                self.transmit(now, conn, node, ACK, None, None, ep.ts_recent)
         else:  # ACK, data, FIN
             if ep.state == SYN_SENT:
                 return
