@@ -665,6 +665,10 @@ class Call:
             return
         if exc is not None:
             self.fut.set_exception(exc)
+            # The task awaiting it may be cancelled before it wakes (its
+            # process ended at this instant): the socket's error is then
+            # never read, as upstream's would not be; not a harness error.
+            self.fut.add_done_callback(lambda f: f.exception())
         else:
             self.fut.set_result(result)
 
@@ -843,6 +847,9 @@ class StreamEnd:
         elif kind == "ConnectFailed":
             self.p.calls.pop(self.conn, None)
             self.fut.set_exception(ConnectionRefusedError(111, "Connection refused"))
+            # Never read if the connecting task was cancelled first (its
+            # process ended at this instant): not a harness error.
+            self.fut.add_done_callback(lambda f: f.exception())
         elif kind == "Data":
             self.reader.feed_data(inp[2])
         elif kind == "Closed":
@@ -913,7 +920,17 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     hb.httpx = types.SimpleNamespace(**{**vars(httpx), "AsyncClient": client})
 
     async def status():
+        """`executor.status()`, the first thing `_build_body` awaits
+        (`heartbeat.py` l. 59): the agent's state as the build begins, then
+        the node's `tick_time` (the status and the body's build, the
+        model's: an operation that ends meanwhile shows in the next body)."""
         a = CUR.get()
+        snapshot = _status(a)
+        if a.tick_us:
+            await asyncio.sleep(a.tick_us / 1_000_000)
+        return snapshot
+
+    def _status(a):
         if not a.deployed:
             return {"deployed": False, "deckies": []}
         return {
@@ -947,14 +964,8 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     real_tick = hb._tick if not hasattr(hb._tick, "heartsim") else hb._tick.heartsim
     real_build = hb._build_body if not hasattr(hb._build_body, "heartsim") else hb._build_body.heartsim
 
-    async def build(*args, **kw):
-        a = CUR.get()
-        if a.tick_us:
-            await asyncio.sleep(a.tick_us / 1_000_000)
-        return await real_build(*args, **kw)
-
-    build.heartsim = real_build
-    hb._build_body = build
+    # (`_build_body` is upstream's own: its `status()` takes the time.)
+    hb._build_body = real_build
 
     async def tick(*args, **kw):
         a = CUR.get()
