@@ -1369,7 +1369,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         names = [d.name for d in config.deckies]
         a.deployed, a.deckies, a.degraded = True, [], list(names)
         await compose_up()
-        a.deckies, a.degraded = list(names), []
+        # Its deckies run, those the saved state still holds (another
+        # deploy may have replaced it meanwhile: the model's `set_running`).
+        a.deckies += [n for n in a.degraded if n in names]
+        a.degraded = [n for n in a.degraded if n not in names]
 
     async def compose_up():
         """`compose up` (of a deploy, or of a mutate's whole project): the
