@@ -1,12 +1,12 @@
 """DECNET 1.0.0 under the oracle (docs/oracle.md, "DECNET"): upstream's own
 agent loop (`decnet.agent.heartbeat`: `start`, `_loop`, `_tick`,
 `_build_body`, `push_lifecycle_delta`; `executor.deploy_async` and
-`mutate_async`; the bus
-heartbeat), the swarm controller's app (`decnet.web.swarm_api.app`, whose
-`POST /swarm/heartbeat` is `api_heartbeat.heartbeat`) on a fresh SQLite
-database, the main API's parts the model has (its startup sweep, the
-workers panel's `WorkerRegistry`, the dashboard's probe `list_hosts`, the
-operator's decommission, enrol, deploy and mutate) and the bus (upstream's client
+`mutate_async`; the bus heartbeat), the swarm controller's app
+(`decnet.web.swarm_api.app`, whose `POST /swarm/heartbeat` is
+`api_heartbeat.heartbeat`) on a fresh SQLite database, the main API's
+parts the model has (its startup sweep, the workers panel's
+`WorkerRegistry`, the dashboard's probe `list_hosts`, the operator's
+decommission, enrol, deploy and mutate) and the bus (upstream's client
 and server), over the engine's streams (`tcp.py`: packets, retransmission,
 FIN, RST, partitions, crashes) under virtual time.
 
