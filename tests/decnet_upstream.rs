@@ -945,3 +945,51 @@ fn sweep_is_strict_and_open_rows_only() {
     assert_eq!(d.lifecycle[&2].completed_at, Some(hour + 1_000));
     assert_eq!(d.lifecycle[&3].status, "succeeded");
 }
+
+/// An enrol without `node` is the dashboard's bundle flow: the row's
+/// address is `""` until the host fetches its tarball
+/// (`api_enroll_bundle.py` l. 159-175). The probe skips it
+/// (`api_list_hosts.py` l. 35-36); a call to it fails in the pin's
+/// `getaddrinfo` at once (`swarm/client.py` l. 179): a dispatch fails its
+/// row, and a decommission logs the failed self-destruct
+/// (`api_decommission_host.py` l. 49-58: the model's `self-destruct
+/// failed`) before it deletes the row (found by the oracle).
+#[test]
+fn a_row_without_an_address_fails_every_call_at_once() {
+    let d = decisions_msg(
+        "10ms",
+        "20s",
+        r#"
+[[node]]
+name = "api"
+kind = "api"
+host = "master"
+probe_every = "5s"
+actions = [
+  { at = "2s", action = "enrol", host_uuid = "g1", name = "ghost", certificate = "fresh" },
+  { at = "4s", action = "mutate", host_uuid = "g1", decky = "d" },
+  { at = "12s", action = "decommission", host_uuid = "g1" },
+]
+"#,
+    );
+    assert_eq!(having(&d, " probe "), Vec::<&str>::new());
+    assert_eq!(
+        having(&d, "api operator"),
+        [
+            "0:00:02.000 api operator enrol name=ghost uuid=g1",
+            "0:00:12.000 api operator decommission uuid=g1",
+            "0:00:12.000 api operator self-destruct failed uuid=g1 gaierror: [Errno -2] Name or service not known"
+        ]
+    );
+    assert_eq!(
+        having(&d, "lifecycle-row failed"),
+        ["0:00:04.000 api lifecycle-row failed id=1 decky=d operation=mutate host=g1 started_at=0:00:04.000 completed_at=0:00:04.000 error=\"gaierror: [Errno -2] Name or service not known\""]
+    );
+    assert_eq!(
+        having(&d, "host-row"),
+        [
+            "0:00:02.000 api host-row enrolled uuid=g1 name=ghost",
+            "0:00:12.000 api host-row deleted uuid=g1 name=ghost"
+        ]
+    );
+}

@@ -1,11 +1,12 @@
 """DECNET 1.0.0 under the oracle (docs/oracle.md, "DECNET"): upstream's own
 agent loop (`decnet.agent.heartbeat`: `start`, `_loop`, `_tick`,
-`_build_body`, `push_lifecycle_delta`; `executor.deploy_async`; the bus
-heartbeat), the swarm controller's app (`decnet.web.swarm_api.app`, whose
-`POST /swarm/heartbeat` is `api_heartbeat.heartbeat`) on a fresh SQLite
-database, the main API's parts the model has (its startup sweep, the
-workers panel's `WorkerRegistry`, the dashboard's probe `list_hosts`, the
-operator's decommission, enrol and deploy) and the bus (upstream's client
+`_build_body`, `push_lifecycle_delta`; `executor.deploy_async` and
+`mutate_async`; the bus heartbeat), the swarm controller's app
+(`decnet.web.swarm_api.app`, whose `POST /swarm/heartbeat` is
+`api_heartbeat.heartbeat`) on a fresh SQLite database, the main API's
+parts the model has (its startup sweep, the workers panel's
+`WorkerRegistry`, the dashboard's probe `list_hosts`, the operator's
+decommission, enrol, deploy and mutate) and the bus (upstream's client
 and server), over the engine's streams (`tcp.py`: packets, retransmission,
 FIN, RST, partitions, crashes) under virtual time.
 
@@ -37,6 +38,7 @@ import os
 import pathlib
 import selectors
 import shutil
+import socket
 import sqlite3
 import ssl
 import sys
@@ -486,6 +488,20 @@ def shape(body: str, content: bytes) -> bytes:
     return json.dumps(d).encode()
 
 
+@contextlib.contextmanager
+def _uuid4(value: str):
+    """`uuid.uuid4()` answers the scenario's uuid meanwhile (a route that
+    imports `uuid` inside itself)."""
+    import uuid
+
+    real = uuid.uuid4
+    uuid.uuid4 = lambda: value
+    try:
+        yield
+    finally:
+        uuid.uuid4 = real
+
+
 class World:
     def __init__(self, sc):
         self.sc = sc
@@ -529,11 +545,6 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
             agents.append(Agent(n, n.index))
         elif n.kind == "api" and set(n.keys) - {"panel_every", "probe_every", "actions"}:
             raise Unsupported(f"api keys {sorted(set(n.keys) - {'panel_every', 'probe_every', 'actions'})}")
-        elif n.kind == "api" and any(
-            a["action"] not in ("decommission", "enrol", "deploy") or (a["action"] == "enrol" and "node" not in a)
-            for a in n.keys.get("actions", [])
-        ):
-            raise Unsupported("api actions other than decommission, enrol (with `node`) and deploy")
         elif n.kind == "bus" and n.keys:
             raise Unsupported("bus keys")
     for f in sc.faults:
@@ -657,6 +668,10 @@ class Call:
             return
         if exc is not None:
             self.fut.set_exception(exc)
+            # The task awaiting it may be cancelled before it wakes (its
+            # process ended at this instant): the socket's error is then
+            # never read, as upstream's would not be; not a harness error.
+            self.fut.add_done_callback(lambda f: f.exception())
         else:
             self.fut.set_result(result)
 
@@ -835,6 +850,9 @@ class StreamEnd:
         elif kind == "ConnectFailed":
             self.p.calls.pop(self.conn, None)
             self.fut.set_exception(ConnectionRefusedError(111, "Connection refused"))
+            # Never read if the connecting task was cancelled first (its
+            # process ended at this instant): not a harness error.
+            self.fut.add_done_callback(lambda f: f.exception())
         elif kind == "Data":
             self.reader.feed_data(inp[2])
         elif kind == "Closed":
@@ -905,7 +923,17 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     hb.httpx = types.SimpleNamespace(**{**vars(httpx), "AsyncClient": client})
 
     async def status():
+        """`executor.status()`, the first thing `_build_body` awaits
+        (`heartbeat.py` l. 59): the agent's state as the build begins, then
+        the node's `tick_time` (the status and the body's build, the
+        model's: an operation that ends meanwhile shows in the next body)."""
         a = CUR.get()
+        snapshot = _status(a)
+        if a.tick_us:
+            await asyncio.sleep(a.tick_us / 1_000_000)
+        return snapshot
+
+    def _status(a):
         if not a.deployed:
             return {"deployed": False, "deckies": []}
         return {
@@ -939,14 +967,8 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     real_tick = hb._tick if not hasattr(hb._tick, "heartsim") else hb._tick.heartsim
     real_build = hb._build_body if not hasattr(hb._build_body, "heartsim") else hb._build_body.heartsim
 
-    async def build(*args, **kw):
-        a = CUR.get()
-        if a.tick_us:
-            await asyncio.sleep(a.tick_us / 1_000_000)
-        return await real_build(*args, **kw)
-
-    build.heartsim = real_build
-    hb._build_body = build
+    # (`_build_body` is upstream's own: its `status()` takes the time.)
+    hb._build_body = real_build
 
     async def tick(*args, **kw):
         a = CUR.get()
@@ -1002,6 +1024,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         # share the module, so give it this agent's before the call (it
         # reads them before its first await).
         a = CUR.get()
+        # An operation's end (deploy_async, mutate_async: each pushes its
+        # outcome once, at once): the model's `operation-done`.
+        for delta in deltas:
+            w.rec(loop.now_us, a.name, "operation-done", None, delta["status"])
         env.DECNET_HOST_UUID = a.uuid if a.identity else ""
         env.DECNET_MASTER_HOST = "master" if a.identity else ""
         return await real_push(deltas)
@@ -1152,6 +1178,13 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     async def to_thread(func, *args, **kwargs):
         if getattr(func, "__name__", "") == "_fetch_peer_fingerprint":
             client = func.__self__
+            if not client._address:
+                # A row enrolled without an address (the bundle flow,
+                # `api_enroll_bundle.py` l. 165): `create_connection(("",
+                # 8765))` fails in `getaddrinfo` before any packet, as
+                # CPython raises it (the thread's result one loop turn on).
+                await asyncio.sleep(0)
+                raise socket.gaierror(-2, "Name or service not known")
             fut = loop.create_future()
 
             def mismatch():
@@ -1222,7 +1255,7 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             try:
                 return await method(self, *args, **kwargs)
             except Exception:
-                w.rec(loop.now_us, CUR.get().name, "operator", self._address, "self-destruct failed")
+                w.rec(loop.now_us, CUR.get().name, "operator", self._address or None, "self-destruct failed")
                 raise
 
         return wrapped
@@ -1230,8 +1263,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     # -- operator actions: decommission and enrol (the dashboard's routes,
     # called as FastAPI would, the admin and operator checks passed)
     import decnet.web.router.swarm.api_enroll_host as enroll_api
+    import decnet.web.router.swarm_mgmt.api_enroll_bundle as bundle_api
     import decnet.web.router.swarm_mgmt.api_decommission_host as decommission_api
     from decnet.web.db.models import SwarmEnrollRequest
+    from decnet.web.db.models.swarm import EnrollBundleRequest
     from fastapi import HTTPException
 
     decommission_api.AgentClient = type(
@@ -1243,12 +1278,23 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         },
     )
     enroll_api.datetime = Now
+    bundle_api.datetime = Now
+    # The bundle route's payload (a tarball and a bootstrap script for the
+    # new host to fetch) and the sweeper that unlinks its files later are
+    # not the scenario's: the route runs with them stubbed, its files in
+    # the case's directory.
+    bundle_api.build_tarball = lambda *a, **k: b""
+    bundle_api.render_bootstrap = lambda *a, **k: b""
+    bundle_api.BUNDLE_DIR = pathlib.Path(m.db_path).parent / "enroll-bundles"
+    bundle_api._ensure_sweeper = lambda: None
+    bundle_api._BUNDLES.clear()
+    bundle_route = bundle_api.create_enroll_bundle.__wrapped__
 
     async def act(p, action):
         """One of the API's `actions` (the model's `Job::Act`)."""
         what, uuid = action["action"], action["host_uuid"]
-        if what == "deploy":
-            await deploy(p, uuid, action["decky"])
+        if what in ("deploy", "mutate"):
+            await deploy(p, uuid, action["decky"], what)
         elif what == "decommission":
             w.rec(loop.now_us, p.name, "operator", None, "decommission")
             try:
@@ -1260,11 +1306,15 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
 
             def issue(ca, name, sans):
                 # Past the 409 check (l. 55-57): the model's `enrol`. The
-                # certificate is the scenario's, by name (DER as `der`).
-                w.rec(loop.now_us, p.name, "operator", None, "enrol")
-                pem = b"heartsim-pem:" + cert.encode()
+                # certificate is the scenario's, by name (DER as `der`);
+                # the bundle route's updater certificate (`with_updater`,
+                # default true) is another.
+                own = cert if not name.startswith("updater@") else name
+                if own == cert:
+                    w.rec(loop.now_us, p.name, "operator", None, "enrol")
+                pem = b"heartsim-pem:" + own.encode()
                 return types.SimpleNamespace(
-                    fingerprint_sha256=hashlib.sha256(der(cert)).hexdigest(),
+                    fingerprint_sha256=hashlib.sha256(der(own)).hexdigest(),
                     cert_pem=pem,
                     key_pem=pem,
                     ca_cert_pem=pem,
@@ -1278,10 +1328,26 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
                 DEFAULT_CA_DIR=pathlib.Path(m.db_path).parent / "ca",
                 write_worker_bundle=lambda *a: None,
             )
+            bundle_api.pki = enroll_api.pki
             enroll_api._uuid = types.SimpleNamespace(uuid4=lambda: uuid)
-            req = SwarmEnrollRequest(name=action.get("name", uuid), address=action["node"])
+            name = action.get("name", uuid)
             try:
-                await enroll_api.api_enroll_host(req, Repo(p), {}, None)
+                if "node" in action:
+                    req = SwarmEnrollRequest(name=name, address=action["node"])
+                    await enroll_api.api_enroll_host(req, Repo(p), {}, None)
+                else:
+                    # No address: the dashboard's bundle flow, whose row
+                    # has address "" until the host fetches its tarball
+                    # (`api_enroll_bundle.py` l. 125-175; the host never
+                    # does here). Its rate limit (10 a minute) is not
+                    # applied; the uuid is the scenario's (upstream:
+                    # `uuid.uuid4`, imported inside the route).
+                    try:
+                        req = EnrollBundleRequest(master_host="master", agent_name=name)
+                    except ValueError as e:
+                        raise Unsupported(f"an enrol without `node` of a name the bundle route refuses: {e}") from None
+                    with _uuid4(uuid):
+                        await bundle_route(req, types.SimpleNamespace(url=types.SimpleNamespace(scheme="https", port=None)), {}, Repo(p))
             except HTTPException as e:
                 if e.status_code != 409:
                     raise
@@ -1305,24 +1371,86 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         a = CUR.get()
         names = [d.name for d in config.deckies]
         a.deployed, a.deckies, a.degraded = True, [], list(names)
+        await compose_up()
+        # Its deckies run, those the saved state still holds (another
+        # deploy may have replaced it meanwhile: the model's `set_running`).
+        a.deckies += [n for n in a.degraded if n in names]
+        a.degraded = [n for n in a.degraded if n not in names]
+
+    async def compose_up():
+        """`compose up` (of a deploy, or of a mutate's whole project): the
+        node's `operation_time`, then its `operation_error` if any."""
+        a = CUR.get()
         await asyncio.sleep(a.operation_us / 1_000_000)
-        w.rec(loop.now_us, a.name, "operation-done", None, "failed" if a.operation_error else "succeeded")
         if a.operation_error:
             raise RuntimeError(a.operation_error)
-        a.deckies, a.degraded = list(names), []
 
     executor.deploy = run_operation
 
-    async def deploy(p, uuid, decky):
+    # `mutate_async` (`agent/executor.py` l. 126-174) runs as upstream
+    # wrote it; its world is the harness's: `load_state` is the agent's
+    # saved deployment (None when not deployed; every decky it reports),
+    # `save_state` and `write_compose` change nothing the model has (a
+    # decky's services), and `compose up -d --remove-orphans` of the whole
+    # project (`asyncio.to_thread(_compose_with_retry, ..)`, l. 165-168)
+    # takes the operation's time and brings every decky up.
+    import decnet.composer as composer
+    import decnet.config as decnet_config
+    import decnet.engine as engine
+
+    def load_state():
+        a = CUR.get()
+        if not a.deployed:
+            return None
+        deckies = [
+            {
+                "name": d,
+                "ip": f"192.168.1.{10 + i}",
+                "services": ["ssh"],
+                "distro": "debian",
+                "base_image": "debian:bookworm-slim",
+                "hostname": d,
+            }
+            for i, d in enumerate(a.deckies + a.degraded)
+        ]
+        cfg = executor.DecnetConfig(
+            mode="swarm", interface="eth0", subnet="192.168.1.0/24", gateway="192.168.1.1", deckies=deckies
+        )
+        return cfg, pathlib.Path(a.agent_dir) / "decnet-compose.yml"
+
+    decnet_config.load_state = load_state
+    decnet_config.save_state = lambda *a, **k: None
+    composer.write_compose = lambda *a, **k: None
+
+    def mutate_compose(*args, **kwargs):
+        raise OracleError("_compose_with_retry outside the agent's to_thread")
+
+    engine._compose_with_retry = mutate_compose
+
+    async def agent_to_thread(func, *args, **kwargs):
+        if func is not mutate_compose:
+            raise OracleError(f"asyncio.to_thread({func!r}) in the agent")
+        a = CUR.get()
+        await compose_up()
+        a.deckies, a.degraded = a.deckies + a.degraded, []
+
+    executor.asyncio = types.SimpleNamespace(**{**vars(asyncio), "to_thread": agent_to_thread})
+
+    async def deploy(p, uuid, decky, operation="deploy"):
         """`POST /deckies/deploy` of one decky on a host (the model's
         `Deploy` action): the route's lifecycle row (`pending`), then
         upstream's `SwarmDeployStrategy.execute` (`lifecycle/strategies.py`
         l. 181-234): `running`, `/deploy` through `AgentClient`, `failed`
-        if the dispatch raised. The model creates the row `running` in one
-        step (docs/models/decnet.md): the `pending` row is not recorded."""
+        if the dispatch raised. A mutate (`POST /deckies/{name}/mutate`,
+        `web/router/fleet/api_mutate_decky.py` l. 80-101) is the same with
+        `SwarmMutateStrategy.execute` (l. 308-346) and `/mutate`; the
+        master's own deployment state, which that route reads for the
+        decky's host, is the action's `host_uuid`. The model creates the
+        row `running` in one step (docs/models/decnet.md): the `pending`
+        row is not recorded."""
         lid = m.call(
             m.repo.create_lifecycle(
-                {"decky_name": decky, "host_uuid": uuid, "operation": "deploy", "status": "pending"}
+                {"decky_name": decky, "host_uuid": uuid, "operation": operation}
             )
         )
         cfg = executor.DecnetConfig(
@@ -1342,7 +1470,18 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
                 }
             ],
         )
-        await strategies.SwarmDeployStrategy().execute(Repo(p), None, lifecycle_ids={decky: lid}, config=cfg)
+        if operation == "deploy":
+            await strategies.SwarmDeployStrategy().execute(Repo(p), None, lifecycle_ids={decky: lid}, config=cfg)
+        else:
+            await strategies.SwarmMutateStrategy().execute(
+                Repo(p),
+                None,
+                lifecycle_id=lid,
+                decky=cfg.deckies[0],
+                services=["ssh"],
+                full_config=cfg,
+                compose_path=pathlib.Path("/var/lib/decnet/decnet-compose.yml"),
+            )
 
     def action(p, incarnation, a):
         if nodes[p.name].incarnation == incarnation and nodes[p.name].up:
@@ -1365,6 +1504,13 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             cfg = executor.DecnetConfig.model_validate(json.loads(request[1])["config"])
             w.rec(loop.now_us, a.name, "operation-started", peer)
             a.ctx.run(loop.create_task, executor.deploy_async(cfg))
+            return 202, [(b"content-type", b"application/json")], b'{"status":"accepted"}'
+        if path == "/mutate":
+            # `mutate` (l. 318-366): not a dry run, the background
+            # `mutate_async`, 202.
+            body = json.loads(request[1])
+            w.rec(loop.now_us, a.name, "operation-started", peer)
+            a.ctx.run(loop.create_task, executor.mutate_async(body["decky_id"], list(body["services"])))
             return 202, [(b"content-type", b"application/json")], b'{"status":"accepted"}'
         if path == "/self-destruct":
             # `self_destruct` tears down and `clear_state`s before

@@ -22,6 +22,14 @@ pub const OK_WINDOW: Duration = Duration::from_secs(90);
 /// `timedelta(hours=1)` (`decnet/web/api.py` l. 140).
 pub const SWEEP_AGE: Duration = Duration::from_secs(3600);
 
+/// What a call to a row without an address (the dashboard's bundle flow
+/// enrols one with `address: ""` until the host fetches its tarball,
+/// `api_enroll_bundle.py` l. 159-175) raises: the pin's
+/// `socket.create_connection(("", 8765))` (`swarm/client.py` l. 179) fails
+/// in `getaddrinfo` before any packet, as `f"{type(exc).__name__}: {exc}"`.
+/// The probe skips such rows (`api_list_hosts.py` l. 35-36).
+const NO_ADDRESS: &str = "gaierror: [Errno -2] Name or service not known";
+
 /// Something the operator does at a time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -329,8 +337,9 @@ impl Api {
                 // best-effort `async with AgentClient(host=row) as agent:
                 // await agent.self_destruct()` (`api_decommission_host.py`
                 // l. 40-58), and only after it the deletes (l. 59-60). A
-                // row without an address cannot be dialled: the exception
-                // is logged and the cleanup runs at once.
+                // row without an address (the bundle flow's `""`) fails the
+                // pin's `getaddrinfo` at once: the exception is logged and
+                // the cleanup runs.
                 match db.hosts.get(&*uuid) {
                     None => {}
                     Some(h) => match h.address {
@@ -338,7 +347,15 @@ impl Api {
                             let purpose = Purpose::SelfDestruct { uuid };
                             self.start_call(now, h, to, Request::SelfDestruct, purpose, out);
                         }
-                        None => delete_host(db, &uuid),
+                        None => {
+                            out.record(
+                                kind::OPERATOR,
+                                None,
+                                Some("self-destruct failed".into()),
+                                Some(format!("uuid={uuid} {NO_ADDRESS}").into()),
+                            );
+                            delete_host(db, &uuid);
+                        }
                     },
                 }
             }
@@ -391,7 +408,7 @@ impl Api {
                         self.start_call(now, h, to, request, Purpose::Deploy { id }, out);
                         None
                     }
-                    Some((_, None)) => Some("RuntimeError: host has no address".to_string()),
+                    Some((_, None)) => Some(NO_ADDRESS.to_string()),
                     // `_resolve_swarm_host` (`engine/deployer.py` l. 851-857).
                     None => Some(format!(
                         "ValueError: topology pinned to unknown swarm host '{uuid}'"
