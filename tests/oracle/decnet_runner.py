@@ -47,8 +47,16 @@ import time as _time
 import types
 import warnings
 
-import tcp
-from scenario import duration_us, load
+# Before anything imports `decnet.config`, whose `_configure_logging` runs
+# at import and, outside its tests, opens `decnet.system.log` in the
+# working directory (the repository's top level here).
+os.environ["DECNET_TESTING"] = "1"
+os.environ.setdefault(
+    "DECNET_SYSTEM_LOGS", os.path.join(tempfile.gettempdir(), "heartsim-oracle-decnet.system.log")
+)
+
+import tcp  # noqa: E402
+from scenario import duration_us, load  # noqa: E402
 from vworld import OracleError, Unsupported
 
 # What the engine does that Linux does not (docs/oracle.md, "Findings"),
