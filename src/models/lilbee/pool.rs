@@ -618,9 +618,9 @@ impl Pool {
     /// terminated; a read blocked on a hung worker never returns, and the
     /// process never exits (`docs/audits/lilbee-atexit.py`). Meanwhile the
     /// loop, on a daemon thread, still runs what is in progress, but
-    /// nothing new reaches a worker: the clients are done, the ticker is
-    /// assumed to start nothing (its loop's thread is not in the index),
-    /// and any `run_in_executor` raises `RuntimeError` (`submit`: `if
+    /// nothing new reaches a worker: the clients are done, the ticker's
+    /// ticks go on but find the executors shut (below), and any
+    /// `run_in_executor` raises `RuntimeError` (`submit`: `if
     /// _shutdown: raise RuntimeError('cannot schedule new futures after
     /// interpreter shutdown')`).
     pub fn on_exit(&mut self, out: &mut Outbox<Msg>) {
