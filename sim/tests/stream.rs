@@ -586,6 +586,25 @@ impl Machine for EagerClient {
 /// one: `hello` never arrived (the differential oracle's finding T1).
 #[test]
 fn a_segment_written_on_connected_is_resent_after_the_rto() {
+    let records = run_eager(
+        vec![(ms(0), Act::Listen)],
+        vec![(ms(120), partition(A, B)), (ms(200), Fault::Heal)],
+        Level::Decision,
+    );
+    let got: Vec<String> = records
+        .iter()
+        .filter(|r| r.kind == "in" && r.msg.as_deref() == Some("data hello"))
+        .map(|r| r.t.to_string())
+        .collect();
+    assert_eq!(got, ["0:00:00.450"]);
+}
+
+/// `EagerClient` on `a`, a script on `b` (50 ms links, 5 s): the records.
+fn run_eager(
+    b: Vec<(Timestamp, Act)>,
+    faults: Vec<(Timestamp, Fault)>,
+    keep: Level,
+) -> Vec<heartsim_sim::trace::Record> {
     let nodes = ["a", "b"]
         .into_iter()
         .map(|name| NodeSpec {
@@ -598,7 +617,6 @@ fn a_segment_written_on_connected_is_resent_after_the_rto() {
         latency: Latency::Fixed(Duration::from_ms(50)),
         ..LinkConfig::default()
     };
-    let faults = vec![(ms(120), partition(A, B)), (ms(200), Fault::Heal)];
     let limits = Limits {
         end: ms(5_000),
         ..Limits::default()
@@ -608,23 +626,17 @@ fn a_segment_written_on_connected_is_resent_after_the_rto() {
         Network::new(7, link),
         faults,
         limits,
-        Level::Decision,
-        |me| {
+        keep,
+        move |me| {
             if me == A {
                 Either::Client(EagerClient)
             } else {
-                Either::Server(Script::new(vec![(ms(0), Act::Listen)]))
+                Either::Server(Script::new(b.clone()))
             }
         },
     );
     engine.run().expect("within limits");
-    let trace = engine.trace();
-    let got: Vec<String> = trace
-        .records()
-        .filter(|r| r.kind == "in" && r.msg.as_deref() == Some("data hello"))
-        .map(|r| r.t.to_string())
-        .collect();
-    assert_eq!(got, ["0:00:00.450"]);
+    engine.trace().records().cloned().collect()
 }
 
 /// The eager client on one node, a script on the other.
@@ -663,44 +675,13 @@ impl Machine for Either {
 /// at 1,220 (audit A3, docs/audits/decnet-changes-session8-2026-11-27.md).
 #[test]
 fn the_server_samples_the_rtt_at_the_handshake() {
-    let nodes = ["a", "b"]
-        .into_iter()
-        .map(|name| NodeSpec {
-            name: name.into(),
-            clock: Clock::default(),
-            start_at: Some(Timestamp::ZERO),
-        })
-        .collect();
-    let link = LinkConfig {
-        latency: Latency::Fixed(Duration::from_ms(50)),
-        ..LinkConfig::default()
-    };
-    let faults = vec![(ms(165), partition(B, A)), (ms(250), Fault::Heal)];
-    let limits = Limits {
-        end: ms(5_000),
-        ..Limits::default()
-    };
-    let mut engine = Engine::new(
-        nodes,
-        Network::new(7, link),
-        faults,
-        limits,
+    let records = run_eager(
+        vec![(ms(0), Act::Listen), (ms(170), Act::Write("world"))],
+        vec![(ms(165), partition(B, A)), (ms(250), Fault::Heal)],
         Level::Net,
-        |me| {
-            if me == A {
-                Either::Client(EagerClient)
-            } else {
-                Either::Server(Script::new(vec![
-                    (ms(0), Act::Listen),
-                    (ms(170), Act::Write("world")),
-                ]))
-            }
-        },
     );
-    engine.run().expect("within limits");
-    let got: Vec<String> = engine
-        .trace()
-        .records()
+    let got: Vec<String> = records
+        .iter()
         .filter(|r| r.kind == "deliver" && r.node == Some(A))
         .filter(|r| r.msg.as_deref().is_some_and(|m| m.contains("world")))
         .map(|r| r.t.to_string())

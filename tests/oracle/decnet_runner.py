@@ -83,6 +83,22 @@ SHAPES = {"upstream", "not-json", "no-host-uuid", "no-status", "status-not-objec
 _env_ready = False
 
 
+def _decky_configs(a) -> list[dict]:
+    """The agent's deckies as DeckyConfig's required fields (decnet/models.py),
+    as `executor.status()` dumps them and its saved state holds them."""
+    return [
+        {
+            "name": d,
+            "ip": f"192.168.1.{10 + i}",
+            "services": ["ssh"],
+            "distro": "debian",
+            "base_image": "debian:bookworm-slim",
+            "hostname": d,
+        }
+        for i, d in enumerate(a.deckies + a.degraded)
+    ]
+
+
 def _import_upstream():
     global _env_ready
     if not _env_ready:
@@ -946,19 +962,7 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             return {"deployed": False, "deckies": []}
         return {
             "deployed": True,
-            # DeckyConfig's required fields (decnet/models.py), as
-            # executor.status() dumps them.
-            "deckies": [
-                {
-                    "name": d,
-                    "ip": f"192.168.1.{10 + i}",
-                    "services": ["ssh"],
-                    "distro": "debian",
-                    "base_image": "debian:bookworm-slim",
-                    "hostname": d,
-                }
-                for i, d in enumerate(a.deckies + a.degraded)
-            ],
+            "deckies": _decky_configs(a),
             # `deckies` run, `degraded` ones do not (setup.rs).
             "runtime": {d: {"running": d not in a.degraded} for d in a.deckies + a.degraded},
         }
@@ -1410,17 +1414,7 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         a = CUR.get()
         if not a.deployed:
             return None
-        deckies = [
-            {
-                "name": d,
-                "ip": f"192.168.1.{10 + i}",
-                "services": ["ssh"],
-                "distro": "debian",
-                "base_image": "debian:bookworm-slim",
-                "hostname": d,
-            }
-            for i, d in enumerate(a.deckies + a.degraded)
-        ]
+        deckies = _decky_configs(a)
         cfg = executor.DecnetConfig(
             mode="swarm", interface="eth0", subnet="192.168.1.0/24", gateway="192.168.1.1", deckies=deckies
         )

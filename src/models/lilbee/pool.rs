@@ -394,8 +394,8 @@ impl Pool {
                 self.roles[i].todo.pop();
                 match action {
                     Action::Reset => self.reset_role_failures(i, out),
-                    Action::Call => self.start_call(i, now, out),
-                    Action::Stream => self.start_stream(i, now, out),
+                    Action::Call => self.start_request(What::Call, i, now, out),
+                    Action::Stream => self.start_request(What::Stream, i, now, out),
                 }
             }
         }
@@ -545,38 +545,28 @@ impl Pool {
         Ok(conn)
     }
 
-    /// A client's `pool.<role>.call(...)` with the 300 s default timeout.
-    fn start_call(&mut self, role: usize, now: Timestamp, out: &mut Outbox<Msg>) {
+    /// A client's `pool.<role>.call(...)` with the 300 s default timeout
+    /// (`What::Call`), or its `async for chunk in pool.<role>.stream(kind,
+    /// payload)` (`What::Stream`; pool.py `_spawn_and_stream`: `channel =
+    /// await pool._ensure_channel(role)`, then transport_pipe.py
+    /// `PipeChannel.stream`: `self._ensure_open()`, `self._bump_in_flight(1)`,
+    /// `await self._send(kind, payload)`).
+    fn start_request(&mut self, what: What, role: usize, now: Timestamp, out: &mut Outbox<Msg>) {
+        let (started, failed) = match what {
+            What::Stream => (kind::STREAM, kind::STREAM_FAILED),
+            _ => (kind::CALL, kind::CALL_FAILED),
+        };
         let conn = match self.ensure_channel(role, now, out) {
             Ok(c) => c,
-            Err(why) => return self.record(out, kind::CALL_FAILED, role, Some(why), None),
+            Err(why) => return self.record(out, failed, role, Some(why), None),
         };
         let name = self.chans[&conn].name.clone();
-        self.record(out, kind::CALL, role, None, Some(name.clone()));
+        self.record(out, started, role, None, Some(name.clone()));
         // `_ensure_open` (transport_pipe.py: `if self._closed: raise WorkerError("PoolShutdownError", ...)`).
         if self.chans[&conn].closed {
-            return self.record(out, kind::CALL_FAILED, role, Some(CLOSED), Some(name));
+            return self.record(out, failed, role, Some(CLOSED), Some(name));
         }
-        let id = self.new_task(What::Call, role, conn);
-        self.chans.get_mut(&conn).expect("live").in_flight += 1;
-        self.send_lock(id, conn);
-    }
-
-    /// A client's `async for chunk in pool.<role>.stream(kind, payload)`
-    /// (pool.py `_spawn_and_stream`: `channel = await pool._ensure_channel(role)`,
-    /// then transport_pipe.py `PipeChannel.stream`: `self._ensure_open()`,
-    /// `self._bump_in_flight(1)`, `await self._send(kind, payload)`).
-    fn start_stream(&mut self, role: usize, now: Timestamp, out: &mut Outbox<Msg>) {
-        let conn = match self.ensure_channel(role, now, out) {
-            Ok(c) => c,
-            Err(why) => return self.record(out, kind::STREAM_FAILED, role, Some(why), None),
-        };
-        let name = self.chans[&conn].name.clone();
-        self.record(out, kind::STREAM, role, None, Some(name.clone()));
-        if self.chans[&conn].closed {
-            return self.record(out, kind::STREAM_FAILED, role, Some(CLOSED), Some(name));
-        }
-        let id = self.new_task(What::Stream, role, conn);
+        let id = self.new_task(what, role, conn);
         self.chans.get_mut(&conn).expect("live").in_flight += 1;
         self.send_lock(id, conn);
     }
