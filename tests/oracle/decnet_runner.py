@@ -187,17 +187,34 @@ class _Timer(asyncio.TimerHandle):
 
 class _Loop(asyncio.SelectorEventLoop):
     """The agents' asyncio loop on the simulated monotonic clock (µs), run
-    as the engine runs its queue: one event (a timer) at a time, in (time,
-    seq) order, each followed by everything it makes ready (a woken task's
+    as the engine runs its queue: one event at a time, in (time, seq)
+    order, each followed by everything it makes ready (a woken task's
     steps, what they make ready, ...) before the next event, as the engine
     dispatches an event's inputs and carries out the machine's outputs
     before it takes the next (asyncio alone would run every timer due at
-    one instant before any task they wake)."""
+    one instant before any task they wake).
+
+    The engine's events (packets, retransmission timers, starts and
+    faults: `call_event_us`) are queued as they come. A node's own timers
+    (asyncio's `call_at`, the harness's `call_at_us`) are not: as in the
+    engine, each node has one timer, armed at its earliest deadline with a
+    fresh seq whenever that deadline changes once the node's event is
+    carried out (`Engine::rearm`, sim/src/engine.rs), and when it fires the
+    node runs the timers then due, in their own (time, seq) order (one
+    `Input::Timeout`). So at one instant the nodes wake in the order their
+    deadlines were last set, not the order their timers were made."""
 
     def __init__(self):
         self.now_us = 0
         self._seq = 0
         self.error = None
+        # The node whose event the harness carries out (`running`), and
+        # each node's timers, armed wake and whether its deadline moved.
+        self.owner = None
+        self.node_timers: dict[str, list] = {}
+        self.wakes: dict[str, _Timer] = {}
+        self.dirty: dict[str, None] = {}
+        self.due: list = []
         super().__init__(_Selector(self))
         self.set_exception_handler(self._failed)
 
@@ -211,19 +228,99 @@ class _Loop(asyncio.SelectorEventLoop):
     def time(self):
         return self.now_us / 1_000_000
 
-    def call_at(self, when, callback, *args, context=None):
-        return self.call_at_us(round(when * 1_000_000), callback, *args, context=context)
-
-    def call_at_us(self, t_us, callback, *args, context=None):
+    def _timer(self, t_us, callback, args, context):
         self._check_closed()
         t_us = max(t_us, self.now_us)
         timer = _Timer(t_us / 1_000_000, callback, args, self, context)
         self._seq += 1
         timer.t_us = t_us
         timer.seq = self._seq
-        heapq.heappush(self._scheduled, timer)
         timer._scheduled = True
         return timer
+
+    def call_event_us(self, t_us, callback, *args):
+        """An engine event (not a node's timer), queued now."""
+        timer = self._timer(t_us, callback, args, None)
+        heapq.heappush(self._scheduled, timer)
+        return timer
+
+    def call_at(self, when, callback, *args, context=None):
+        return self.call_at_us(round(when * 1_000_000), callback, *args, context=context)
+
+    def call_at_us(self, t_us, callback, *args, context=None):
+        """A timer of the node running now: the one whose event is carried
+        out, else the process whose task this is."""
+        owner = self.owner
+        if owner is None:
+            p = CUR.get(None)
+            if p is None:
+                raise OracleError("a timer made outside every node")
+            owner = p.name
+        timer = self._timer(t_us, callback, args, context)
+        timer.owner = owner
+        heapq.heappush(self.node_timers.setdefault(owner, []), timer)
+        self.dirty[owner] = None
+        return timer
+
+    def _timer_handle_cancelled(self, handle):
+        owner = getattr(handle, "owner", None)
+        if owner is not None:
+            self.dirty[owner] = None
+        else:
+            super()._timer_handle_cancelled(handle)
+
+    @contextlib.contextmanager
+    def running(self, node):
+        """The harness carries out an event of `node`: the timers made
+        meanwhile are its."""
+        before, self.owner = self.owner, node
+        try:
+            yield
+        finally:
+            self.owner = before
+
+    def forget(self, node):
+        """The node's process ended: its timers go with it (the engine
+        drops its machine)."""
+        for timer in self.node_timers.pop(node, []):
+            timer._cancelled = True
+            timer._scheduled = False
+        wake = self.wakes.pop(node, None)
+        if wake is not None:
+            wake.cancel()
+        self.dirty.pop(node, None)
+
+    def _rearm(self):
+        """`Engine::rearm` of every node whose deadline may have moved."""
+        for node in self.dirty:
+            heap = self.node_timers.get(node, [])
+            while heap and heap[0]._cancelled:
+                heapq.heappop(heap)._scheduled = False
+            at = max(heap[0].t_us, self.now_us) if heap else None
+            wake = self.wakes.get(node)
+            if wake is not None and wake.t_us == at:
+                continue
+            if wake is not None:
+                wake.cancel()
+                del self.wakes[node]
+            if at is not None:
+                wake = self._timer(at, self._wake, (node,), None)
+                heapq.heappush(self._scheduled, wake)
+                self.wakes[node] = wake
+        self.dirty.clear()
+
+    def _wake(self, node):
+        """The node's timer fires: the timers due now, in their order."""
+        del self.wakes[node]
+        self.dirty[node] = None  # armed afresh, as after `n.timer = None`
+        heap = self.node_timers.get(node, [])
+        while heap and heap[0].t_us <= self.now_us:
+            timer = heapq.heappop(heap)
+            timer._scheduled = False
+            if not timer._cancelled:
+                self.due.append((node, timer))
+        # A timer marked `first` (the agent's reaper) runs before the rest.
+        self.due.sort(key=lambda due: not getattr(due[1], "first", False))
 
     def _run_once(self):
         if self._ready:
@@ -231,6 +328,13 @@ class _Loop(asyncio.SelectorEventLoop):
             if not handle._cancelled:
                 handle._run()
             return
+        while self.due:
+            node, timer = self.due.pop(0)
+            if not timer._cancelled:
+                with self.running(node):
+                    timer._run()
+                return
+        self._rearm()
         while self._scheduled and self._scheduled[0]._cancelled:
             heapq.heappop(self._scheduled)._scheduled = False
         if not self._scheduled:
@@ -572,7 +676,7 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
         elif n.kind == "bus" and n.keys:
             raise Unsupported("bus keys")
     for f in sc.faults:
-        if f.kind not in FAULTS or (f.kind == "partition" and "groups" not in f.raw):
+        if f.kind not in FAULTS:
             raise Unsupported(f"fault {f.kind}")
     if len(masters) != 1 or masters[0].keys:
         raise Unsupported("swarmctl keys")
@@ -1528,7 +1632,11 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
                         w.rec(loop.now_us, a.name, "self-destruct", None, "stopped")
                         end(a.name)
 
-                loop.call_at_us(loop.now_us + 3_000_000, reap)
+                # Before anything else due at its instant: the model's
+                # `on_timeout` looks at the reaper first (agent.rs), an
+                # order upstream does not fix (`systemctl stop` comes from
+                # outside the agent's loop).
+                loop.call_at_us(loop.now_us + 3_000_000, reap).first = True
             return ok
         raise OracleError(f"the agent's API got {path}")
 
@@ -1549,6 +1657,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
 
     def boot(name):
         """`Engine::boot`: a new process (its `Start`)."""
+        with loop.running(name):
+            start_process(name)
+
+    def start_process(name):
         if name == m.name:
             net.boot(name, server.dispatch)
             server.conns.clear()
@@ -1619,7 +1731,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             net.heal()
             return
         if f.kind == "partition":
-            net.partition(f.raw["groups"])
+            if "groups" in f.raw:
+                net.partition(f.raw["groups"])
+            else:
+                net.partition_one_way(f.raw["from"], f.raw["to"])
             return
         names = [sc.nodes[f.node].name] if f.node is not None else [n.name for n in sc.nodes if n.host == f.host]
         for name in names:
@@ -1639,10 +1754,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     events = [(n.start_us, 0, i, lambda n=n: boot(n.name)) for i, n in enumerate(sc.nodes)]
     events += [(f.at_us, 1, i, lambda f=f: fault(f)) for i, f in enumerate(sc.faults)]
     for t, _, _, fn in sorted(events, key=lambda e: e[:3]):
-        loop.call_at_us(t, fn)
+        loop.call_event_us(t, fn)
     # What happens at the scenario's last instant counts (the engine runs
     # events at `duration`): stop just after, keep nothing later.
-    loop.call_at_us(sc.duration_us + 1, loop.stop)
+    loop.call_event_us(sc.duration_us + 1, loop.stop)
     try:
         loop.run_forever()
         if loop.error is not None:

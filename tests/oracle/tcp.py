@@ -478,7 +478,15 @@ class Sched:
         return self.loop.now_us
 
     def at(self, t_us, fn):
-        return self.loop.call_at_us(t_us, fn)
+        return self.loop.call_event_us(t_us, fn)
+
+    def running(self, node):
+        """The node's input is carried out: the timers it makes are its."""
+        return self.loop.running(node)
+
+    def forget(self, node):
+        """The node's process ended: its timers go too."""
+        self.loop.forget(node)
 
 
 class Node:
@@ -519,6 +527,10 @@ class Net:
                 if i != j:
                     self.partitions.append((frozenset(a), frozenset(b)))
 
+    def partition_one_way(self, frm, to):
+        """A one-way `Partition { from, to }`, added to those in force."""
+        self.partitions.append((frozenset(frm), frozenset(to)))
+
     def heal(self):
         self.partitions.clear()
 
@@ -551,6 +563,7 @@ class Net:
         n.dispatch = dispatch
 
     def take_down(self, name):
+        self.sched.forget(name)
         n = self.nodes[name]
         n.up = False
         n.incarnation += 1
@@ -580,7 +593,8 @@ class Net:
                 _, node, incarnation, peer, inp = e
                 n = self.nodes[node]
                 if n.incarnation == incarnation and n.up and n.dispatch is not None:
-                    n.dispatch(peer, inp)
+                    with self.sched.running(node):
+                        n.dispatch(peer, inp)
             else:
                 _, conn, node, at = e
                 old = self.rto_timers.pop((conn, node), None)
