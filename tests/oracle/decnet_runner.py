@@ -56,7 +56,7 @@ os.environ.setdefault(
 )
 
 import tcp  # noqa: E402
-from scenario import duration_us, load  # noqa: E402
+from scenario import duration_us, load, signed_us  # noqa: E402
 from vworld import OracleError, Unsupported
 
 # What the engine does that Linux does not (docs/oracle.md, "Findings"),
@@ -76,7 +76,7 @@ AGENT_KEYS = {
     # A `/deploy`'s run (`deploy_async`).
     "operation_time", "operation_error",
 }
-FAULTS = {"start", "kill", "stop", "crash", "restart", "partition", "heal"}
+FAULTS = {"start", "kill", "stop", "crash", "restart", "partition", "heal", "clock-jump", "clock-drift", "pause", "resume"}
 # The model's bodies of a hostile client (src/models/decnet/msg.rs).
 SHAPES = {"upstream", "not-json", "no-host-uuid", "no-status", "status-not-object", "host-uuid-not-string"}
 
@@ -202,7 +202,13 @@ class _Loop(asyncio.SelectorEventLoop):
     carried out (`Engine::rearm`, sim/src/engine.rs), and when it fires the
     node runs the timers then due, in their own (time, seq) order (one
     `Input::Timeout`). So at one instant the nodes wake in the order their
-    deadlines were last set, not the order their timers were made."""
+    deadlines were last set, not the order their timers were made.
+
+    Each node reads its own clocks (`clocks`, ports of sim/src/clock.rs
+    `Clock`): `time()` and a node timer's deadline are the monotonic clock
+    of the node running now, its timer fires at the first global instant
+    that clock reaches the deadline (`Clock::global_at`), and `wall_us` is
+    its wall clock (what `datetime.now`/`time.time` read)."""
 
     def __init__(self):
         self.now_us = 0
@@ -214,7 +220,12 @@ class _Loop(asyncio.SelectorEventLoop):
         self.node_timers: dict[str, list] = {}
         self.wakes: dict[str, _Timer] = {}
         self.dirty: dict[str, None] = {}
+        # What runs before the next event, one at a time, each followed by
+        # what it makes ready: a wake's due timers, a resume's replays.
         self.due: list = []
+        self.clocks: dict = {}
+        # Paused nodes: their timer fires without running them.
+        self.paused: set = set()
         super().__init__(_Selector(self))
         self.set_exception_handler(self._failed)
 
@@ -225,12 +236,32 @@ class _Loop(asyncio.SelectorEventLoop):
             self.error = context.get("exception") or OracleError(context.get("message"))
         self.stop()
 
+    def node(self):
+        """The node running now: the one whose event is carried out, else
+        the process whose task this is (None: the harness's own work)."""
+        if self.owner is not None:
+            return self.owner
+        p = CUR.get(None)
+        return p.name if p is not None else None
+
+    def _clock(self):
+        return self.clocks.get(self.node())
+
+    def mono_us(self):
+        """The running node's monotonic clock."""
+        c = self._clock()
+        return c.mono(self.now_us) if c is not None else self.now_us
+
+    def wall_us(self):
+        """The running node's wall clock, µs since the simulated epoch."""
+        c = self._clock()
+        return c.wall(self.now_us) if c is not None else self.now_us
+
     def time(self):
-        return self.now_us / 1_000_000
+        return self.mono_us() / 1_000_000
 
     def _timer(self, t_us, callback, args, context):
         self._check_closed()
-        t_us = max(t_us, self.now_us)
         timer = _Timer(t_us / 1_000_000, callback, args, self, context)
         self._seq += 1
         timer.t_us = t_us
@@ -240,7 +271,7 @@ class _Loop(asyncio.SelectorEventLoop):
 
     def call_event_us(self, t_us, callback, *args):
         """An engine event (not a node's timer), queued now."""
-        timer = self._timer(t_us, callback, args, None)
+        timer = self._timer(max(t_us, self.now_us), callback, args, None)
         heapq.heappush(self._scheduled, timer)
         return timer
 
@@ -248,14 +279,11 @@ class _Loop(asyncio.SelectorEventLoop):
         return self.call_at_us(round(when * 1_000_000), callback, *args, context=context)
 
     def call_at_us(self, t_us, callback, *args, context=None):
-        """A timer of the node running now: the one whose event is carried
-        out, else the process whose task this is."""
-        owner = self.owner
+        """A timer of the node running now (`node`), at `t_us` on its
+        monotonic clock."""
+        owner = self.node()
         if owner is None:
-            p = CUR.get(None)
-            if p is None:
-                raise OracleError("a timer made outside every node")
-            owner = p.name
+            raise OracleError("a timer made outside every node")
         timer = self._timer(t_us, callback, args, context)
         timer.owner = owner
         heapq.heappush(self.node_timers.setdefault(owner, []), timer)
@@ -289,6 +317,7 @@ class _Loop(asyncio.SelectorEventLoop):
         if wake is not None:
             wake.cancel()
         self.dirty.pop(node, None)
+        self.paused.discard(node)
 
     def _rearm(self):
         """`Engine::rearm` of every node whose deadline may have moved."""
@@ -296,7 +325,8 @@ class _Loop(asyncio.SelectorEventLoop):
             heap = self.node_timers.get(node, [])
             while heap and heap[0]._cancelled:
                 heapq.heappop(heap)._scheduled = False
-            at = max(heap[0].t_us, self.now_us) if heap else None
+            clock = self.clocks[node]
+            at = max(clock.global_at(heap[0].t_us), self.now_us) if heap else None
             wake = self.wakes.get(node)
             if wake is not None and wake.t_us == at:
                 continue
@@ -309,12 +339,33 @@ class _Loop(asyncio.SelectorEventLoop):
                 self.wakes[node] = wake
         self.dirty.clear()
 
+    def later(self, node, fn):
+        """Run `fn` as `node` once what is ready now has run, before the
+        next event (a resumed node's parked inputs, one by one)."""
+        self.due.append((node, asyncio.Handle(fn, (), self, None)))
+
+    def pause(self, node):
+        self.paused.add(node)
+
+    def resume(self, node):
+        """`Fault::Resume`: the timer is armed afresh after the parked
+        inputs (a deadline passed meanwhile fires now, after them)."""
+        self.paused.discard(node)
+        wake = self.wakes.pop(node, None)
+        if wake is not None:
+            wake.cancel()
+        self.dirty[node] = None
+
     def _wake(self, node):
-        """The node's timer fires: the timers due now, in their order."""
+        """The node's timer fires: the timers due now, in their order (a
+        paused node's are kept for its resume)."""
         del self.wakes[node]
+        if node in self.paused:
+            return
         self.dirty[node] = None  # armed afresh, as after `n.timer = None`
         heap = self.node_timers.get(node, [])
-        while heap and heap[0].t_us <= self.now_us:
+        mono = self.clocks[node].mono(self.now_us)
+        while heap and heap[0].t_us <= mono:
             timer = heapq.heappop(heap)
             timer._scheduled = False
             if not timer._cancelled:
@@ -566,12 +617,13 @@ class Master:
             if topos[i] and not before[3].get(i):
                 rec(t_us, node, "resync", None, "needs_resync")
 
-    def handle(self, t_us, peer, cert, content, headers, rec):
-        """The request reached swarmctl's app at `t_us` from node `peer`,
-        whose TLS client certificate is `cert`: the handler's answer."""
+    def handle(self, t_us, wall_us, peer, cert, content, headers, rec):
+        """The request reached swarmctl's app at `t_us` (its wall clock
+        reading `wall_us`) from node `peer`, whose TLS client certificate
+        is `cert`: the handler's answer."""
         import httpx
 
-        self.now_us = t_us
+        self.now_us = wall_us
         chain = [der(cert)]
 
         async def app(scope, receive, send):
@@ -659,8 +711,6 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     if doc.get("tcp"):
         raise Unsupported("[tcp] (tcp.py has the engine's defaults only)")
     lat_us = duration_us(net.get("latency", "0s"))
-    if any(h.clock_drift_ppm or h.clock_offset_us for h in sc.hosts):
-        raise Unsupported("host clocks")
     other = sorted({n.kind for n in sc.nodes} - {"swarmctl", "agent", "impostor", "api", "bus"})
     if other:
         raise Unsupported(f"node kinds {other}")
@@ -668,8 +718,6 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     agents = []
     for n in sc.nodes:
         if n.kind in ("agent", "impostor"):
-            if n.clock.drift:
-                raise Unsupported("clock drift")
             agents.append(Agent(n, n.index))
         elif n.kind == "api" and set(n.keys) - {"panel_every", "probe_every", "actions"}:
             raise Unsupported(f"api keys {sorted(set(n.keys) - {'panel_every', 'probe_every', 'actions'})}")
@@ -682,6 +730,7 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
         raise Unsupported("swarmctl keys")
     w = World(sc)
     loop = _Loop()
+    loop.clocks = {n.name: n.clock for n in sc.nodes}
     by_name = {a.name: a for a in agents}
     with tempfile.TemporaryDirectory(prefix="heartsim-decnet-") as tmp:
         m = Master(masters[0], agents, tmp, doc.get("config", {}).get("topologies", []))
@@ -740,7 +789,7 @@ class Call:
         self.conn = d.net.connect(a.name, to)
         a.calls[self.conn] = self
         self.stage = "tcp"
-        self.arm(d.loop.now_us + self.connect_us)
+        self.arm(d.loop.mono_us() + self.connect_us)
 
     def arm(self, t_us):
         if self.timer is not None:
@@ -760,7 +809,7 @@ class Call:
 
         kind, stage = inp[0], self.stage
         msg = inp[2] if kind == "Data" else None
-        net, name, now = self.d.net, self.a.name, self.d.loop.now_us
+        net, name, now = self.d.net, self.a.name, self.d.loop.mono_us()
         if stage == "tcp" and kind == "Connected":
             net.send(name, self.conn, ("ClientHello",))
             self.stage = "tls"
@@ -834,7 +883,7 @@ class PinCall:
         self.conn = d.net.connect(p.name, to)
         p.calls[self.conn] = self
         self.stage = "tcp"
-        self.arm(d.loop.now_us + 10_000_000)
+        self.arm(d.loop.mono_us() + 10_000_000)
 
     arm = Call.arm
     abandon = Call.abandon
@@ -848,7 +897,7 @@ class PinCall:
     def on_input(self, inp):
         kind = inp[0]
         msg = inp[2] if kind == "Data" else None
-        net, name, now = self.d.net, self.a.name, self.d.loop.now_us
+        net, name, now = self.d.net, self.a.name, self.d.loop.mono_us()
         if self.stage == "tcp" and kind == "Connected":
             net.send(name, self.conn, ("ClientHello",))
             self.stage = "tls"
@@ -904,7 +953,7 @@ class Server:
             # l. 144-151), so `SSL_HANDSHAKE_TIMEOUT = 60.0` from
             # `connection_made` (asyncio/sslproto.py `_check_handshake_
             # timeout` aborts the transport).
-            d.loop.call_at_us(d.loop.now_us + 60_000_000, self.handshake_timeout, conn)
+            d.loop.call_at_us(d.loop.mono_us() + 60_000_000, self.handshake_timeout, conn)
         elif kind == "Data" and conn in self.conns:
             msg = inp[2]
             if msg[0] == "ClientHello":
@@ -1015,7 +1064,7 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     d.net = net = tcp.Net(tcp.Sched(loop), lat_us, nodes)
     def swarmctl(peer, cert, request):
         _, content, headers = request
-        return m.handle(loop.now_us, peer, cert, content, headers, w.rec)
+        return m.handle(loop.now_us, loop.wall_us(), peer, cert, content, headers, w.rec)
 
     server = Server(d, m.name, "decnet-swarmctl", swarmctl)
 
@@ -1193,9 +1242,9 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
 
     loop.set_task_factory(task_factory)
     epoch = EPOCH.timestamp()
-    # `time.time()` of every process: its wall clock (host clocks are
-    # refused, so every node's is the simulated epoch + the run's time).
-    wall = types.SimpleNamespace(**{**vars(_time), "time": lambda: epoch + loop.now_us / 1_000_000})
+    # `time.time()` of every process: its wall clock (the simulated epoch +
+    # its node's wall clock).
+    wall = types.SimpleNamespace(**{**vars(_time), "time": lambda: epoch + loop.wall_us() / 1_000_000})
     bus_publish.time = wall
     worker_registry.time = wall
 
@@ -1260,16 +1309,18 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
                 bus = None
         await p.registry.start(bus)
 
-    def panel(p, incarnation):
+    def panel(p, incarnation, at):
         """The dashboard's `GET /workers` poll: upstream's `snapshot()`, the
-        `agent` row, recorded when it changes (as the model does)."""
+        `agent` row, recorded when it changes (as the model does); the next
+        one `every` after this one's deadline (`next_panel = at + every`)."""
         if nodes[p.name].incarnation != incarnation or not nodes[p.name].up:
             return
         row = next(r for r in p.registry.snapshot() if r.name == "agent")
         if p.shown != row.status:
             p.shown = row.status
             w.rec(loop.now_us, p.name, "worker-status", None, row.status)
-        loop.call_at_us(loop.now_us + p.every, lambda: panel(p, incarnation))
+        at += p.every
+        loop.call_at_us(at, lambda: panel(p, incarnation, at))
 
     # -- the main API's probe (`GET /swarm/hosts` of the dashboard router)
     import decnet.swarm.client as agent_client
@@ -1278,7 +1329,7 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
     class Now(_dt.datetime):
         @classmethod
         def now(cls, tz=None):
-            t = EPOCH + _dt.timedelta(microseconds=loop.now_us)
+            t = EPOCH + _dt.timedelta(microseconds=loop.wall_us())
             return t.astimezone(tz) if tz else t.replace(tzinfo=None)
 
     list_hosts_api.datetime = Now
@@ -1355,13 +1406,15 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
 
             return call
 
-    def probe(p, incarnation):
+    def probe(p, incarnation, at):
         """The dashboard's `GET /swarm/hosts` poll: upstream's `list_hosts`
-        (`api_list_hosts.py` l. 55-61), every `probe_every`."""
+        (`api_list_hosts.py` l. 55-61), every `probe_every` from this one's
+        deadline (`next_probe = at + every`)."""
         if nodes[p.name].incarnation != incarnation or not nodes[p.name].up:
             return
         p.ctx.run(loop.create_task, list_hosts_api.list_hosts(None, {}, Repo(p)))
-        loop.call_at_us(loop.now_us + p.probe_every, lambda: probe(p, incarnation))
+        at += p.probe_every
+        loop.call_at_us(at, lambda: probe(p, incarnation, at))
 
     def failing(method):
         """`decommission`'s `except Exception: log.exception(..)` (l. 52-58)
@@ -1636,7 +1689,7 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
                 # `on_timeout` looks at the reaper first (agent.rs), an
                 # order upstream does not fix (`systemctl stop` comes from
                 # outside the agent's loop).
-                loop.call_at_us(loop.now_us + 3_000_000, reap).first = True
+                loop.call_at_us(loop.mono_us() + 3_000_000, reap).first = True
             return ok
         raise OracleError(f"the agent's API got {path}")
 
@@ -1695,16 +1748,18 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
                 # The model's `next_action`: those before the start are
                 # over; the rest run at their time.
                 at = duration_us(a["at"])
-                if at >= loop.now_us:
+                if at >= loop.mono_us():
                     loop.call_at_us(at, lambda a=a: action(p, inc, a))
             if "probe_every" in p.keys:
                 p.probe_every = duration_us(p.keys["probe_every"])
                 inc = nodes[name].incarnation
-                loop.call_at_us(loop.now_us + p.probe_every, lambda: probe(p, inc))
+                at = loop.mono_us() + p.probe_every
+                loop.call_at_us(at, lambda at=at: probe(p, inc, at))
             if "panel_every" in p.keys:
                 p.every = duration_us(p.keys["panel_every"])
                 inc = nodes[name].incarnation
-                loop.call_at_us(loop.now_us + p.every, lambda: panel(p, inc))
+                at = loop.mono_us() + p.every
+                loop.call_at_us(at, lambda at=at: panel(p, inc, at))
 
     def gone(name):
         """The process ends: its tasks and its requests stop at once."""
@@ -1727,6 +1782,15 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         net.crash(name)
 
     def fault(f):
+        if f.kind == "clock-jump":
+            sc.nodes[f.node].clock.jump(signed_us(f.raw["by"]))
+            return
+        if f.kind == "clock-drift":
+            # The node's deadline is on its own clock: where it falls in
+            # global time has moved (`Fault::ClockDrift` re-arms).
+            sc.nodes[f.node].clock.set_drift(loop.now_us, int(f.raw["ppm"]))
+            loop.dirty[sc.nodes[f.node].name] = None
+            return
         if f.kind == "heal":
             net.heal()
             return
@@ -1748,6 +1812,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
                 end(name)
             elif f.kind == "crash":
                 crash(name)
+            elif f.kind == "pause":
+                net.pause(name)
+            elif f.kind == "resume":
+                net.resume(name)
 
     # The engine's order at one instant: node starts (node order), then
     # faults (file order), each as it comes.

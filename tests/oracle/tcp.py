@@ -488,6 +488,16 @@ class Sched:
         """The node's process ended: its timers go too."""
         self.loop.forget(node)
 
+    def later(self, node, fn):
+        """`fn` runs as `node` after what the current event made ready."""
+        self.loop.later(node, fn)
+
+    def pause(self, node):
+        self.loop.pause(node)
+
+    def resume(self, node):
+        self.loop.resume(node)
+
 
 class Node:
     """A node's process and host as the engine keeps them."""
@@ -499,6 +509,9 @@ class Node:
         self.incarnation = 0
         self.listening = False
         self.dispatch = None  # (peer, input) -> None, while up
+        # While paused: the inputs that reached the process, replayed on
+        # resume (the engine's `paused`).
+        self.paused: list | None = None
 
 
 class Net:
@@ -569,10 +582,16 @@ class Net:
         n.incarnation += 1
         n.listening = False
         n.dispatch = None
+        n.paused = None
 
     def end_process(self, name):
         n = self.nodes[name]
         if n.up:
+            # Data parked by a pause and never read: the kernel resets the
+            # connection (`unread_conns`; Linux `__tcp_close`).
+            unread = sorted({inp[1] for _, _, inp in n.paused or [] if inp[0] == "Data"})
+            for conn in unread:
+                self.streams.reset(self.sched.now(), conn, name, n.incarnation)
             self.streams.process_gone(self.sched.now(), name, n.incarnation)
         self.take_down(name)
         self.carry_out()
@@ -591,10 +610,10 @@ class Net:
                     self.sched.at(self.sched.now() + self.latency, lambda frm=frm, to=to, p=p: self.packet(frm, to, p))
             elif e[0] == "input":
                 _, node, incarnation, peer, inp = e
-                n = self.nodes[node]
-                if n.incarnation == incarnation and n.up and n.dispatch is not None:
-                    with self.sched.running(node):
-                        n.dispatch(peer, inp)
+                if self.nodes[node].paused is not None:
+                    self.nodes[node].paused.append((incarnation, peer, inp))
+                else:
+                    self.deliver(node, incarnation, peer, inp)
             else:
                 _, conn, node, at = e
                 old = self.rto_timers.pop((conn, node), None)
@@ -602,6 +621,29 @@ class Net:
                     old.cancel()
                 if at is not None:
                     self.rto_timers[(conn, node)] = self.sched.at(at, lambda c=conn, n=node: self.rto(c, n))
+
+    def deliver(self, node, incarnation, peer, inp):
+        n = self.nodes[node]
+        if n.incarnation == incarnation and n.up and n.dispatch is not None:
+            with self.sched.running(node):
+                n.dispatch(peer, inp)
+
+    # -- pause and resume (`Fault::Pause`, `Fault::Resume`)
+    def pause(self, name):
+        n = self.nodes[name]
+        if n.paused is None:
+            n.paused = []
+        self.sched.pause(name)
+
+    def resume(self, name):
+        """The parked inputs are handed over in order, each carried out
+        (with what it makes ready) before the next; then the node's timer
+        is armed afresh."""
+        n = self.nodes[name]
+        parked, n.paused = n.paused or [], None
+        self.sched.resume(name)
+        for incarnation, peer, inp in parked:
+            self.sched.later(name, lambda i=incarnation, p=peer, x=inp: self.deliver(name, i, p, x))
 
     def packet(self, frm, to, p):
         n = self.nodes[to]
