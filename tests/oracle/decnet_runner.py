@@ -76,7 +76,8 @@ AGENT_KEYS = {
     # A `/deploy`'s run (`deploy_async`).
     "operation_time", "operation_error",
 }
-FAULTS = {"start", "kill", "stop", "crash", "restart", "partition", "heal", "clock-jump", "clock-drift", "pause", "resume"}
+FAULTS = {"start", "kill", "stop", "crash", "restart", "partition", "heal", "clock-jump", "clock-drift", "pause", "resume",
+          "break", "repair", "hold", "stall", "release"}
 # The model's bodies of a hostile client (src/models/decnet/msg.rs).
 SHAPES = {"upstream", "not-json", "no-host-uuid", "no-status", "status-not-object", "host-uuid-not-string"}
 
@@ -708,8 +709,8 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     net = doc.get("network", {})
     if set(net) - {"latency"} or doc.get("link") or set(doc.get("config", {})) - {"topologies"}:
         raise Unsupported("network keys other than latency, [[link]], or [config] keys other than topologies")
-    if doc.get("tcp"):
-        raise Unsupported("[tcp] (tcp.py has the engine's defaults only)")
+    if set(doc.get("tcp", {})) - {"unread_limit"}:
+        raise Unsupported("[tcp] keys other than unread_limit (tcp.py has the engine's defaults)")
     lat_us = duration_us(net.get("latency", "0s"))
     other = sorted({n.kind for n in sc.nodes} - {"swarmctl", "agent", "impostor", "api", "bus"})
     if other:
@@ -735,7 +736,7 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     with tempfile.TemporaryDirectory(prefix="heartsim-decnet-") as tmp:
         m = Master(masters[0], agents, tmp, doc.get("config", {}).get("topologies", []))
         try:
-            noted = _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx)
+            noted = _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, doc.get("tcp", {}))
         finally:
             m.call(m.repo.engine.dispose())
             if m.db is not None:
@@ -773,9 +774,10 @@ class Call:
       map names and httpx re-raises (`httpx/_transports/default.py`
       l. 111-115); no response in 10 s -> `ReadTimeout`.
 
-    The request's write never blocks here (no `stall`), so the write
-    timer never fires and a write on a dead connection does not arise
-    before the read. After the outcome the connection is closed (the
+    The request's write never blocks here (the streams refuse a stall
+    that would block it), so the write timer never fires; a write on a
+    `break`-ed direction fails and resets the connection, which the read
+    then reports (`ReadError`, as the model's failed write does). After the outcome the connection is closed (the
     model's `Call` closes it; httpcore's pool would drop it at the next
     tick, D7)."""
 
@@ -783,7 +785,9 @@ class Call:
         self.d, self.a, self.fut = d, a, fut
         self.cert, self.request = cert, request
         # httpx's `Timeout` as the request carries it (`extensions`), in µs.
-        self.connect_us, self.read_us = (round(timeouts[k] * 1_000_000) for k in ("connect", "read"))
+        self.connect_us, self.write_us, self.read_us = (
+            round(timeouts[k] * 1_000_000) for k in ("connect", "write", "read")
+        )
         self.timer = None
         self.done = False
         self.conn = d.net.connect(a.name, to)
@@ -801,7 +805,9 @@ class Call:
         if not self.done:
             import httpx
 
-            cls = httpx.ConnectTimeout if self.stage in ("tcp", "tls") else httpx.ReadTimeout
+            cls = {"tcp": httpx.ConnectTimeout, "tls": httpx.ConnectTimeout, "write": httpx.WriteTimeout}.get(
+                self.stage, httpx.ReadTimeout
+            )
             self.finish(exc=cls("timed out"))
 
     def on_input(self, inp):
@@ -820,18 +826,26 @@ class Call:
             # TLS 1.3: the client's handshake is done once its Finished is
             # written; the request follows it.
             net.send(name, self.conn, ("ClientFinished", self.cert))
-            net.send(name, self.conn, ("Request",) + self.request)
+            if net.send(name, self.conn, ("Request",) + self.request, awaited=True):
+                self.stage = "read"
+                self.arm(now + self.read_us)
+            else:
+                # A stalled server's buffers are full: the write waits
+                # under the write timeout (`fail_after(write)`).
+                self.stage = "write"
+                self.arm(now + self.write_us)
+        elif stage == "write" and kind == "WriteDone":
             self.stage = "read"
             self.arm(now + self.read_us)
         elif stage == "tls" and kind in ("Closed", "Reset", "Data"):
             self.finish(exc=httpx.ConnectError(f"TLS handshake: {kind}"))
-        elif stage == "read" and msg is not None and msg[0] == "Response":
+        elif stage in ("write", "read") and msg is not None and msg[0] == "Response":
             self.finish(result=msg[1:])
-        elif stage == "read" and msg is not None and msg[0] == "Alert":
+        elif stage in ("write", "read") and msg is not None and msg[0] == "Alert":
             self.finish(exc=ssl.SSLError(1, msg[1]))
-        elif stage == "read" and kind == "Closed":
+        elif stage in ("write", "read") and kind == "Closed":
             self.finish(exc=httpx.RemoteProtocolError("Server disconnected without sending a response."))
-        elif stage == "read" and kind == "Reset":
+        elif stage in ("write", "read") and kind == "Reset":
             self.finish(exc=httpx.ReadError("[Errno 104] Connection reset by peer"))
 
     def finish(self, result=None, exc=None):
@@ -943,6 +957,14 @@ class Server:
     def __init__(self, d, name, cert, app):
         self.d, self.name, self.cert, self.app = d, name, cert, app
         self.conns: dict[int, str | None] = {}
+        # Each handshake's abort timer, cancelled once the handshake is
+        # over (the model's deadline is only a `Handshake` connection's).
+        self.aborts: dict = {}
+
+    def settle(self, conn):
+        timer = self.aborts.pop(conn, None)
+        if timer is not None:
+            timer.cancel()
 
     def dispatch(self, peer, inp):
         d, kind, conn, name = self.d, inp[0], inp[1], self.name
@@ -953,12 +975,13 @@ class Server:
             # l. 144-151), so `SSL_HANDSHAKE_TIMEOUT = 60.0` from
             # `connection_made` (asyncio/sslproto.py `_check_handshake_
             # timeout` aborts the transport).
-            d.loop.call_at_us(d.loop.mono_us() + 60_000_000, self.handshake_timeout, conn)
+            self.aborts[conn] = d.loop.call_at_us(d.loop.mono_us() + 60_000_000, self.handshake_timeout, conn)
         elif kind == "Data" and conn in self.conns:
             msg = inp[2]
             if msg[0] == "ClientHello":
                 d.net.send(name, conn, ("ServerHello", self.cert))
             elif msg[0] == "ClientFinished":
+                self.settle(conn)
                 if msg[1] in ("none", "untrusted"):
                     # CERT_REQUIRED: the handshake fails with an alert and
                     # the connection is dropped.
@@ -973,12 +996,15 @@ class Server:
                 if conn in self.conns:
                     d.net.send(name, conn, ("Response", status, hdrs, body))
         elif kind == "Closed" and conn in self.conns:
+            self.settle(conn)
             del self.conns[conn]
             d.net.close(name, conn)
         elif kind == "Reset":
+            self.settle(conn)
             self.conns.pop(conn, None)
 
     def handshake_timeout(self, conn):
+        self.aborts.pop(conn, None)
         if conn in self.conns and self.conns[conn] is None:
             del self.conns[conn]
             self.d.net.close(self.name, conn)
@@ -1058,10 +1084,42 @@ class StreamEnd:
             self.d.net.close(self.p.name, self.conn)
 
 
-def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
+# The model's request lines (`Request::path`, src/models/decnet/msg.rs): a
+# mutate is an `Operation` too.
+REQUEST_LINES = {
+    "/swarm/heartbeat": "POST /swarm/heartbeat",
+    "/health": "GET /health",
+    "/deploy": "POST /deploy",
+    "/mutate": "POST /deploy",
+    "/self-destruct": "POST /self-destruct",
+}
+
+
+def wire_len(sender: str, msg) -> int:
+    """A client message's size on a stream as the engine counts it
+    (`wire_len`: the model's `Msg::describe` plus 2), for the unread data
+    of a stalled direction that a blocking write (a request) measures:
+    only clients write on such a direction here (the agents to swarmctl,
+    the API to the agents)."""
+    if msg[0] == "ClientHello":
+        text = "TLS ClientHello"
+    elif msg[0] == "ClientFinished":
+        # `Cert::describe` of the scenario's `certificate` (setup.rs).
+        cert = {"none": "no certificate", "untrusted": f"untrusted cert {sender}"}.get(msg[1], f"cert {msg[1]}")
+        text = f"TLS Certificate({cert})..Finished"
+    elif msg[0] == "Request":
+        text = REQUEST_LINES[msg[1]]
+    else:
+        raise Unsupported(f"the size of {msg[0] if isinstance(msg, tuple) else 'a bus frame'} on a stalled write's direction")
+    return len(text.encode()) + 2
+
+
+def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, sc_tcp):
     d = types.SimpleNamespace(loop=loop, m=m, w=w)
     nodes = {n.name: tcp.Node(n.name) for n in sc.nodes}
-    d.net = net = tcp.Net(tcp.Sched(loop), lat_us, nodes)
+    d.net = net = tcp.Net(
+        tcp.Sched(loop), lat_us, nodes, wire_len=wire_len, unread_limit=sc_tcp.get("unread_limit")
+    )
     def swarmctl(peer, cert, request):
         _, content, headers = request
         return m.handle(loop.now_us, loop.wall_us(), peer, cert, content, headers, w.rec)
@@ -1275,6 +1333,14 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             await super()._reader_loop()
             p = CUR.get()
             w.rec(loop.now_us, p.name, "bus", bus_of(p), "lost")
+            # Upstream's health loop publishes on into the dead bus, each
+            # publish failing with a logged warning: no decision, and a
+            # 30 s timer the model does not have (`on_bus`: `next_bus =
+            # None`), which would only reorder the node's wake-ups among
+            # same-instant events (`_Loop`). Not run on.
+            task = getattr(p, "bus_task", None)
+            if task is not None:
+                task.cancel()
 
     async def agent_bus(a):
         """`agent/app.py` `_lifespan` after `_heartbeat.start()` (l. 117-129)."""
@@ -1285,8 +1351,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         except Exception:  # noqa: BLE001 - upstream's `except Exception`
             # "agent: bus unavailable, skipping health heartbeat"
             w.rec(loop.now_us, a.name, "bus", a.bus, "unavailable")
-            bus = None
-        asyncio.create_task(bus_publish.run_health_heartbeat(bus, "agent"))
+            # `run_health_heartbeat(None, ..)` is a no-op sleep cycle: no
+            # decision, and timers the model does not have (see `Bus`).
+            return
+        a.bus_task = asyncio.create_task(bus_publish.run_health_heartbeat(bus, "agent"))
 
     async def api_main(p):
         """`decnet/web/api.py`'s lifespan, the workers panel's part
@@ -1717,6 +1785,7 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
         if name == m.name:
             net.boot(name, server.dispatch)
             server.conns.clear()
+            server.aborts.clear()
             nodes[name].listening = True  # `out.listen()` at Start
             return
         p = procs[name]
@@ -1793,6 +1862,17 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx):
             return
         if f.kind == "heal":
             net.heal()
+            return
+        if f.kind in ("break", "repair", "hold", "stall", "release"):
+            frm, to = f.raw["from"], f.raw["to"]
+            if f.kind == "break":
+                net.break_link(frm, to)
+            elif f.kind == "repair":
+                net.repair_link(frm, to)
+            elif f.kind == "release":
+                net.release(frm, to)
+            else:
+                net.hold(frm, to, f.kind == "stall")
             return
         if f.kind == "partition":
             if "groups" in f.raw:

@@ -13,15 +13,24 @@ stream layer's effects carried out in the engine's order
 (`carry_out_stream_effects`: buffered per operation, a nested operation's
 effects before the rest of the outer buffer).
 
-Left out, as the runners refuse them (`Unsupported`): random links (loss,
-jitter, duplicates, reordering), `break`, `hold`/`stall` and `pause`, and
-so the "unread data" RST of a process ending.
+Also the engine's `pause`/`resume` (a paused node's inputs parked and
+replayed), `break`/`repair` (a write on a broken direction fails and
+resets the writer's connection), `hold`/`stall`/`release` (data and FINs
+parked at the link's end), and the "unread data" RST of a process that
+ends with data parked by a pause or a stall; a blocking write on a
+stalled direction waits for the release once the unread data passes
+`[tcp] unread_limit` (sizes from the runner's `wire_len`, the engine's
+`wire_len`: the model's description of a message plus 2). Left out, as
+the runners refuse them (`Unsupported`): random links (loss, jitter,
+duplicates, reordering).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+
+from vworld import Unsupported
 
 # TcpConfig::default() (sim/src/stream.rs).
 RTO_INITIAL = 1_000_000
@@ -200,6 +209,11 @@ class Streams:
         if self.owned(conn, node, owner) is not None:
             ep = self.endpoints.pop((conn, node))
             self.send_rst(now, conn, node, ep.peer)
+
+    def drop_endpoint(self, conn, node):
+        """A write failed locally (the `break` fault): the endpoint is gone
+        without a word to the peer."""
+        self.endpoints.pop((conn, node), None)
 
     def process_gone(self, now, node, owner):
         mine = sorted(c for (c, n), ep in self.endpoints.items() if n == node and ep.owner == owner)
@@ -520,14 +534,25 @@ class Net:
     arrives, `Network::route`, `Event::Packet`), a host down drops what
     reaches it."""
 
-    def __init__(self, sched: Sched, latency_us: int, nodes: dict[str, Node]):
+    def __init__(self, sched: Sched, latency_us: int, nodes: dict[str, Node], wire_len=None, unread_limit=None):
         self.sched = sched
+        # (sender, message) -> its size on a stream, for stalled writes.
+        self.wire_len = wire_len
+        # `TcpConfig::default().unread_limit`: 128 KiB receive buffer +
+        # 16 KiB socket buffer + 64 KiB in flight.
+        self.unread_limit = 131_072 + 16_384 + 65_536 if unread_limit is None else unread_limit
         self.latency = latency_us
         self.nodes = nodes
         self.streams = Streams()
         self.partitions: list[tuple[frozenset, frozenset]] = []
         self.rto_timers: dict[tuple[int, str], object] = {}
         self.next_conn = 0
+        # `break`: directions whose writes fail (`Network::break_link`).
+        self.broken: set[tuple[str, str]] = set()
+        # `hold`/`stall`: (from, to) -> [stall, parked inputs (node,
+        # incarnation, peer, input), blocked writes' `WriteDone` inputs],
+        # the engine's `Held`.
+        self.held: dict[tuple[str, str], list] = {}
 
     # -- the network
     def blocked(self, frm, to):
@@ -547,6 +572,25 @@ class Net:
     def heal(self):
         self.partitions.clear()
 
+    def break_link(self, frm, to):
+        self.broken.add((frm, to))
+
+    def repair_link(self, frm, to):
+        self.broken.discard((frm, to))
+
+    def hold(self, frm, to, stall):
+        """`Fault::Hold`/`Fault::Stall`: what reaches `to` from `frm` on a
+        stream (data, FIN) is parked until `release`."""
+        held = self.held.setdefault((frm, to), [False, [], []])
+        held[0] |= stall
+
+    def release(self, frm, to):
+        """Handed over at once, ahead of anything else due now, one by one
+        (a paused receiver parks them again)."""
+        _, parked, writes = self.held.pop((frm, to), (False, [], []))
+        for node, incarnation, peer, inp in parked + writes:
+            self.sched.later(node, lambda a=(node, incarnation, peer, inp): self.arrive(*a))
+
     # -- what a machine does (the engine's Output handling)
     def connect(self, node, to):
         if to not in self.nodes:
@@ -558,9 +602,38 @@ class Net:
         self.carry_out()
         return conn
 
-    def send(self, node, conn, msg):
-        self.streams.write(self.sched.now(), conn, node, self.nodes[node].incarnation, msg)
+    def send(self, node, conn, msg, awaited=False):
+        """The process writes `msg`. An `awaited` write (`Wait::Write`)
+        answers whether it is done now; if not (a stalled direction whose
+        unread data would pass `unread_limit`), a `("WriteDone", conn)`
+        input comes at the release."""
+        incarnation = self.nodes[node].incarnation
+        peer = self.streams.peer(conn, node)
+        if peer is not None and (node, peer) in self.broken:
+            # `Engine::write` under `break`: the write fails, the endpoint
+            # is gone, and the process's reads fail too (an `Input::Reset`
+            # after the write's own outcome, in the same dispatch).
+            self.streams.drop_endpoint(conn, node)
+            self.sched.later(node, lambda: self.deliver(node, incarnation, peer, ("Reset", conn, RESET)))
+            return
+        # A blocking write on a stalled connection waits only once the
+        # unread bytes pass the buffers (`fits`, `Output::Send`).
+        held = self.held.get((node, peer)) if peer is not None else None
+        stalled = awaited and held is not None and held[0]
+        if stalled:
+            unread = sum(self.size(p, m[2]) for _, _, p, m in held[1] if m[0] == "Data")
+            fits = unread + self.size(node, msg) <= self.unread_limit
+        written = self.streams.write(self.sched.now(), conn, node, incarnation, msg) is not None
         self.carry_out()
+        if stalled and written and not fits:
+            held[2].append((node, incarnation, peer, ("WriteDone", conn)))
+            return False
+        return True
+
+    def size(self, sender, msg):
+        if self.wire_len is None:
+            raise Unsupported("a stalled write (the runner has no message sizes)")
+        return self.wire_len(sender, msg)
 
     def close(self, node, conn):
         self.streams.close(self.sched.now(), conn, node, self.nodes[node].incarnation)
@@ -589,7 +662,11 @@ class Net:
         if n.up:
             # Data parked by a pause and never read: the kernel resets the
             # connection (`unread_conns`; Linux `__tcp_close`).
-            unread = sorted({inp[1] for _, _, inp in n.paused or [] if inp[0] == "Data"})
+            stalled = [e for (_, to), (stall, parked, _) in self.held.items() if to == name and stall for e in parked]
+            unread = sorted(
+                {inp[1] for _, _, inp in n.paused or [] if inp[0] == "Data"}
+                | {inp[1] for node, _, _, inp in stalled if node == name and inp[0] == "Data"}
+            )
             for conn in unread:
                 self.streams.reset(self.sched.now(), conn, name, n.incarnation)
             self.streams.process_gone(self.sched.now(), name, n.incarnation)
@@ -610,10 +687,7 @@ class Net:
                     self.sched.at(self.sched.now() + self.latency, lambda frm=frm, to=to, p=p: self.packet(frm, to, p))
             elif e[0] == "input":
                 _, node, incarnation, peer, inp = e
-                if self.nodes[node].paused is not None:
-                    self.nodes[node].paused.append((incarnation, peer, inp))
-                else:
-                    self.deliver(node, incarnation, peer, inp)
+                self.arrive(node, incarnation, peer, inp)
             else:
                 _, conn, node, at = e
                 old = self.rto_timers.pop((conn, node), None)
@@ -621,6 +695,17 @@ class Net:
                     old.cancel()
                 if at is not None:
                     self.rto_timers[(conn, node)] = self.sched.at(at, lambda c=conn, n=node: self.rto(c, n))
+
+    def arrive(self, node, incarnation, peer, inp):
+        """`Engine::step` of a stream input: a held link keeps data and
+        FINs, a paused node keeps everything, else it is dispatched."""
+        held = self.held.get((peer, node)) if inp[0] in ("Data", "Closed") else None
+        if held is not None:
+            held[1].append((node, incarnation, peer, inp))
+        elif self.nodes[node].paused is not None:
+            self.nodes[node].paused.append((incarnation, peer, inp))
+        else:
+            self.deliver(node, incarnation, peer, inp)
 
     def deliver(self, node, incarnation, peer, inp):
         n = self.nodes[node]
@@ -643,7 +728,7 @@ class Net:
         parked, n.paused = n.paused or [], None
         self.sched.resume(name)
         for incarnation, peer, inp in parked:
-            self.sched.later(name, lambda i=incarnation, p=peer, x=inp: self.deliver(name, i, p, x))
+            self.sched.later(name, lambda i=incarnation, p=peer, x=inp: self.arrive(name, i, p, x))
 
     def packet(self, frm, to, p):
         n = self.nodes[to]
