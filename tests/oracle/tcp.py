@@ -615,7 +615,7 @@ class Net:
             # after the write's own outcome, in the same dispatch).
             self.streams.drop_endpoint(conn, node)
             self.sched.later(node, lambda: self.deliver(node, incarnation, peer, ("Reset", conn, RESET)))
-            return
+            return True
         # A blocking write on a stalled connection waits only once the
         # unread bytes pass the buffers (`fits`, `Output::Send`).
         held = self.held.get((node, peer)) if peer is not None else None
