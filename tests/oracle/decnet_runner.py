@@ -186,6 +186,12 @@ class _Timer(asyncio.TimerHandle):
         return self is other
 
 
+class _Later(asyncio.Handle):
+    """An input handed over by a resume or a release (`_Loop.later`)."""
+
+    replay = True
+
+
 class _Loop(asyncio.SelectorEventLoop):
     """The agents' asyncio loop on the simulated monotonic clock (µs), run
     as the engine runs its queue: one event at a time, in (time, seq)
@@ -224,6 +230,7 @@ class _Loop(asyncio.SelectorEventLoop):
         # What runs before the next event, one at a time, each followed by
         # what it makes ready: a wake's due timers, a resume's replays.
         self.due: list = []
+        self.replayed = False
         self.clocks: dict = {}
         # Paused nodes: their timer fires without running them.
         self.paused: set = set()
@@ -277,16 +284,18 @@ class _Loop(asyncio.SelectorEventLoop):
         return timer
 
     def call_at(self, when, callback, *args, context=None):
-        return self.call_at_us(round(when * 1_000_000), callback, *args, context=context)
+        return self.call_at_us(round(when * 1_000_000), callback, *args, context=context, rank=RANK.get())
 
-    def call_at_us(self, t_us, callback, *args, context=None):
+    def call_at_us(self, t_us, callback, *args, context=None, rank):
         """A timer of the node running now (`node`), at `t_us` on its
-        monotonic clock."""
+        monotonic clock; `rank`: its place among the node's timers due at
+        one instant (`RANK`)."""
         owner = self.node()
         if owner is None:
             raise OracleError("a timer made outside every node")
         timer = self._timer(t_us, callback, args, context)
         timer.owner = owner
+        timer.rank = rank
         heapq.heappush(self.node_timers.setdefault(owner, []), timer)
         self.dirty[owner] = None
         return timer
@@ -343,7 +352,7 @@ class _Loop(asyncio.SelectorEventLoop):
     def later(self, node, fn):
         """Run `fn` as `node` once what is ready now has run, before the
         next event (a resumed node's parked inputs, one by one)."""
-        self.due.append((node, asyncio.Handle(fn, (), self, None)))
+        self.due.append((node, _Later(fn, (), self, None)))
 
     def pause(self, node):
         self.paused.add(node)
@@ -371,8 +380,8 @@ class _Loop(asyncio.SelectorEventLoop):
             timer._scheduled = False
             if not timer._cancelled:
                 self.due.append((node, timer))
-        # A timer marked `first` (the agent's reaper) runs before the rest.
-        self.due.sort(key=lambda due: not getattr(due[1], "first", False))
+        # In the model's `on_timeout` order (`RANK`), then their own.
+        self.due.sort(key=lambda due: (due[1].rank, due[1].t_us, due[1].seq))
 
     def _run_once(self):
         if self._ready:
@@ -381,11 +390,18 @@ class _Loop(asyncio.SelectorEventLoop):
                 handle._run()
             return
         while self.due:
+            if self.replayed:
+                # The engine re-arms after each dispatch: after each input
+                # a resume or a release hands over (a wake's timers are one
+                # dispatch).
+                self._rearm()
             node, timer = self.due.pop(0)
+            self.replayed = getattr(timer, "replay", False)
             if not timer._cancelled:
                 with self.running(node):
                     timer._run()
                 return
+        self.replayed = False
         self._rearm()
         while self._scheduled and self._scheduled[0]._cancelled:
             heapq.heappop(self._scheduled)._scheduled = False
@@ -412,6 +428,15 @@ class _Loop(asyncio.SelectorEventLoop):
 CUR: contextvars.ContextVar = contextvars.ContextVar("agent")
 # Set in `push_lifecycle_delta`'s task: its requests are pushes.
 PUSHING: contextvars.ContextVar = contextvars.ContextVar("pushing", default=False)
+# Where a node's timer falls in the model's `on_timeout` when several are
+# due at one instant (`_Loop._wake`): the agent's (agent.rs) reaper,
+# handshake aborts, beat loop, pushes' httpx timeouts, bus beat, built
+# pushes, operations; the API's (api.rs) calls, actions, panel, probe.
+# asyncio's own timers take the rank their task sets here (default: the
+# beat loop's).
+R_REAPER, R_HANDSHAKE, R_BEAT, R_PUSH_CALL, R_BUS, R_PUSH_BUILD, R_OPERATION = range(7)
+R_CALL, R_ACTION, R_PANEL, R_PROBE = range(4)
+RANK: contextvars.ContextVar = contextvars.ContextVar("rank", default=R_BEAT)
 
 
 class Agent:
@@ -774,10 +799,12 @@ class Call:
       map names and httpx re-raises (`httpx/_transports/default.py`
       l. 111-115); no response in 10 s -> `ReadTimeout`.
 
-    The request's write never blocks here (the streams refuse a stall
-    that would block it), so the write timer never fires; a write on a
-    `break`-ed direction fails and resets the connection, which the read
-    then reports (`ReadError`, as the model's failed write does). After the outcome the connection is closed (the
+    The request's write blocks on a stalled direction once the unread
+    bytes pass `[tcp] unread_limit` (`Net.send`): the call waits in its
+    `write` stage under the `write` timeout (`WriteTimeout`) until the
+    release's `WriteDone`. A write on a `break`-ed direction fails and
+    resets the connection, which the read then reports (`ReadError`, as
+    the model's failed write does). After the outcome the connection is closed (the
     model's `Call` closes it; httpcore's pool would drop it at the next
     tick, D7)."""
 
@@ -790,6 +817,8 @@ class Call:
         )
         self.timer = None
         self.done = False
+        # The API's calls; the agent's beat, or a push's.
+        self.rank = R_CALL if not isinstance(a, Agent) else R_PUSH_CALL if PUSHING.get() else R_BEAT
         self.conn = d.net.connect(a.name, to)
         a.calls[self.conn] = self
         self.stage = "tcp"
@@ -798,7 +827,7 @@ class Call:
     def arm(self, t_us):
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = self.d.loop.call_at_us(t_us, self.timeout)
+        self.timer = self.d.loop.call_at_us(t_us, self.timeout, rank=self.rank)
 
     def timeout(self):
         self.timer = None
@@ -894,6 +923,7 @@ class PinCall:
         self.d, self.a, self.fut, self.mismatch = d, p, fut, mismatch
         self.timer = None
         self.done = False
+        self.rank = R_CALL
         self.conn = d.net.connect(p.name, to)
         p.calls[self.conn] = self
         self.stage = "tcp"
@@ -975,7 +1005,9 @@ class Server:
             # l. 144-151), so `SSL_HANDSHAKE_TIMEOUT = 60.0` from
             # `connection_made` (asyncio/sslproto.py `_check_handshake_
             # timeout` aborts the transport).
-            self.aborts[conn] = d.loop.call_at_us(d.loop.mono_us() + 60_000_000, self.handshake_timeout, conn)
+            self.aborts[conn] = d.loop.call_at_us(
+                d.loop.mono_us() + 60_000_000, self.handshake_timeout, conn, rank=R_HANDSHAKE
+            )
         elif kind == "Data" and conn in self.conns:
             msg = inp[2]
             if msg[0] == "ClientHello":
@@ -1114,6 +1146,15 @@ def wire_len(sender: str, msg) -> int:
     return len(text.encode()) + 2
 
 
+async def ranked_sleep(us, rank):
+    """`asyncio.sleep` whose timer takes `rank` (`RANK`)."""
+    token = RANK.set(rank)
+    try:
+        await asyncio.sleep(us / 1_000_000)
+    finally:
+        RANK.reset(token)
+
+
 def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, sc_tcp):
     d = types.SimpleNamespace(loop=loop, m=m, w=w)
     nodes = {n.name: tcp.Node(n.name) for n in sc.nodes}
@@ -1165,7 +1206,7 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, sc_tcp):
         a = CUR.get()
         snapshot = _status(a)
         if a.tick_us:
-            await asyncio.sleep(a.tick_us / 1_000_000)
+            await ranked_sleep(a.tick_us, R_PUSH_BUILD if PUSHING.get() else R_BEAT)
         return snapshot
 
     def _status(a):
@@ -1354,7 +1395,9 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, sc_tcp):
             # `run_health_heartbeat(None, ..)` is a no-op sleep cycle: no
             # decision, and timers the model does not have (see `Bus`).
             return
-        a.bus_task = asyncio.create_task(bus_publish.run_health_heartbeat(bus, "agent"))
+        ctx = contextvars.copy_context()
+        ctx.run(RANK.set, R_BUS)
+        a.bus_task = asyncio.create_task(bus_publish.run_health_heartbeat(bus, "agent"), context=ctx)
 
     async def api_main(p):
         """`decnet/web/api.py`'s lifespan, the workers panel's part
@@ -1388,7 +1431,7 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, sc_tcp):
             p.shown = row.status
             w.rec(loop.now_us, p.name, "worker-status", None, row.status)
         at += p.every
-        loop.call_at_us(at, lambda: panel(p, incarnation, at))
+        loop.call_at_us(at, lambda: panel(p, incarnation, at), rank=R_PANEL)
 
     # -- the main API's probe (`GET /swarm/hosts` of the dashboard router)
     import decnet.swarm.client as agent_client
@@ -1482,7 +1525,7 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, sc_tcp):
             return
         p.ctx.run(loop.create_task, list_hosts_api.list_hosts(None, {}, Repo(p)))
         at += p.probe_every
-        loop.call_at_us(at, lambda: probe(p, incarnation, at))
+        loop.call_at_us(at, lambda: probe(p, incarnation, at), rank=R_PROBE)
 
     def failing(method):
         """`decommission`'s `except Exception: log.exception(..)` (l. 52-58)
@@ -1618,7 +1661,7 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, sc_tcp):
         """`compose up` (of a deploy, or of a mutate's whole project): the
         node's `operation_time`, then its `operation_error` if any."""
         a = CUR.get()
-        await asyncio.sleep(a.operation_us / 1_000_000)
+        await ranked_sleep(a.operation_us, R_OPERATION)
         if a.operation_error:
             raise RuntimeError(a.operation_error)
 
@@ -1757,7 +1800,7 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, sc_tcp):
                 # `on_timeout` looks at the reaper first (agent.rs), an
                 # order upstream does not fix (`systemctl stop` comes from
                 # outside the agent's loop).
-                loop.call_at_us(loop.mono_us() + 3_000_000, reap).first = True
+                loop.call_at_us(loop.mono_us() + 3_000_000, reap, rank=R_REAPER)
             return ok
         raise OracleError(f"the agent's API got {path}")
 
@@ -1818,17 +1861,17 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, sc_tcp):
                 # over; the rest run at their time.
                 at = duration_us(a["at"])
                 if at >= loop.mono_us():
-                    loop.call_at_us(at, lambda a=a: action(p, inc, a))
+                    loop.call_at_us(at, lambda a=a: action(p, inc, a), rank=R_ACTION)
             if "probe_every" in p.keys:
                 p.probe_every = duration_us(p.keys["probe_every"])
                 inc = nodes[name].incarnation
                 at = loop.mono_us() + p.probe_every
-                loop.call_at_us(at, lambda at=at: probe(p, inc, at))
+                loop.call_at_us(at, lambda at=at: probe(p, inc, at), rank=R_PROBE)
             if "panel_every" in p.keys:
                 p.every = duration_us(p.keys["panel_every"])
                 inc = nodes[name].incarnation
                 at = loop.mono_us() + p.every
-                loop.call_at_us(at, lambda at=at: panel(p, inc, at))
+                loop.call_at_us(at, lambda at=at: panel(p, inc, at), rank=R_PANEL)
 
     def gone(name):
         """The process ends: its tasks and its requests stop at once."""

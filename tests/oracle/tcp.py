@@ -669,6 +669,11 @@ class Net:
             )
             for conn in unread:
                 self.streams.reset(self.sched.now(), conn, name, n.incarnation)
+            # The peers' writes blocked on those connections are dropped
+            # (`end_process_as`): their machines learn of the reset.
+            for (_, to), held in self.held.items():
+                if to == name:
+                    held[2][:] = [e for e in held[2] if e[3][1] not in unread]
             self.streams.process_gone(self.sched.now(), name, n.incarnation)
         self.take_down(name)
         self.carry_out()
