@@ -56,6 +56,7 @@ os.environ.setdefault(
 )
 
 import tcp  # noqa: E402
+from links import Links  # noqa: E402
 from scenario import duration_us, load, signed_us  # noqa: E402
 from vworld import OracleError, Unsupported
 
@@ -77,7 +78,7 @@ AGENT_KEYS = {
     "operation_time", "operation_error",
 }
 FAULTS = {"start", "kill", "stop", "crash", "restart", "partition", "heal", "clock-jump", "clock-drift", "pause", "resume",
-          "break", "repair", "hold", "stall", "release"}
+          "break", "repair", "hold", "stall", "release", "link"}
 # The model's bodies of a hostile client (src/models/decnet/msg.rs).
 SHAPES = {"upstream", "not-json", "no-host-uuid", "no-status", "status-not-object", "host-uuid-not-string"}
 
@@ -731,12 +732,18 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
         import tomllib
 
         doc = tomllib.load(f)
-    net = doc.get("network", {})
-    if set(net) - {"latency"} or doc.get("link") or set(doc.get("config", {})) - {"topologies"}:
-        raise Unsupported("network keys other than latency, [[link]], or [config] keys other than topologies")
+    if set(doc.get("config", {})) - {"topologies"}:
+        raise Unsupported("[config] keys other than topologies")
     if set(doc.get("tcp", {})) - {"unread_limit"}:
         raise Unsupported("[tcp] keys other than unread_limit (tcp.py has the engine's defaults)")
-    lat_us = duration_us(net.get("latency", "0s"))
+    # The links as the engine routes them (links.py): `[network]`, the
+    # `[[link]]`s, and `link` faults (`fault` below).
+    links = Links(sc.seed, sc.network)
+    configs = [sc.network] + [c for _, _, c in sc.links] + [f.link[2] for f in sc.faults if f.kind == "link"]
+    if any(c.duplicate.num or c.reorder.num for c in configs):
+        raise Unsupported("duplicate or reorder (the engine refuses them on streams)")
+    for frm, to, c in sc.links:
+        links.set_link(frm, to, c)
     other = sorted({n.kind for n in sc.nodes} - {"swarmctl", "agent", "impostor", "api", "bus"})
     if other:
         raise Unsupported(f"node kinds {other}")
@@ -761,7 +768,7 @@ def run(path: str, as_the_model: bool = False) -> tuple[list[dict], set[str]]:
     with tempfile.TemporaryDirectory(prefix="heartsim-decnet-") as tmp:
         m = Master(masters[0], agents, tmp, doc.get("config", {}).get("topologies", []))
         try:
-            noted = _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, doc.get("tcp", {}))
+            noted = _drive(sc, w, loop, m, agents, by_name, links, env, hb, httpx, doc.get("tcp", {}))
         finally:
             m.call(m.repo.engine.dispose())
             if m.db is not None:
@@ -1155,11 +1162,11 @@ async def ranked_sleep(us, rank):
         RANK.reset(token)
 
 
-def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, sc_tcp):
+def _drive(sc, w, loop, m, agents, by_name, links, env, hb, httpx, sc_tcp):
     d = types.SimpleNamespace(loop=loop, m=m, w=w)
     nodes = {n.name: tcp.Node(n.name) for n in sc.nodes}
     d.net = net = tcp.Net(
-        tcp.Sched(loop), lat_us, nodes, wire_len=wire_len, unread_limit=sc_tcp.get("unread_limit")
+        tcp.Sched(loop), links, nodes, wire_len=wire_len, unread_limit=sc_tcp.get("unread_limit")
     )
     def swarmctl(peer, cert, request):
         _, content, headers = request
@@ -1916,6 +1923,10 @@ def _drive(sc, w, loop, m, agents, by_name, lat_us, env, hb, httpx, sc_tcp):
                 net.release(frm, to)
             else:
                 net.hold(frm, to, f.kind == "stall")
+            return
+        if f.kind == "link":
+            # `Fault::Link`: one direction's config from then on.
+            net.links.set_link(*f.link)
             return
         if f.kind == "partition":
             if "groups" in f.raw:

@@ -10,8 +10,9 @@ it does not support.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from links import LinkConfig, Ratio
 from vworld import Clock, OracleError
 
 UNITS = {"h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000, "ms": 1_000, "us": 1}
@@ -46,6 +47,33 @@ def signed_us(text: str) -> int:
     return duration_us(t)
 
 
+def link_config(section: dict, base: LinkConfig) -> LinkConfig:
+    """`Context::link` (src/scenario/mod.rs): the keys a `[network]`,
+    `[[link]]` or `link` fault sets, over `base` (the default link for
+    `[network]`, `[network]`'s for the others). Latency `"50ms"` or
+    `"50ms..150ms"` (uniform, inclusive); ratios `"num/den"`."""
+
+    def ratio(text: str) -> Ratio:
+        n, _, d = text.partition("/")
+        return Ratio(int(n.strip()), int(d.strip()))
+
+    c = base
+    if "latency" in section:
+        lo, dots, hi = section["latency"].partition("..")
+        c = replace(c, lo=duration_us(lo), hi=duration_us(hi if dots else lo))
+    for key in ("drop", "duplicate", "reorder"):
+        if key in section:
+            c = replace(c, **{key: ratio(section[key])})
+    if "reorder_delay" in section:
+        c = replace(c, reorder_delay=duration_us(section["reorder_delay"]))
+    return c
+
+
+def _one(names) -> str:
+    """A `from`/`to` of one node: `"a"` or `["a"]`."""
+    return names if isinstance(names, str) else names[0]
+
+
 @dataclass
 class Host:
     name: str
@@ -75,6 +103,8 @@ class Fault:
     node: int | None = None
     host: int | None = None
     raw: dict = field(default_factory=dict)
+    # `link`: (from, to, the direction's config from then on).
+    link: tuple[str, str, LinkConfig] | None = None
 
 
 @dataclass
@@ -90,6 +120,11 @@ class Scenario:
     # one of its own per node without a host; src/scenario/hosts.rs).
     disk_of: list[int]
     disks: int
+    # `[scenario] seed` (every random draw's), `[network]`, and the
+    # `[[link]]` overrides as (from, to, config), in file order.
+    seed: int = 0
+    network: LinkConfig = field(default_factory=LinkConfig)
+    links: list[tuple[str, str, LinkConfig]] = field(default_factory=list)
 
 
 def load(path: str) -> Scenario:
@@ -146,6 +181,8 @@ def load(path: str) -> Scenario:
         else:
             h = hosts[n.host]
             disk_of.append(h.disk_of if h.disk_of is not None else h.index)
+    network = link_config(doc.get("network", {}), LinkConfig())
+    links = [(_one(l["from"]), _one(l["to"]), link_config(l, network)) for l in doc.get("link", [])]
     faults: list[Fault] = []
     for f in doc.get("fault", []):
         at = duration_us(f["at"])
@@ -162,6 +199,9 @@ def load(path: str) -> Scenario:
             for i in on_host:
                 faults.append(Fault(at, kind, node=i, raw=f))
             continue
+        if kind == "link":
+            faults.append(Fault(at, kind, raw=f, link=(_one(f["from"]), _one(f["to"]), link_config(f, network))))
+            continue
         faults.append(Fault(at, kind, node=node, host=host, raw=f))
     return Scenario(
         path=path,
@@ -173,4 +213,7 @@ def load(path: str) -> Scenario:
         faults=faults,
         disk_of=disk_of,
         disks=own,
+        seed=int(head.get("seed", 0)),
+        network=network,
+        links=links,
     )

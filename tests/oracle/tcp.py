@@ -1,7 +1,7 @@
 """The engine's stream medium, as the models see it: a port of
 `sim/src/stream.rs` (connections over packets, Linux's RTO rules) and of
-the parts of `sim/src/engine.rs` that carry its effects out (packets on a
-fixed-latency network with partitions, host and process lifetimes), for
+the parts of `sim/src/engine.rs` that carry its effects out (packets on the
+scenario's links, links.py, with partitions, host and process lifetimes), for
 runners whose upstream talks over TCP (docs/oracle.md, "The network").
 
 It is the scenario's world, not upstream: the model and upstream meet the
@@ -21,8 +21,8 @@ ends with data parked by a pause or a stall; a blocking write on a
 stalled direction waits for the release once the unread data passes
 `[tcp] unread_limit` (sizes from the runner's `wire_len`, the engine's
 `wire_len`: the model's description of a message plus 2). Left out, as
-the runners refuse them (`Unsupported`): random links (loss, jitter,
-duplicates, reordering).
+the runners refuse them (`Unsupported`): duplicates and reordering (which
+the engine refuses on streams too).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from links import LOST, Links
 from vworld import Unsupported
 
 # TcpConfig::default() (sim/src/stream.rs).
@@ -529,19 +530,19 @@ class Node:
 
 
 class Net:
-    """The engine's side of the stream medium: fixed one-way latency,
-    symmetric partitions (checked when a packet is sent and again when it
-    arrives, `Network::route`, `Event::Packet`), a host down drops what
-    reaches it."""
+    """The engine's side of the stream medium: the links' latency and loss
+    (`links.Links`, the engine's draws), partitions (checked when a packet
+    is sent and again when it arrives, `Network::route`, `Event::Packet`),
+    a host down drops what reaches it."""
 
-    def __init__(self, sched: Sched, latency_us: int, nodes: dict[str, Node], wire_len=None, unread_limit=None):
+    def __init__(self, sched: Sched, links: Links, nodes: dict[str, Node], wire_len=None, unread_limit=None):
         self.sched = sched
         # (sender, message) -> its size on a stream, for stalled writes.
         self.wire_len = wire_len
         # `TcpConfig::default().unread_limit`: 128 KiB receive buffer +
         # 16 KiB socket buffer + 64 KiB in flight.
         self.unread_limit = 131_072 + 16_384 + 65_536 if unread_limit is None else unread_limit
-        self.latency = latency_us
+        self.links = links
         self.nodes = nodes
         self.streams = Streams()
         self.partitions: list[tuple[frozenset, frozenset]] = []
@@ -687,9 +688,15 @@ class Net:
     def carry_out(self):
         for e in self.streams.take_effects():
             if e[0] == "transmit":
+                # `Engine::transmit_packet`: `Network::route` (the
+                # partition, then the link's loss and delay, links.py);
+                # a duplicate (never, on streams) queued before the packet.
                 _, frm, to, p = e
-                if not self.blocked(frm, to):
-                    self.sched.at(self.sched.now() + self.latency, lambda frm=frm, to=to, p=p: self.packet(frm, to, p))
+                fate = LOST if self.blocked(frm, to) else self.links.route(frm, to)
+                if fate != LOST:
+                    delay, again = fate
+                    for d in [again, delay] if again is not None else [delay]:
+                        self.sched.at(self.sched.now() + d, lambda frm=frm, to=to, p=p: self.packet(frm, to, p))
             elif e[0] == "input":
                 _, node, incarnation, peer, inp = e
                 self.arrive(node, incarnation, peer, inp)
