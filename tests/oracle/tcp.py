@@ -529,6 +529,17 @@ class Node:
         self.paused: list | None = None
 
 
+@dataclass
+class Held:
+    """A held or stalled direction's parked traffic (the engine's `Held`):
+    inputs that reached its end, and blocked writes' `WriteDone`s, each
+    `(node, incarnation, peer, input)`."""
+
+    stall: bool = False
+    parked: list = field(default_factory=list)
+    writes: list = field(default_factory=list)
+
+
 class Net:
     """The engine's side of the stream medium: the links' latency and loss
     (`links.Links`, the engine's draws), partitions (checked when a packet
@@ -550,10 +561,8 @@ class Net:
         self.next_conn = 0
         # `break`: directions whose writes fail (`Network::break_link`).
         self.broken: set[tuple[str, str]] = set()
-        # `hold`/`stall`: (from, to) -> [stall, parked inputs (node,
-        # incarnation, peer, input), blocked writes' `WriteDone` inputs],
-        # the engine's `Held`.
-        self.held: dict[tuple[str, str], list] = {}
+        # `hold`/`stall`: (from, to) -> what the direction holds.
+        self.held: dict[tuple[str, str], Held] = {}
 
     # -- the network
     def blocked(self, frm, to):
@@ -582,14 +591,14 @@ class Net:
     def hold(self, frm, to, stall):
         """`Fault::Hold`/`Fault::Stall`: what reaches `to` from `frm` on a
         stream (data, FIN) is parked until `release`."""
-        held = self.held.setdefault((frm, to), [False, [], []])
-        held[0] |= stall
+        held = self.held.setdefault((frm, to), Held())
+        held.stall |= stall
 
     def release(self, frm, to):
         """Handed over at once, ahead of anything else due now, one by one
         (a paused receiver parks them again)."""
-        _, parked, writes = self.held.pop((frm, to), (False, [], []))
-        for node, incarnation, peer, inp in parked + writes:
+        held = self.held.pop((frm, to), Held())
+        for node, incarnation, peer, inp in held.parked + held.writes:
             self.sched.later(node, lambda a=(node, incarnation, peer, inp): self.arrive(*a))
 
     # -- what a machine does (the engine's Output handling)
@@ -620,14 +629,14 @@ class Net:
         # A blocking write on a stalled connection waits only once the
         # unread bytes pass the buffers (`fits`, `Output::Send`).
         held = self.held.get((node, peer)) if peer is not None else None
-        stalled = awaited and held is not None and held[0]
+        stalled = awaited and held is not None and held.stall
         if stalled:
-            unread = sum(self.size(p, m[2]) for _, _, p, m in held[1] if m[0] == "Data")
+            unread = sum(self.size(p, m[2]) for _, _, p, m in held.parked if m[0] == "Data")
             fits = unread + self.size(node, msg) <= self.unread_limit
         written = self.streams.write(self.sched.now(), conn, node, incarnation, msg) is not None
         self.carry_out()
         if stalled and written and not fits:
-            held[2].append((node, incarnation, peer, ("WriteDone", conn)))
+            held.writes.append((node, incarnation, peer, ("WriteDone", conn)))
             return False
         return True
 
@@ -663,7 +672,7 @@ class Net:
         if n.up:
             # Data parked by a pause and never read: the kernel resets the
             # connection (`unread_conns`; Linux `__tcp_close`).
-            stalled = [e for (_, to), (stall, parked, _) in self.held.items() if to == name and stall for e in parked]
+            stalled = [e for (_, to), held in self.held.items() if to == name and held.stall for e in held.parked]
             unread = sorted(
                 {inp[1] for _, _, inp in n.paused or [] if inp[0] == "Data"}
                 | {inp[1] for node, _, _, inp in stalled if node == name and inp[0] == "Data"}
@@ -674,7 +683,7 @@ class Net:
             # (`end_process_as`): their machines learn of the reset.
             for (_, to), held in self.held.items():
                 if to == name:
-                    held[2][:] = [e for e in held[2] if e[3][1] not in unread]
+                    held.writes = [e for e in held.writes if e[3][1] not in unread]
             self.streams.process_gone(self.sched.now(), name, n.incarnation)
         self.take_down(name)
         self.carry_out()
@@ -713,7 +722,7 @@ class Net:
         FINs, a paused node keeps everything, else it is dispatched."""
         held = self.held.get((peer, node)) if inp[0] in ("Data", "Closed") else None
         if held is not None:
-            held[1].append((node, incarnation, peer, inp))
+            held.parked.append((node, incarnation, peer, inp))
         elif self.nodes[node].paused is not None:
             self.nodes[node].paused.append((incarnation, peer, inp))
         else:
